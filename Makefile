@@ -1,0 +1,37 @@
+# minillm — make targets. `make run` and `make test` work from a fresh clone with only Python installed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install run test test-slow lint assets bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+run: install
+	$(PY) -m minillm.run $(ARGS)
+
+test: install
+	$(PY) -m pytest $(ARGS)
+
+test-slow: install
+	$(PY) -m pytest -m slow $(ARGS)
+
+lint: install
+	$(PY) -m ruff check minillm tests experiments
+	$(PY) -m ruff format --check minillm tests experiments
+
+assets: install
+	$(PY) -m minillm.models.assets $(ARGS)
+
+clean:
+	rm -rf outputs multirun .cache

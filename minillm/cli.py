@@ -1,0 +1,36 @@
+"""Shared entry-point plumbing: logging set-up and the one-line error contract."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+
+from minillm.errors import MinillmError
+
+
+def quiet_libraries() -> None:
+    """Offline by default and no noise from the libraries' own start-up messages."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    for name in ("transformers", "httpx", "urllib3", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def user_errors(fn):
+    """Run ``fn``; a MinillmError becomes ``error: …`` on stderr and exit status 2, with no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MinillmError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapper

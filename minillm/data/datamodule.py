@@ -1,0 +1,171 @@
+"""The LightningDataModule: records → tokenised splits → loaders for SFT, rollout prompts and L_PT."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from minillm.data.datasets import (
+    ListDataset,
+    collate_prompts,
+    collate_sft,
+    pretrain_blocks,
+    tokenize_records,
+)
+from minillm.data.records import load_splits
+from minillm.data.template import PromptTemplate
+from minillm.errors import MinillmError
+
+log = logging.getLogger(__name__)
+
+
+def bundled_dir(data_cfg, cache_dir: str | Path) -> Path:
+    """Write the bundled splits once into the cache (they are deterministic from the seed and sizes)."""
+    from minillm.data.bundled import GENERATOR_VERSION, write_splits
+
+    name = f"bundled-v{GENERATOR_VERSION}-s{data_cfg.seed}-{data_cfg.n_train}-{data_cfg.n_valid}-{data_cfg.n_test}"
+    folder = Path(cache_dir) / "data" / name
+    if not (folder / "meta.json").is_file():
+        log.info("generating the bundled data set into %s", folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_splits(
+            folder,
+            seed=data_cfg.seed,
+            n_train=data_cfg.n_train,
+            n_valid=data_cfg.n_valid,
+            n_test=data_cfg.n_test,
+        )
+    return folder
+
+
+def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
+    """The three splits as canonical records, from the bundled generator or the user's JSONL."""
+    if data_cfg.source == "bundled":
+        return load_splits(bundled_dir(data_cfg, cache_dir), valid_size=0, test_size=0, seed=data_cfg.seed)
+    if data_cfg.source == "jsonl":
+        if not data_cfg.get("path"):
+            raise MinillmError("data.path: set it to a JSONL file or a folder with train/valid/test.jsonl")
+        return load_splits(
+            data_cfg.path, valid_size=data_cfg.valid_size, test_size=data_cfg.test_size, seed=data_cfg.seed
+        )
+    raise MinillmError(f"data.source={data_cfg.source!r}; choose one of ['bundled', 'jsonl']")
+
+
+class InstructionDataModule(L.LightningDataModule):
+    """Serves the tokenised splits.
+
+    ``train_mode="sft"`` gives teacher-forced prompt+response batches; ``"prompts"`` gives left-padded
+    prompt batches of ``prompt_batch_size`` for on-policy rollouts.
+    """
+
+    def __init__(
+        self,
+        data_cfg,
+        tokenizer,
+        records: dict[str, list[dict]],
+        *,
+        seed: int = 0,
+        train_mode: str = "sft",
+        prompt_batch_size: int | None = None,
+    ):
+        super().__init__()
+        self.cfg = data_cfg
+        self.tokenizer = tokenizer
+        self.records = records
+        self.seed = seed
+        self.train_mode = train_mode
+        self.prompt_batch_size = prompt_batch_size or data_cfg.batch_size
+        template = PromptTemplate.from_name(data_cfg.template)
+        self.examples = {
+            split: tokenize_records(
+                recs,
+                tokenizer,
+                template,
+                max_prompt_len=data_cfg.max_prompt_len,
+                max_response_len=data_cfg.max_response_len,
+                split=split,
+            )
+            for split, recs in records.items()
+        }
+        for split, examples in self.examples.items():
+            if not examples:
+                raise MinillmError(
+                    f"data: every {split} prompt is longer than data.max_prompt_len={data_cfg.max_prompt_len}"
+                )
+        log.info("data: %s", ", ".join(f"{s} {len(e)}" for s, e in self.examples.items()))
+        self._sft = partial(collate_sft, pad_token_id=tokenizer.pad_token_id)
+        self._prompts = partial(collate_prompts, pad_token_id=tokenizer.pad_token_id)
+        self._epoch_gen = torch.Generator().manual_seed(seed)
+
+    def replace_train_responses(self, responses: list[str]) -> None:
+        """SeqKD: train on these responses (one per train record, in order) instead of the gold ones."""
+        recs = [dict(r, response=text) for r, text in zip(self.records["train"], responses, strict=True)]
+        template = PromptTemplate.from_name(self.cfg.template)
+        self.examples["train"] = tokenize_records(
+            recs,
+            self.tokenizer,
+            template,
+            max_prompt_len=self.cfg.max_prompt_len,
+            max_response_len=self.cfg.max_response_len,
+            split="train (teacher samples)",
+        )
+
+    def train_dataloader(self):
+        if self.train_mode == "prompts":
+            return DataLoader(
+                ListDataset(self.examples["train"]),
+                batch_size=self.prompt_batch_size,
+                shuffle=True,
+                drop_last=True,
+                collate_fn=self._prompts,
+                generator=self._epoch_gen,
+                num_workers=self.cfg.num_workers,
+            )
+        return DataLoader(
+            ListDataset(self.examples["train"]),
+            batch_size=self.cfg.batch_size,
+            shuffle=True,
+            collate_fn=self._sft,
+            generator=self._epoch_gen,
+            num_workers=self.cfg.num_workers,
+        )
+
+    def val_dataloader(self):
+        return DataLoader(
+            ListDataset(self.examples["valid"]),
+            batch_size=self.cfg.eval_batch_size,
+            collate_fn=self._sft,
+            num_workers=self.cfg.num_workers,
+        )
+
+    def pretrain_loader(self, batch_size: int) -> DataLoader:
+        """Fixed-length blocks of the pre-training corpus, for the L_PT term."""
+        from minillm.data.pretrain import load_pretrain_texts
+
+        pt = self.cfg.pretrain
+        texts = load_pretrain_texts(
+            pt.source, path=pt.get("path"), max_chars=pt.get("max_chars"), seed=self.cfg.seed
+        )
+        blocks = pretrain_blocks(texts, self.tokenizer, pt.block_size)
+        if len(blocks) == 0:
+            raise MinillmError(f"data.pretrain: corpus is shorter than one block of {pt.block_size} tokens")
+        log.info("pre-training corpus: %d blocks of %d tokens", len(blocks), pt.block_size)
+        return DataLoader(
+            ListDataset(list(blocks)),
+            batch_size=batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed + 1),
+        )
+
+
+def write_records(path: str | Path, records: list[dict]) -> None:
+    with Path(path).open("w", encoding="utf-8") as handle:
+        for r in records:
+            handle.write(json.dumps(r) + "\n")

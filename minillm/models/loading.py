@@ -1,0 +1,109 @@
+"""Loading the teacher, the student and their shared tokenizer from config.
+
+A model is named by ``path`` (a local Hugging Face folder, or a hub id when the user has access) or
+built from ``arch`` (random init, see ``minillm.models.tiny``). The teacher is frozen: eval mode,
+no gradients; the training module keeps it out of the optimizer and out of checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from minillm.errors import MinillmError
+from minillm.models.tiny import build_model
+
+log = logging.getLogger(__name__)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _check_path(path: str, key: str) -> None:
+    """Fail fast on a path that is neither a local folder nor (with network) a plausible hub id."""
+    if Path(path).exists():
+        if not Path(path).is_dir():
+            raise MinillmError(f"{key}={path}: expected a model folder, found a file")
+        return
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1
+    if looks_local:
+        raise MinillmError(f"{key}={path}: model path does not exist")
+    if _offline():
+        raise MinillmError(
+            f"{key}={path}: no such local folder, and HF_HUB_OFFLINE=1 forbids fetching it from the hub"
+        )
+
+
+def load_model(
+    spec, *, key: str, vocab_size: int | None = None, eos_token_id: int | None = None, seed: int = 0
+):
+    """Load ``spec.path`` or build ``spec.arch``; ``key`` (``teacher``/``student``) names it in errors."""
+    if spec.get("path"):
+        path = str(spec.path)
+        _check_path(path, f"{key}.path")
+        log.info("loading %s from %s", key, path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except OSError as err:
+            raise MinillmError(
+                f"{key}.path={path}: cannot load a causal LM ({str(err).splitlines()[0]})"
+            ) from None
+        return model
+    if spec.get("arch"):
+        if vocab_size is None:
+            raise MinillmError(f"{key}.arch needs a tokenizer (set tokenizer.path or train one)")
+        log.info("building %s from config (%s, random init)", key, spec.arch.get("model_type"))
+        return build_model(dict(spec.arch), vocab_size, eos_token_id, seed=seed)
+    raise MinillmError(f"{key}: set {key}.path (a model folder or hub id) or {key}.arch")
+
+
+def load_tokenizer(path: str, key: str = "tokenizer.path"):
+    """A tokenizer with pad = EOS when it has no pad token (GPT-2 style)."""
+    _check_path(str(path), key)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise MinillmError(f"{key}={path}: cannot load a tokenizer ({str(err).splitlines()[0]})") from None
+    if tok.eos_token_id is None:
+        raise MinillmError(f"{key}={path}: tokenizer has no EOS token")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def freeze(model):
+    """Eval mode and no gradients: the teacher is never trained."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_same_vocab(teacher, student, tokenizer) -> None:
+    """Teacher and student must score the same token ids; fail clearly if their vocabularies differ."""
+    t = teacher.get_output_embeddings().weight.shape[0]
+    s = student.get_output_embeddings().weight.shape[0]
+    if t != s:
+        raise MinillmError(
+            f"teacher and student vocabularies differ ({t} vs {s} output rows): they must share a tokenizer"
+        )
+    if len(tokenizer) > s:
+        raise MinillmError(f"tokenizer has {len(tokenizer)} tokens but the models only {s} output rows")
+
+
+def check_same_tokenizer(tokenizer, other_path: str, key: str) -> None:
+    """When the other model ships its own tokenizer, it must map text to the same ids."""
+    folder = Path(other_path)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        return
+    other = AutoTokenizer.from_pretrained(str(folder))
+    if other.get_vocab() != tokenizer.get_vocab():
+        raise MinillmError(
+            f"{key}={other_path}: its tokenizer differs from the student's; distillation needs one"
+        )

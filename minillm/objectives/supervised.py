@@ -1,0 +1,43 @@
+"""Token-level losses on gold (or teacher-generated) responses: SFT cross-entropy and word-level KD.
+
+Both take logits over the whole teacher-forced sequence (B, L, V) and labels (B, L) with -100 on
+prompt and padding; the shift by one (position t predicts token t+1) happens here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from minillm.data.datasets import IGNORE_INDEX
+from minillm.objectives.divergences import forward_kl
+
+
+def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor):
+    """Logits at t predict labels at t+1: returns (logits[:, :-1], labels[:, 1:], mask)."""
+    targets = labels[:, 1:]
+    return logits[:, :-1], targets, targets != IGNORE_INDEX
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over response tokens (EOS included); 0 for a batch with no response token."""
+    logits, targets, mask = shift_for_next_token(logits, labels)
+    if not mask.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[mask].float(), targets[mask])
+
+
+def word_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *, kd_ratio: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The paper's KD baseline: (1 − kd_ratio)·CE + kd_ratio·KL(p‖q) over response tokens.
+
+    KL(p‖q) is the true forward KL (teacher entropy included): its gradient w.r.t. the student is
+    that of the teacher–student cross-entropy, but the logged value is the divergence itself.
+    Returns the loss and its terms (``ce``, ``kl``), detached, for logging.
+    """
+    s_logits, targets, mask = shift_for_next_token(student_logits, labels)
+    ce = sft_loss(student_logits, labels)
+    kl = forward_kl(s_logits, teacher_logits[:, :-1], mask, reduction="mean")
+    loss = (1.0 - kd_ratio) * ce + kd_ratio * kl
+    return loss, {"ce": ce.detach(), "kl": kl.detach()}

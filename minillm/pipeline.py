@@ -1,0 +1,254 @@
+"""One run, top to bottom: data → tokenizer → models → (SeqKD samples) → training → evaluation.
+
+``train(cfg)`` is what ``python -m minillm.run`` calls; it returns the results dictionary that is also
+written to ``results.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from omegaconf import OmegaConf
+
+from minillm.data.datamodule import InstructionDataModule, load_records
+from minillm.errors import MinillmError
+from minillm.evaluation.evaluate import evaluate_model
+from minillm.loggers import make_loggers
+from minillm.models.loading import (
+    check_same_tokenizer,
+    check_same_vocab,
+    freeze,
+    load_model,
+    load_tokenizer,
+)
+from minillm.models.tiny import train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def resolve_tokenizer(cfg, records):
+    """The shared tokenizer: tokenizer.path, else the student's or teacher's folder, else trained and cached."""
+    if cfg.tokenizer.get("path"):
+        return load_tokenizer(cfg.tokenizer.path, "tokenizer.path")
+    for key in ("student", "teacher"):
+        spec = cfg.get(key)
+        if spec is not None and spec.get("path"):
+            return load_tokenizer(spec.path, f"{key}.path")
+    texts = [f"{r['instruction']}\n{r['context']}\n{r['response']}" for r in records["train"]]
+    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
+    folder = Path(cfg.cache_dir) / "tokenizers" / f"bpe{cfg.tokenizer.vocab_size}-{digest}"
+    if (folder / "tokenizer.json").is_file():
+        log.info("loading the cached tokenizer from %s", folder)
+        return load_tokenizer(folder)
+    log.info(
+        "training a %d-token byte-level BPE on the train split into %s", cfg.tokenizer.vocab_size, folder
+    )
+    train_tokenizer(texts, cfg.tokenizer.vocab_size, folder)
+    return load_tokenizer(folder)
+
+
+def objective_needs_teacher(cfg) -> bool:
+    return bool(cfg.objective.get("needs_teacher", False)) or float(cfg.objective.get("kd_ratio", 0) or 0) > 0
+
+
+def build_module(cfg, student, teacher, tokenizer, dm):
+    kind = cfg.objective.kind
+    val = dict(val_examples=dm.examples["valid"], val_records=dm.records["valid"])
+    if kind == "supervised":
+        from minillm.module import DistillModule
+
+        return DistillModule(student, cfg, tokenizer, teacher=teacher, **val)
+    if kind == "on_policy":
+        from minillm.on_policy import OnPolicyModule
+
+        return OnPolicyModule(student, cfg, tokenizer, teacher=teacher, datamodule=dm, **val)
+    raise MinillmError(f"objective.kind={kind!r}; choose one of ['on_policy', 'supervised']")
+
+
+def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, ModelCheckpoint]:
+    t = cfg.trainer
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        monitor=cfg.select.monitor,
+        mode=cfg.select.mode,
+        save_top_k=1,
+        save_last=True,
+        filename="best",
+    )
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        max_time=t.get("max_time"),
+        val_check_interval=t.val_check_interval,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        limit_val_batches=t.limit_val_batches,
+        log_every_n_steps=t.log_every_n_steps,
+        num_sanity_val_steps=t.num_sanity_val_steps,
+        enable_progress_bar=t.enable_progress_bar,
+        gradient_clip_val=None if manual else cfg.optim.grad_clip,
+        deterministic=t.deterministic,
+        logger=loggers,
+        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+    return trainer, checkpoint
+
+
+def evaluate(cfg, model, tokenizer, dm, name: str) -> dict:
+    """Sampling evaluation of ``model`` on each split in eval.splits."""
+    e = cfg.eval
+    out = {}
+    for split in e.splits:
+        examples = dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split]
+        started = time.perf_counter()
+        out[split] = evaluate_model(
+            model,
+            tokenizer,
+            examples,
+            dm.records[split],
+            seeds=tuple(e.seeds),
+            batch_size=e.batch_size,
+            max_new_tokens=e.max_new_tokens,
+            temperature=e.temperature,
+            top_k=e.top_k,
+            top_p=e.top_p,
+            name=name,
+        )
+        out[split]["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def format_table(rows: dict[str, dict], split: str) -> str:
+    """A small text table: one row per model, Rouge-L and validity (mean ± std over seeds)."""
+    lines = [f"{'model':<22} {'Rouge-L':>14} {'valid %':>14} {'length':>8}", "-" * 61]
+    for name, res in rows.items():
+        r = res.get(split)
+        if r is None:
+            continue
+        valid = "n/a" if r["valid_rate"] is None else f"{r['valid_rate']:.1f} ± {r['valid_rate_std']:.1f}"
+        lines.append(
+            f"{name:<22} {r['rougeL']:>7.1f} ± {r['rougeL_std']:<4.1f} {valid:>14} {r['length']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def train(cfg) -> dict:
+    """Run one configuration end to end; returns (and writes) results.json."""
+    from minillm.config import validate_config
+
+    validate_config(cfg)
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+
+    records = load_records(cfg.data, cfg.cache_dir)
+    tokenizer = resolve_tokenizer(cfg, records)
+    student = load_model(
+        cfg.student,
+        key="student",
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        seed=cfg.seed,
+    )
+    teacher = None
+    has_teacher = bool(cfg.teacher.get("path") or cfg.teacher.get("arch"))
+    if objective_needs_teacher(cfg) or (cfg.eval.compare and has_teacher):
+        if not has_teacher:
+            raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
+        teacher = freeze(
+            load_model(
+                cfg.teacher,
+                key="teacher",
+                vocab_size=len(tokenizer),
+                eos_token_id=tokenizer.eos_token_id,
+                seed=cfg.seed + 1,
+            )
+        )
+        check_same_vocab(teacher, student, tokenizer)
+        if cfg.teacher.get("path"):
+            check_same_tokenizer(tokenizer, cfg.teacher.path, "teacher.path")
+
+    on_policy = cfg.objective.kind == "on_policy"
+    dm = InstructionDataModule(
+        cfg.data,
+        tokenizer,
+        records,
+        seed=cfg.seed,
+        train_mode="prompts" if on_policy else "sft",
+        prompt_batch_size=cfg.objective.get("num_rollouts"),
+    )
+    results: dict = {
+        "config": {
+            "objective": cfg.objective.name,
+            "seed": cfg.seed,
+            "run_name": cfg.run_name,
+            "teacher": cfg.teacher.get("path"),
+            "student": cfg.student.get("path"),
+        }
+    }
+    table: dict[str, dict] = {}
+    if cfg.eval.compare and teacher is not None:
+        table["teacher"] = evaluate(cfg, teacher, tokenizer, dm, "teacher")
+    if cfg.eval.compare:
+        table["student init"] = evaluate(cfg, student, tokenizer, dm, "student init")
+
+    if cfg.objective.name == "seqkd":
+        from minillm.objectives.seqkd import teacher_samples
+
+        dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
+
+    module = build_module(cfg, student, teacher if objective_needs_teacher(cfg) else None, tokenizer, dm)
+    loggers = make_loggers(cfg, run_dir)
+    trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    train_seconds = time.perf_counter() - started
+
+    best = checkpoint.best_model_path
+    if best:
+        log.info("selected %s (%s=%s)", best, cfg.select.monitor, checkpoint.best_model_score)
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    if cfg.select.get("save_hf", True):
+        student.save_pretrained(run_dir / "best_model")
+        tokenizer.save_pretrained(run_dir / "best_model")
+    table["trained student"] = evaluate(cfg, student, tokenizer, dm, "trained student")
+
+    results.update(
+        {
+            "train_seconds": round(train_seconds, 1),
+            "global_step": trainer.global_step,
+            "best_checkpoint": best or None,
+            "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+            "eval": table,
+        }
+    )
+    split = cfg.eval.splits[0]
+    for name, res in table.items():
+        prefix = {"trained student": "test", "teacher": "teacher", "student init": "init"}[name]
+        results[f"{prefix}/rougeL"] = res[split]["rougeL"]
+        results[f"{prefix}/valid_rate"] = res[split]["valid_rate"]
+    for lg in loggers:
+        lg.log_metrics(
+            {k: v for k, v in results.items() if "/" in k and v is not None}, step=trainer.global_step
+        )
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    print(f"\n{split} split, {cfg.eval.num_samples or 'all'} prompts, seeds {list(cfg.eval.seeds)}:")
+    print(format_table(table, split))
+    print(f"results: {run_dir / 'results.json'}")
+    for lg in loggers:
+        lg.finalize("success")
+    return results

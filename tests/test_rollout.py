@@ -1,0 +1,517 @@
+"""Rollout engine: teacher-mixed lockstep sampling with KV caches, and the rollout buffer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    OPTConfig,
+    OPTForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from minillm.errors import MinillmError
+from minillm.rollout.buffer import RolloutBuffer, concat_rollouts
+from minillm.rollout.sampler import Rollout, generate, sample_rollouts
+
+VOCAB = 50
+PAD, EOS = 0, 1
+
+
+def _tiny(kind: str, seed: int, vocab: int = VOCAB) -> nn.Module:
+    """A tiny random causal LM; initializer_range is large so logits are far from uniform."""
+    torch.manual_seed(seed)
+    common = dict(vocab_size=vocab, initializer_range=0.3)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(
+            GPT2Config(
+                n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=EOS, eos_token_id=EOS, **common
+            )
+        )
+    elif kind == "llama":
+        cfg = LlamaConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+            **common,
+        )
+        model = LlamaForCausalLM(cfg)
+    elif kind == "qwen2":
+        cfg = Qwen2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            **common,
+        )
+        model = Qwen2ForCausalLM(cfg)
+    elif kind == "opt":
+        cfg = OPTConfig(
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=32,
+            **common,
+        )
+        model = OPTForCausalLM(cfg)
+    else:
+        raise ValueError(kind)
+    return model.eval()
+
+
+def _prompts(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded random prompts (tokens 2.., so never PAD or EOS)."""
+    g = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.full((len(lengths), width), PAD, dtype=torch.long)
+    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        ids[i, width - n :] = torch.randint(2, VOCAB, (n,), generator=g)
+        mask[i, width - n :] = 1
+    return ids, mask
+
+
+def _bias_eos(model: nn.Module, bias: float) -> nn.Module:
+    """Give the model's head a bias toward EOS (replaces lm_head with an untied, biased copy)."""
+    old = model.lm_head
+    head = nn.Linear(old.in_features, old.out_features, bias=True)
+    with torch.no_grad():
+        head.weight.copy_(old.weight)
+        head.bias.zero_()
+        head.bias[EOS] = bias
+    model.lm_head = head
+    return model
+
+
+def _teacher_forced(model: nn.Module, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of the response tokens and the logits predicting them, from one full forward pass."""
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    p, t = rollout.prompt_ids.shape[1], rollout.response_ids.shape[1]
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    logits = logits[:, p - 1 : p + t - 1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, rollout.response_ids.unsqueeze(-1)).squeeze(-1)
+    return logp, logits
+
+
+def _tv(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    return 0.5 * (counts / counts.sum() - probs).abs().sum().item()
+
+
+# ---------------------------------------------------------------- sampling distribution
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return _tiny("llama", seed=1), _tiny("llama", seed=2)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+def test_first_token_follows_mixture(pair, alpha):
+    student, teacher = pair
+    n = 8000
+    prompt_ids = torch.full((n, 1), 7, dtype=torch.long)
+    prompt_mask = torch.ones_like(prompt_ids)
+    with torch.no_grad():
+        q = torch.softmax(student(input_ids=prompt_ids[:1]).logits[0, -1].float(), -1)
+        p = torch.softmax(teacher(input_ids=prompt_ids[:1]).logits[0, -1].float(), -1)
+    assert 0.5 * (p - q).abs().sum() > 0.3, "fixture models too similar for the test to discriminate"
+    mix = alpha * p + (1 - alpha) * q
+
+    g = torch.Generator().manual_seed(0)
+    r = sample_rollouts(
+        student,
+        teacher,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=1,
+        alpha=alpha,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        generator=g,
+    )
+    tokens = r.response_ids[:, 0]
+    counts = torch.bincount(tokens, minlength=VOCAB).float()
+    assert _tv(counts, mix) < 0.04
+    other = q if alpha > 0 else p
+    assert _tv(counts, other) > 0.1 or alpha == 0.5
+    torch.testing.assert_close(r.mix_logprobs[:, 0], mix.log()[tokens], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.student_logprobs[:, 0], q.log()[tokens], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.teacher_logprobs[:, 0], p.log()[tokens], atol=1e-5, rtol=1e-5)
+    assert r.response_mask.all()
+
+
+def test_alpha_zero_ignores_teacher_for_sampling_but_records_it(pair):
+    student, teacher = pair
+    prompt_ids, prompt_mask = _prompts([3, 1, 4, 2])
+    kw = dict(max_new_tokens=6, alpha=0.0, eos_token_id=EOS, pad_token_id=PAD)
+    without = sample_rollouts(
+        student, None, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(5), **kw
+    )
+    with_t = sample_rollouts(
+        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(5), **kw
+    )
+    assert without.teacher_logprobs is None
+    assert torch.equal(without.response_ids, with_t.response_ids)
+    torch.testing.assert_close(without.student_logprobs, with_t.student_logprobs)
+    # With alpha = 0 the sampled-from distribution is the student's own.
+    torch.testing.assert_close(with_t.mix_logprobs, with_t.student_logprobs)
+    ref, _ = _teacher_forced(teacher, with_t)
+    m = with_t.response_mask.bool()
+    torch.testing.assert_close(with_t.teacher_logprobs[m], ref[m], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- KV cache == full forward
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2", "opt"])
+def test_incremental_logprobs_match_full_forward(kind):
+    student, teacher = _tiny(kind, seed=3), _tiny(kind, seed=4)
+    prompt_ids, prompt_mask = _prompts([2, 6, 4, 1], seed=1)
+    r = sample_rollouts(
+        student,
+        teacher,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=7,
+        alpha=0.3,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        generator=torch.Generator().manual_seed(0),
+        keep_teacher_logits=True,
+    )
+    assert r.response_ids.shape == (4, 7) and r.response_mask.all()
+    s_ref, _ = _teacher_forced(student, r)
+    t_ref, t_logits = _teacher_forced(teacher, r)
+    torch.testing.assert_close(r.student_logprobs, s_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.teacher_logprobs, t_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.teacher_logits.float(), t_logits, atol=1e-5, rtol=1e-5)
+    # mix_logprobs lie between the two components' log-probs (a mixture is a convex combination).
+    lo = torch.minimum(r.student_logprobs, r.teacher_logprobs) - 1e-5
+    hi = torch.maximum(r.student_logprobs, r.teacher_logprobs) + 1e-5
+    assert ((r.mix_logprobs >= lo) & (r.mix_logprobs <= hi)).all()
+
+
+def test_one_forward_per_model_per_token_no_prefix_recompute(pair):
+    student, teacher = pair
+    seen = {"student": [], "teacher": []}
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, args, kwargs, out, k=k: seen[k].append(kwargs["input_ids"].shape[1]), with_kwargs=True
+        )
+        for k, m in (("student", student), ("teacher", teacher))
+    ]
+    try:
+        prompt_ids, prompt_mask = _prompts([5, 3])
+        r = sample_rollouts(
+            student,
+            teacher,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=6,
+            alpha=0.2,
+            eos_token_id=None,
+            pad_token_id=PAD,
+            generator=torch.Generator().manual_seed(0),
+        )
+    finally:
+        for h in hooks:
+            h.remove()
+    assert r.response_ids.shape[1] == 6
+    # Prefill over the prompt, then one single-token step per further token (the last token is not fed).
+    assert seen["student"] == seen["teacher"] == [5, 1, 1, 1, 1, 1]
+
+
+# ---------------------------------------------------------------- EOS handling
+
+
+@pytest.mark.parametrize("pad_id", [PAD, EOS])  # pad == eos is the GPT-2 convention
+def test_rows_stop_at_eos_and_are_masked_after(pad_id):
+    student = _bias_eos(_tiny("gpt2", seed=5), bias=4.0)
+    teacher = _tiny("gpt2", seed=6)
+    prompt_ids, prompt_mask = _prompts([3, 5, 2, 4, 1, 3, 2, 5])
+    max_new = 40
+    r = sample_rollouts(
+        student,
+        teacher,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new,
+        alpha=0.0,
+        eos_token_id=EOS,
+        pad_token_id=pad_id,
+        generator=torch.Generator().manual_seed(1),
+    )
+    t = r.response_ids.shape[1]
+    assert t < max_new, "loop should end early once every row has emitted EOS"
+    lengths = r.response_mask.sum(1)
+    assert len(set(lengths.tolist())) > 1, "fixture should make rows finish at different steps"
+    assert lengths.max() == t
+    for row in range(len(r)):
+        n = int(lengths[row])
+        ids = r.response_ids[row]
+        assert ids[n - 1] == EOS, "the EOS itself is inside the mask"
+        assert (ids[: n - 1] != EOS).all()
+        assert (ids[n:] == pad_id).all()
+        assert r.response_mask[row, :n].all() and not r.response_mask[row, n:].any()
+        assert (r.student_logprobs[row, n:] == 0).all() and (r.teacher_logprobs[row, n:] == 0).all()
+    # Rows still running after others finished are unaffected by the pad tokens fed to finished rows.
+    s_ref, _ = _teacher_forced(student, r)
+    m = r.response_mask.bool()
+    torch.testing.assert_close(r.student_logprobs[m], s_ref[m], atol=1e-5, rtol=1e-5)
+
+
+def test_all_rows_finish_at_first_token():
+    student = _bias_eos(_tiny("llama", seed=7), bias=100.0)
+    prompt_ids, prompt_mask = _prompts([2, 3])
+    calls = []
+    hook = student.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        r = generate(student, prompt_ids, prompt_mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD)
+    finally:
+        hook.remove()
+    assert r.response_ids.tolist() == [[EOS], [EOS]]
+    assert r.response_mask.tolist() == [[1], [1]]
+    assert len(calls) == 1
+
+
+# ---------------------------------------------------------------- reproducibility, modes, options
+
+
+def test_same_seed_same_rollout(pair):
+    student, teacher = pair
+    prompt_ids, prompt_mask = _prompts([3, 1, 4])
+    kw = dict(max_new_tokens=8, alpha=0.4, eos_token_id=EOS, pad_token_id=PAD, keep_teacher_logits=True)
+    a = sample_rollouts(
+        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(11), **kw
+    )
+    b = sample_rollouts(
+        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(11), **kw
+    )
+    c = sample_rollouts(
+        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(12), **kw
+    )
+    for name in (
+        "response_ids",
+        "response_mask",
+        "student_logprobs",
+        "teacher_logprobs",
+        "mix_logprobs",
+        "teacher_logits",
+    ):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert not torch.equal(a.response_ids, c.response_ids)
+
+
+def test_greedy_generate_is_deterministic_argmax(pair):
+    student, _ = pair
+    prompt_ids, prompt_mask = _prompts([4, 2, 3])
+    kw = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=PAD, temperature=0.0)
+    a = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(0), **kw)
+    b = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(99), **kw)
+    assert torch.equal(a.response_ids, b.response_ids)
+    assert a.teacher_logprobs is None and a.teacher_logits is None
+    assert (a.mix_logprobs == 0).all()  # a point mass
+    _, logits = _teacher_forced(student, a)
+    assert torch.equal(logits.argmax(-1), a.response_ids)
+    # top_k = 1 and a tiny top_p also reduce sampling to the argmax.
+    for extra in (dict(top_k=1), dict(top_p=1e-6)):
+        kw_s = {**kw, "temperature": 1.0, **extra}
+        s = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(3), **kw_s)
+        assert torch.equal(s.response_ids, a.response_ids), extra
+        torch.testing.assert_close(s.mix_logprobs, torch.zeros_like(s.mix_logprobs))
+
+
+def test_top_k_restricts_support_and_logprobs_stay_at_temperature_one(pair):
+    student, _ = pair
+    n = 2000
+    prompt_ids = torch.full((n, 1), 9, dtype=torch.long)
+    r = generate(
+        student,
+        prompt_ids,
+        torch.ones_like(prompt_ids),
+        max_new_tokens=1,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        temperature=0.7,
+        top_k=3,
+        generator=torch.Generator().manual_seed(0),
+    )
+    with torch.no_grad():
+        logits = student(input_ids=prompt_ids[:1]).logits[0, -1].float()
+    top3 = torch.topk(logits, 3).indices
+    tokens = r.response_ids[:, 0]
+    assert torch.isin(tokens, top3).all()
+    filtered = torch.full_like(logits, float("-inf"))
+    filtered[top3] = logits[top3] / 0.7
+    torch.testing.assert_close(r.mix_logprobs[:, 0], torch.log_softmax(filtered, -1)[tokens])
+    torch.testing.assert_close(r.student_logprobs[:, 0], torch.log_softmax(logits, -1)[tokens])
+
+
+def test_train_mode_restored(pair):
+    student, teacher = pair
+    student.train()
+    try:
+        prompt_ids, prompt_mask = _prompts([2, 3])
+        sample_rollouts(
+            student,
+            teacher,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=2,
+            alpha=0.2,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+            generator=torch.Generator().manual_seed(0),
+        )
+        assert student.training and not teacher.training
+    finally:
+        student.eval()
+
+
+def test_bad_arguments_name_the_argument(pair):
+    student, teacher = pair
+    prompt_ids, prompt_mask = _prompts([2, 3])
+    kw = dict(eos_token_id=EOS, pad_token_id=PAD)
+    with pytest.raises(MinillmError, match="alpha"):
+        sample_rollouts(student, teacher, prompt_ids, prompt_mask, max_new_tokens=2, alpha=1.5, **kw)
+    with pytest.raises(MinillmError, match="max_new_tokens"):
+        sample_rollouts(student, teacher, prompt_ids, prompt_mask, max_new_tokens=0, alpha=0.2, **kw)
+    with pytest.raises(MinillmError, match="teacher"):
+        sample_rollouts(student, None, prompt_ids, prompt_mask, max_new_tokens=2, alpha=0.2, **kw)
+    with pytest.raises(MinillmError, match="left-padded"):
+        sample_rollouts(student, teacher, prompt_ids.flip(1), prompt_mask.flip(1), max_new_tokens=2, **kw)
+    other = _tiny("llama", seed=8, vocab=VOCAB + 4)
+    with pytest.raises(MinillmError, match="vocab"):
+        sample_rollouts(student, other, prompt_ids, prompt_mask, max_new_tokens=2, alpha=0.2, **kw)
+
+
+# ---------------------------------------------------------------- buffer
+
+
+def _fake_rollout(batch: int, prompt_len: int, resp_len: int, offset: int, vocab: int = 5) -> Rollout:
+    """Rows tagged by value (offset + row) so they can be tracked through shuffles."""
+    tag = torch.arange(offset, offset + batch)
+    prompt_ids = tag[:, None].repeat(1, prompt_len)
+    prompt_mask = torch.ones(batch, prompt_len, dtype=torch.long)
+    prompt_mask[0, 0] = 0
+    response_mask = torch.ones(batch, resp_len, dtype=torch.long)
+    response_mask[-1, -1] = 0
+    lp = tag[:, None].float().repeat(1, resp_len) * response_mask
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=tag[:, None].repeat(1, resp_len),
+        response_mask=response_mask,
+        student_logprobs=-lp,
+        teacher_logprobs=-2 * lp,
+        mix_logprobs=-3 * lp,
+        teacher_logits=torch.randn(batch, resp_len, vocab) * response_mask[..., None],
+        pad_token_id=PAD,
+    )
+
+
+def test_concat_pads_prompts_left_and_responses_right():
+    a, b = _fake_rollout(2, 3, 5, offset=10), _fake_rollout(3, 6, 2, offset=20)
+    c = concat_rollouts([a, b])
+    assert len(c) == 5
+    assert (
+        c.prompt_ids.shape == (5, 6)
+        and c.response_ids.shape == (5, 5)
+        and c.teacher_logits.shape == (5, 5, 5)
+    )
+    # Left padding on a's prompts, right padding on b's responses.
+    assert torch.equal(c.prompt_ids[:2, 3:], a.prompt_ids) and (c.prompt_ids[:2, :3] == PAD).all()
+    assert torch.equal(c.prompt_mask[:2, 3:], a.prompt_mask) and (c.prompt_mask[:2, :3] == 0).all()
+    assert torch.equal(c.response_ids[2:, :2], b.response_ids) and (c.response_ids[2:, 2:] == PAD).all()
+    assert (c.response_mask[2:, 2:] == 0).all() and (c.student_logprobs[2:, 2:] == 0).all()
+    assert (c.teacher_logits[2:, 2:] == 0).all()
+    # Padding leaves the positions of real tokens unchanged.
+    _, mask_a, pos_a = a.full_input()
+    _, mask_c, pos_c = c.full_input()
+    assert torch.equal(pos_c[:2, 3 : 3 + 8][mask_a.bool()], pos_a[mask_a.bool()])
+    with pytest.raises(MinillmError, match="teacher_logits"):
+        concat_rollouts([a, Rollout(**{**a.__dict__, "teacher_logits": None})])
+
+
+def test_concat_of_real_rollouts_keeps_logprobs_consistent(pair):
+    student, teacher = pair
+    parts = []
+    for seed, lengths in ((0, [2, 5]), (1, [1, 3, 2])):
+        prompt_ids, prompt_mask = _prompts(lengths, seed=seed)
+        parts.append(
+            sample_rollouts(
+                student,
+                teacher,
+                prompt_ids,
+                prompt_mask,
+                max_new_tokens=4 + 3 * seed,
+                alpha=0.2,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        )
+    merged = concat_rollouts(parts)
+    s_ref, _ = _teacher_forced(student, merged)
+    m = merged.response_mask.bool()
+    torch.testing.assert_close(merged.student_logprobs[m], s_ref[m], atol=1e-5, rtol=1e-5)
+
+
+def test_minibatches_cover_every_row_once_per_epoch():
+    buf = RolloutBuffer()
+    buf.add(_fake_rollout(5, 3, 4, offset=0))
+    buf.add(_fake_rollout(6, 2, 6, offset=100))
+    assert len(buf) == 11
+    g = torch.Generator().manual_seed(0)
+    orders = []
+    for _ in range(2):
+        seen = []
+        for mb in buf.minibatches(4, shuffle=True, generator=g):
+            assert len(mb) <= 4
+            seen += mb.response_ids[:, 0].tolist()
+            # Each row keeps its own data: log-probs follow the row's tag.
+            assert torch.equal(mb.student_logprobs[:, 0], -mb.response_ids[:, 0].float())
+        assert sorted(seen) == list(range(5)) + list(range(100, 106))
+        orders.append(seen)
+    assert orders[0] != orders[1]
+    plain = [mb.response_ids[:, 0].tolist() for mb in buf.minibatches(5, shuffle=False)]
+    assert plain == [[0, 1, 2, 3, 4], [100, 101, 102, 103, 104], [105]]
+    # A minibatch drops the padding columns it does not need.
+    first = next(buf.minibatches(5, shuffle=False))
+    assert first.response_ids.shape[1] == 4 and first.prompt_ids.shape[1] == 3
+    with pytest.raises(MinillmError, match="batch_size"):
+        next(buf.minibatches(0))
+
+
+def test_buffer_state_dict_round_trip(tmp_path):
+    buf = RolloutBuffer()
+    buf.add(_fake_rollout(2, 3, 4, offset=0))
+    buf.add(_fake_rollout(3, 4, 2, offset=10))
+    path = tmp_path / "buf.pt"
+    torch.save(buf.state_dict(), path)
+    restored = RolloutBuffer()
+    restored.load_state_dict(torch.load(path, weights_only=True))
+    assert len(restored) == 5
+    for name, value in buf.rollout().__dict__.items():
+        other = getattr(restored.rollout(), name)
+        assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, name
+    restored.clear()
+    assert len(restored) == 0 and restored.state_dict() == {"rollout": None}
+    empty = RolloutBuffer()
+    empty.load_state_dict({"rollout": None})
+    assert len(empty) == 0

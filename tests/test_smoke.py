@@ -1,0 +1,120 @@
+"""End-to-end runs with `debug=smoke` on tiny random models: the whole pipeline in seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minillm.pipeline import train
+
+from .conftest import ROOT
+
+TINY = ["student=tiny_llama", "teacher=tiny_random", "debug=smoke", "tokenizer.vocab_size=400"]
+
+
+def smoke_overrides(tmp_path, *extra):
+    return [*TINY, f"cache_dir={tmp_path / 'cache'}", *extra]
+
+
+def test_sft_smoke_run_writes_results_and_csv(compose, tmp_path):
+    cfg = compose(smoke_overrides(tmp_path, "objective=sft", "logger=csv"))
+    results = train(cfg)
+    run_dir = tmp_path / "run"
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["global_step"] == 3
+    for key in ("test/rougeL", "teacher/rougeL", "init/rougeL"):
+        assert 0.0 <= saved[key] <= 100.0
+    assert saved["test/valid_rate"] is not None
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+    assert (run_dir / "best_model" / "config.json").is_file()
+    assert "train/loss" in (run_dir / "csv" / "metrics.csv").read_text()
+    assert results["eval"]["trained student"]["test"]["n"] == 8
+
+
+def test_teacher_is_not_in_the_student_checkpoint(compose, tmp_path):
+    cfg = compose(
+        smoke_overrides(
+            tmp_path, "objective=sft", "objective.kd_ratio=0.5", "logger=none", "eval.compare=false"
+        )
+    )
+    train(cfg)
+    import torch
+
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith("student.") for k in keys)
+    from transformers import AutoModelForCausalLM
+
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "best_model")
+    n_opt = sum(len(g["params"]) for g in ckpt["optimizer_states"][0]["param_groups"])
+    assert n_opt == len(list(student.parameters()))  # the optimizer holds the student's parameters only
+
+
+def test_wandb_offline_run_directory_without_credentials(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(HOME=str(tmp_path), HF_HUB_OFFLINE="1")
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            *smoke_overrides(
+                tmp_path,
+                "objective=sft",
+                "logger=wandb",
+                "eval.compare=false",
+                "trainer.max_steps=1",
+                f"hydra.run.dir={run_dir}",
+            ),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert offline_runs, f"no offline W&B run in {run_dir / 'wandb'}"
+    assert (run_dir / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["data=jsonl", "data.path=/nonexistent/data.jsonl"],
+            "error: /nonexistent/data.jsonl: data file does not exist",
+        ),
+        (
+            ["student=hf", "student.path=/nonexistent/model"],
+            "error: student.path=/nonexistent/model: model path does not exist",
+        ),
+        (["data.batch_size=-1"], "error: data.batch_size=-1: must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, overrides, message):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            *smoke_overrides(tmp_path, *overrides),
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
