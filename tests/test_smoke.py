@@ -118,3 +118,31 @@ def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld"])
+def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
+    cfg = compose(smoke_overrides(tmp_path, f"objective={objective}", "logger=csv", "eval.compare=false"))
+    results = train(cfg)
+    assert results["global_step"] == 3
+    assert 0.0 <= results["test/rougeL"] <= 100.0
+    metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
+    expected = {
+        "forward_kld": ["train/kd_kl", "train/ce_loss"],
+        "seqkd": ["train/loss"],
+        "reverse_kld": [
+            "rollout/reward",
+            "rollout/reverse_kl",
+            "rollout/length",
+            "rollout/importance_weight",
+            "train/pg_loss",
+            "train/single_step_loss",
+            "train/pt_loss",
+            "train/clip_frac",
+            "train/grad_norm",
+            "val/rougeL",
+        ],
+    }[objective]
+    header = metrics.splitlines()[0].split(",")
+    for name in expected:
+        assert name in header, f"{name} not logged"

@@ -12,6 +12,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from minillm.data.datasets import (
+    Example,
+    LengthGroupedBatches,
     ListDataset,
     collate_prompts,
     collate_sft,
@@ -104,17 +106,13 @@ class InstructionDataModule(L.LightningDataModule):
         self._epoch_gen = torch.Generator().manual_seed(seed)
 
     def replace_train_responses(self, responses: list[str]) -> None:
-        """SeqKD: train on these responses (one per train record, in order) instead of the gold ones."""
-        recs = [dict(r, response=text) for r, text in zip(self.records["train"], responses, strict=True)]
-        template = PromptTemplate.from_name(self.cfg.template)
-        self.examples["train"] = tokenize_records(
-            recs,
-            self.tokenizer,
-            template,
-            max_prompt_len=self.cfg.max_prompt_len,
-            max_response_len=self.cfg.max_response_len,
-            split="train (teacher samples)",
-        )
+        """SeqKD: train on these responses (one per train example, in order) instead of the gold ones."""
+        examples = self.examples["train"]
+        eos, limit = self.tokenizer.eos_token_id, self.cfg.max_response_len
+        ids = self.tokenizer([r.strip() for r in responses], add_special_tokens=False)["input_ids"]
+        self.examples["train"] = [
+            Example(e.prompt_ids, (r + [eos])[:limit], e.index) for e, r in zip(examples, ids, strict=True)
+        ]
 
     def train_dataloader(self):
         if self.train_mode == "prompts":
@@ -127,8 +125,18 @@ class InstructionDataModule(L.LightningDataModule):
                 generator=self._epoch_gen,
                 num_workers=self.cfg.num_workers,
             )
+        train = self.examples["train"]
+        if self.cfg.get("group_by_length", True):
+            lengths = [len(e.prompt_ids) + len(e.response_ids) for e in train]
+            sampler = LengthGroupedBatches(lengths, self.cfg.batch_size, self._epoch_gen)
+            return DataLoader(
+                ListDataset(train),
+                batch_sampler=sampler,
+                collate_fn=self._sft,
+                num_workers=self.cfg.num_workers,
+            )
         return DataLoader(
-            ListDataset(self.examples["train"]),
+            ListDataset(train),
             batch_size=self.cfg.batch_size,
             shuffle=True,
             collate_fn=self._sft,

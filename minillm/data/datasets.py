@@ -81,6 +81,30 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
+class LengthGroupedBatches(torch.utils.data.Sampler):
+    """Batches of similar length, to cut padding: shuffle, sort within windows of ``window`` batches,
+    cut into batches, shuffle the batches. Deterministic given the generator's state."""
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, window: int = 50):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.generator = generator
+        self.window = window
+
+    def __iter__(self):
+        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
+        span = self.batch_size * self.window
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start : start + span], key=lambda i: self.lengths[i])
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        for b in torch.randperm(len(batches), generator=self.generator).tolist():
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+
 def collate_sft(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded prompt+response with labels: -100 on prompt and padding, response and EOS trained."""
     lengths = [len(e.prompt_ids) + len(e.response_ids) for e in examples]

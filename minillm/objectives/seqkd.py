@@ -1,0 +1,101 @@
+"""SeqKD data: the teacher's sampled responses to the training prompts, cached with their provenance.
+
+The cache is a JSONL file whose first line is the provenance (teacher path and weight hash, data set,
+template, sampling settings, seed); it is reused only while every field matches, so changing the
+teacher or a setting regenerates it instead of silently training on stale samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from minillm.errors import MinillmError
+from minillm.evaluation.evaluate import sample_responses
+
+log = logging.getLogger(__name__)
+
+
+def weights_digest(model) -> str:
+    """A short hash of the model's parameters (identifies the teacher beyond its path)."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def provenance(cfg, teacher, dm) -> dict:
+    o = cfg.objective
+    train = dm.records["train"]
+    data_digest = hashlib.sha1(
+        json.dumps([(r["instruction"], r["context"]) for r in train]).encode()
+    ).hexdigest()
+    return {
+        "teacher": str(cfg.teacher.get("path") or cfg.teacher.get("name")),
+        "teacher_weights": weights_digest(teacher),
+        "data": data_digest[:16],
+        "n_prompts": len(dm.examples["train"]),
+        "template": cfg.data.template,
+        "max_prompt_len": cfg.data.max_prompt_len,
+        "temperature": float(o.temperature),
+        "top_k": 0,
+        "top_p": 1.0,
+        "max_new_tokens": int(o.max_new_tokens),
+        "seed": int(o.seed),
+    }
+
+
+def read_cache(path: Path, expected: dict) -> list[str] | None:
+    """The cached responses if the file's provenance matches ``expected``; None otherwise."""
+    if not path.is_file():
+        return None
+    with path.open(encoding="utf-8") as handle:
+        try:
+            header = json.loads(handle.readline())
+            rows = [json.loads(line) for line in handle if line.strip()]
+        except json.JSONDecodeError:
+            log.warning("SeqKD cache %s is corrupt: regenerating it", path)
+            return None
+    if header.get("provenance") != expected or len(rows) != expected["n_prompts"]:
+        return None
+    return [row["response"] for row in rows]
+
+
+def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
+    """One teacher response per train example (in the datamodule's order), from the cache when valid."""
+    if teacher is None:
+        raise MinillmError("objective=seqkd needs a teacher: set teacher.path")
+    expected = provenance(cfg, teacher, dm)
+    key = hashlib.sha1(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cfg.cache_dir) / "seqkd" / f"{key}.jsonl"
+    cached = read_cache(path, expected)
+    examples = dm.examples["train"]
+    if cached is not None:
+        log.info("SeqKD: reusing %d teacher samples from %s", len(cached), path)
+    else:
+        log.info("SeqKD: sampling %d teacher responses into %s", len(examples), path)
+        device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator == "gpu" else "cpu"
+        teacher.to(device)
+        cached, _ = sample_responses(
+            teacher,
+            tokenizer,
+            examples,
+            batch_size=cfg.objective.batch_size,
+            max_new_tokens=cfg.objective.max_new_tokens,
+            temperature=cfg.objective.temperature,
+            seed=cfg.objective.seed,
+            desc="SeqKD teacher samples",
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"provenance": expected}) + "\n")
+            for e, text in zip(examples, cached, strict=True):
+                handle.write(json.dumps({"index": e.index, "response": text}) + "\n")
+        tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    return cached

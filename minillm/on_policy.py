@@ -1,0 +1,260 @@
+"""MiniLLM's training loop: rollouts from the teacher-mixed policy, then PPO-style inner epochs.
+
+One ``training_step`` is one round, written top to bottom:
+1. sample ``num_rollouts`` responses, student and teacher decoding in lockstep (the rewards' teacher
+   log-probs and, if they fit, the teacher's full distributions are recorded during sampling);
+2. ``ppo_epochs`` passes over the round in minibatches of ``mini_batch_size``; each minibatch is one
+   optimizer step on L = L_MiniLLM + pt_coef · L_PT;
+3. round-level metrics are logged once (``rollout/…`` and the minibatch means of ``train/…``).
+The losses are the pure functions of ``minillm.objectives.policy_gradient``; this module only wires them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from minillm.errors import MinillmError
+from minillm.module import DistillModule, build_optimizer, lr_lambda
+from minillm.objectives.divergences import forward_kl
+from minillm.objectives.policy_gradient import PGOptions, minillm_loss
+from minillm.rollout.buffer import RolloutBuffer
+from minillm.rollout.sampler import sample_rollouts
+
+VARIANTS = ("code", "paper")
+PG_KEYS = (
+    "gamma",
+    "include_current",
+    "length_norm",
+    "whiten",
+    "reward_scale",
+    "reward_clip",
+    "clip_eps",
+    "single_step",
+    "single_step_weighted",
+    "ratio_weighted",
+)
+
+
+def pg_options(objective_cfg) -> PGOptions:
+    """The estimator's options: the ``variant`` preset, then any key the config sets explicitly."""
+    variant = objective_cfg.get("variant", "code")
+    if variant not in VARIANTS:
+        raise MinillmError(f"objective.variant={variant!r}; choose one of {list(VARIANTS)}")
+    single_step = bool(objective_cfg.get("single_step", True))
+    base = PGOptions.code() if variant == "code" else PGOptions.paper(single_step=single_step)
+    values = {k: getattr(base, k) for k in PG_KEYS}
+    for key in PG_KEYS:
+        if objective_cfg.get(key) is not None:
+            values[key] = objective_cfg[key]
+    try:
+        return PGOptions(**values)
+    except MinillmError as err:
+        raise MinillmError(str(err).replace("PGOptions.", "objective.")) from None
+
+
+def alpha_at(objective_cfg, progress: float) -> float:
+    """Teacher-mix α at training progress in [0, 1]: constant, linear or cosine from α to alpha_end."""
+    start = float(objective_cfg.teacher_mix_alpha)
+    end = float(
+        objective_cfg.get("alpha_end", start) if objective_cfg.get("alpha_end") is not None else start
+    )
+    schedule = objective_cfg.get("alpha_schedule", "constant")
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return start
+    if schedule == "linear":
+        return start + (end - start) * progress
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise MinillmError(
+        f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
+    )
+
+
+def response_logits(model, rollout) -> torch.Tensor:
+    """(B, T, V) logits that predict the response tokens, from one teacher-forced pass."""
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
+    p = rollout.prompt_ids.shape[1]
+    return logits[:, p - 1 : p - 1 + rollout.response_ids.shape[1]]
+
+
+class OnPolicyModule(DistillModule):
+    """``objective=reverse_kld`` (MiniLLM) and its on-policy relatives, with manual optimisation."""
+
+    def __init__(
+        self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
+    ):
+        super().__init__(
+            student, cfg, tokenizer, teacher=teacher, val_examples=val_examples, val_records=val_records
+        )
+        if teacher is None:
+            raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
+        self.automatic_optimization = False
+        self.obj = cfg.objective
+        self.options = pg_options(cfg.objective)
+        alpha_at(cfg.objective, 0.0)  # validates the schedule before training starts
+        self.datamodule_ref = datamodule
+        self.rollout_gen: torch.Generator | None = None
+        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self._pt_iter = None
+
+    # ---------------------------------------------------------------- set-up
+    def on_fit_start(self):
+        super().on_fit_start()
+        self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
+        if self.obj.get("disable_dropout", True):
+            for m in self.student.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.p = 0.0
+
+    def total_steps(self) -> int:
+        """Optimizer steps in the whole run (for the schedules)."""
+        if self.trainer.max_steps and self.trainer.max_steps > 0:
+            return self.trainer.max_steps
+        rounds = len(self.datamodule_ref.train_dataloader()) * max(1, self.trainer.max_epochs or 1)
+        per_round = self.obj.ppo_epochs * math.ceil(self.obj.num_rollouts / self.obj.mini_batch_size)
+        return rounds * per_round
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.student.parameters(), self.cfg.optim)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(self.cfg.optim, self.total_steps())
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _pretrain_batch(self) -> torch.Tensor:
+        if self._pt_iter is None:
+            self._pt_iter = self._endless(self.datamodule_ref.pretrain_loader(self.obj.pt_batch_size))
+        return next(self._pt_iter).to(self.device)
+
+    @staticmethod
+    def _endless(loader):
+        while True:
+            yield from loader
+
+    # ---------------------------------------------------------------- one round
+    def training_step(self, batch, batch_idx):
+        progress = self.global_step / max(1, self.total_steps())
+        alpha = alpha_at(self.obj, progress)
+        rollout = sample_rollouts(
+            self.student,
+            self.teacher.model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            max_new_tokens=self.obj.max_new_tokens,
+            alpha=alpha,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            temperature=self.obj.get("temperature", 1.0),
+            top_k=self.obj.get("top_k", 0),
+            top_p=self.obj.get("top_p", 1.0),
+            generator=self.rollout_gen,
+            keep_teacher_logits=bool(self.obj.get("cache_teacher_logits", True)),
+        )
+        self.student.train()
+        self._log_rollout(rollout, alpha)
+        buffer = RolloutBuffer()
+        buffer.add(rollout)
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        for _ in range(self.obj.ppo_epochs):
+            for mb in buffer.minibatches(self.obj.mini_batch_size, shuffle=True, generator=self.shuffle_gen):
+                if 0 < self.trainer.max_steps <= self.global_step:
+                    break  # max_steps counts optimizer steps, and may end a round early
+                for key, value in self._update(mb).items():
+                    sums[key] += float(value)
+                count += 1
+        buffer.clear()  # the round's tensors are freed before the next rollout
+        means = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
+        self.log("train/loss", means.pop("train/loss", float("nan")), prog_bar=True)
+        self.log_dict(means, on_step=True)
+
+    def _update(self, mb) -> dict[str, torch.Tensor]:
+        """One optimizer step on one minibatch of rollouts (plus a pre-training batch)."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        logits = response_logits(self.student, mb)
+        mask = mb.response_mask
+        logprobs = (
+            torch.log_softmax(logits.float(), dim=-1).gather(-1, mb.response_ids.unsqueeze(-1)).squeeze(-1)
+        )
+        if mb.teacher_logits is not None:
+            teacher_logits = mb.teacher_logits
+        else:
+            with torch.no_grad():
+                teacher_logits = response_logits(self.teacher.model, mb)
+        loss, logs = minillm_loss(
+            logits,
+            teacher_logits,
+            logprobs,
+            mb.student_logprobs,
+            mb.teacher_logprobs,
+            mb.mix_logprobs,
+            mask,
+            self.options,
+        )
+        pt_coef = float(self.obj.get("pt_coef", 0.0) or 0.0)
+        if pt_coef > 0:
+            pt_loss, pt_logs = self._pretrain_loss()
+            loss = loss + pt_coef * pt_loss
+            logs.update(pt_logs)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.student.parameters(), self.cfg.optim.grad_clip or float("inf")
+        )
+        if not torch.isfinite(grad_norm):
+            raise MinillmError(
+                "non-finite gradient norm in the MiniLLM update (check the teacher's log-probs)"
+            )
+        optimizer.step()
+        scheduler.step()
+        logs.update(loss=loss.detach(), grad_norm=grad_norm.detach())
+        return logs
+
+    def _pretrain_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_PT on one block batch: LM loss, mixed with forward KD to the teacher (authors' code: 0.5/0.5)."""
+        block = self._pretrain_batch()
+        logits = self.student(input_ids=block).logits[:, :-1]
+        targets = block[:, 1:]
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
+        kd_ratio = float(self.obj.get("pt_kd_ratio", 0.0) or 0.0)
+        logs = {"pt_lm_loss": lm.detach()}
+        if kd_ratio <= 0:
+            logs["pt_loss"] = lm.detach()
+            return lm, logs
+        with torch.no_grad():
+            t_logits = self.teacher.model(input_ids=block).logits[:, :-1]
+        kd = forward_kl(logits, t_logits, reduction="mean")
+        pt = (1 - kd_ratio) * lm + kd_ratio * kd
+        logs.update(pt_kd_kl=kd.detach(), pt_loss=pt.detach())
+        return pt, logs
+
+    @torch.no_grad()
+    def _log_rollout(self, rollout, alpha: float) -> None:
+        mask = rollout.response_mask.float()
+        n = mask.sum().clamp(min=1)
+        reward = ((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum() / n
+        weights = torch.exp(rollout.student_logprobs - rollout.mix_logprobs) * mask
+        lengths = mask.sum(dim=1)
+        finished = (rollout.response_ids == self.tokenizer.eos_token_id).logical_and(
+            rollout.response_mask.bool()
+        )
+        self.log_dict(
+            {
+                "rollout/reward": reward,
+                # per token: the sampled-token estimate of KL(q‖p) on these prefixes (exact when α = 0)
+                "rollout/reverse_kl": -reward,
+                "rollout/length": lengths.mean(),
+                "rollout/finished": finished.any(dim=1).float().mean(),
+                "rollout/importance_weight": weights.sum() / n,
+                "rollout/importance_weight_max": weights.max(),
+                "rollout/alpha": torch.tensor(alpha),
+            },
+            on_step=True,
+        )
