@@ -1,7 +1,9 @@
-"""Sampling-based evaluation of a model on a data split: Rouge-L, exact match, validity, length.
+"""Sampling-based evaluation of a model on a data split: Rouge-L, exact match, validity, Distinct-4,
+length; and the test LM loss on the gold responses.
 
-Generation follows the paper: temperature 1, no top-k / top-p, several seeds; Rouge-L is averaged over
-records for each seed, then the mean and standard deviation over seeds are reported.
+Generation follows the paper: temperature 1, no top-k / top-p, several seeds; each metric is averaged
+over records for each seed, then the mean and standard deviation over seeds are reported. Breakdowns by
+category and by gold-response length bucket pool the records of all seeds.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ import torch
 from tqdm.auto import tqdm
 
 from minillm.data.checkers import is_valid
-from minillm.data.datasets import Example, collate_prompts
-from minillm.evaluation.metrics import exact_match, rouge_l
+from minillm.data.datasets import Example, collate_prompts, collate_sft
+from minillm.evaluation.generation import no_repeat_ngram_processor
+from minillm.evaluation.metrics import (
+    LENGTH_EDGES,
+    bucket_names,
+    distinct_n,
+    exact_match,
+    length_bucket,
+    rouge_l,
+)
+from minillm.objectives.supervised import sft_loss
 from minillm.rollout.sampler import generate
 
 log = logging.getLogger(__name__)
@@ -44,10 +55,15 @@ def sample_responses(
     seed: int = 0,
     desc: str = "generate",
     progress: bool = True,
+    no_repeat_ngram_size: int = 0,
 ) -> tuple[list[str], list[int]]:
-    """Sample one response per example; returns texts and response lengths in tokens (EOS included)."""
+    """Sample one response per example; returns texts and response lengths in tokens (EOS included).
+
+    ``no_repeat_ngram_size`` > 0 forbids repeating any n-gram of that size inside a response.
+    """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
+    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
     texts, lengths = [], []
     batches = range(0, len(examples), batch_size)
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
@@ -63,6 +79,7 @@ def sample_responses(
             top_k=top_k,
             top_p=top_p,
             generator=generator,
+            logits_processor=processor,
         )
         texts.extend(decode_responses(tokenizer, out.response_ids, out.response_mask))
         lengths.extend(out.response_mask.sum(dim=1).tolist())
@@ -95,6 +112,36 @@ def _spread(values):
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def gold_length(example: Example, eos_token_id: int) -> int:
+    """Tokens of the gold response, its final EOS not counted (the unit of the length buckets)."""
+    ids = example.response_ids
+    return len(ids) - (1 if ids and ids[-1] == eos_token_id else 0)
+
+
+@torch.no_grad()
+def lm_loss(model, examples: list[Example], pad_token_id: int, *, batch_size: int = 64) -> float | None:
+    """Token-mean cross-entropy (nats) of the gold responses, EOS included, prompt masked.
+
+    ``sft_loss`` per batch, weighted by its number of response tokens, so the result is the mean over
+    every response token of the split (not a mean of batch means). None for no examples.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate_sft(examples[start : start + batch_size], pad_token_id)
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        labels = batch["labels"].to(device)
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(sft_loss(logits, labels)) * n
+        tokens += n
+    model.train(was_training)
+    return total / tokens if tokens else None
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -110,16 +157,22 @@ def evaluate_model(
     name: str = "model",
     progress: bool = True,
     keep_samples: int = 5,
+    no_repeat_ngram_size: int = 0,
+    length_edges: tuple[int, ...] = LENGTH_EDGES,
 ) -> dict:
     """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
 
-    Returns means over seeds (``rougeL``, ``exact_match``, ``valid_rate``, ``length``), their standard
-    deviations over seeds (``*_std``), a per-category breakdown and a few samples.
+    Returns means over seeds (``rougeL``, ``exact_match``, ``valid_rate``, ``distinct4``, ``length``),
+    their standard deviations over seeds (``*_std``), breakdowns ``per_category`` and ``by_length`` (gold
+    response length in tokens, buckets with inclusive upper ``length_edges``; each bucket's ``n`` counts
+    records) and a few samples. ``distinct4`` is Distinct-4 over the responses of one seed.
     """
     was_training = model.training
     model.eval()
     refs = [records[e.index] for e in examples]
-    per_seed, per_cat, samples = [], defaultdict(lambda: defaultdict(list)), []
+    buckets = [length_bucket(gold_length(e, tokenizer.eos_token_id), length_edges) for e in examples]
+    per_seed, samples = [], []
+    per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
     for seed in seeds:
         texts, lengths = sample_responses(
             model,
@@ -133,6 +186,7 @@ def evaluate_model(
             seed=seed,
             desc=f"{name} seed {seed}",
             progress=progress,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
         scored = score_responses(texts, refs)
         per_seed.append(
@@ -140,12 +194,14 @@ def evaluate_model(
                 "rougeL": _mean(s["rougeL"] for s in scored),
                 "exact_match": _mean(s["exact_match"] for s in scored),
                 "valid_rate": _mean(s["valid"] for s in scored),
+                "distinct4": distinct_n(texts, 4),
                 "length": _mean(lengths),
             }
         )
-        for s in scored:
-            for key in ("rougeL", "valid"):
+        for s, bucket in zip(scored, buckets, strict=True):
+            for key in ("rougeL", "exact_match", "valid"):
                 per_cat[s["category"]][key].append(s[key])
+                per_len[bucket][key].append(s[key])
         if not samples:
             samples = [
                 {
@@ -158,16 +214,19 @@ def evaluate_model(
             ]
     model.train(was_training)
     result = {"n": len(examples), "seeds": list(seeds)}
-    for key in ("rougeL", "exact_match", "valid_rate", "length"):
+    for key in ("rougeL", "exact_match", "valid_rate", "distinct4", "length"):
         result[key] = _mean(r[key] for r in per_seed)
         result[f"{key}_std"] = _spread(r[key] for r in per_seed)
-    result["per_category"] = {
-        cat: {
+
+    def breakdown(v) -> dict:
+        return {
             "rougeL": _mean(v["rougeL"]),
+            "exact_match": _mean(v["exact_match"]),
             "valid_rate": _mean(v["valid"]),
             "n": len(v["rougeL"]) // len(seeds),
         }
-        for cat, v in sorted(per_cat.items())
-    }
+
+    result["per_category"] = {cat: breakdown(v) for cat, v in sorted(per_cat.items())}
+    result["by_length"] = {b: breakdown(per_len[b]) for b in bucket_names(length_edges)}
     result["samples"] = samples
     return result

@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -41,6 +41,9 @@ from minillm.errors import MinillmError
 # On an accelerator the "all rows finished?" test is a host sync that stalls the launch queue, so it
 # runs only every few steps there; the extra steps are trimmed away at the end.
 _FINISH_CHECK_EVERY_ACCEL = 4
+
+# (response ids so far (B, t), logits (B, V)) -> logits (B, V); see `generate`.
+LogitsProcessor = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -194,11 +197,17 @@ def generate(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
     """Sample from one model (evaluation, SeqKD data); temperature 0 is greedy.
 
     Same conventions as :func:`sample_rollouts` with no teacher: ``teacher_logprobs`` is None,
     ``student_logprobs`` holds the model's own log-probs at temperature 1.
+
+    ``logits_processor(response_ids, logits) -> logits`` (optional) reshapes each step's logits before
+    sampling: ``response_ids`` (B, t) are the tokens generated so far, ``logits`` (B, V). It changes what
+    is sampled (and ``mix_logprobs``), never the recorded ``student_logprobs``. Evaluation uses it for
+    ``no_repeat_ngram_size`` (``minillm.evaluation.generation``).
     """
     return _decode(
         model,
@@ -215,6 +224,7 @@ def generate(
         generator=generator,
         keep_teacher_logits=False,
         progress=progress,
+        logits_processor=logits_processor,
     )
 
 
@@ -234,6 +244,7 @@ def _decode(
     generator: torch.Generator | None,
     keep_teacher_logits: bool,
     progress: bool,
+    logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
     _validate(prompt_ids, prompt_mask, max_new_tokens, temperature, top_k, top_p)
     models = [student] if teacher is None else [student, teacher]
@@ -256,6 +267,7 @@ def _decode(
             generator=generator,
             keep_teacher_logits=keep_teacher_logits,
             progress=progress,
+            logits_processor=logits_processor,
         )
     finally:
         for m, mode in zip(models, was_training, strict=True):
@@ -278,6 +290,7 @@ def _decode_loop(
     generator: torch.Generator | None,
     keep_teacher_logits: bool,
     progress: bool,
+    logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
     device = prompt_ids.device
     batch, prompt_len = prompt_ids.shape
@@ -318,8 +331,13 @@ def _decode_loop(
 
             s_logp = torch.log_softmax(s_logits.float(), dim=-1)
             t_logp = torch.log_softmax(t_logits.float(), dim=-1) if t_logits is not None else None
+            sample_s, sample_t = s_logits, t_logits
+            if logits_processor is not None:  # shapes what is sampled, not the recorded log-probs
+                so_far = response_ids[:, :t]
+                sample_s = logits_processor(so_far, s_logits)
+                sample_t = logits_processor(so_far, t_logits) if t_logits is not None else None
             token, token_mix_lp = _sample_from_mixture(
-                s_logits, t_logits, alpha, temperature, top_k, top_p, generator
+                sample_s, sample_t, alpha, temperature, top_k, top_p, generator
             )
 
             alive = ~finished
