@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The main job: MiniLLM on the embedded default, three minutes of training, then the comparison table.
+RUN_ARGS ?= trainer.max_time=00:00:03:00
+
 run: install
-	$(PY) -m minillm.run $(ARGS)
+	$(PY) -m minillm.run $(RUN_ARGS) $(ARGS)
 
 test: install
 	$(PY) -m pytest $(ARGS)
@@ -32,6 +35,9 @@ lint: install
 
 assets: install
 	$(PY) -m minillm.models.assets $(ARGS)
+
+bench: install
+	$(PY) -m minillm.bench $(ARGS)
 
 clean:
 	rm -rf outputs multirun .cache

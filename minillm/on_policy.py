@@ -22,7 +22,7 @@ from minillm.module import DistillModule, build_optimizer, lr_lambda
 from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
-from minillm.rollout.sampler import sample_rollouts
+from minillm.rollout.sampler import response_logits, sample_rollouts
 
 VARIANTS = ("code", "paper")
 PG_KEYS = (
@@ -73,14 +73,6 @@ def alpha_at(objective_cfg, progress: float) -> float:
     raise MinillmError(
         f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
     )
-
-
-def response_logits(model, rollout) -> torch.Tensor:
-    """(B, T, V) logits that predict the response tokens, from one teacher-forced pass."""
-    input_ids, attention_mask, position_ids = rollout.full_input()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    p = rollout.prompt_ids.shape[1]
-    return logits[:, p - 1 : p - 1 + rollout.response_ids.shape[1]]
 
 
 class OnPolicyModule(DistillModule):

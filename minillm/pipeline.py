@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from minillm.data.datamodule import InstructionDataModule, load_records
 from minillm.errors import MinillmError
+from minillm.evaluation.callbacks import make_eval_callbacks
 from minillm.evaluation.evaluate import evaluate_model
 from minillm.loggers import make_loggers
 from minillm.models.loading import (
@@ -105,27 +106,48 @@ def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, 
     return trainer, checkpoint
 
 
-def evaluate(cfg, model, tokenizer, dm, name: str) -> dict:
-    """Sampling evaluation of ``model`` on each split in eval.splits."""
+def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
+    """Sampling evaluation of ``model`` on each split in eval.splits.
+
+    With ``cache`` (used for the fixed teacher and student init), results are stored under
+    ``cache_dir/eval/`` keyed by the model's weights, the prompts and every sampling setting, and reused.
+    """
     e = cfg.eval
     out = {}
     for split in e.splits:
         examples = dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split]
-        started = time.perf_counter()
-        out[split] = evaluate_model(
-            model,
-            tokenizer,
-            examples,
-            dm.records[split],
+        settings = dict(
             seeds=tuple(e.seeds),
             batch_size=e.batch_size,
             max_new_tokens=e.max_new_tokens,
             temperature=e.temperature,
             top_k=e.top_k,
             top_p=e.top_p,
-            name=name,
         )
+        path = None
+        if cache:
+            from minillm.objectives.seqkd import weights_digest
+
+            key = json.dumps(
+                [
+                    weights_digest(model),
+                    [x.prompt_ids for x in examples],
+                    [dm.records[split][x.index]["response"] for x in examples],
+                    settings,
+                ],
+                default=str,
+            )
+            path = Path(cfg.cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+            if path.is_file():
+                log.info("%s: reusing cached %s evaluation from %s", name, split, path)
+                out[split] = json.loads(path.read_text())
+                continue
+        started = time.perf_counter()
+        out[split] = evaluate_model(model, tokenizer, examples, dm.records[split], name=name, **settings)
         out[split]["seconds"] = round(time.perf_counter() - started, 1)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(out[split]))
     return out
 
 
@@ -152,6 +174,8 @@ def train(cfg) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
+    if cfg.trainer.get("num_threads"):
+        torch.set_num_threads(int(cfg.trainer.num_threads))  # 1 is faster for tiny models on a busy CPU
 
     records = load_records(cfg.data, cfg.cache_dir)
     tokenizer = resolve_tokenizer(cfg, records)
@@ -200,9 +224,11 @@ def train(cfg) -> dict:
     }
     table: dict[str, dict] = {}
     if cfg.eval.compare and teacher is not None:
-        table["teacher"] = evaluate(cfg, teacher, tokenizer, dm, "teacher")
+        table["teacher"] = evaluate(cfg, teacher, tokenizer, dm, "teacher", cache=True)
     if cfg.eval.compare:
-        table["student init"] = evaluate(cfg, student, tokenizer, dm, "student init")
+        table["student init"] = evaluate(
+            cfg, student, tokenizer, dm, "student init", cache=bool(cfg.student.get("path"))
+        )
 
     if cfg.objective.name == "seqkd":
         from minillm.objectives.seqkd import teacher_samples
@@ -212,6 +238,7 @@ def train(cfg) -> dict:
     module = build_module(cfg, student, teacher if objective_needs_teacher(cfg) else None, tokenizer, dm)
     loggers = make_loggers(cfg, run_dir)
     trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)
+    trainer.callbacks.extend(make_eval_callbacks(cfg, dm, tokenizer, teacher))
     started = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
     train_seconds = time.perf_counter() - started

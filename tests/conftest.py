@@ -21,15 +21,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
 
-def compose_config(overrides: list[str], run_dir: Path):
-    """Compose the real config tree with Hydra's compose API, as `python -m minillm.run` would."""
+def compose_config(overrides: list[str], run_dir: Path, config_name: str = "config"):
+    """Compose the real config tree with Hydra's compose API, as `python -m minillm.run` would
+    (``config_name="evaluate"``: as `python -m minillm.evaluate` would)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, read_write
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(
-            config_name="config", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True
+            config_name=config_name,
+            overrides=[f"hydra.run.dir={run_dir}", *overrides],
+            return_hydra_config=True,
         )
         with read_write(cfg.hydra.runtime):
             cfg.hydra.runtime.output_dir = str(run_dir)
@@ -42,8 +45,8 @@ def compose_config(overrides: list[str], run_dir: Path):
 
 @pytest.fixture
 def compose(tmp_path):
-    def _compose(overrides: list[str], run_dir: Path | None = None):
-        return compose_config(overrides, run_dir or tmp_path / "run")
+    def _compose(overrides: list[str], run_dir: Path | None = None, config_name: str = "config"):
+        return compose_config(overrides, run_dir or tmp_path / "run", config_name)
 
     return _compose
 

@@ -40,7 +40,7 @@ def test_validation_names_the_key(compose):
     cfg = compose(["data.batch_size=0"])
     with pytest.raises(MinillmError, match=r"data\.batch_size=0: must be a positive integer"):
         validate_config(cfg)
-    cfg = compose(["objective=sft", "+objective.kd_ratio_check=1", "objective.kd_ratio=1.5"])
+    cfg = compose(["objective=forward_kld", "objective.kd_ratio=1.5"])
     with pytest.raises(MinillmError, match=r"objective\.kd_ratio=1\.5: must be in \[0\.0, 1\.0\]"):
         validate_config(cfg)
     cfg = compose(["optim.schedule=linear"])

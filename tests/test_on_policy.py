@@ -17,8 +17,13 @@ from minillm.rollout.sampler import sample_rollouts
 
 
 def objective(**overrides):
-    base = {"variant": "code", "single_step": True, "teacher_mix_alpha": 0.2, "alpha_schedule": "constant",
-            "alpha_end": None}
+    base = {
+        "variant": "code",
+        "single_step": True,
+        "teacher_mix_alpha": 0.2,
+        "alpha_schedule": "constant",
+        "alpha_end": None,
+    }
     base.update(overrides)
     return OmegaConf.create(base)
 
@@ -50,16 +55,34 @@ def test_alpha_schedules():
 
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_training_forward_reproduces_rollout_logprobs(model_type):
-    arch = {"llama": dict(model_type="llama", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=4),
-            "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=2)}[model_type]
+    arch = {
+        "llama": dict(
+            model_type="llama",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+        ),
+        "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=2),
+    }[model_type]
     student = build_model(arch, 60, eos_token_id=0, seed=1).eval()
     teacher = build_model(arch, 60, eos_token_id=0, seed=2).eval()
     prompts = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12], [0, 0, 0, 0, 13]])
     mask = (torch.arange(5) >= torch.tensor([[2], [0], [4]])).long()
     gen = torch.Generator().manual_seed(0)
-    rollout = sample_rollouts(student, teacher, prompts, mask, max_new_tokens=6, alpha=0.3, eos_token_id=None,
-                              pad_token_id=0, generator=gen, keep_teacher_logits=True)
+    rollout = sample_rollouts(
+        student,
+        teacher,
+        prompts,
+        mask,
+        max_new_tokens=6,
+        alpha=0.3,
+        eos_token_id=None,
+        pad_token_id=0,
+        generator=gen,
+        keep_teacher_logits=True,
+    )
     with torch.no_grad():
         logits = response_logits(student, rollout)
         t_logits = response_logits(teacher, rollout)

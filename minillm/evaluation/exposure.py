@@ -24,15 +24,7 @@ from torch import Tensor
 
 from minillm.data.datasets import Example, collate_prompts
 from minillm.objectives.divergences import forward_kl
-from minillm.rollout.sampler import Rollout, generate
-
-
-def response_logits(model, rollout: Rollout) -> Tensor:
-    """(B, T, V) logits predicting each response token, from one teacher-forced pass over the rollout."""
-    input_ids, attention_mask, position_ids = rollout.full_input()
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits
-    p = rollout.prompt_ids.shape[1]
-    return logits[:, p - 1 : p - 1 + rollout.response_ids.shape[1]]
+from minillm.rollout.sampler import Rollout, generate, response_logits
 
 
 @torch.no_grad()

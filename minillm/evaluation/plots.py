@@ -23,7 +23,9 @@ def plot_exaccerr(curves: dict[str, dict], path: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for name, curve in curves.items():
         n = curve.get("reliable_steps") or len(curve["steps"])
-        points = [(s, v) for s, v in zip(curve["steps"][:n], curve["exaccerr"][:n], strict=True) if v is not None]
+        points = [
+            (s, v) for s, v in zip(curve["steps"][:n], curve["exaccerr"][:n], strict=True) if v is not None
+        ]
         if points:
             ax.plot(*zip(*points, strict=True), label=name)
     ax.axhline(0.0, color="grey", linewidth=0.8)

@@ -90,11 +90,14 @@ def load_results(path: Path) -> dict:
 
 def _run_labels(paths: list[Path], datas: list[dict]) -> list[str]:
     """The run name of each file, or its folder's name; made unique with the folder path if needed."""
-    labels = [str((d.get("config") or {}).get("run_name") or p.parent.name) for p, d in zip(paths, datas)]
-    for i, label in enumerate(labels):
-        if labels.count(label) > 1:
-            labels[i] = f"{label} ({paths[i].parent})"
-    return labels
+    labels = [
+        str((d.get("config") or {}).get("run_name") or p.parent.name)
+        for p, d in zip(paths, datas, strict=True)
+    ]
+    return [
+        f"{label} ({p.parent})" if labels.count(label) > 1 else label
+        for p, label in zip(paths, labels, strict=True)
+    ]
 
 
 def comparison_rows(paths: list[Path], split: str | None = None) -> list[tuple[str, dict]]:
@@ -165,7 +168,7 @@ def summary_markdown(results: dict) -> str:
             "",
             f"{cal['n']} classification prompts: ECE {_fmt(cal['ece'], '{:.3f}')}, accuracy "
             f"{_fmt(cal['accuracy'])} %, mean confidence {_fmt(cal['confidence'], '{:.3f}')}, phrasing "
-            f"coverage {_fmt(cal['coverage'], '{:.3f}')}.",
+            f"coverage {_fmt(cal['coverage'], '{:.2g}')}.",
             "",
             f"![reliability]({cal['plot']})",
             "",
@@ -174,6 +177,10 @@ def summary_markdown(results: dict) -> str:
     if samples:
         out += ["## Samples (first seed)", ""]
         for s in samples:
-            out += [f"- **{s['instruction']}**  ", f"  reference: {s['reference']}  ", f"  model: {s['response']}"]
+            out += [
+                f"- **{s['instruction']}**  ",
+                f"  reference: {s['reference']}  ",
+                f"  model: {s['response']}",
+            ]
         out.append("")
     return "\n".join(out)

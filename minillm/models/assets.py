@@ -39,10 +39,19 @@ def build_tokenizer(vocab_size: int, seed: int) -> Path:
     return folder
 
 
-def sft_stage(name: str, student_preset: str, epochs: int, lr: float, extra: list[str]) -> dict:
-    """Train one model with SFT from scratch and copy its best (lowest val loss) weights into assets/."""
+def sft_stage(name: str, student_preset: str, epochs: int, lr: float, extra: list[str], resume: bool) -> dict:
+    """Train one model with SFT from scratch and copy its best (lowest val loss) weights into assets/.
+
+    With ``resume``, an interrupted build continues from its last checkpoint instead of starting over.
+    """
     run_dir = ROOT / ".cache" / "assets-build" / name
-    if run_dir.exists():
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if resume and last.is_file():
+        kept = run_dir.parent / f"{name}-resume.ckpt"
+        shutil.copy(last, kept)
+        extra = [*extra, f"ckpt_path={kept}"]
+        print(f"resuming {name} from {kept}", flush=True)
+    elif run_dir.exists():
         shutil.rmtree(run_dir)
     cmd = [
         sys.executable,
@@ -94,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--student-lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted build from its last checkpoint"
+    )
     parser.add_argument("extra", nargs="*", help="extra Hydra overrides for both SFT stages")
     args = parser.parse_args(argv)
     ASSETS.mkdir(parents=True, exist_ok=True)
@@ -104,11 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         manifest["tokenizer"] = {"vocab_size": args.vocab_size, "data_seed": args.seed}
     if args.only in (None, "teacher"):
         manifest["teacher"] = sft_stage(
-            "teacher", "tiny_llama_teacher_size", args.teacher_epochs, args.teacher_lr, args.extra
+            "teacher",
+            "tiny_llama_teacher_size",
+            args.teacher_epochs,
+            args.teacher_lr,
+            args.extra,
+            args.resume,
         )
     if args.only in (None, "student"):
         manifest["student_init"] = sft_stage(
-            "student_init", "tiny_llama", args.student_epochs, args.student_lr, args.extra
+            "student_init", "tiny_llama", args.student_epochs, args.student_lr, args.extra, args.resume
         )
     manifest_path.write_text(json.dumps(manifest, indent=2))
     print(json.dumps(manifest, indent=2))

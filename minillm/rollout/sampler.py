@@ -114,6 +114,17 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def response_logits(model, rollout: Rollout) -> Tensor:
+    """(B, T, V) logits that predict the response tokens, from one teacher-forced pass."""
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    t = rollout.response_ids.shape[1]
+    # Only the last T+1 positions are needed: no output-layer work for the prompt.
+    logits = model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, logits_to_keep=t + 1
+    ).logits
+    return logits[:, :t]
+
+
 @torch.no_grad()
 def sample_rollouts(
     student: nn.Module,

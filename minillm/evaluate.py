@@ -1,0 +1,29 @@
+"""Hydra entry point: ``python -m minillm.evaluate evaluate.path=RUN_DIR [key=value ...]``.
+
+The paper's metrics for one model (the trained student of a run, the config's teacher or student init):
+Rouge-L over sampling seeds with exact match, validity and breakdowns by category and gold length;
+exposure bias (ExAccErr); calibration (ECE); diversity (Distinct-4) and test loss. Config:
+``conf/evaluate.yaml`` (the root config plus an ``evaluate`` node); guide: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from minillm.cli import quiet_libraries, user_errors
+
+quiet_libraries()
+
+
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@user_errors
+def main(cfg: DictConfig) -> float | None:
+    from minillm.evaluation.suite import run_evaluation
+
+    results = run_evaluation(cfg)
+    return results.get(f"{cfg.evaluate.split}/rougeL")
+
+
+if __name__ == "__main__":
+    main()

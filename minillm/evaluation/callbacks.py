@@ -1,0 +1,176 @@
+"""Cheap behaviour metrics during training, as a Lightning callback (config: ``eval.callbacks``).
+
+On a small fixed subset of the validation split, every ``every_n_val``-th validation run logs:
+
+- ``val/exaccerr``: exposure bias, ExAccErr averaged over steps (``minillm.evaluation.exposure``), from
+  ``n_prompts`` prompts × ``samples_per_prompt`` samples of the student and of the teacher;
+- ``val/ece`` and ``val/label_acc``: calibration on ``n_calibration`` classification records;
+- ``val/distinct4``: Distinct-4 of one sampled response per prompt.
+
+Each is a ``select.monitor`` candidate (``select.monitor=val/ece select.mode=min``). With
+``every_n_val`` > 1 a metric keeps its last value in between, which never wins a strict comparison, so
+checkpoints are only selected at the validation runs where it was computed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lightning.pytorch.callbacks import Callback
+
+from minillm.data.datasets import Example
+from minillm.data.template import PromptTemplate
+from minillm.errors import MinillmError
+from minillm.evaluation.calibration import calibration, items_from_records
+from minillm.evaluation.evaluate import sample_responses
+from minillm.evaluation.exposure import exposure_bias
+from minillm.evaluation.metrics import distinct_n
+
+log = logging.getLogger(__name__)
+CALLBACK_METRICS = ("exaccerr", "ece", "distinct4")
+
+
+class BehaviourMetricsCallback(Callback):
+    """Logs ``val/exaccerr``, ``val/ece`` (+ ``val/label_acc``) and ``val/distinct4`` on a fixed subset.
+
+    Args:
+        tokenizer: the shared tokenizer (pad and EOS ids).
+        prompts: validation examples for ExAccErr and Distinct-4 (fixed across runs).
+        calibration_items: classification items (``calibration.items_from_records``) for ECE.
+        template: the prompt template of the data.
+        teacher: the frozen teacher (ExAccErr is skipped without one).
+        every_n_val: compute on validation runs 0, N, 2N, … (sanity checks never count).
+        metrics: any of ``CALLBACK_METRICS``.
+        samples_per_prompt, max_new_tokens, batch_size, seed, bins: sampling and binning settings.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokenizer,
+        prompts: list[Example],
+        calibration_items: list[dict],
+        template: PromptTemplate,
+        teacher=None,
+        every_n_val: int = 1,
+        metrics=CALLBACK_METRICS,
+        samples_per_prompt: int = 2,
+        max_new_tokens: int = 32,
+        batch_size: int = 32,
+        seed: int = 0,
+        bins: int = 10,
+    ):
+        unknown = [m for m in metrics if m not in CALLBACK_METRICS]
+        if unknown:
+            raise MinillmError(
+                f"eval.callbacks.metrics: unknown {unknown}; choose from {list(CALLBACK_METRICS)}"
+            )
+        if not isinstance(every_n_val, int) or every_n_val < 1:
+            raise MinillmError(f"eval.callbacks.every_n_val={every_n_val!r}: must be a positive integer")
+        self.tokenizer = tokenizer
+        self.prompts = list(prompts)
+        self.items = list(calibration_items)
+        self.template = template
+        self.teacher = teacher
+        self.every_n_val = every_n_val
+        self.metrics = tuple(metrics)
+        self.samples_per_prompt = samples_per_prompt
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.seed = seed
+        self.bins = bins
+        self.val_runs = 0
+        if "exaccerr" in self.metrics and teacher is None:
+            log.warning("eval.callbacks: no teacher is loaded in this run, so val/exaccerr is not logged")
+        if "ece" in self.metrics and not self.items:
+            log.warning(
+                "eval.callbacks: no classification records in the valid split, so val/ece is not logged"
+            )
+
+    def on_fit_start(self, trainer, pl_module):
+        if self.teacher is not None:
+            self.teacher.to(pl_module.device)
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        run, self.val_runs = self.val_runs, self.val_runs + 1
+        if run % self.every_n_val:
+            return
+        student = getattr(pl_module, "student", pl_module)
+        for name, value in self.compute(student).items():
+            if value is not None:
+                pl_module.log(name, float(value))
+
+    def compute(self, student) -> dict[str, float | None]:
+        """The metrics on the fixed subset for ``student``, keyed by their logged names."""
+        out: dict[str, float | None] = {}
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        if "exaccerr" in self.metrics and self.teacher is not None and self.prompts:
+            curve = exposure_bias(
+                student,
+                self.teacher,
+                self.prompts,
+                pad_token_id=pad,
+                eos_token_id=eos,
+                samples_per_prompt=self.samples_per_prompt,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.batch_size,
+                seed=self.seed,
+            )
+            out["val/exaccerr"] = curve["exaccerr_mean"]
+        if "ece" in self.metrics and self.items:
+            cal = calibration(
+                student,
+                self.tokenizer,
+                self.items,
+                self.template,
+                batch_size=self.batch_size,
+                n_bins=self.bins,
+                keep_records=False,
+            )
+            out["val/ece"] = cal["ece"]
+            out["val/label_acc"] = cal["accuracy"]
+        if "distinct4" in self.metrics and self.prompts:
+            texts, _ = sample_responses(
+                student,
+                self.tokenizer,
+                self.prompts,
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+                seed=self.seed,
+                progress=False,
+            )
+            out["val/distinct4"] = distinct_n(texts, 4)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"val_runs": self.val_runs}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.val_runs = int(state_dict.get("val_runs", 0))
+
+
+def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
+    """The callbacks that ``eval.callbacks`` asks for (none when ``enabled`` is false or the node is absent)."""
+    c = cfg.eval.get("callbacks")
+    if not c or not c.get("enabled", False):
+        return []
+    prompts = datamodule.examples["valid"][: c.n_prompts]
+    items = items_from_records(datamodule.records["valid"])[: c.n_calibration]
+    return [
+        BehaviourMetricsCallback(
+            tokenizer=tokenizer,
+            prompts=prompts,
+            calibration_items=items,
+            template=PromptTemplate.from_name(cfg.data.template),
+            teacher=teacher,
+            every_n_val=c.every_n_val,
+            metrics=tuple(c.metrics),
+            samples_per_prompt=c.samples_per_prompt,
+            max_new_tokens=c.max_new_tokens,
+            batch_size=c.batch_size,
+            seed=c.seed,
+            bins=c.bins,
+        )
+    ]

@@ -1,0 +1,427 @@
+"""The evaluation command's work, top to bottom: resolve the model → data → each metric → files and logs.
+
+``run_evaluation(cfg)`` is what ``python -m minillm.evaluate`` calls (config: ``conf/evaluate.yaml``); it
+writes ``results.json``, ``summary.md``, ``exaccerr.csv`` and the PNG figures into the run directory
+and returns the results dictionary. See docs/evaluation.md for how to read each number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from minillm.data.datamodule import load_records
+from minillm.data.datasets import tokenize_records
+from minillm.data.template import PromptTemplate
+from minillm.errors import MinillmError
+from minillm.evaluation.calibration import calibration, items_from_records, read_labelled_jsonl
+from minillm.evaluation.evaluate import evaluate_model, lm_loss
+from minillm.evaluation.exposure import exposure_bias
+from minillm.evaluation.plots import plot_exaccerr, plot_reliability
+from minillm.evaluation.report import summary_markdown
+from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
+MODELS = ("student", "teacher", "init")
+METRICS = ("rouge", "exposure", "calibration", "loss")
+# Scalars copied to the top level as "<split>/<name>" (and logged to the experiment loggers).
+SCALARS = (
+    "rougeL",
+    "rougeL_std",
+    "exact_match",
+    "valid_rate",
+    "distinct4",
+    "length",
+    "test_loss",
+    "exaccerr",
+    "exaccerr_final",
+    "ece",
+    "calibration_accuracy",
+)
+
+
+def validate_evaluate_config(cfg) -> None:
+    """Check the ``evaluate`` node; each error names its key."""
+    e = cfg.get("evaluate")
+    if e is None:
+        raise MinillmError(
+            "evaluate: no such config node; run `python -m minillm.evaluate` (conf/evaluate.yaml)"
+        )
+    if e.model not in MODELS:
+        raise MinillmError(f"evaluate.model={e.model!r}; choose one of {list(MODELS)}")
+    unknown = [m for m in e.metrics if m not in METRICS]
+    if unknown:
+        raise MinillmError(f"evaluate.metrics: unknown {unknown}; choose from {list(METRICS)}")
+    for key in (
+        "exposure.num_prompts",
+        "exposure.samples_per_prompt",
+        "exposure.max_new_tokens",
+        "exposure.batch_size",
+        "calibration.bins",
+        "calibration.batch_size",
+    ):
+        value = OmegaConf.select(e, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise MinillmError(f"evaluate.{key}={value!r}: must be a positive integer")
+    n = e.no_repeat_ngram_size
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise MinillmError(f"evaluate.no_repeat_ngram_size={n!r}: must be an integer >= 0 (0 = off)")
+    edges = list(e.length_buckets)
+    if not edges or any(not isinstance(x, int) for x in edges) or edges != sorted(set(edges)):
+        raise MinillmError(
+            f"evaluate.length_buckets={edges}: give increasing integer upper edges, e.g. [5, 10]"
+        )
+    if not 0.0 <= float(e.exposure.min_alive) <= 1.0:
+        raise MinillmError(f"evaluate.exposure.min_alive={e.exposure.min_alive!r}: must be in [0, 1]")
+    if not e.calibration.templates or any("{label}" not in str(t) for t in e.calibration.templates):
+        raise MinillmError("evaluate.calibration.templates: each template must contain {label}")
+
+
+# --------------------------------------------------------------------------- which model
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
+
+
+def _run_dir_of(path: Path) -> Path | None:
+    """The minillm.run directory a path belongs to (itself, or the parent of best_model/, checkpoints/)."""
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / "results.json").is_file() or (candidate / "checkpoints").is_dir():
+            return candidate
+    return None
+
+
+def _warn_if_other_data(cfg, run_dir: Path | None) -> None:
+    saved = run_dir / "config.yaml" if run_dir else None
+    if saved is None or not saved.is_file():
+        return
+    run_data = OmegaConf.load(saved).get("data")
+    if run_data is not None and OmegaConf.to_container(run_data, resolve=True) != OmegaConf.to_container(
+        cfg.data, resolve=True
+    ):
+        log.warning(
+            "the data config differs from the one %s was trained with: pass the same data=… overrides",
+            run_dir,
+        )
+
+
+def _load_ckpt(cfg, path: Path, records):
+    """A Lightning checkpoint of a run: its ``student.*`` weights in the run's (or the config's) student."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input error
+        raise MinillmError(f"evaluate.path={path}: cannot read the checkpoint ({err})") from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    weights = {k[len("student.") :]: v for k, v in (state or {}).items() if k.startswith("student.")}
+    if not weights:
+        raise MinillmError(f"evaluate.path={path}: checkpoint has no 'student.*' weights in its state_dict")
+    run_dir = _run_dir_of(path)
+    exported = run_dir / "best_model" if run_dir else None
+    if exported is not None and (exported / "config.json").is_file():
+        model = load_model(OmegaConf.create({"path": str(exported)}), key="evaluate")
+        tokenizer = (
+            load_tokenizer(str(exported)) if _has_tokenizer(exported) else _config_tokenizer(cfg, records)
+        )
+        where = str(exported)
+    else:
+        tokenizer = _config_tokenizer(cfg, records)
+        model = _config_model(cfg, "student", tokenizer)
+        where = "the config's student"
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise MinillmError(
+            f"evaluate.path={path}: its weights do not fit the model of {where} ({first})"
+        ) from None
+    return model, tokenizer
+
+
+def _config_tokenizer(cfg, records):
+    from minillm.pipeline import resolve_tokenizer
+
+    return resolve_tokenizer(cfg, records)
+
+
+def _config_model(cfg, key: str, tokenizer):
+    seed = cfg.seed + (1 if key == "teacher" else 0)  # as minillm.run builds them
+    return load_model(
+        cfg[key], key=key, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, seed=seed
+    )
+
+
+def load_evaluated_model(cfg, records):
+    """(model, tokenizer, source): ``evaluate.path`` when set, else the config's teacher or student."""
+    e = cfg.evaluate
+    if not e.get("path"):
+        if e.model == "student":
+            raise MinillmError(
+                "evaluate.path: evaluate.model=student needs the trained student (a run directory, its "
+                "best_model/ folder, a checkpoints/*.ckpt or a hub id); evaluate.model=init evaluates the "
+                "config's student as it is"
+            )
+        key = "teacher" if e.model == "teacher" else "student"
+        tokenizer = _config_tokenizer(cfg, records)
+        return _config_model(cfg, key, tokenizer), tokenizer, str(cfg[key].get("path") or f"{key}.arch")
+    raw = str(e.path)
+    path = Path(raw).expanduser()
+    _warn_if_other_data(cfg, _run_dir_of(path) if path.exists() else None)
+    if path.is_file():
+        if path.suffix != ".ckpt":
+            raise MinillmError(f"evaluate.path={raw}: a file that is not a Lightning .ckpt")
+        model, tokenizer = _load_ckpt(cfg, path, records)
+        return model, tokenizer, str(path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        if (path / "best_model" / "config.json").is_file():
+            path = path / "best_model"
+        elif (path / "checkpoints" / "best.ckpt").is_file():
+            model, tokenizer = _load_ckpt(cfg, path / "checkpoints" / "best.ckpt", records)
+            return model, tokenizer, str(path / "checkpoints" / "best.ckpt")
+        else:
+            raise MinillmError(
+                f"evaluate.path={raw}: folder has no config.json, best_model/ or checkpoints/best.ckpt"
+            )
+    model = load_model(OmegaConf.create({"path": str(path)}), key="evaluate")
+    local = Path(path)
+    if local.is_dir() and _has_tokenizer(local):
+        tokenizer = load_tokenizer(str(local), "evaluate.path")
+    elif not local.exists() and not cfg.tokenizer.get("path"):
+        tokenizer = load_tokenizer(str(path), "evaluate.path")  # a hub id ships its tokenizer
+    else:
+        tokenizer = _config_tokenizer(cfg, records)
+    return model, tokenizer, str(path)
+
+
+def load_teacher(cfg, tokenizer, model):
+    """The config's teacher for exposure bias, or None when there is none."""
+    if not (cfg.teacher.get("path") or cfg.teacher.get("arch")):
+        return None
+    teacher = freeze(_config_model(cfg, "teacher", tokenizer))
+    check_same_vocab(teacher, model, tokenizer)
+    return teacher
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _write_curve_csv(exposure: dict, path: Path) -> None:
+    keys = (
+        "steps",
+        "exaccerr",
+        "regret",
+        "teacher_error",
+        "student_step_error",
+        "teacher_step_error",
+        "student_rows",
+        "teacher_rows",
+    )
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", *keys[1:]])
+        for row in zip(*(exposure[k] for k in keys), strict=True):
+            writer.writerow(["" if v is None else v for v in row])
+
+
+def run_evaluation(cfg) -> dict:
+    """Evaluate one model on ``evaluate.split`` with ``evaluate.metrics``; write and return the results."""
+    from minillm.config import validate_config
+
+    validate_config(cfg)
+    validate_evaluate_config(cfg)
+    e, ev = cfg.evaluate, cfg.eval
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    records = load_records(cfg.data, cfg.cache_dir)
+    if e.split not in records:
+        raise MinillmError(f"evaluate.split={e.split!r}; choose one of {sorted(records)}")
+    model, tokenizer, source = load_evaluated_model(cfg, records)
+    device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    name, split = e.model, e.split
+    template = PromptTemplate.from_name(cfg.data.template)
+    examples = tokenize_records(
+        records[split],
+        tokenizer,
+        template,
+        max_prompt_len=cfg.data.max_prompt_len,
+        max_response_len=cfg.data.max_response_len,
+        split=split,
+    )
+    if not examples:
+        raise MinillmError(
+            f"evaluate.split={split}: no prompt fits data.max_prompt_len={cfg.data.max_prompt_len}"
+        )
+    subset = examples[: ev.num_samples] if ev.num_samples else examples
+    metrics: dict = {"n": len(subset), "seeds": list(ev.seeds)}
+    results: dict = {
+        "kind": "minillm.evaluate",
+        "model": name,
+        "split": split,
+        "source": source,
+        "config": {
+            "run_name": cfg.run_name,
+            "seed": cfg.seed,
+            "model": name,
+            "path": e.get("path"),
+            "teacher": cfg.teacher.get("path") or cfg.teacher.get("name"),
+        },
+        "settings": {
+            "seeds": list(ev.seeds),
+            "temperature": ev.temperature,
+            "top_k": ev.top_k,
+            "top_p": ev.top_p,
+            "max_new_tokens": ev.max_new_tokens,
+            "no_repeat_ngram_size": e.no_repeat_ngram_size,
+            "length_buckets": list(e.length_buckets),
+        },
+        "eval": {name: {split: metrics}},
+        "seconds": {},
+    }
+
+    def timed(key, fn):
+        started = time.perf_counter()
+        out = fn()
+        results["seconds"][key] = round(time.perf_counter() - started, 1)
+        return out
+
+    if "rouge" in e.metrics:
+        metrics.update(
+            timed(
+                "rouge",
+                lambda: evaluate_model(
+                    model,
+                    tokenizer,
+                    subset,
+                    records[split],
+                    seeds=tuple(ev.seeds),
+                    batch_size=ev.batch_size,
+                    max_new_tokens=ev.max_new_tokens,
+                    temperature=ev.temperature,
+                    top_k=ev.top_k,
+                    top_p=ev.top_p,
+                    name=name,
+                    no_repeat_ngram_size=e.no_repeat_ngram_size,
+                    length_edges=tuple(e.length_buckets),
+                ),
+            )
+        )
+    if "loss" in e.metrics:
+        metrics["test_loss"] = timed(
+            "loss", lambda: lm_loss(model, subset, tokenizer.pad_token_id, batch_size=ev.batch_size)
+        )
+
+    if "exposure" in e.metrics:
+        results["exposure"] = timed("exposure", lambda: _exposure(cfg, model, tokenizer, examples, source))
+        if results["exposure"].get("steps"):
+            metrics["exaccerr"] = results["exposure"]["exaccerr_mean"]
+            metrics["exaccerr_final"] = results["exposure"]["exaccerr_final"]
+            _write_curve_csv(results["exposure"], run_dir / "exaccerr.csv")
+            plot_exaccerr({name: results["exposure"]}, run_dir / "exaccerr.png")
+
+    if "calibration" in e.metrics:
+        results["calibration"] = timed(
+            "calibration", lambda: _calibrations(cfg, model, tokenizer, records[split], template, run_dir)
+        )
+        first = next((c for c in results["calibration"].values() if not c.get("skipped")), None)
+        if first is not None:
+            metrics["ece"] = first["ece"]
+            metrics["calibration_accuracy"] = first["accuracy"]
+
+    for key in SCALARS:
+        if metrics.get(key) is not None:
+            results[f"{split}/{key}"] = metrics[key]
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    (run_dir / "summary.md").write_text(summary_markdown(results))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    _log(cfg, run_dir, results)
+    print(summary_markdown(results).split("\n## ")[0])
+    print(f"results: {run_dir / 'results.json'}\nsummary: {run_dir / 'summary.md'}")
+    return results
+
+
+def _exposure(cfg, model, tokenizer, examples, source) -> dict:
+    x = cfg.evaluate.exposure
+    if cfg.evaluate.model == "teacher" and not cfg.evaluate.get("path"):
+        return {"skipped": "the evaluated model is the teacher (ExAccErr is 0 by definition)"}
+    teacher = load_teacher(cfg, tokenizer, model)
+    if teacher is None:
+        return {"skipped": "no teacher configured (set teacher.path or a teacher= preset)"}
+    teacher.to(next(model.parameters()).device)
+    return exposure_bias(
+        model,
+        teacher,
+        examples[: x.num_prompts],
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        samples_per_prompt=x.samples_per_prompt,
+        max_new_tokens=x.max_new_tokens,
+        batch_size=x.batch_size,
+        seed=x.seed,
+        ignore_eos=bool(x.ignore_eos),
+        min_alive=float(x.min_alive),
+    )
+
+
+def _calibrations(cfg, model, tokenizer, records, template, run_dir: Path) -> dict:
+    c = cfg.evaluate.calibration
+    sources = {cfg.evaluate.split: items_from_records(records)}
+    if c.get("path"):
+        sources["file"] = read_labelled_jsonl(c.path)
+    out = {}
+    for source, items in sources.items():
+        items = items[: c.num_records] if c.get("num_records") else items
+        if not items:
+            out[source] = {"skipped": "no classification records (label checks) in this split"}
+            continue
+        result = calibration(
+            model,
+            tokenizer,
+            items,
+            template,
+            batch_size=c.batch_size,
+            n_bins=c.bins,
+            templates=tuple(c.templates),
+        )
+        result["plot"] = f"reliability_{source}.png"
+        plot_reliability(result["bins"], run_dir / result["plot"], title=f"Reliability ({source})")
+        out[source] = result
+    return out
+
+
+def _log(cfg, run_dir: Path, results: dict) -> None:
+    """Scalars to every logger (CSV always); with W&B also the breakdowns, the curve and the figures."""
+    from minillm.loggers import make_loggers
+
+    split, name = results["split"], results["model"]
+    metrics = results["eval"][name][split]
+    scalars = {k: v for k, v in results.items() if "/" in k and isinstance(v, int | float)}
+    tables = {}
+    for group in ("by_length", "per_category"):
+        rows = metrics.get(group) or {}
+        data = [[k, v["n"], v["rougeL"], v["exact_match"], v["valid_rate"]] for k, v in rows.items()]
+        if data:
+            tables[group] = ([group, "n", "rougeL", "exact_match", "valid_rate"], data)
+    curve = results.get("exposure") or {}
+    if curve.get("steps"):
+        keys = ("steps", "exaccerr", "student_rows", "teacher_rows")
+        tables["exaccerr"] = (
+            ["step", "exaccerr", "student_rows", "teacher_rows"],
+            list(zip(*(curve[k] for k in keys), strict=True)),
+        )
+    for lg in make_loggers(cfg, run_dir):
+        lg.log_metrics(scalars, step=0)
+        if type(lg).__name__ == "WandbLogger":
+            for key, (columns, data) in tables.items():
+                lg.log_table(f"{split}/{key}", columns=columns, data=[list(r) for r in data])
+            for image in sorted(run_dir.glob("*.png")):  # one key each: the figures differ in size
+                lg.log_image(f"{split}/{image.stem}", images=[str(image)])
+        lg.finalize("success")

@@ -1,0 +1,182 @@
+"""`make bench` on a tiny configuration: it runs, writes its JSON, and counts forward tokens exactly.
+
+Speed is never asserted here (see docs/benchmarks.md); only the bookkeeping is. The chunked
+full-vocabulary divergence equals the plain one in tests/test_divergences.py::test_chunked_equals_plain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from minillm.bench import bench, render, run_bench, write_results
+from minillm.errors import MinillmError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TINY_ARCH = [
+    f"{key}.arch.{k}={v}"
+    for key in ("teacher", "student")
+    for k, v in dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    ).items()
+]
+TINY = [
+    "teacher_path=null",
+    "student_path=null",
+    "tokenizer_path=null",
+    "vocab_size=50",
+    *TINY_ARCH,
+    "batch_size=4",
+    "prompt_len=3",
+    "response_len=5",
+    "mini_batch_size=3",  # 2 minibatches (3 + 1 rows) per inner epoch
+    "ppo_epochs=2",
+    "repeats=1",
+    "warmup=1",
+    "sweep.response_lens=[2,4]",
+    "sweep.batch_size=2",
+    "sweep.batch_sizes=[2,3]",
+    "sweep.response_len=2",
+    "threads=1",
+    "plain=true",
+]
+
+
+def compose_bench(overrides: list[str], run_dir: Path):
+    """conf/bench.yaml composed and resolved as `python -m minillm.bench` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, read_write
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="bench", overrides=[f"hydra.run.dir={run_dir}", *overrides], return_hydra_config=True
+        )
+        with read_write(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+            cfg.hydra.runtime.cwd = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.create(OmegaConf.to_container(job, resolve=True))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("bench")
+    cfg = compose_bench([*TINY, "save=true"], run_dir)
+    out = run_bench(cfg)
+    paths = write_results(out, cfg)
+    return out, paths, cfg
+
+
+def test_bench_writes_every_field(results):
+    out, paths, cfg = results
+    assert paths == [Path(cfg.output_dir) / "bench.json", Path(cfg.save_dir) / "bench.json"]
+    saved = json.loads(paths[1].read_text())
+    assert set(saved) == {"machine", "models", "rollout", "steps", "sweep", "targets", "settings"}
+    assert (
+        saved["models"]["teacher"]["random_init"]
+        and "teacher_path=null" in saved["models"]["teacher"]["source"]
+    )
+    assert set(saved["rollout"]["runs"]) == {
+        "lockstep α=0.2",
+        "lockstep α=0",
+        "student alone",
+        "teacher alone",
+        "teacher one pass",
+    }
+    assert saved["rollout"]["tokens"] == 4 * 5
+    assert saved["rollout"]["ratio_main"] > 0
+    assert set(saved["steps"]) == {"minillm", "minillm_rescored", "gkd_equivalent", "gkd_one_teacher_pass"}
+    for step in saved["steps"].values():
+        assert step["seconds"] > 0 and step["memory"]["peak_mib"] > 0
+        assert set(step["parts"]) == {"rollout", "teacher_scoring", "student_fwd_bwd", "optimizer", "other"}
+        assert step["seconds"] == pytest.approx(sum(step["parts"].values()))
+    assert saved["steps"]["minillm"]["parts"]["teacher_scoring"] == 0.0
+    assert saved["steps"]["minillm_rescored"]["parts"]["teacher_scoring"] > 0.0
+    assert saved["steps"]["minillm"]["updates"] == 2 * 2
+    # sweep points: lengths 2, 4 at batch 2, batches 2, 3 at length 2 ((2, 2) measured once)
+    assert [(p["batch_size"], p["response_len"]) for p in saved["sweep"]["points"]] == [
+        (2, 2),
+        (2, 4),
+        (3, 2),
+    ]
+    assert saved["sweep"]["length_fit"]["r2"] == pytest.approx(1.0)  # two points fit exactly
+    assert saved["sweep"]["length_fit"]["ratio_256_128"] is None
+    assert {t["target"][:8] for t in saved["targets"]} >= {"lockstep", "teacher ", "student "}
+    text = render(out, plain=True)
+    for title in ("Rollout throughput", "Distillation step", "Step-time sweep", "Linearity", "Targets"):
+        assert title in text
+
+
+def test_forward_tokens_equal_what_the_algorithm_needs(results):
+    steps = results[0]["steps"]
+    batch, prompt, response, epochs = 4, 3, 5, 2
+    rollout = batch * (prompt + response - 1)  # the last sampled token is never fed back
+    full_pass = batch * (prompt + response)  # one teacher-forced pass over every row
+    cached = steps["minillm"]["forward_tokens"]
+    assert cached["teacher"] == cached["teacher_needed"] == rollout  # teacher log-probs from the rollout
+    assert cached["student"] == cached["student_needed"] == rollout + epochs * full_pass
+    assert cached["teacher_passes_per_epoch"] == 0
+    rescored = steps["minillm_rescored"]["forward_tokens"]
+    assert rescored["teacher"] == rollout + epochs * full_pass  # one teacher pass per minibatch
+    assert rescored["teacher_passes_per_epoch"] == 1
+    gkd = steps["gkd_equivalent"]
+    assert gkd["settings"]["alpha"] == 0.0 and not gkd["settings"]["pg_term"]
+    assert gkd["forward_tokens"]["teacher"] == rollout
+    assert gkd["forward_tokens"]["student"] == rollout + full_pass  # one update per batch
+    one_pass = steps["gkd_one_teacher_pass"]
+    assert one_pass["forward_tokens"]["teacher"] == full_pass  # scored after decoding, one forward
+    assert one_pass["forward_tokens"]["student"] == rollout + full_pass
+    assert one_pass["parts"]["teacher_scoring"] > 0
+
+
+def test_trl_reference_read_when_settings_match(tmp_path):
+    from minillm.bench import gkd_settings, step_settings, trl_reference
+
+    cfg = compose_bench([*TINY, f"trl_gkd_json={tmp_path / 'trl.json'}"], tmp_path / "run")
+    gkd = gkd_settings(step_settings(cfg))
+    assert trl_reference(cfg, gkd) is None
+    (tmp_path / "trl.json").write_text(
+        json.dumps({"batch_size": 4, "prompt_len": 3, "response_len": 5, "s_per_step": 2.0})
+    )
+    assert trl_reference(cfg, gkd)["s_per_step"] == 2.0
+    (tmp_path / "trl.json").write_text(
+        json.dumps({"batch_size": 8, "prompt_len": 3, "response_len": 5, "s_per_step": 2.0})
+    )
+    assert trl_reference(cfg, gkd) is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["device=cuda"], "device=cuda: no CUDA device"),
+        (["dtype=bf16"], "dtype=bf16: part of the CUDA path"),
+        (["compile=true"], "compile=True: part of the CUDA path"),
+        (["alpha=1.5"], r"alpha=1.5: must lie in \[0, 1\]"),
+        (["batch_size=0"], "batch_size=0: must be a positive integer"),
+        (["teacher_path=/nonexistent/teacher", "random_init_fallback=false"], "teacher_path=/nonexistent"),
+    ],
+)
+def test_bad_settings_fail_clearly(tmp_path, overrides, message):
+    if "device=cuda" in overrides and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = compose_bench([*TINY, *overrides], tmp_path)
+    with pytest.raises(MinillmError, match=message):
+        run_bench(cfg)
+
+
+def test_cli_reports_errors_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench(compose_bench([*TINY, "batch_size=0"], tmp_path))
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1] == "error: batch_size=0: must be a positive integer"
+    )

@@ -1,0 +1,381 @@
+"""The evaluation suite: each metric against values worked out by hand, the command end to end, compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from minillm.data.datasets import Example
+from minillm.data.template import PromptTemplate
+from minillm.errors import MinillmError
+from minillm.evaluation.calibration import (
+    calibration_metrics,
+    label_phrasings,
+    read_labelled_jsonl,
+    score_labels,
+    substitute_label,
+)
+from minillm.evaluation.exposure import StepErrorTotals, exaccerr_curve, exposure_bias, step_errors
+from minillm.evaluation.generation import no_repeat_ngram_processor
+from minillm.evaluation.metrics import (
+    bucket_names,
+    distinct_n,
+    expected_calibration_error,
+    length_bucket,
+    reliability_bins,
+    rouge_l,
+)
+from minillm.rollout.sampler import generate
+
+VOCAB, PAD, EOS = 60, 0, 1
+TINY = ["student=tiny_llama", "teacher=tiny_random", "debug=smoke", "tokenizer.vocab_size=400"]
+
+
+def tiny_llama(seed: int, vocab: int = VOCAB) -> nn.Module:
+    """A 1-layer Llama, hidden 32; the large init scale makes its distributions far from uniform."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        initializer_range=0.3,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def prompts(n: int = 3) -> list[Example]:
+    g = torch.Generator().manual_seed(0)
+    return [Example(torch.randint(2, VOCAB, (3 + i,), generator=g).tolist(), [EOS], i) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- text metrics
+
+
+def test_distinct4_by_hand():
+    texts = ["The cat sat on the mat", "the cat sat on a hat", "hi there"]
+    # 4-grams: (the cat sat on) ×2, (cat sat on the), (sat on the mat), (cat sat on a), (sat on a hat):
+    # 5 distinct of 6; "hi there" has none, and n-grams never cross two responses.
+    assert distinct_n(texts, 4) == pytest.approx(100 * 5 / 6)
+    assert distinct_n(["a b c d", "a b c d"], 4) == pytest.approx(50.0)
+    assert distinct_n(["too short"], 4) is None
+
+
+def test_rouge_l_takes_the_max_over_references():
+    single = rouge_l("the cat sat on the mat", "a dog ran in the park")
+    both = rouge_l("the cat sat on the mat", ["a dog ran in the park", "the cat sat on the mat"])
+    assert single < 50.0
+    assert both == pytest.approx(100.0)
+
+
+def test_length_bucket_boundaries():
+    assert [length_bucket(n) for n in (0, 5, 6, 10, 11, 200)] == ["0-5", "0-5", "6-10", "6-10", "11+", "11+"]
+    assert bucket_names() == ["0-5", "6-10", "11+"]
+    assert length_bucket(3, (2,)) == "3+"
+
+
+def test_ece_by_hand():
+    conf = [0.9, 0.8, 0.6, 0.55]
+    correct = [1, 0, 1, 0]
+    # bins (0.8,0.9]: acc 1 conf .9; (0.7,0.8]: acc 0 conf .8; (0.5,0.6]: acc .5 conf .575
+    expected = 0.25 * 0.1 + 0.25 * 0.8 + 0.5 * abs(0.5 - 0.575)
+    assert expected_calibration_error(conf, correct) == pytest.approx(expected)  # 0.2625
+    bins = reliability_bins(conf, correct)
+    assert [b["n"] for b in bins] == [0, 0, 0, 0, 0, 2, 0, 1, 1, 0]
+    assert reliability_bins([0.3], [1])[2]["n"] == 1  # right-closed: 0.3 lies in (0.2, 0.3]
+    assert expected_calibration_error([1.0, 1.0], [1, 1]) == 0.0
+    assert expected_calibration_error([], []) is None
+
+
+# --------------------------------------------------------------------------- exposure bias
+
+
+def test_exaccerr_curve_by_hand():
+    student, teacher = StepErrorTotals(4), StepErrorTotals(4)
+    student.add(torch.tensor([[1.0, 1.0, 0.0], [1.0, 3.0, 2.0]]), torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    teacher.add(torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]]), torch.tensor([[1, 1, 1], [1, 1, 0]]))
+    # student means per step 1, 2, 2 (step 3: one live row) → R = 1, 3, 5; teacher 1, 1, 1 → E = 1, 2, 3
+    curve = exaccerr_curve(student, teacher, min_alive=0.5)
+    assert curve["steps"] == [1, 2, 3]  # step 4: no row alive in either set
+    assert curve["regret"] == pytest.approx([1, 3, 5])
+    assert curve["teacher_error"] == pytest.approx([1, 2, 3])
+    assert curve["exaccerr"] == pytest.approx([0.0, 50.0, 200 / 3])
+    assert curve["student_rows"] == [2, 2, 1] and curve["teacher_rows"] == [2, 2, 1]
+    assert curve["exaccerr_mean"] == pytest.approx((0 + 50 + 200 / 3) / 3)
+    strict = exaccerr_curve(student, teacher, min_alive=0.75)  # needs 2 live rows: steps 1-2 only
+    assert strict["reliable_steps"] == 2
+    assert strict["exaccerr_mean"] == pytest.approx(25.0) and strict["exaccerr_final"] == pytest.approx(50.0)
+
+
+def test_step_error_matches_a_hand_computation():
+    student, teacher = tiny_llama(0), tiny_llama(1)
+    examples = prompts(3)
+    from minillm.data.datasets import collate_prompts
+
+    batch = collate_prompts(examples, PAD)
+    rollout = generate(
+        student,
+        batch["input_ids"],
+        batch["attention_mask"],
+        max_new_tokens=5,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        generator=torch.Generator().manual_seed(0),
+    )
+    errors = step_errors(student, teacher, rollout)
+    for b, e in enumerate(examples):
+        for t in range(rollout.response_ids.shape[1]):
+            if not rollout.response_mask[b, t]:
+                assert errors[b, t] == 0.0
+                continue
+            prefix = torch.tensor([e.prompt_ids + rollout.response_ids[b, :t].tolist()])
+            with torch.no_grad():
+                p = torch.softmax(teacher(input_ids=prefix).logits[0, -1].double(), -1)
+                q = torch.softmax(student(input_ids=prefix).logits[0, -1].double(), -1)
+            by_hand = float((p * (p / q).log()).sum())  # ε_l = Σ_v p log(p / q)
+            assert float(errors[b, t]) == pytest.approx(by_hand, abs=1e-5)
+
+
+@pytest.mark.parametrize("same_object", [True, False])
+def test_exaccerr_is_zero_when_the_student_is_the_teacher(same_object):
+    teacher = tiny_llama(0)
+    student = teacher if same_object else copy.deepcopy(teacher)
+    out = exposure_bias(
+        student, teacher, prompts(2), pad_token_id=PAD, eos_token_id=EOS, samples_per_prompt=3,
+        max_new_tokens=6, batch_size=4,
+    )  # fmt: skip
+    assert out["steps"] and all(v == 0.0 for v in out["exaccerr"])
+    assert out["exaccerr_mean"] == 0.0
+    assert out["student_rows"][0] == 6 and out["teacher_rows"][0] == 6
+
+
+# --------------------------------------------------------------------------- generation option
+
+
+def test_no_repeat_ngram_processor_bans_the_repeating_token():
+    process = no_repeat_ngram_processor(2)
+    out = process(torch.tensor([[5, 6, 5]]), torch.zeros(1, 10))
+    assert out[0, 6] == float("-inf") and torch.isfinite(out[0, [i for i in range(10) if i != 6]]).all()
+    assert torch.equal(process(torch.tensor([[5]]), torch.zeros(1, 10)), torch.zeros(1, 10))
+    rollout = generate(  # n = 1: no token twice in a response
+        tiny_llama(2),
+        torch.tensor([[3, 4, 5]] * 4),
+        torch.ones(4, 3, dtype=torch.long),
+        max_new_tokens=12,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        generator=torch.Generator().manual_seed(0),
+        logits_processor=no_repeat_ngram_processor(1),
+    )
+    for row in rollout.response_ids.tolist():
+        assert len(set(row)) == len(row)
+    with pytest.raises(MinillmError, match="no_repeat_ngram_size"):
+        no_repeat_ngram_processor(0)
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_label_substitution_keeps_the_answer_form():
+    assert substitute_label("It is a fruit.", "fruit", "animal") == "It is an animal."
+    assert substitute_label("Fruit.", "fruit", "vegetable") == "Vegetable."
+    assert substitute_label("An apple is a fruit.", "fruit", "tool") == "An apple is a tool."
+    assert substitute_label("Paris is in France.", "France", "Spain") == "Paris is in Spain."
+    assert substitute_label("No label here.", "fruit", "tool") is None
+    item = {"labels": ["a", "b"], "label": "a", "answers": []}
+    assert label_phrasings(item) == {"a": ["a"], "b": ["b"]}
+
+
+class RiggedLM(nn.Module):
+    """Every position adds +4 to the logits of ``favoured`` token ids: it prefers texts made of them."""
+
+    def __init__(self, vocab: int, favoured: set[int]):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(vocab))
+        with torch.no_grad():
+            self.bias[list(favoured)] = 4.0
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        return SimpleNamespace(logits=self.bias.expand(*input_ids.shape, -1))
+
+
+def test_label_scoring_picks_the_label_the_model_prefers(tiny_tokenizer):
+    tok = tiny_tokenizer
+    answers = ["Vegetable.", "It is a vegetable.", "The answer is vegetable."]
+    items = [
+        {"instruction": "Is a carrot a flower or a vegetable?", "context": "", "labels": ["flower", "vegetable"],
+         "label": "vegetable", "answers": answers},
+        {"instruction": "Is a rose a flower or a vegetable?", "context": "", "labels": ["flower", "vegetable"],
+         "label": "flower", "answers": [a.replace("vegetable", "flower").replace("Vegetable", "Flower")
+                                         for a in answers]},
+    ]  # fmt: skip
+    phrasings = label_phrasings(items[0])
+    veg = {t for s in phrasings["vegetable"] for t in tok(s, add_special_tokens=False)["input_ids"]}
+    flower = {t for s in phrasings["flower"] for t in tok(s, add_special_tokens=False)["input_ids"]}
+    model = RiggedLM(len(tok), veg - flower)
+    scored = score_labels(model, tok, items, PromptTemplate.from_name("short"))
+    assert [s["prediction"] for s in scored] == ["vegetable", "vegetable"]
+    assert scored[0]["correct"] and not scored[1]["correct"]
+    assert scored[0]["confidence"] > 0.9 and sum(scored[0]["probs"]) == pytest.approx(1.0)
+    summary = calibration_metrics(scored)
+    assert summary["accuracy"] == pytest.approx(50.0)
+    conf = scored[0]["confidence"]  # both records in one bin, confidence c, accuracy 1/2
+    assert summary["ece"] == pytest.approx(abs(0.5 - conf), abs=1e-6)
+
+
+def test_labelled_jsonl_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "cal.jsonl"
+    path.write_text(
+        json.dumps({"instruction": "x?", "label": "yes", "labels": ["yes", "no"]})
+        + "\n"
+        + json.dumps({"instruction": "y?", "label": "maybe", "labels": ["yes", "no"]})
+        + "\n"
+    )
+    with pytest.raises(MinillmError, match=f"{path}:2: 'label' must be one of"):
+        read_labelled_jsonl(path)
+
+
+# --------------------------------------------------------------------------- the command and compare
+
+
+def test_evaluate_config_reuses_the_root_tree(compose, tmp_path):
+    cfg = compose([*TINY, f"cache_dir={tmp_path / 'cache'}"], config_name="evaluate")
+    assert list(cfg.eval.seeds) == [0, 1, 2, 3, 4]
+    assert cfg.eval.num_samples == 8 and cfg.evaluate.exposure.max_new_tokens == 16  # debug=smoke applies
+    assert cfg.student.name == "tiny-llama-student" and cfg.run_name == "eval-student-s0"
+
+
+def test_smoke_evaluation_writes_results_summary_and_figures(compose, tmp_path):
+    from minillm.evaluation.suite import run_evaluation
+
+    run_dir = tmp_path / "eval"
+    cfg = compose(
+        [*TINY, f"cache_dir={tmp_path / 'cache'}", "logger=csv", "evaluate.model=init", "eval.seeds=[0,1]",
+         "evaluate.exposure.num_prompts=3", "evaluate.exposure.samples_per_prompt=2"],
+        run_dir=run_dir,
+        config_name="evaluate",
+    )  # fmt: skip
+    results = run_evaluation(cfg)
+    saved = json.loads((run_dir / "results.json").read_text())
+    m = saved["eval"]["init"]["test"]
+    for key in ("rougeL", "rougeL_std", "exact_match", "valid_rate", "distinct4", "test_loss", "exaccerr"):
+        assert m[key] is not None, key
+    assert math.isclose(m["test_loss"], math.log(400), rel_tol=0.1)  # a random model: about uniform
+    assert set(m["by_length"]) == {"0-5", "6-10", "11+"} and sum(b["n"] for b in m["by_length"].values()) == 8
+    assert saved["exposure"]["student_rows"][0] == 6
+    for name in ("summary.md", "exaccerr.png", "exaccerr.csv", "csv/metrics.csv"):
+        assert (run_dir / name).is_file(), name
+    if saved["calibration"]["test"].get("n"):  # the smoke test split may hold no classification record
+        assert (run_dir / "reliability_test.png").is_file() and m["ece"] is not None
+    assert "| init |" in (run_dir / "summary.md").read_text()
+    assert results["test/rougeL"] == m["rougeL"]
+
+
+def test_evaluate_loads_a_run_checkpoint_and_needs_a_path_for_the_student(compose, tmp_path, tiny_tokenizer):
+    from minillm.evaluation.suite import load_evaluated_model
+
+    run = tmp_path / "some-run"
+    model = tiny_llama(3, vocab=len(tiny_tokenizer))
+    model.save_pretrained(run / "best_model")
+    tiny_tokenizer.save_pretrained(run / "best_model")
+    trained = {f"student.{k}": v + 0.5 for k, v in model.state_dict().items()}
+    (run / "checkpoints").mkdir()
+    torch.save({"state_dict": trained}, run / "checkpoints" / "last.ckpt")
+    records = {"test": []}
+    overrides = [*TINY, f"cache_dir={tmp_path / 'cache'}"]
+    cfg = compose([*overrides, f"evaluate.path={run / 'checkpoints' / 'last.ckpt'}"], config_name="evaluate")
+    loaded, tok, source = load_evaluated_model(cfg, records)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, trained[f"student.{k}"]), k
+    assert len(tok) == len(tiny_tokenizer) and source.endswith("last.ckpt")
+    cfg = compose([*overrides, f"evaluate.path={run}"], config_name="evaluate")
+    loaded, _, source = load_evaluated_model(cfg, records)  # a run directory → its best_model/
+    assert source.endswith("best_model") and torch.equal(
+        loaded.state_dict()["lm_head.weight"], model.state_dict()["lm_head.weight"]
+    )
+    with pytest.raises(MinillmError, match="evaluate.path: evaluate.model=student needs"):
+        load_evaluated_model(compose(overrides, config_name="evaluate"), records)
+
+
+def _results(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_compare_two_results_files(tmp_path, capsys):
+    from minillm.compare import main
+
+    run = _results(  # minillm.run layout: eval → model → split → metrics
+        tmp_path / "sft" / "results.json",
+        {"config": {"run_name": "sft-s0"}, "eval": {
+            "teacher": {"test": {"rougeL": 30.0, "rougeL_std": 0.5, "seeds": [0, 1], "valid_rate": 80.0}},
+            "trained student": {"test": {"rougeL": 25.25, "rougeL_std": 0.25, "seeds": [0, 1], "length": 9.0}},
+        }},
+    )  # fmt: skip
+    ev = _results(
+        tmp_path / "ev" / "results.json",
+        {"config": {"run_name": "eval-student-s0"}, "eval": {"student": {"test": {
+            "rougeL": 27.0, "rougeL_std": 0.1, "seeds": [0], "ece": 0.0421, "exaccerr": 12.0, "distinct4": 95.5,
+        }}}},
+    )  # fmt: skip
+    out = tmp_path / "table.md"
+    table = main([str(run.parent), str(ev), "--out", str(out)])
+    assert out.read_text().strip() == table.strip() and table in capsys.readouterr().out
+    lines = table.splitlines()
+    assert lines[0] == "| model | Rouge-L | valid % | ExAccErr % | ECE | Dist-4 | length |"
+    assert lines[2] == "| sft-s0: teacher | 30.0 ± 0.5 | 80.0 | – | – | – | – |"
+    assert lines[3].startswith("| sft-s0: trained student | 25.2 ± 0.2 |")
+    assert lines[4] == "| eval-student-s0: student | 27.0 | – | 12.0 | 0.042 | 95.5 | – |"
+    with pytest.raises(SystemExit) as err:
+        main([str(tmp_path / "missing")])
+    assert err.value.code == 2
+
+
+# --------------------------------------------------------------------------- training callbacks
+
+
+def test_behaviour_callback_logs_on_every_nth_validation(compose, tmp_path, tiny_tokenizer, monkeypatch):
+    from minillm.data.datamodule import InstructionDataModule, load_records
+    from minillm.evaluation.callbacks import make_eval_callbacks
+
+    overrides = [*TINY, f"cache_dir={tmp_path / 'cache'}", "eval.callbacks.n_prompts=2",
+                 "eval.callbacks.max_new_tokens=16", "eval.callbacks.n_calibration=4"]  # fmt: skip
+    cfg = compose(overrides)
+    assert make_eval_callbacks(cfg, None, tiny_tokenizer, None) == []  # off by default
+    cfg = compose([*overrides, "eval.callbacks.enabled=true", "eval.callbacks.every_n_val=2"])
+    records = load_records(cfg.data, cfg.cache_dir)
+    records["valid"] = (
+        records["valid"] + [r for r in records["train"] if r["category"] == "classification"][:2]
+    )
+    dm = InstructionDataModule(cfg.data, tiny_tokenizer, records)
+    student, teacher = tiny_llama(4, len(tiny_tokenizer)), tiny_llama(5, len(tiny_tokenizer))
+    # A random model writes byte soup with no 4 words in a row; fix the samples to check the wiring.
+    sampled = (["a b c d e", "a b c d f"], [5, 5])
+    monkeypatch.setattr("minillm.evaluation.callbacks.sample_responses", lambda *args, **kwargs: sampled)
+    (callback,) = make_eval_callbacks(cfg, dm, tiny_tokenizer, teacher)
+    logged: list[dict] = []
+    module = SimpleNamespace(student=student, device=torch.device("cpu"))
+    trainer = SimpleNamespace(sanity_checking=False)
+    for _ in range(3):
+        logs: dict = {}
+        module.log = lambda name, value, logs=logs: logs.__setitem__(name, value)
+        callback.on_validation_epoch_end(trainer, module)
+        logged.append(logs)
+    assert set(logged[0]) == {"val/exaccerr", "val/ece", "val/label_acc", "val/distinct4"}
+    assert logged[0]["val/distinct4"] == pytest.approx(75.0)  # 3 distinct of 4 4-grams
+    assert logged[1] == {} and set(logged[2]) == set(logged[0])
+    assert logged[0] == logged[2]  # same weights, same fixed subset and seed: the same numbers
+    assert callback.state_dict() == {"val_runs": 3}
