@@ -36,21 +36,28 @@ def normalise_record(raw: object, where: str) -> dict:
     return record
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Read a Dolly-format JSONL file; blank lines are skipped, anything malformed is a one-line error."""
+def iter_jsonl(path: str | Path, *, missing: str | None = None):
+    """Yield (``file:line``, parsed object) for each non-blank line of a JSONL file.
+
+    A missing file or a malformed line is a one-line MinillmError naming the file (and line);
+    ``missing`` replaces the default message for a missing file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise MinillmError(f"{path}: data file does not exist")
-    records = []
+        raise MinillmError(missing or f"{path}: data file does not exist")
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                raw = json.loads(line)
+                yield f"{path}:{number}", json.loads(line)
             except json.JSONDecodeError as err:
                 raise MinillmError(f"{path}:{number}: malformed JSON ({err.msg})") from None
-            records.append(normalise_record(raw, f"{path}:{number}"))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a Dolly-format JSONL file; blank lines are skipped, anything malformed is a one-line error."""
+    records = [normalise_record(raw, where) for where, raw in iter_jsonl(path)]
     if not records:
         raise MinillmError(f"{path}: data file is empty")
     return records

@@ -25,7 +25,6 @@ models that word their answers differently; the mass outside all phrasings is re
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 
 from minillm.data.checkers import label_words
 from minillm.data.datasets import IGNORE_INDEX, Example, collate_sft
+from minillm.data.records import iter_jsonl
 from minillm.data.template import PromptTemplate
 from minillm.errors import MinillmError
 from minillm.evaluation.metrics import expected_calibration_error, reliability_bins
@@ -101,37 +101,26 @@ def items_from_records(records: list[dict]) -> list[dict]:
 
 def read_labelled_jsonl(path: str | Path, key: str = "evaluate.calibration.path") -> list[dict]:
     """Items from a JSONL of {"instruction", "context" (or "input"), "label", "labels": [...]}."""
-    path = Path(path)
-    if not path.is_file():
-        raise MinillmError(f"{key}={path}: file does not exist")
     items = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MinillmError(f"{where}: malformed JSON ({err.msg})") from None
-            if not isinstance(raw, dict) or not isinstance(raw.get("instruction"), str):
-                raise MinillmError(f"{where}: record needs an 'instruction' string")
-            labels = raw.get("labels")
-            if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
-                raise MinillmError(f"{where}: 'labels' must be a list of at least two label strings")
-            if raw.get("label") not in labels:
-                raise MinillmError(f"{where}: 'label' must be one of 'labels' {labels}")
-            context = raw.get("context", raw.get("input")) or ""
-            items.append(
-                {
-                    "instruction": raw["instruction"],
-                    "context": context,
-                    "labels": labels,
-                    "label": raw["label"],
-                    "answers": [a for a in raw.get("answers") or () if isinstance(a, str)],
-                    "category": raw.get("category") or "",
-                }
-            )
+    for where, raw in iter_jsonl(path, missing=f"{key}={path}: file does not exist"):
+        if not isinstance(raw, dict) or not isinstance(raw.get("instruction"), str):
+            raise MinillmError(f"{where}: record needs an 'instruction' string")
+        labels = raw.get("labels")
+        if not isinstance(labels, list) or len(labels) < 2 or not all(isinstance(x, str) for x in labels):
+            raise MinillmError(f"{where}: 'labels' must be a list of at least two label strings")
+        if raw.get("label") not in labels:
+            raise MinillmError(f"{where}: 'label' must be one of 'labels' {labels}")
+        context = raw.get("context", raw.get("input")) or ""
+        items.append(
+            {
+                "instruction": raw["instruction"],
+                "context": context,
+                "labels": labels,
+                "label": raw["label"],
+                "answers": [a for a in raw.get("answers") or () if isinstance(a, str)],
+                "category": raw.get("category") or "",
+            }
+        )
     if not items:
         raise MinillmError(f"{key}={path}: file has no records")
     return items
