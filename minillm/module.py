@@ -78,6 +78,7 @@ class DistillModule(L.LightningModule):
 
     def on_fit_start(self):
         self.teacher.to(self.device)
+        self.student.train()  # from_pretrained returns eval mode; Lightning keeps the mode it finds
 
     def forward(self, input_ids, attention_mask):
         return self.student(input_ids=input_ids, attention_mask=attention_mask).logits
