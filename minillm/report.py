@@ -22,7 +22,7 @@ COLUMNS = [  # (results key, header, format) in the paper's order, then cost
     ("rougeL", "Rouge-L", "{:.1f}"),
     ("exact_match", "EM", "{:.1f}"),
     ("valid_rate", "valid %", "{:.1f}"),
-    ("distinct4", "Dist-4", "{:.3f}"),
+    ("distinct4", "Dist-4", "{:.1f}"),
     ("length", "length", "{:.1f}"),
     ("train_seconds", "train s", "{:.0f}"),
     ("global_step", "steps", "{:.0f}"),

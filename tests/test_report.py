@@ -13,11 +13,19 @@ from minillm.report import report_markdown
 def write_run(folder, name, rouge, valid, seconds):
     folder.mkdir(parents=True)
     (folder / ".hydra").mkdir()
-    student = {"test": {"rougeL": rouge, "exact_match": 0.0, "valid_rate": valid, "distinct4": 0.5, "length": 9.0}}
-    (folder / "results.json").write_text(json.dumps({
-        "config": {"run_name": name}, "train_seconds": seconds, "global_step": 100,
-        "eval": {"trained student": student},
-    }))
+    student = {
+        "test": {"rougeL": rouge, "exact_match": 0.0, "valid_rate": valid, "distinct4": 0.5, "length": 9.0}
+    }
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "config": {"run_name": name},
+                "train_seconds": seconds,
+                "global_step": 100,
+                "eval": {"trained student": student},
+            }
+        )
+    )
 
 
 def test_groups_seeds_and_lists_failures(tmp_path):
