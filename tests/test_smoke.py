@@ -122,7 +122,10 @@ def test_bad_input_is_one_line_error(tmp_path, overrides, message):
 
 @pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld"])
 def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
-    cfg = compose(smoke_overrides(tmp_path, f"objective={objective}", "logger=csv", "eval.compare=false"))
+    extra = ["objective.pt_coef=1.0"] if objective == "reverse_kld" else []  # exercise the L_PT path too
+    cfg = compose(
+        smoke_overrides(tmp_path, f"objective={objective}", "logger=csv", "eval.compare=false", *extra)
+    )
     results = train(cfg)
     assert results["global_step"] == 3
     assert 0.0 <= results["test/rougeL"] <= 100.0
