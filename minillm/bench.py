@@ -423,15 +423,15 @@ def rollout_throughput(models: Models, runtime: Runtime, s: StepSettings, repeat
 @torch.no_grad()
 def _score_with_teacher(teacher: torch.nn.Module, rollout):
     """``rollout`` with the teacher's logits and log-probs from one teacher-forced pass over it."""
-    from minillm.rollout.sampler import response_logits
+    from minillm.rollout.sampler import response_logits, sampled_logprobs
 
     logits = response_logits(teacher, rollout)
-    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, rollout.response_ids.unsqueeze(-1))
+    logprobs = sampled_logprobs(logits, rollout.response_ids)
     mask = rollout.response_mask
     return replace(
         rollout,
         teacher_logits=logits * mask.unsqueeze(-1).to(logits.dtype),
-        teacher_logprobs=logprobs.squeeze(-1) * mask,
+        teacher_logprobs=logprobs * mask,
     )
 
 
@@ -454,7 +454,7 @@ def distill_step(
     optimizer step)."""
     from minillm.objectives.policy_gradient import minillm_loss, single_step_loss
     from minillm.rollout.buffer import RolloutBuffer
-    from minillm.rollout.sampler import response_logits, sample_rollouts
+    from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
 
     rollout_gen, shuffle_gen = gens
     options = pg_options_for(s)
@@ -486,8 +486,7 @@ def distill_step(
             with clock("student_fwd_bwd"):
                 logits = response_logits(student, mb)
                 if s.pg_term:
-                    logprobs = torch.log_softmax(logits.float(), dim=-1)
-                    logprobs = logprobs.gather(-1, mb.response_ids.unsqueeze(-1)).squeeze(-1)
+                    logprobs = sampled_logprobs(logits, mb.response_ids)
                     loss, _ = minillm_loss(
                         logits,
                         teacher_logits,

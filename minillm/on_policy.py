@@ -22,7 +22,7 @@ from minillm.module import DistillModule, build_optimizer, lr_lambda
 from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
-from minillm.rollout.sampler import response_logits, sample_rollouts
+from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
 
 VARIANTS = ("code", "paper")
 PG_KEYS = (
@@ -172,9 +172,7 @@ class OnPolicyModule(DistillModule):
         scheduler = self.lr_schedulers()
         logits = response_logits(self.student, mb)
         mask = mb.response_mask
-        logprobs = (
-            torch.log_softmax(logits.float(), dim=-1).gather(-1, mb.response_ids.unsqueeze(-1)).squeeze(-1)
-        )
+        logprobs = sampled_logprobs(logits, mb.response_ids)
         if mb.teacher_logits is not None:
             teacher_logits = mb.teacher_logits
         else:

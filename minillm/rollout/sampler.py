@@ -125,6 +125,11 @@ def response_logits(model, rollout: Rollout) -> Tensor:
     return logits[:, :t]
 
 
+def sampled_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """(B, T) log-probs (float32 or wider) of ``token_ids`` under (B, T, V) ``logits``."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(-1, token_ids.unsqueeze(-1)).squeeze(-1)
+
+
 @torch.no_grad()
 def sample_rollouts(
     student: nn.Module,
