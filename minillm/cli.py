@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, RunInterrupted
 
 
 def quiet_libraries() -> None:
@@ -32,5 +32,13 @@ def user_errors(fn):
         except MinillmError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except RunInterrupted as stop:
+            print(
+                f"stopped at step {stop.step}; checkpoint {stop.checkpoint}. Resume with the same command "
+                f"plus ckpt_path={stop.checkpoint} (or ckpt_path=last)",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(128 + stop.signal if stop.signal else 0)
 
     return wrapper

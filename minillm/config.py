@@ -70,7 +70,19 @@ def validate_config(cfg) -> None:
             "trainer.precision=%s on CPU: this CPU has no bf16 instructions and runs ~30x slower",
             cfg.trainer.precision,
         )
+    variant = _get(cfg, "objective.variant")
+    if variant is not None and variant not in ("code", "paper"):
+        raise MinillmError(f"objective.variant={variant!r}; choose one of ['code', 'paper']")
+    schedule = _get(cfg, "objective.alpha_schedule")
+    if schedule is not None and schedule not in ("constant", "cosine", "linear"):
+        raise MinillmError(
+            f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
+        )
+    stop = _get(cfg, "trainer.stop_at_step")
+    if stop is not None and (not isinstance(stop, int) or stop < 0):
+        raise MinillmError(f"trainer.stop_at_step={stop!r}: must be a step number >= 0 or null")
+    _positive_int(cfg, "trainer.max_bad_steps")
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
-    if not os.access(probe, os.W_OK):
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise MinillmError(f"hydra.run.dir={out}: output directory cannot be written")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class MinillmError(Exception):
     """A mistake in the user's config, data or paths.
@@ -9,3 +11,13 @@ class MinillmError(Exception):
     The message must name the file and line, or the config key, that is wrong. The entry points
     catch it, print ``error: <message>`` on one line and exit with status 2.
     """
+
+
+class RunInterrupted(Exception):  # noqa: N818 - it is not an error of the user's
+    """Raised after a stop was requested and the checkpoint is safely written."""
+
+    def __init__(self, checkpoint: Path, step: int, signal: int | None = None):
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
+        self.checkpoint = checkpoint
+        self.step = step
+        self.signal = signal  # None: trainer.stop_at_step

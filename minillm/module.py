@@ -7,12 +7,18 @@ gradients, never enters the optimizer and is never written into a checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import lightning as L
 import torch
 
+from minillm.errors import MinillmError
 from minillm.objectives.supervised import sft_loss, word_kd_loss
+from minillm.resume import RunInterrupted, rng_state, set_rng_state, stop_callback
+
+log = logging.getLogger(__name__)
 
 
 class FrozenTeacher:
@@ -75,10 +81,113 @@ class DistillModule(L.LightningModule):
         self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
         self.val_records = val_records
         self.kd_ratio = float(cfg.objective.get("kd_ratio", 0.0) or 0.0)
+        self.max_bad_steps = int(cfg.trainer.get("max_bad_steps", 5) or 5)
+        self.bad_steps = 0  # consecutive updates skipped for non-finite values
+        self._in_batch = False  # between on_train_batch_start and on_train_batch_end
+        self._resume_state: dict | None = None
+        self._stop_log_step: int | None = None
 
     def on_fit_start(self):
         self.teacher.to(self.device)
         self.student.train()  # from_pretrained returns eval mode; Lightning keeps the mode it finds
+
+    # ---------------------------------------------------------------- resume, stop, non-finite
+    def _sampler(self):
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return getattr(dm, "train_sampler", None)
+
+    def extra_state(self) -> dict:
+        """What a subclass adds to the checkpoint's ``minillm`` state (generators, a round in progress)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sampler = self._sampler()
+        data = sampler.state_dict() if sampler is not None else None
+        if data is not None and self._in_batch and not self.batch_in_progress():
+            data["consumed"] += 1  # saved at the end of this batch, after its update
+        checkpoint["minillm"] = {
+            "objective": str(self.cfg.objective.name),
+            "rng": rng_state(),
+            "data": data,
+            "bad_steps": self.bad_steps,
+            "log_step": self._stop_log_step,
+            **self.extra_state(),
+        }
+        if self._stop_log_step is not None:
+            # Saved between updates, where Lightning's restart adds one to its logging-step counter
+            # (it expects checkpoints written after a batch); pre-compensate so the steps line up.
+            loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
+            if loop is not None:
+                loop["_batches_that_stepped"] = self._stop_log_step - 1
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("minillm")
+        if state is None:
+            return
+        self._resume_state = state
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and state.get("data") is not None:
+            if getattr(dm, "train_sampler", None) is not None:
+                dm.train_sampler.load_state_dict(state["data"])
+            else:
+                dm.pending_sampler_state = state["data"]
+
+    def on_train_start(self):
+        state, self._resume_state = self._resume_state, None
+        if state is None:
+            return
+        # after Lightning's own restore and on_fit_start, so nothing overwrites these afterwards
+        set_rng_state(state["rng"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.load_extra_state(state)
+        log.info("resumed at step %d with the saved RNG, data position and state", self.global_step)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if not self.batch_in_progress():
+            self.stop_if_requested()
+        self._in_batch = True
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        sampler = self._sampler()
+        if sampler is not None:
+            sampler.consumed += 1
+        self._in_batch = False
+
+    def batch_in_progress(self) -> bool:
+        """True while a resumed MiniLLM round still has updates to run (the batch is redone)."""
+        return False
+
+    def save_stop_checkpoint(self) -> Path:
+        """Write ``last.ckpt`` now (atomically) and return its path."""
+        callback = self.trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(".")
+        path = folder / "last.ckpt"
+        self._stop_log_step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        try:
+            self.trainer.save_checkpoint(str(path))
+        finally:
+            self._stop_log_step = None
+        return path
+
+    def stop_if_requested(self) -> None:
+        stop = stop_callback(self.trainer)
+        if stop is not None and stop.should_stop(self.global_step):
+            path = self.save_stop_checkpoint()
+            raise RunInterrupted(path, self.global_step, stop.requested)
+
+    def skip_nonfinite(self, what: str) -> None:
+        """Count a skipped update; after ``trainer.max_bad_steps`` in a row, save and stop."""
+        self.bad_steps += 1
+        log.warning("non-finite %s at step %d: update skipped", what, self.global_step)
+        if self.bad_steps >= self.max_bad_steps:
+            path = self.save_stop_checkpoint()
+            raise MinillmError(
+                f"{self.bad_steps} consecutive updates with non-finite {what} at step {self.global_step} "
+                f"(trainer.max_bad_steps={self.max_bad_steps}); checkpoint saved to {path}"
+            )
 
     def forward(self, input_ids, attention_mask):
         return self.student(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -90,10 +199,23 @@ class DistillModule(L.LightningModule):
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             )
             loss, terms = word_kd_loss(logits, t_logits, batch["labels"], kd_ratio=self.kd_ratio)
+            if not torch.isfinite(loss):
+                self.skip_nonfinite(
+                    "teacher logits or loss" if not torch.isfinite(t_logits).all() else "loss"
+                )
+                self.log("train/skipped_updates", 1.0)
+                return None  # Lightning skips backward and the optimizer step
             self.log("train/ce_loss", terms["ce"])
             self.log("train/kd_kl", terms["kl"])
         else:
             loss = sft_loss(logits, batch["labels"])
+            if not torch.isfinite(loss):
+                self.skip_nonfinite("loss")
+                self.log("train/skipped_updates", 1.0)
+                return None
+        self.bad_steps = 0
+        self.log("train/skipped_updates", 0.0)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -12,7 +12,6 @@ The losses are the pure functions of ``minillm.objectives.policy_gradient``; thi
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
@@ -94,6 +93,9 @@ class OnPolicyModule(DistillModule):
         self.rollout_gen: torch.Generator | None = None
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self._pt_iter = None
+        self._pt_taken = 0  # pre-training batches drawn, to restore the position on resume
+        self.buffer = RolloutBuffer()
+        self._round: dict | None = None  # the round in progress (rollouts, minibatch order, sums)
 
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
@@ -122,6 +124,7 @@ class OnPolicyModule(DistillModule):
     def _pretrain_batch(self) -> torch.Tensor:
         if self._pt_iter is None:
             self._pt_iter = self._endless(self.datamodule_ref.pretrain_loader(self.obj.pt_batch_size))
+        self._pt_taken += 1
         return next(self._pt_iter).to(self.device)
 
     @staticmethod
@@ -131,6 +134,32 @@ class OnPolicyModule(DistillModule):
 
     # ---------------------------------------------------------------- one round
     def training_step(self, batch, batch_idx):
+        if self._round is None:  # else: a round resumed from a checkpoint, redone with its own rollouts
+            self._start_round(batch)
+        state = self._round
+        self.log_dict(state["rollout_logs"], on_step=True)
+        while state["next"] < len(state["order"]):
+            if 0 < self.trainer.max_steps <= self.global_step:
+                break  # max_steps counts optimizer steps, and may end a round early
+            logs = self._update(self.buffer.minibatch(state["order"][state["next"]]))
+            state["next"] += 1
+            if logs is None:
+                state["skipped"] += 1
+            else:
+                for key, value in logs.items():
+                    state["sums"][key] = state["sums"].get(key, 0.0) + float(value)
+                state["count"] += 1
+            if state["next"] < len(state["order"]):
+                self.stop_if_requested()  # mid-round: the checkpoint carries the round
+        self._round = None
+        self.buffer.clear()  # the round's tensors are freed before the next rollout
+        means = {f"train/{k}": v / max(state["count"], 1) for k, v in state["sums"].items()}
+        means["train/skipped_updates"] = float(state["skipped"])
+        self.log("train/loss", means.pop("train/loss", float("nan")), prog_bar=True)
+        self.log_dict(means, on_step=True)
+
+    def _start_round(self, batch) -> None:
+        """Sample the round's rollouts and fix the order of all its minibatches."""
         progress = self.global_step / max(1, self.total_steps())
         alpha = alpha_at(self.obj, progress)
         rollout = sample_rollouts(
@@ -149,27 +178,60 @@ class OnPolicyModule(DistillModule):
             keep_teacher_logits=bool(self.obj.get("cache_teacher_logits", True)),
         )
         self.student.train()
-        self._log_rollout(rollout, alpha)
-        buffer = RolloutBuffer()
-        buffer.add(rollout)
-        sums: dict[str, float] = defaultdict(float)
-        count = 0
+        self.buffer.clear()
+        self.buffer.add(rollout)
+        n, size = len(rollout), self.obj.mini_batch_size
+        order = []
         for _ in range(self.obj.ppo_epochs):
-            for mb in buffer.minibatches(self.obj.mini_batch_size, shuffle=True, generator=self.shuffle_gen):
-                if 0 < self.trainer.max_steps <= self.global_step:
-                    break  # max_steps counts optimizer steps, and may end a round early
-                for key, value in self._update(mb).items():
-                    sums[key] += float(value)
-                count += 1
-        buffer.clear()  # the round's tensors are freed before the next rollout
-        means = {f"train/{k}": v / max(count, 1) for k, v in sums.items()}
-        self.log("train/loss", means.pop("train/loss", float("nan")), prog_bar=True)
-        self.log_dict(means, on_step=True)
+            perm = torch.randperm(n, generator=self.shuffle_gen)
+            order.extend(perm[i : i + size] for i in range(0, n, size))
+        self._round = {
+            "order": order,
+            "next": 0,
+            "sums": {},
+            "count": 0,
+            "skipped": 0,
+            "rollout_logs": {
+                **self._rollout_logs(rollout, alpha),
+                "train/lr": float(self.optimizers().param_groups[0]["lr"]),
+            },
+        }
 
-    def _update(self, mb) -> dict[str, torch.Tensor]:
-        """One optimizer step on one minibatch of rollouts (plus a pre-training batch)."""
+    def batch_in_progress(self) -> bool:
+        return self._round is not None
+
+    def extra_state(self) -> dict:
+        state = {
+            "rollout_gen": None if self.rollout_gen is None else self.rollout_gen.get_state(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "pt_batches": self._pt_taken,
+            "round": None,
+        }
+        if self._round is not None:
+            state["round"] = {**self._round, "buffer": self.buffer.state_dict()}
+        return state
+
+    def load_extra_state(self, state: dict) -> None:
+        if state.get("rollout_gen") is not None:
+            self.rollout_gen.set_state(state["rollout_gen"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self._pt_iter, self._pt_taken = None, 0
+        for _ in range(int(state.get("pt_batches", 0))):
+            self._pretrain_batch()
+        saved = state.get("round")
+        if saved is not None:
+            saved = dict(saved)
+            self.buffer.load_state_dict(saved.pop("buffer"))
+            self._round = saved
+
+    def _update(self, mb) -> dict[str, torch.Tensor] | None:
+        """One optimizer step on one minibatch of rollouts (plus a pre-training batch).
+
+        A non-finite loss or gradient norm skips the step (``skip_nonfinite``) and returns None.
+        """
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
+        mb = mb.to(self.device)
         logits = response_logits(self.student, mb)
         mask = mb.response_mask
         logprobs = sampled_logprobs(logits, mb.response_ids)
@@ -194,14 +256,18 @@ class OnPolicyModule(DistillModule):
             loss = loss + pt_coef * pt_loss
             logs.update(pt_logs)
         optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skip_nonfinite("teacher log-probs, rewards or loss")
+            return None
         self.manual_backward(loss)
         grad_norm = torch.nn.utils.clip_grad_norm_(
             self.student.parameters(), self.cfg.optim.grad_clip or float("inf")
         )
         if not torch.isfinite(grad_norm):
-            raise MinillmError(
-                "non-finite gradient norm in the MiniLLM update (check the teacher's log-probs)"
-            )
+            optimizer.zero_grad(set_to_none=True)
+            self.skip_nonfinite("gradient norm")
+            return None
+        self.bad_steps = 0
         optimizer.step()
         scheduler.step()
         logs.update(loss=loss.detach(), grad_norm=grad_norm.detach())
@@ -226,7 +292,7 @@ class OnPolicyModule(DistillModule):
         return pt, logs
 
     @torch.no_grad()
-    def _log_rollout(self, rollout, alpha: float) -> None:
+    def _rollout_logs(self, rollout, alpha: float) -> dict[str, float]:
         mask = rollout.response_mask.float()
         n = mask.sum().clamp(min=1)
         reward = ((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum() / n
@@ -235,16 +301,15 @@ class OnPolicyModule(DistillModule):
         finished = (rollout.response_ids == self.tokenizer.eos_token_id).logical_and(
             rollout.response_mask.bool()
         )
-        self.log_dict(
-            {
-                "rollout/reward": reward,
-                # per token: the sampled-token estimate of KL(q‖p) on these prefixes (exact when α = 0)
-                "rollout/reverse_kl": -reward,
-                "rollout/length": lengths.mean(),
-                "rollout/finished": finished.any(dim=1).float().mean(),
-                "rollout/importance_weight": weights.sum() / n,
-                "rollout/importance_weight_max": weights.max(),
-                "rollout/alpha": torch.tensor(alpha),
-            },
-            on_step=True,
-        )
+        logs = {
+            "rollout/reward": reward,
+            # per token: the sampled-token estimate of KL(q‖p) on these prefixes (exact when α = 0)
+            "rollout/reverse_kl": -reward,
+            "rollout/length": lengths.mean(),
+            "rollout/finished": finished.any(dim=1).float().mean(),
+            "rollout/importance_weight": weights.sum() / n,
+            "rollout/importance_weight_max": weights.max(),
+        }
+        logs = {k: float(v) for k, v in logs.items()}
+        logs["rollout/alpha"] = float(alpha)
+        return logs

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 from minillm.data.datamodule import InstructionDataModule, load_records
@@ -30,6 +30,14 @@ from minillm.models.loading import (
     load_tokenizer,
 )
 from minillm.models.tiny import train_tokenizer
+from minillm.resume import (
+    AtomicCheckpointIO,
+    GracefulStop,
+    RunInterrupted,
+    check_checkpoint,
+    read_checkpoint,
+    resolve_ckpt_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +107,25 @@ def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, 
         gradient_clip_val=None if manual else cfg.optim.grad_clip,
         deterministic=t.deterministic,
         logger=loggers,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=[
+            checkpoint,
+            GracefulStop(t.get("stop_at_step")),
+        ],
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
         enable_model_summary=False,
     )
     return trainer, checkpoint
+
+
+def resume_log_step(ckpt: dict) -> int:
+    """The logging step training goes on from: metrics logged at or after it are logged again."""
+    meta = ckpt.get("minillm") or {}
+    if meta.get("log_step") is not None:  # stopped between updates (a signal or trainer.stop_at_step)
+        return int(meta["log_step"])
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    # saved by ModelCheckpoint after a batch's update, before Lightning counted it (Lightning adds 1)
+    return int(loop.get("_batches_that_stepped", 0)) + 1
 
 
 def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
@@ -171,6 +193,10 @@ def train(cfg) -> dict:
 
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    if ckpt_path is not None and ckpt_path.parent.name == "checkpoints":
+        run_dir = ckpt_path.parent.parent  # a resumed run goes on writing into its own directory
+        log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
@@ -236,12 +262,32 @@ def train(cfg) -> dict:
         dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
 
     module = build_module(cfg, student, teacher if objective_needs_teacher(cfg) else None, tokenizer, dm)
-    loggers = make_loggers(cfg, run_dir)
+    resume_step = None
+    if ckpt_path is not None:
+        ckpt = read_checkpoint(ckpt_path)
+        check_checkpoint(ckpt, ckpt_path, str(cfg.objective.name), module)
+        resume_step = resume_log_step(ckpt)
+        del ckpt
+    loggers = make_loggers(cfg, run_dir, resume_step=resume_step)
     trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)
     trainer.callbacks.extend(make_eval_callbacks(cfg, dm, tokenizer, teacher))
     started = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(
+            module,
+            datamodule=dm,
+            ckpt_path=str(ckpt_path) if ckpt_path else None,
+            weights_only=False,  # our own checkpoints carry RNG states (numpy arrays)
+        )
+    except RunInterrupted:
+        for lg in loggers:
+            lg.save()
+            lg.finalize("aborted")
+        raise
     train_seconds = time.perf_counter() - started
+    from minillm.objectives.seqkd import weights_digest
+
+    final_weights = weights_digest(student)  # the weights training ended with (before best selection)
 
     best = checkpoint.best_model_path
     if best:
@@ -257,6 +303,7 @@ def train(cfg) -> dict:
         {
             "train_seconds": round(train_seconds, 1),
             "global_step": trainer.global_step,
+            "final_weights_sha1": final_weights,
             "best_checkpoint": best or None,
             "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
             "eval": table,

@@ -45,11 +45,19 @@ def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], lis
         flat = {k: student.get(k) for k, _, _ in COLUMNS}
         flat.update(train_seconds=data.get("train_seconds"), global_step=data.get("global_step"))
         groups[group_name(data)].append(flat)
-    failed = sorted(
-        str(p.parent.relative_to(root))
-        for p in root.rglob(".hydra")
-        if not (p.parent / "results.json").is_file()
-    )
+    failed = []
+    for p in sorted(root.rglob(".hydra")):
+        job = p.parent
+        if (job / "results.json").is_file():
+            continue
+        name = str(job.relative_to(root))
+        record = job / "failed.json"
+        if record.is_file():  # written by minillm.run when a sweep job fails
+            info = json.loads(record.read_text())
+            name += f" ({info.get('run_name')}: {info.get('error')})"
+        else:
+            name += " (no results: still running, killed, or stopped to resume)"
+        failed.append(name)
     return groups, failed
 
 
@@ -74,7 +82,7 @@ def report_markdown(root: Path, split: str = "test") -> str:
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     text = f"{split} split, mean ± std over training seeds\n\n" + "\n".join(lines)
     if failed:
-        text += "\n\nJobs without results (failed or still running): " + ", ".join(failed)
+        text += "\n\nJobs without results:\n" + "\n".join(f"- {f}" for f in failed)
     return text
 
 

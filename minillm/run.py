@@ -1,16 +1,56 @@
 """Hydra entry point: ``python -m minillm.run [group=choice ...] [key=value ...]``.
 
-Returns the selected metric to a Hydra sweeper, so Optuna and other sweepers can optimise it.
+Returns the run's ``test/rougeL`` to a Hydra sweeper, so Optuna and other sweepers can optimise it.
+In a multirun a failing job is recorded (``failed.json`` in its folder, one line on stderr) and the
+sweep goes on; ``python -m minillm.report`` lists it.
 """
 
 from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from minillm.cli import quiet_libraries, user_errors
+from minillm.errors import MinillmError
 
 quiet_libraries()
+log = logging.getLogger("minillm.run")
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def record_failure(cfg: DictConfig, err: Exception) -> None:
+    """Write the job's error into its folder and say it in one line; the sweep goes on."""
+    folder = Path(cfg.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    message = str(err) if isinstance(err, MinillmError) else f"{type(err).__name__}: {err}"
+    (folder / "failed.json").write_text(
+        json.dumps(
+            {
+                "error": message,
+                "type": type(err).__name__,
+                "run_name": str(cfg.get("run_name")),
+                "traceback": None if isinstance(err, MinillmError) else traceback.format_exc(),
+            },
+            indent=2,
+        )
+    )
+    print(
+        f"error: job {cfg.get('run_name')} failed: {message} (recorded in {folder / 'failed.json'})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -18,8 +58,13 @@ quiet_libraries()
 def main(cfg: DictConfig) -> float | None:
     from minillm.pipeline import train
 
-    results = train(cfg)
-    return results.get("test/rougeL")
+    if not in_multirun():
+        return train(cfg).get("test/rougeL")
+    try:
+        return train(cfg).get("test/rougeL")
+    except Exception as err:  # one job of a sweep: record it, let the others run
+        record_failure(cfg, err)
+        return float("nan")
 
 
 if __name__ == "__main__":

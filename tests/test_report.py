@@ -37,7 +37,7 @@ def test_groups_seeds_and_lists_failures(tmp_path):
     sft = next(line for line in text.splitlines() if line.startswith("| sft |"))
     assert "| 2 |" in sft and "42.0 ± 2.8" in sft and "12.0 ± 2.8" in sft
     assert "| reverse_kld | 1 | 50.0 |" in text
-    assert "Jobs without results (failed or still running): 3" in text
+    assert "- 3 (no results: still running, killed, or stopped to resume)" in text
 
 
 def test_empty_folder_is_an_error(tmp_path):

@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader
 
 from minillm.data.datasets import (
     Example,
-    LengthGroupedBatches,
     ListDataset,
+    ResumableBatches,
     collate_prompts,
     collate_sft,
     pretrain_blocks,
@@ -59,6 +59,18 @@ def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
     raise MinillmError(f"data.source={data_cfg.source!r}; choose one of ['bundled', 'jsonl']")
 
 
+class ResumableLoader(DataLoader):
+    """The train loader. Its position lives in its ResumableBatches sampler, which the module saves and
+    restores (``checkpoint["minillm"]["data"]``) with the exact count of batches trained on; the loader
+    itself therefore has no state of its own to give Lightning — but it is resumable, and says so."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 class InstructionDataModule(L.LightningDataModule):
     """Serves the tokenised splits.
 
@@ -98,12 +110,14 @@ class InstructionDataModule(L.LightningDataModule):
         for split, examples in self.examples.items():
             if not examples:
                 raise MinillmError(
-                    f"data: every {split} prompt is longer than data.max_prompt_len={data_cfg.max_prompt_len}"
+                    f"data: all {len(records[split])} {split} prompts are longer than "
+                    f"data.max_prompt_len={data_cfg.max_prompt_len} tokens; raise it or shorten the prompts"
                 )
         log.info("data: %s", ", ".join(f"{s} {len(e)}" for s, e in self.examples.items()))
         self._sft = partial(collate_sft, pad_token_id=tokenizer.pad_token_id)
         self._prompts = partial(collate_prompts, pad_token_id=tokenizer.pad_token_id)
-        self._epoch_gen = torch.Generator().manual_seed(seed)
+        self.train_sampler: ResumableBatches | None = None
+        self.pending_sampler_state: dict | None = None  # set when resuming before the sampler exists
 
     def replace_train_responses(self, responses: list[str]) -> None:
         """SeqKD: train on these responses (one per train example, in order) instead of the gold ones."""
@@ -115,32 +129,32 @@ class InstructionDataModule(L.LightningDataModule):
         ]
 
     def train_dataloader(self):
-        if self.train_mode == "prompts":
-            return DataLoader(
-                ListDataset(self.examples["train"]),
-                batch_size=self.prompt_batch_size,
-                shuffle=True,
-                drop_last=True,
-                collate_fn=self._prompts,
-                generator=self._epoch_gen,
-                num_workers=self.cfg.num_workers,
-            )
-        train = self.examples["train"]
-        if self.cfg.get("group_by_length", True):
-            lengths = [len(e.prompt_ids) + len(e.response_ids) for e in train]
-            sampler = LengthGroupedBatches(lengths, self.cfg.batch_size, self._epoch_gen)
-            return DataLoader(
-                ListDataset(train),
-                batch_sampler=sampler,
-                collate_fn=self._sft,
-                num_workers=self.cfg.num_workers,
-            )
-        return DataLoader(
-            ListDataset(train),
-            batch_size=self.cfg.batch_size,
-            shuffle=True,
-            collate_fn=self._sft,
-            generator=self._epoch_gen,
+        """Train batches from one ResumableBatches sampler, kept for the whole run (it carries the
+        data position through checkpoints)."""
+        if self.train_sampler is None:
+            train = self.examples["train"]
+            if self.train_mode == "prompts":
+                self.train_sampler = ResumableBatches(
+                    len(train), self.prompt_batch_size, self.seed, drop_last=True
+                )
+            else:
+                lengths = None
+                if self.cfg.get("group_by_length", True):
+                    lengths = [len(e.prompt_ids) + len(e.response_ids) for e in train]
+                self.train_sampler = ResumableBatches(
+                    len(train), self.cfg.batch_size, self.seed, lengths=lengths
+                )
+            if self.pending_sampler_state is not None:
+                self.train_sampler.load_state_dict(self.pending_sampler_state)
+                self.pending_sampler_state = None
+            if len(self.train_sampler) == 0:
+                raise MinillmError(
+                    f"data: {len(train)} train examples make no full batch of {self.train_sampler.batch_size}"
+                )
+        return ResumableLoader(
+            ListDataset(self.examples["train"]),
+            batch_sampler=self.train_sampler,
+            collate_fn=self._prompts if self.train_mode == "prompts" else self._sft,
             num_workers=self.cfg.num_workers,
         )
 

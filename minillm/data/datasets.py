@@ -81,28 +81,80 @@ class ListDataset(Dataset):
         return self.items[i]
 
 
-class LengthGroupedBatches(torch.utils.data.Sampler):
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator, window: int = 50
+) -> list[list[int]]:
     """Batches of similar length, to cut padding: shuffle, sort within windows of ``window`` batches,
     cut into batches, shuffle the batches. Deterministic given the generator's state."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * window
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[b] for b in torch.randperm(len(batches), generator=generator).tolist()]
 
-    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator, window: int = 50):
-        self.lengths = lengths
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, drop_last: bool) -> list[list[int]]:
+    order = torch.randperm(n, generator=generator).tolist()
+    stop = n - n % batch_size if drop_last else n
+    return [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+
+
+class ResumableBatches(torch.utils.data.Sampler):
+    """A batch sampler whose order is a function of (seed, epoch) only, so a run resumes mid-epoch.
+
+    Epoch ``e`` always yields the same batches. ``consumed`` counts the batches of the current epoch
+    that training has finished (the module advances it); ``state_dict`` / ``load_state_dict`` carry
+    (epoch, consumed) through a checkpoint, and the next ``__iter__`` after a load skips the batches
+    already trained on. ``lengths`` given: length-grouped batches; otherwise plain shuffled ones.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        *,
+        lengths: list[int] | None = None,
+        drop_last: bool = False,
+    ):
+        self.n = n
         self.batch_size = batch_size
-        self.generator = generator
-        self.window = window
+        self.seed = seed
+        self.lengths = lengths
+        self.drop_last = drop_last
+        self.epoch = -1  # the epoch being iterated; -1 before the first
+        self.consumed = 0
+        self._skip = 0
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.lengths is not None:
+            return length_grouped_batches(self.lengths, self.batch_size, generator)
+        return shuffled_batches(self.n, self.batch_size, generator, self.drop_last)
 
     def __iter__(self):
-        order = torch.randperm(len(self.lengths), generator=self.generator).tolist()
-        span = self.batch_size * self.window
-        batches = []
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start : start + span], key=lambda i: self.lengths[i])
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        for b in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[b]
+        self.epoch += 1
+        batches = self.batches(self.epoch)
+        if self._skip >= len(batches):  # the checkpoint was taken at the end of an epoch
+            self.epoch += 1
+            batches, self._skip = self.batches(self.epoch), 0
+        start, self._skip = self._skip, 0
+        self.consumed = start
+        yield from batches[start:]
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        if self.drop_last:
+            return self.n // self.batch_size
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"]) - 1
+        self._skip = int(state["consumed"])
 
 
 def collate_sft(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:

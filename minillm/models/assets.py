@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=["tokenizer", "teacher", "student"], default=None)
     parser.add_argument("--vocab-size", type=int, default=2048)
-    parser.add_argument("--teacher-epochs", type=int, default=12)
-    parser.add_argument("--student-epochs", type=int, default=12)
+    parser.add_argument("--teacher-epochs", type=int, default=16)
+    parser.add_argument("--student-epochs", type=int, default=30)
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--student-lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -110,12 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ASSETS.mkdir(parents=True, exist_ok=True)
     manifest_path = ASSETS / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    built = {}
     if args.only in (None, "tokenizer"):
         build_tokenizer(args.vocab_size, args.seed)
-        manifest["tokenizer"] = {"vocab_size": args.vocab_size, "data_seed": args.seed}
+        built["tokenizer"] = {"vocab_size": args.vocab_size, "data_seed": args.seed}
     if args.only in (None, "teacher"):
-        manifest["teacher"] = sft_stage(
+        built["teacher"] = sft_stage(
             "teacher",
             "tiny_llama_teacher_size",
             args.teacher_epochs,
@@ -124,9 +124,13 @@ def main(argv: list[str] | None = None) -> None:
             args.resume,
         )
     if args.only in (None, "student"):
-        manifest["student_init"] = sft_stage(
+        built["student_init"] = sft_stage(
             "student_init", "tiny_llama", args.student_epochs, args.student_lr, args.extra, args.resume
         )
+    # Read the manifest only now: `--only teacher` and `--only student` may run side by side.
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest.update(built)
+    manifest.pop("note", None)
     manifest_path.write_text(json.dumps(manifest, indent=2))
     print(json.dumps(manifest, indent=2))
 

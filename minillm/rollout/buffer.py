@@ -101,7 +101,11 @@ class RolloutBuffer:
         n = len(merged)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
-            yield merged.select(order[start : start + batch_size]).trim_padding()
+            yield self.minibatch(order[start : start + batch_size])
+
+    def minibatch(self, indices: torch.Tensor) -> Rollout:
+        """The rows ``indices`` of the buffer, with the padding columns they do not need trimmed off."""
+        return self.rollout().select(indices).trim_padding()
 
     def state_dict(self) -> dict:
         """Tensors only (plus the pad id), for checkpointing; empty buffer -> ``{"rollout": None}``."""

@@ -457,13 +457,27 @@ def _sample_from_mixture(
             torch.log_softmax(t_logits.float() / tau, dim=-1) + math.log(alpha),
             torch.log_softmax(s_logits.float() / tau, dim=-1) + math.log1p(-alpha),
         )
+    bad = None
+    if alpha > 0.0 and t_logits is not None:
+        bad = torch.isnan(mix_logp).any(dim=-1) | torch.isposinf(mix_logp).any(dim=-1)
+        if bad.any():
+            # A non-finite teacher: sample those rows from the student so decoding goes on, and record
+            # NaN as their log p̃ so the update that would use them is detected and skipped.
+            student = torch.log_softmax(s_logits.float() / tau, dim=-1)
+            mix_logp = torch.where(bad.unsqueeze(-1), student, mix_logp)
+        else:
+            bad = None
     if temperature == 0:
         token = mix_logp.argmax(dim=-1)
-        return token, torch.zeros(token.shape, dtype=torch.float32, device=token.device)
-    if top_k > 0 or top_p < 1.0:
-        mix_logp = torch.log_softmax(_filter_top_k_top_p(mix_logp, top_k, top_p), dim=-1)
-    token = torch.multinomial(mix_logp.exp(), 1, generator=generator).squeeze(-1)
-    return token, mix_logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+        picked = torch.zeros(token.shape, dtype=torch.float32, device=token.device)
+    else:
+        if top_k > 0 or top_p < 1.0:
+            mix_logp = torch.log_softmax(_filter_top_k_top_p(mix_logp, top_k, top_p), dim=-1)
+        token = torch.multinomial(mix_logp.exp(), 1, generator=generator).squeeze(-1)
+        picked = mix_logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
+    if bad is not None:
+        picked = picked.masked_fill(bad, float("nan"))
+    return token, picked
 
 
 def _filter_top_k_top_p(logp: Tensor, top_k: int, top_p: float) -> Tensor:
