@@ -101,6 +101,20 @@ def make_loggers(cfg, run_dir: str | Path, resume_step: int | None = None) -> li
     return loggers
 
 
+def swept_values() -> list[str]:
+    """In a multirun, the job's own overrides (``+arm=full``, ``seed=1``) as W&B tags, so the dashboard
+    groups runs the way the sweep varied them."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+            return []
+        return [str(o).lstrip("+~")[:64] for o in HydraConfig.get().overrides.task]
+    except (ImportError, ValueError):
+        return []
+
+
 def wandb_run_id(run_dir: Path) -> str:
     """The run's W&B id, kept in the run directory so a resumed run continues the same W&B run."""
     path = run_dir / "wandb_run_id"
@@ -120,6 +134,7 @@ def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
     os.environ.setdefault("WANDB_DISABLE_CODE", "true")
     tags = [str(t) for t in cfg.logger.get("tags") or []]
     tags += [f"objective:{cfg.objective.name}", f"seed:{cfg.seed}"]
+    tags += swept_values()
     run_id = wandb_run_id(run_dir)
     timeout = float(cfg.logger.get("init_timeout", 60))
 

@@ -1,0 +1,158 @@
+"""The study recipes (conf/experiment/, conf/arm/) and the exact toy problems."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from minillm.pipeline import train
+from minillm.toys import run_toy
+from minillm.toys.gmm import run_gmm
+from minillm.toys.sequences import ChainStudent, Toy, train_student
+
+from .conftest import CONF
+from .test_smoke import smoke_overrides
+
+STUDIES = ("ablation_stabilizers", "alpha_sweep", "scaling", "scaling_models")
+
+
+def sweep_arms(name: str) -> list[str]:
+    params = OmegaConf.load(CONF / "experiment" / f"{name}.yaml").hydra.sweeper.params
+    return str(params["+arm"]).split(",")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_arm_of_every_study_composes(compose, tmp_path, study):
+    for arm in sweep_arms(study):
+        cfg = compose([f"experiment={study}", f"+arm={arm}"])
+        assert cfg.arm_name == arm.removeprefix("build_") or cfg.arm_name == arm
+        assert cfg.experiment_name == study
+        assert str(cfg.run_name).startswith(("build_", cfg.arm_name))
+
+
+def test_arms_change_what_they_say(compose):
+    def objective(arm, study="ablation_stabilizers"):
+        return compose([f"experiment={study}", f"+arm={arm}"]).objective
+
+    assert objective("no_length_norm").length_norm == "none"
+    assert objective("no_teacher_mix").teacher_mix_alpha == 0.0
+    assert objective("no_single_step").single_step is False
+    assert objective("paper").variant == "paper"
+    assert objective("full").variant == "code" and objective("full").teacher_mix_alpha == 0.2
+    assert objective("alpha03", "alpha_sweep").teacher_mix_alpha == 0.3
+    cosine = objective("alpha_cosine", "alpha_sweep")
+    assert (cosine.alpha_schedule, cosine.teacher_mix_alpha, cosine.alpha_end) == ("cosine", 0.5, 0.0)
+
+
+@pytest.mark.parametrize("study, arm", [("ablation_stabilizers", "paper"), ("alpha_sweep", "alpha_linear")])
+def test_a_study_arm_runs_end_to_end_in_smoke_mode(compose, tmp_path, study, arm):
+    cfg = compose(smoke_overrides(tmp_path, f"experiment={study}", f"+arm={arm}", "logger=csv"))
+    results = train(cfg)
+    assert results["config"]["run_name"] == f"{arm}-s0"
+    assert 0.0 <= results["test/rougeL"] <= 100.0
+
+
+def test_scaling_builds_its_models_then_distils_with_them(compose, tmp_path):
+    models = tmp_path / "scaling_models"
+    build = compose(
+        smoke_overrides(
+            tmp_path,
+            "experiment=scaling_models",
+            "+arm=build_teacher_s",
+            f"scaling_models={models}",
+            "logger=csv",
+            "tokenizer.path=null",
+            "tokenizer.vocab_size=400",
+        ),
+        run_dir=models / "build_teacher_s",
+    )
+    train(build)
+    assert (models / "build_teacher_s" / "best_model" / "config.json").is_file()
+    cfg = compose(
+        smoke_overrides(
+            tmp_path,
+            "experiment=scaling",
+            "+arm=teacher_s",
+            "objective=reverse_kld",
+            f"scaling_models={models}",
+            "student=tiny_llama",
+            "logger=csv",
+            "eval.compare=false",
+            f"tokenizer.path={models / 'build_teacher_s' / 'best_model'}",
+        )
+    )
+    results = train(cfg)
+    assert results["config"]["teacher"] == str(models / "build_teacher_s" / "best_model")
+    assert results["config"]["run_name"] == "teacher_s-reverse_kld-s0"
+
+
+def test_toy_gmm_forward_fit_is_moment_matching_and_reverse_fit_seeks_a_mode():
+    results, _ = run_gmm(
+        dict(
+            weights=[0.5, 0.5],
+            means=[-2.5, 2.5],
+            stds=[0.7, 0.7],
+            points=1001,
+            steps=600,
+            init_mu=1.0,
+            init_sigma=1.0,
+        )
+    )
+    forward, reverse = results["forward_fit"], results["reverse_fit"]
+    # forward KL between a mixture and one Gaussian is minimised by the mixture's moments (closed form)
+    assert forward["mu"] == pytest.approx(0.0, abs=1e-3)
+    assert forward["sigma"] == pytest.approx(math.sqrt(0.7**2 + 2.5**2), abs=1e-3)
+    # reverse KL settles on the mode it started nearest; with well-separated equal modes KL(q‖p) -> log 2
+    assert reverse["mu"] == pytest.approx(2.5, abs=0.05)
+    assert reverse["sigma"] == pytest.approx(0.7, abs=0.05)
+    assert reverse["reverse_kl"] == pytest.approx(math.log(2), abs=0.01)
+    assert reverse["forward_kl"] > 5 * forward["forward_kl"]
+
+
+def test_toy_teacher_enumeration_matches_a_direct_computation():
+    toy = Toy(vocab=3, length=4, n_chains=2, main=0.7, floor=1e-3, seed=0)
+    assert float(toy.log_p.exp().sum()) == pytest.approx(1.0, abs=1e-12)
+    for i, seq in enumerate(toy.seqs[::7].tolist()):
+        direct = 0.0
+        for k in range(2):
+            prob = float(toy.pi[k] * toy.init[k, seq[0]])
+            for a, b in itertools.pairwise(seq):
+                prob *= float(toy.trans[k, a, b])
+            direct += prob
+        assert float(toy.log_p[i * 7].exp()) == pytest.approx(direct, rel=1e-10)
+
+
+def test_toy_sequences_mode_seeking_puts_less_mass_on_sequences_the_teacher_never_makes():
+    toy = Toy(vocab=4, length=5, n_chains=2, main=0.8, floor=1e-4, seed=0)
+    cfg = dict(lr=0.05, batch_size=64, steps=120, seqkd_samples=64, alpha=0.2)
+    metrics = {
+        m: toy.metrics(train_student(toy, m, cfg, 0), 1e-5)
+        for m in ("forward_kld", "minillm", "reverse_kld_exact")
+    }
+    init = toy.metrics(ChainStudent(4, 0), 1e-5)
+    fwd, mini, exact = metrics["forward_kld"], metrics["minillm"], metrics["reverse_kld_exact"]
+    assert fwd["forward_kl"] < init["forward_kl"] and fwd["forward_kl"] < exact["forward_kl"]
+    assert exact["reverse_kl"] < fwd["reverse_kl"]
+    assert exact["mass_on_never"] < 0.1 < fwd["mass_on_never"]
+    assert mini["mass_on_never"] < fwd["mass_on_never"]  # the sampled estimator moves the same way
+    assert mini["reverse_kl"] < fwd["reverse_kl"]
+
+
+def test_toy_recipes_run_through_the_entry_point(compose, tmp_path):
+    cfg = compose(["experiment=toy_gmm", "toy.steps=50"], run_dir=tmp_path / "gmm")
+    out = run_toy(cfg)
+    assert (tmp_path / "gmm" / "toy_gmm.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "gmm" / "results.json").read_text())["forward_fit"]["sigma"] > 0
+    cfg = compose(
+        ["experiment=toy_sequences", "toy.steps=5", "toy.seeds=[0]", "toy.length=3"], run_dir=tmp_path / "seq"
+    )
+    out = run_toy(cfg)
+    assert out["metric"] == out["minillm"]["reverse_kl"]
+    assert "| minillm |" in (tmp_path / "seq" / "summary.md").read_text()
+    assert (tmp_path / "seq" / "toy_sequences.png").is_file()
+    assert torch.get_num_threads() >= 1
