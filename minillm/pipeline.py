@@ -246,6 +246,8 @@ def train(cfg) -> dict:
             "run_name": cfg.run_name,
             "teacher": cfg.teacher.get("path"),
             "student": cfg.student.get("path"),
+            "student_params": sum(p.numel() for p in student.parameters()),
+            "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
         }
     }
     table: dict[str, dict] = {}

@@ -34,17 +34,43 @@ def group_name(results: dict) -> str:
     return re.sub(r"-s\d+$", "", name)
 
 
+def job_metrics(job: Path, split: str = "test") -> dict | None:
+    """The trained student's metrics of one run folder, with its cost and model sizes; None if absent."""
+    path = job / "results.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    student = (data.get("eval") or {}).get("trained student", {}).get(split)
+    if student is None:
+        return None
+    flat = {k: student.get(k) for k, _, _ in COLUMNS}
+    config = data.get("config", {})
+    flat.update(
+        train_seconds=data.get("train_seconds"),
+        global_step=data.get("global_step"),
+        objective=config.get("objective"),
+        student_params=config.get("student_params"),
+        teacher_params=config.get("teacher_params"),
+        group=group_name(data),
+    )
+    return flat
+
+
+def collect_jobs(root: Path, split: str = "test") -> dict[str, list[Path]]:
+    """Run folders with results, per group (run name without the seed)."""
+    jobs: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("results.json")):
+        metrics = job_metrics(path.parent, split)
+        if metrics is not None:
+            jobs[metrics["group"]].append(path.parent)
+    return jobs
+
+
 def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], list[str]]:
     """Per group, one flat metrics dict per seed; and the folders of jobs without results."""
     groups: dict[str, list[dict]] = defaultdict(list)
-    for path in sorted(root.rglob("results.json")):
-        data = json.loads(path.read_text())
-        student = (data.get("eval") or {}).get("trained student", {}).get(split)
-        if student is None:
-            continue
-        flat = {k: student.get(k) for k, _, _ in COLUMNS}
-        flat.update(train_seconds=data.get("train_seconds"), global_step=data.get("global_step"))
-        groups[group_name(data)].append(flat)
+    for name, jobs in collect_jobs(root, split).items():
+        groups[name] = [job_metrics(job, split) for job in jobs]
     failed = []
     for p in sorted(root.rglob(".hydra")):
         job = p.parent
@@ -86,16 +112,39 @@ def report_markdown(root: Path, split: str = "test") -> str:
     return text
 
 
+def write_plots(root: Path, folder: Path, split: str = "test") -> list[Path]:
+    """Learning curves, and the α and scaling plots where the sweep varies α or model sizes."""
+    from minillm.report_plots import alpha_plot, learning_curves, scaling_plot
+
+    jobs = collect_jobs(root, split)
+    written = [
+        learning_curves(jobs, folder / "learning_curves.png"),
+        alpha_plot(jobs, lambda job: job_metrics(job, split), folder / "alpha.png"),
+        scaling_plot(jobs, lambda job: job_metrics(job, split), folder / "scaling.png"),
+    ]
+    return [p for p in written if p is not None]
+
+
 @user_errors
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m minillm.report", description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the markdown here too")
+    parser.add_argument(
+        "--plots", type=Path, default=None, help="folder for the PNGs (default: beside --out, else PATH)"
+    )
+    parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
     if not args.path.is_dir():
         raise MinillmError(f"{args.path}: not a folder")
     text = report_markdown(args.path, args.split)
+    if not args.no_plots:
+        folder = args.plots or (args.out.parent if args.out else args.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = write_plots(args.path, folder, args.split)
+        if written:
+            text += "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in written)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

@@ -43,3 +43,52 @@ def test_groups_seeds_and_lists_failures(tmp_path):
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(MinillmError, match="no results.json"):
         report_markdown(tmp_path)
+
+
+def write_study_run(folder, name, rouge, *, alpha=0.2, schedule="constant", params=(230_000, 2_160_000)):
+    """A run folder as the pipeline leaves it: results.json, the resolved config and csv/metrics.csv."""
+    write_run(folder, name, rouge, rouge - 5, 60)
+    data = json.loads((folder / "results.json").read_text())
+    objective = name.split("-")[-2] if name.count("-") >= 2 else "reverse_kld"
+    data["config"].update(objective=objective, student_params=params[0], teacher_params=params[1])
+    (folder / "results.json").write_text(json.dumps(data))
+    (folder / "config.yaml").write_text(
+        "objective:\n  kind: on_policy\n"
+        f"  teacher_mix_alpha: {alpha}\n  alpha_schedule: {schedule}\n  alpha_end: 0.0\n"
+    )
+    (folder / "csv").mkdir()
+    rows = ["step,rollout/reward,rollout/reverse_kl,rollout/length,val/rougeL"]
+    rows += [f"{s},{-1 + s / 10},{1 - s / 10},{10 + s},{rouge - 3 + s / 3}" for s in range(5)]
+    (folder / "csv" / "metrics.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_report_plots_learning_curves_alpha_and_scaling(tmp_path):
+    from minillm.report import main
+
+    alpha = tmp_path / "alpha"
+    for i, a in enumerate([0.0, 0.1, 0.2, 0.5]):
+        for seed in (0, 1):
+            write_study_run(alpha / f"a{i}-s{seed}", f"alpha{i}-s{seed}", 40 + 2 * i + seed, alpha=a)
+    write_study_run(alpha / "lin-s0", "alpha_linear-s0", 44.0, alpha=0.5, schedule="linear")
+    text = main([str(alpha), "--out", str(tmp_path / "alpha-report" / "report.md")])
+    folder = tmp_path / "alpha-report"
+    assert (folder / "learning_curves.png").stat().st_size > 5000
+    assert (folder / "alpha.png").stat().st_size > 5000
+    assert not (folder / "scaling.png").exists()  # the sizes do not vary
+    assert "![alpha](alpha.png)" in text and "![learning_curves](learning_curves.png)" in text
+
+    scaling = tmp_path / "scaling"
+    sizes = {
+        "teacher_s": (230_000, 900_000),
+        "embedded": (230_000, 2_160_000),
+        "teacher_l": (230_000, 5e6),
+        "student_xs": (140_000, 2_160_000),
+        "student_l": (500_000, 2_160_000),
+    }
+    for arm, params in sizes.items():
+        for objective, bonus in (("reverse_kld", 2.0), ("seqkd", 0.0)):
+            name = f"{arm}-{objective}-s0"
+            write_study_run(scaling / name, name, 40 + bonus + params[1] / 1e6, params=params)
+    main([str(scaling), "--plots", str(tmp_path / "scaling-plots")])
+    assert (tmp_path / "scaling-plots" / "scaling.png").stat().st_size > 5000
+    assert not (tmp_path / "scaling-plots" / "alpha.png").exists()
