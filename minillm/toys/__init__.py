@@ -85,7 +85,7 @@ def sequences_summary(r: dict) -> str:
         f"| student init | {init['forward_kl']:.3f} | {init['reverse_kl']:.3f} | {init['mass_on_never']:.3f} "
         f"| {init['exaccerr_at_L']:.1f} | {init['student_entropy']:.2f} |"
     )
-    for m in ("forward_kld", "seqkd", "minillm", "reverse_kld_exact"):
+    for m in ("forward_kld", "seqkd", "minillm", "minillm_no_mix", "reverse_kld_exact"):
         if m not in r:
             continue
         d = r[m]

@@ -8,8 +8,9 @@ teacher never produces) and seeking one.
 The student is trained four ways, each from the same initialisation:
 - ``forward_kld``: word-level KD, Σ_x p(x) Σ_t KL(p(·|x<t) ‖ q(·|x<t)), exact;
 - ``seqkd``: maximum likelihood on a fixed set of sequences sampled from the teacher;
-- ``minillm``: the project's MiniLLM estimator (``objectives.policy_gradient.minillm_loss``) on sampled
-  rollouts from the teacher-mixed policy — the very function the LLM training uses;
+- ``minillm``: the project's MiniLLM estimator (``objectives.policy_gradient.minillm_loss``, preset
+  ``variant``) on sampled rollouts from the teacher-mixed policy (``alpha``) — the very function the LLM
+  training uses; ``minillm_no_mix``: the same with α = 0 (rollouts from the student alone);
 - ``reverse_kld_exact``: the exact gradient of KL(q‖p) by enumeration, the target minillm estimates.
 
 Reported from enumeration: exact forward and reverse KL, the student's mass on sequences the teacher
@@ -159,7 +160,8 @@ def train_student(toy: Toy, method: str, cfg: dict, seed: int) -> ChainStudent:
             lambda prefix, t: toy.teacher_prefix_cond(prefix, t), int(cfg["seqkd_samples"]), toy.length, g
         )
     alpha = float(cfg.get("alpha", 0.2))
-    options = PGOptions.code()
+    variant = cfg.get("variant", "code")
+    options = PGOptions.code() if variant == "code" else PGOptions.paper(single_step=True)
     for _ in range(int(cfg["steps"])):
         if method == "forward_kld":
             s_cond = torch.log_softmax(student.logits(toy.seqs), dim=-1)
@@ -172,8 +174,8 @@ def train_student(toy: Toy, method: str, cfg: dict, seed: int) -> ChainStudent:
             idx = torch.randint(len(seqkd_data), (batch,), generator=g)
             x = seqkd_data[idx]
             loss = -seq_logprob(torch.log_softmax(student.logits(x), dim=-1), x).mean()
-        elif method == "minillm":
-            loss = _minillm_step(toy, student, batch, alpha, options, g)
+        elif method in ("minillm", "minillm_no_mix"):
+            loss = _minillm_step(toy, student, batch, alpha if method == "minillm" else 0.0, options, g)
         else:
             raise ValueError(f"unknown method {method!r}")
         opt.zero_grad()
@@ -208,7 +210,7 @@ def _minillm_step(toy, student, batch, alpha, options, g) -> torch.Tensor:
     return loss
 
 
-METHODS = ("forward_kld", "seqkd", "minillm", "reverse_kld_exact")
+METHODS = ("forward_kld", "seqkd", "minillm", "minillm_no_mix", "reverse_kld_exact")
 
 
 def run_sequences(cfg: dict) -> dict:
