@@ -88,8 +88,16 @@ def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, 
         monitor=cfg.select.monitor,
         mode=cfg.select.mode,
         save_top_k=1,
-        save_last=True,
         filename="best",
+    )
+    # Lightning 2.6's save_last only rewrites last.ckpt when a new best is saved; this one keeps the latest
+    # state at every validation, which is what resuming after a crash needs.
+    latest = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        monitor=None,
+        save_top_k=1,
+        filename="last",
+        enable_version_counter=False,
     )
     trainer = L.Trainer(
         accelerator=t.accelerator,
@@ -109,6 +117,7 @@ def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, 
         logger=loggers,
         callbacks=[
             checkpoint,
+            latest,
             GracefulStop(t.get("stop_at_step")),
         ],
         plugins=[AtomicCheckpointIO()],

@@ -156,3 +156,51 @@ def test_toy_recipes_run_through_the_entry_point(compose, tmp_path):
     assert "| minillm |" in (tmp_path / "seq" / "summary.md").read_text()
     assert (tmp_path / "seq" / "toy_sequences.png").is_file()
     assert torch.get_num_threads() >= 1
+
+
+def test_the_cluster_switch_selects_the_submitit_slurm_launcher():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=["experiment=alpha_sweep", "+cluster=slurm"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.gpus_per_node == 1
+    assert cfg.trainer.accelerator == "gpu"
+    assert str(cfg.hydra.sweeper.params["+arm"]).startswith("alpha0,")  # the same sweep, sent elsewhere
+
+
+@pytest.mark.slow  # about a minute on a quiet 2-core machine: make test-slow
+def test_a_sweep_runs_through_the_submitit_launcher_and_isolates_failures(tmp_path):
+    """The path a SLURM sweep takes (submitit, one process per job), on this machine."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    sweep = tmp_path / "sweep"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            "-m",
+            "+cluster=local",
+            *smoke_overrides(tmp_path, "objective=sft", "logger=csv", "eval.compare=false"),
+            "data.max_prompt_len=2,256",
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=${hydra.job.num}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (
+        "longer than data.max_prompt_len=2" in json.loads((sweep / "0" / "failed.json").read_text())["error"]
+    )
+    assert (sweep / "1" / "results.json").is_file()

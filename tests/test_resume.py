@@ -178,3 +178,12 @@ def test_sigterm_stops_a_real_process_with_a_checkpoint_and_it_resumes(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "run" / "results.json").is_file()
     assert '"global_step": 400' in (tmp_path / "run" / "results.json").read_text()
+
+
+def test_last_ckpt_is_the_latest_validation_not_the_best(compose, tmp_path):
+    """Lightning's save_last only follows new bests; resuming after a crash needs the latest state.
+    select.mode=max on a falling val/loss makes the first validation the 'best' one."""
+    run(compose, tmp_path, "run", *SUPERVISED, "select.monitor=val/loss", "select.mode=max")
+    load = lambda name: torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=False)  # noqa: E731
+    assert load("best.ckpt")["global_step"] == 4
+    assert load("last.ckpt")["global_step"] == 8

@@ -102,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student-epochs", type=int, default=30)
     parser.add_argument("--teacher-lr", type=float, default=2e-3)
     parser.add_argument("--student-lr", type=float, default=3e-3)
+    parser.add_argument("--student-preset", default="tiny_llama_xs", help="conf/student/ preset of the init")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted build from its last checkpoint"
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     if args.only in (None, "student"):
         built["student_init"] = sft_stage(
-            "student_init", "tiny_llama", args.student_epochs, args.student_lr, args.extra, args.resume
+            "student_init", args.student_preset, args.student_epochs, args.student_lr, args.extra, args.resume
         )
     # Read the manifest only now: `--only teacher` and `--only student` may run side by side.
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
