@@ -223,3 +223,21 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert report.returncode == 0, report.stderr
     assert "| sft | 1 |" in report.stdout
     assert "- 0 (sft-s0: data: all" in report.stdout
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(compose, tmp_path):
+    """The W&B run id is kept in the run folder; a resume (which writes into the same folder) reuses it."""
+    import wandb
+
+    import minillm.loggers
+
+    cfg = compose(smoke_overrides(tmp_path, "logger=wandb"))
+    ids = []
+    for _ in range(2):  # the first run, then the resumed one
+        loggers = minillm.loggers.make_loggers(cfg, tmp_path / "run", resume_step=None if not ids else 3)
+        wb = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger")
+        ids.append(wb.experiment.id)
+        for lg in loggers:
+            lg.finalize("success")
+        wandb.finish()
+    assert ids[0] == ids[1] == (tmp_path / "run" / "wandb_run_id").read_text().strip()
