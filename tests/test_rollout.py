@@ -515,3 +515,30 @@ def test_buffer_state_dict_round_trip(tmp_path):
     empty = RolloutBuffer()
     empty.load_state_dict({"rollout": None})
     assert len(empty) == 0
+
+
+def test_alpha_zero_one_teacher_pass_equals_lockstep(pair):
+    """At α = 0 the teacher scores the finished responses in one pass: same tokens, same teacher
+    log-probs and logits as decoding it in lockstep."""
+    student, teacher = pair
+    prompt_ids, prompt_mask = _prompts([3, 1, 4, 2])
+    kw = dict(max_new_tokens=7, alpha=0.0, eos_token_id=EOS, pad_token_id=PAD, keep_teacher_logits=True)
+    runs = [
+        sample_rollouts(
+            student,
+            teacher,
+            prompt_ids,
+            prompt_mask,
+            generator=torch.Generator().manual_seed(11),
+            teacher_after_decoding=after,
+            **kw,
+        )
+        for after in (False, True)
+    ]
+    lock, single = runs
+    assert torch.equal(lock.response_ids, single.response_ids)
+    assert torch.equal(lock.response_mask, single.response_mask)
+    torch.testing.assert_close(lock.student_logprobs, single.student_logprobs)
+    torch.testing.assert_close(lock.teacher_logprobs, single.teacher_logprobs, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lock.teacher_logits, single.teacher_logits, atol=1e-4, rtol=1e-4)
+    assert (single.teacher_logits[~single.response_mask.bool()] == 0).all()

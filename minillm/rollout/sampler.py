@@ -26,6 +26,7 @@ later used as constants next to tensors that require grad, which inference tenso
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -131,6 +132,19 @@ def sampled_logprobs(logits: Tensor, token_ids: Tensor) -> Tensor:
 
 
 @torch.no_grad()
+def score_with_teacher(teacher: nn.Module, rollout: Rollout, *, keep_teacher_logits: bool) -> Rollout:
+    """Fill in the teacher's log-probs (and logits) of a finished rollout from one teacher-forced pass."""
+    t_logits = response_logits(teacher, rollout)
+    mask = rollout.response_mask.to(t_logits.dtype)
+    teacher_logprobs = sampled_logprobs(t_logits, rollout.response_ids) * rollout.response_mask
+    return dataclasses.replace(
+        rollout,
+        teacher_logprobs=teacher_logprobs,
+        teacher_logits=t_logits * mask.unsqueeze(-1) if keep_teacher_logits else None,
+    )
+
+
+@torch.no_grad()
 def sample_rollouts(
     student: nn.Module,
     teacher: nn.Module | None,
@@ -147,6 +161,7 @@ def sample_rollouts(
     generator: torch.Generator | None = None,
     keep_teacher_logits: bool = False,
     progress: bool = False,
+    teacher_after_decoding: bool = True,
 ) -> Rollout:
     """Sample responses from p̃ = α·p + (1−α)·q, student and teacher decoding in lockstep.
 
@@ -166,6 +181,8 @@ def sample_rollouts(
         keep_teacher_logits: also return the teacher's raw logits (B, T, V), in the teacher's dtype, for
             the single-step term (B·T·V values: 64 × 256 × 50k fp32 is 3.3 GB).
         progress: show a tqdm bar over decode steps.
+        teacher_after_decoding: with ``alpha == 0``, score the finished responses with one teacher pass
+            instead of decoding the teacher in lockstep (False: lockstep, for benchmarks).
 
     Both models and the prompts must be on one device. Finished rows keep being fed pad tokens
     (masked out) until every row is done: no per-row Python work, no cache reshuffling.
@@ -181,6 +198,25 @@ def sample_rollouts(
         raise MinillmError(f"alpha = {alpha} > 0 needs a teacher, got teacher=None")
     if keep_teacher_logits and teacher is None:
         raise MinillmError("keep_teacher_logits=True needs a teacher, got teacher=None")
+    if alpha == 0.0 and teacher is not None and teacher_after_decoding:
+        # The teacher never affects what is sampled: decode with the student alone, then score the
+        # finished responses with ONE teacher pass (same log-probs, far cheaper than decoding in lockstep).
+        rollout = sample_rollouts(
+            student,
+            None,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            alpha=0.0,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+            progress=progress,
+        )
+        return score_with_teacher(teacher, rollout, keep_teacher_logits=keep_teacher_logits)
     return _decode(
         student,
         teacher,
