@@ -82,6 +82,7 @@ def validate_config(cfg) -> None:
     if stop is not None and (not isinstance(stop, int) or stop < 0):
         raise MinillmError(f"trainer.stop_at_step={stop!r}: must be a step number >= 0 or null")
     _positive_int(cfg, "trainer.max_bad_steps")
+    _positive_int(cfg, "objective.alpha_steps")
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):

@@ -160,8 +160,10 @@ class OnPolicyModule(DistillModule):
 
     def _start_round(self, batch) -> None:
         """Sample the round's rollouts and fix the order of all its minibatches."""
-        progress = self.global_step / max(1, self.total_steps())
-        alpha = alpha_at(self.obj, progress)
+        # α's schedule runs over objective.alpha_steps optimizer steps when set (time-budgeted runs, where the
+        # total is unknown), else over the whole run
+        horizon = self.obj.get("alpha_steps") or self.total_steps()
+        alpha = alpha_at(self.obj, self.global_step / max(1, horizon))
         rollout = sample_rollouts(
             self.student,
             self.teacher.model,
