@@ -17,7 +17,7 @@ import hydra
 from omegaconf import DictConfig
 
 from minillm.cli import quiet_libraries, user_errors
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, RunInterrupted
 
 quiet_libraries()
 log = logging.getLogger("minillm.run")
@@ -71,6 +71,8 @@ def main(cfg: DictConfig) -> float | None:
         return run_task(cfg)
     try:
         return run_task(cfg)
+    except RunInterrupted:
+        raise  # a stop the user asked for (Ctrl-C, SIGTERM) stops the sweep too, with its checkpoint
     except Exception as err:  # one job of a sweep: record it, let the others run
         record_failure(cfg, err)
         return float("nan")
