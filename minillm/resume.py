@@ -137,7 +137,8 @@ def resolve_ckpt_path(value, output_dir: Path) -> Path | None:
 
 def read_checkpoint(path: Path) -> dict:
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # memory-mapped: only the metadata and shapes are read here; Lightning loads the file for real
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as err:  # a truncated or foreign file
         raise MinillmError(f"ckpt_path={path}: not a readable checkpoint ({type(err).__name__})") from None
 

@@ -176,54 +176,6 @@ def test_the_cluster_switch_selects_the_submitit_slurm_launcher():
 @pytest.mark.slow  # about a minute on a quiet 2-core machine: make test-slow
 def test_a_sweep_runs_through_the_submitit_launcher_and_isolates_failures(tmp_path):
     """The path a SLURM sweep takes (submitit, one process per job), on this machine."""
-    import subprocess
-    import sys
+    from .test_reliability import run_failing_sweep
 
-    from .conftest import ROOT
-
-    sweep = tmp_path / "sweep"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "minillm.run",
-            "-m",
-            "+cluster=local",
-            *smoke_overrides(tmp_path, "objective=sft", "logger=csv", "eval.compare=false"),
-            "data.max_prompt_len=2,256",
-            f"hydra.sweep.dir={sweep}",
-            "hydra.sweep.subdir=${hydra.job.num}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert (
-        "longer than data.max_prompt_len=2" in json.loads((sweep / "0" / "failed.json").read_text())["error"]
-    )
-    assert (sweep / "1" / "results.json").is_file()
-
-
-def test_alpha_schedule_over_alpha_steps_reaches_its_end_in_a_time_budgeted_run(compose, tmp_path):
-    """With trainer.max_time the run's length is unknown; objective.alpha_steps fixes the schedule's span."""
-    import csv
-
-    cfg = compose(
-        smoke_overrides(
-            tmp_path,
-            "experiment=alpha_sweep",
-            "+arm=alpha_linear",
-            "objective.alpha_steps=4",
-            "objective.ppo_epochs=1",
-            "objective.mini_batch_size=8",
-            "trainer.max_steps=6",
-            "logger=csv",
-            "trainer.max_time=00:00:10:00",
-        )
-    )
-    train(cfg)
-    with (tmp_path / "run" / "csv" / "metrics.csv").open() as handle:
-        alphas = [float(r["rollout/alpha"]) for r in csv.DictReader(handle) if r.get("rollout/alpha")]
-    assert alphas == pytest.approx([0.5, 0.375, 0.25, 0.125, 0.0, 0.0])
+    run_failing_sweep(tmp_path, "+cluster=local")

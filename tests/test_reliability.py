@@ -194,7 +194,8 @@ def test_wandb_server_error_falls_back_to_offline(compose, tmp_path, monkeypatch
         wandb.finish()
 
 
-def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+def run_failing_sweep(tmp_path, *extra):
+    """A two-job smoke sweep whose job 0 fails (every prompt too long) and job 1 runs; checks both."""
     sweep = tmp_path / "sweep"
     out = subprocess.run(
         [
@@ -202,21 +203,27 @@ def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path):
             "-m",
             "minillm.run",
             "-m",
+            *extra,
             *smoke_overrides(tmp_path, "objective=sft", "logger=csv", "eval.compare=false"),
-            "data.max_prompt_len=2,256",  # job 0 fails (every prompt too long), job 1 runs
+            "data.max_prompt_len=2,256",
             f"hydra.sweep.dir={sweep}",
             "hydra.sweep.subdir=${hydra.job.num}",
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr
     failed = json.loads((sweep / "0" / "failed.json").read_text())
     assert "longer than data.max_prompt_len=2" in failed["error"]
     assert (sweep / "1" / "results.json").is_file()
+    return sweep
+
+
+def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path):
+    sweep = run_failing_sweep(tmp_path)
     report = subprocess.run(
         [sys.executable, "-m", "minillm.report", str(sweep)], cwd=ROOT, capture_output=True, text=True
     )

@@ -198,28 +198,12 @@ def sample_rollouts(
         raise MinillmError(f"alpha = {alpha} > 0 needs a teacher, got teacher=None")
     if keep_teacher_logits and teacher is None:
         raise MinillmError("keep_teacher_logits=True needs a teacher, got teacher=None")
-    if alpha == 0.0 and teacher is not None and teacher_after_decoding:
-        # The teacher never affects what is sampled: decode with the student alone, then score the
-        # finished responses with ONE teacher pass (same log-probs, far cheaper than decoding in lockstep).
-        rollout = sample_rollouts(
-            student,
-            None,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=max_new_tokens,
-            alpha=0.0,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            progress=progress,
-        )
-        return score_with_teacher(teacher, rollout, keep_teacher_logits=keep_teacher_logits)
-    return _decode(
+    # At α = 0 the teacher never affects what is sampled: decode with the student alone, then score the
+    # finished responses with ONE teacher pass (same log-probs, far cheaper than decoding in lockstep).
+    score_after = alpha == 0.0 and teacher is not None and teacher_after_decoding
+    rollout = _decode(
         student,
-        teacher,
+        None if score_after else teacher,
         prompt_ids,
         prompt_mask,
         max_new_tokens=max_new_tokens,
@@ -230,9 +214,12 @@ def sample_rollouts(
         top_k=top_k,
         top_p=top_p,
         generator=generator,
-        keep_teacher_logits=keep_teacher_logits,
+        keep_teacher_logits=keep_teacher_logits and not score_after,
         progress=progress,
     )
+    if score_after:
+        return score_with_teacher(teacher, rollout, keep_teacher_logits=keep_teacher_logits)
+    return rollout
 
 
 @torch.no_grad()
