@@ -35,6 +35,18 @@ def test_every_arm_of_every_study_composes(compose, tmp_path, study):
         assert str(cfg.run_name).startswith(("build_", cfg.arm_name))
 
 
+@pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_sweep_dir_resolves_before_hydra_runtime_exists(study):
+    """Hydra's sweeper reads hydra.sweep.dir before the runtime (``${hydra:runtime.cwd}``) is set."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"experiment={study}"], return_hydra_config=True)
+    HydraConfig.instance().cfg = None  # as in the sweeper: no job has started
+    assert str(cfg.hydra.sweep.dir)  # raises InterpolationResolutionError on a runtime-only interpolation
+
+
 def test_arms_change_what_they_say(compose):
     def objective(arm, study="ablation_stabilizers"):
         return compose([f"experiment={study}", f"+arm={arm}"]).objective
