@@ -79,11 +79,11 @@ def test_report_plots_learning_curves_alpha_and_scaling(tmp_path):
 
     scaling = tmp_path / "scaling"
     sizes = {
-        "teacher_s": (230_000, 900_000),
-        "embedded": (230_000, 2_160_000),
-        "teacher_l": (230_000, 5e6),
-        "student_xs": (140_000, 2_160_000),
-        "student_l": (500_000, 2_160_000),
+        "teacher_s": (90_000, 900_000),
+        "embedded": (90_000, 2_160_000),
+        "teacher_l": (90_000, 5e6),
+        "student_m": (150_000, 2_160_000),
+        "student_l": (300_000, 2_160_000),
     }
     for arm, params in sizes.items():
         for objective, bonus in (("reverse_kld", 2.0), ("seqkd", 0.0)):
