@@ -70,6 +70,16 @@ def validate_config(cfg) -> None:
             "trainer.precision=%s on CPU: this CPU has no bf16 instructions and runs ~30x slower",
             cfg.trainer.precision,
         )
+    teacher_dtype = _get(cfg, "trainer.teacher_dtype")
+    if teacher_dtype is not None and teacher_dtype not in ("fp32", "bf16", "fp16"):
+        raise MinillmError(
+            f"trainer.teacher_dtype={teacher_dtype!r}; choose one of ['bf16', 'fp16', 'fp32'] or null"
+        )
+    if cfg.trainer.accelerator == "cpu" and teacher_dtype in ("bf16", "fp16"):
+        log.warning(
+            "trainer.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
+            teacher_dtype,
+        )
     variant = _get(cfg, "objective.variant")
     if variant is not None and variant not in ("code", "paper"):
         raise MinillmError(f"objective.variant={variant!r}; choose one of ['code', 'paper']")
@@ -83,6 +93,10 @@ def validate_config(cfg) -> None:
         raise MinillmError(f"trainer.stop_at_step={stop!r}: must be a step number >= 0 or null")
     _positive_int(cfg, "trainer.max_bad_steps")
     _positive_int(cfg, "objective.alpha_steps")
+    _positive_int(cfg, "objective.chunk_size")
+    budget = _get(cfg, "objective.teacher_cache_mb")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0):
+        raise MinillmError(f"objective.teacher_cache_mb={budget!r}: must be a size in MiB >= 0, or null")
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):

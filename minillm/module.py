@@ -81,6 +81,8 @@ class DistillModule(L.LightningModule):
         self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
         self.val_records = val_records
         self.kd_ratio = float(cfg.objective.get("kd_ratio", 0.0) or 0.0)
+        # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
+        self.chunk_size = cfg.objective.get("chunk_size")
         self.max_bad_steps = int(cfg.trainer.get("max_bad_steps", 5) or 5)
         self.bad_steps = 0  # consecutive updates skipped for non-finite values
         self._in_batch = False  # between on_train_batch_start and on_train_batch_end
@@ -198,7 +200,9 @@ class DistillModule(L.LightningModule):
             t_logits = self.teacher.logits(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             )
-            loss, terms = word_kd_loss(logits, t_logits, batch["labels"], kd_ratio=self.kd_ratio)
+            loss, terms = word_kd_loss(
+                logits, t_logits, batch["labels"], kd_ratio=self.kd_ratio, chunk_size=self.chunk_size
+            )
             if not torch.isfinite(loss):
                 self.skip_nonfinite(
                     "teacher logits or loss" if not torch.isfinite(t_logits).all() else "loss"

@@ -11,6 +11,7 @@ The losses are the pure functions of ``minillm.objectives.policy_gradient``; thi
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -22,6 +23,8 @@ from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
+
+log = logging.getLogger(__name__)
 
 VARIANTS = ("code", "paper")
 PG_KEYS = (
@@ -96,6 +99,7 @@ class OnPolicyModule(DistillModule):
         self._pt_taken = 0  # pre-training batches drawn, to restore the position on resume
         self.buffer = RolloutBuffer()
         self._round: dict | None = None  # the round in progress (rollouts, minibatch order, sums)
+        self._cache_logged: bool | None = None  # the teacher-cache decision last logged
 
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
@@ -177,7 +181,7 @@ class OnPolicyModule(DistillModule):
             top_k=self.obj.get("top_k", 0),
             top_p=self.obj.get("top_p", 1.0),
             generator=self.rollout_gen,
-            keep_teacher_logits=bool(self.obj.get("cache_teacher_logits", True)),
+            keep_teacher_logits=self.cache_teacher_logits(),
         )
         self.student.train()
         self.buffer.clear()
@@ -198,6 +202,30 @@ class OnPolicyModule(DistillModule):
                 "train/lr": float(self.optimizers().param_groups[0]["lr"]),
             },
         }
+
+    def cache_teacher_logits(self) -> bool:
+        """Keep the teacher's distributions from the rollout (no teacher pass in the inner epochs) when
+        ``objective.cache_teacher_logits`` allows it and the round's logits, num_rollouts × max_new_tokens ×
+        vocabulary in the teacher's dtype, fit ``objective.teacher_cache_mb`` (null: no limit); otherwise
+        the single-step term re-scores each minibatch with one teacher pass."""
+        if not self.obj.get("cache_teacher_logits", True):
+            return False
+        budget = self.obj.get("teacher_cache_mb")
+        teacher = self.teacher.model
+        head = teacher.get_output_embeddings().weight
+        need_mib = (
+            self.obj.num_rollouts * self.obj.max_new_tokens * head.shape[0] * head.element_size() / 2**20
+        )
+        keep = budget is None or need_mib <= float(budget)
+        if self._cache_logged != keep:
+            self._cache_logged = keep
+            log.info(
+                "teacher distributions %s: %.1f MiB per round (objective.teacher_cache_mb=%s)",
+                "kept from the rollout" if keep else "re-scored with one teacher pass per minibatch",
+                need_mib,
+                budget,
+            )
+        return keep
 
     def batch_in_progress(self) -> bool:
         return self._round is not None
@@ -251,6 +279,7 @@ class OnPolicyModule(DistillModule):
             mb.mix_logprobs,
             mask,
             self.options,
+            chunk_size=self.chunk_size,
         )
         pt_coef = float(self.obj.get("pt_coef", 0.0) or 0.0)
         if pt_coef > 0:
@@ -288,7 +317,7 @@ class OnPolicyModule(DistillModule):
             return lm, logs
         with torch.no_grad():
             t_logits = self.teacher.model(input_ids=block).logits[:, :-1]
-        kd = forward_kl(logits, t_logits, reduction="mean")
+        kd = forward_kl(logits, t_logits, reduction="mean", chunk_size=self.chunk_size)
         pt = (1 - kd_ratio) * lm + kd_ratio * kd
         logs.update(pt_kd_kl=kd.detach(), pt_loss=pt.detach())
         return pt, logs

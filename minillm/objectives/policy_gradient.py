@@ -301,6 +301,7 @@ def single_step_loss(
     *,
     weights: torch.Tensor | None = None,
     reduction: str = "none",
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Single-step term (paper Eq. 5): Σ_v q_θ(v|y_<t)[log q_θ(v|y_<t) − log p(v|y_<t)] per position.
 
@@ -315,8 +316,12 @@ def single_step_loss(
         mask: (B, T).
         weights: (B, T) per-token weights, or None.
         reduction: "none" → (B, T), 0 outside the mask; "mean" over masked tokens (0 if none); "sum".
+        chunk_size: positions per chunk of the full-vocabulary computation (same result, peak memory
+            bounded by one chunk's (B, chunk, V) intermediates), or None for one pass.
     """
-    per_token = reverse_kl(student_logits, teacher_logits.detach(), mask, reduction="none")
+    per_token = reverse_kl(
+        student_logits, teacher_logits.detach(), mask, reduction="none", chunk_size=chunk_size
+    )
     if weights is not None:
         per_token = per_token * weights.detach().to(per_token.dtype)
     return masked_reduce(per_token, mask, reduction)
@@ -436,6 +441,8 @@ def minillm_loss(
     mix_logprobs: torch.Tensor,
     mask: torch.Tensor,
     options: PGOptions,
+    *,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """MiniLLM's distillation loss on one minibatch of rollouts (pre-training term excluded).
 
@@ -452,6 +459,8 @@ def minillm_loss(
             when sampling from the student alone, giving w_t = 1).
         mask: (B, T), 1 up to and including EOS.
         options: a :class:`PGOptions`.
+        chunk_size: sequence positions per chunk for the full-vocabulary single-step term (same value
+            and gradient as one pass; memory bounded for large vocabularies), or None.
 
     Returns:
         (total, logs): ``total`` a scalar with gradient; ``logs`` detached scalars ``pg_loss``,
@@ -471,12 +480,12 @@ def minillm_loss(
         reduction="mean",
     )
     if options.single_step:
-        kl_tokens = single_step_loss(logits, teacher_logits, mask)  # (B, T), carries the gradient
+        kl_tokens = single_step_loss(logits, teacher_logits, mask, chunk_size=chunk_size)  # (B, T), with grad
         ss_tokens = kl_tokens * weights if options.single_step_weighted else kl_tokens
         single = masked_reduce(ss_tokens, mask, "mean")
     else:
         with torch.no_grad():  # logged only
-            kl_tokens = reverse_kl(logits, teacher_logits, mask, reduction="none")
+            kl_tokens = reverse_kl(logits, teacher_logits, mask, reduction="none", chunk_size=chunk_size)
         single = torch.zeros((), dtype=pg.dtype, device=pg.device)
     total = pg + single
     with torch.no_grad():

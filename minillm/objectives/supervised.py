@@ -28,16 +28,23 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def word_kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, *, kd_ratio: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kd_ratio: float,
+    chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The paper's KD baseline: (1 − kd_ratio)·CE + kd_ratio·KL(p‖q) over response tokens.
 
     KL(p‖q) is the true forward KL (teacher entropy included): its gradient w.r.t. the student is
     that of the teacher–student cross-entropy, but the logged value is the divergence itself.
-    Returns the loss and its terms (``ce``, ``kl``), detached, for logging.
+    ``chunk_size`` computes the KL over that many positions at a time (same value and gradient, bounded
+    memory; see :mod:`minillm.objectives.divergences`). Returns the loss and its terms (``ce``, ``kl``),
+    detached, for logging.
     """
     s_logits, targets, mask = shift_for_next_token(student_logits, labels)
     ce = sft_loss(student_logits, labels)
-    kl = forward_kl(s_logits, teacher_logits[:, :-1], mask, reduction="mean")
+    kl = forward_kl(s_logits, teacher_logits[:, :-1], mask, reduction="mean", chunk_size=chunk_size)
     loss = (1.0 - kd_ratio) * ce + kd_ratio * kl
     return loss, {"ce": ce.detach(), "kl": kl.detach()}
