@@ -197,6 +197,10 @@ def main() -> None:
         "generated_tokens_per_s": args.batch_size * args.response_len / statistics.median(timed),
         "settings": "lmbda=1 beta=1 temperature=1 fp32 cpu, gradient checkpointing off, no EOS",
         "models": sources,
+        "parameters": {
+            "teacher": sum(p.numel() for p in teacher.parameters()),
+            "student": sum(p.numel() for p in student.parameters()),
+        },
         "load_avg": list(os.getloadavg()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ It prints tables and writes ``bench.json`` into the Hydra run folder (and to ``s
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import json
 import logging
@@ -32,6 +33,7 @@ import platform
 import re
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 LOAD_WARNING = 1.5  # 1-minute load average above which timings are flagged as taken under load
 TARGET_LOCKSTEP_RATIO = 1.25
 TARGET_GKD_SPEEDUP = 1.5
+TARGET_CHUNK_MEMORY_RATIO = 0.5
 
 
 # --------------------------------------------------------------------------- settings
@@ -631,21 +634,110 @@ def sweep(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings)
     }
 
 
+def vocab_memory_rows(spec: dict) -> dict:
+    """The measurement behind :func:`vocab_memory`, in this process: for each chunk size (then one pass),
+    two repeats of the single-step term's forward + backward; the second repeat's memory is reported
+    (the first carries one-time allocations)."""
+    from minillm.objectives.policy_gradient import single_step_loss
+
+    runtime = Runtime(device=torch.device(spec["device"]), dtype="fp32", compile=False)
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    shape = tuple(spec["shape"])
+    gen = torch.Generator().manual_seed(int(spec["seed"]))
+    teacher = torch.randn(shape, generator=gen).to(runtime.device)
+    student = torch.randn(shape, generator=gen).to(runtime.device).requires_grad_()
+    mask = torch.ones(shape[:2], device=runtime.device)
+    rows, values = [], {}
+    for chunk in (*sorted(spec["chunk_sizes"]), None):
+        for _ in range(2):
+            student.grad = None
+            gc.collect()
+            with peak_memory(runtime) as memory:
+                started = time.perf_counter()
+                loss = single_step_loss(student, teacher, mask, reduction="mean", chunk_size=chunk)
+                loss.backward()
+                runtime.sync()
+                seconds = time.perf_counter() - started
+        values[chunk] = (loss.item(), student.grad.clone())
+        rows.append(
+            {
+                "chunk_size": chunk,
+                "seconds": seconds,
+                "peak_mib": memory["peak_mib"],
+                "added_mib": memory["peak_mib"] - memory["start_mib"],
+                "kind": memory["kind"],
+            }
+        )
+    plain_loss, plain_grad = values[None]
+    max_diff = max(
+        max(abs(loss - plain_loss), (grad - plain_grad).abs().max().item()) for loss, grad in values.values()
+    )
+    return {
+        "shape": list(shape),
+        "logits_mib": student.numel() * student.element_size() / 2**20,
+        "rows": rows,
+        "max_abs_diff_vs_one_pass": max_diff,
+    }
+
+
+def vocab_memory(runtime: Runtime, cfg: DictConfig) -> dict | None:
+    """Peak memory of the single-step term (token reverse KL over the full vocabulary, forward and
+    backward) on random logits of ``vocab_memory.*`` size, in one pass and chunked over the sequence.
+
+    The student's and teacher's logits are allocated before the measured block: what is compared is the
+    memory the loss and its backward add on top of them (the student's gradient, one logits tensor,
+    included). On CPU it runs in a child process with ``MALLOC_MMAP_THRESHOLD_=65536``, so every large
+    tensor is its own mapping, returned on free, and the resident-set high-water mark follows the live
+    tensors (with glibc's default, freed pages stay resident and the figures depend on what ran before)."""
+    vm = cfg.get("vocab_memory")
+    if not vm or not vm.get("enabled", True):
+        return None
+    spec = {
+        "device": str(runtime.device),
+        "shape": [int(vm.batch_size), int(vm.response_len), int(vm.vocab_size)],
+        "chunk_sizes": [int(c) for c in vm.chunk_sizes],
+        "seed": int(cfg.seed),
+        "threads": torch.get_num_threads(),
+    }
+    if runtime.device.type == "cuda":
+        return vocab_memory_rows(spec)
+    code = "import json, sys; from minillm.bench import vocab_memory_rows as f; print(json.dumps(f(json.loads(sys.argv[1]))))"
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise MinillmError(
+            f"vocab_memory: the measuring process failed ({done.stderr.strip().splitlines()[-1]})"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------- targets and report
 
 
-def trl_reference(cfg: DictConfig, gkd: StepSettings) -> dict | None:
+def trl_reference(cfg: DictConfig, gkd: StepSettings, models_info: dict) -> dict | None:
     """TRL GKDTrainer's s/step: ``trl_gkd_s_per_step`` if set, else the JSON that
-    ``experiments/bench_trl_gkd.py`` wrote, when it timed the same batch and lengths."""
+    ``experiments/bench_trl_gkd.py`` wrote, when it timed the same batch and lengths, the same models
+    (parameter counts) and the same number of torch threads."""
     if cfg.get("trl_gkd_s_per_step"):
         return {"s_per_step": float(cfg.trl_gkd_s_per_step), "source": "trl_gkd_s_per_step"}
     path = cfg.get("trl_gkd_json")
     if not path or not Path(path).is_file():
         return None
     data = json.loads(Path(path).read_text())
-    same = all(data.get(k) == getattr(gkd, k) for k in ("batch_size", "prompt_len", "response_len"))
-    if not same:
-        log.warning("%s was measured at other settings; not compared", path)
+    differs = [k for k in ("batch_size", "prompt_len", "response_len") if data.get(k) != getattr(gkd, k)]
+    params = data.get("parameters") or {}
+    differs += [
+        f"{key} parameters"
+        for key in ("teacher", "student")
+        if params.get(key) != models_info[key]["parameters"]
+    ]
+    if data.get("torch_threads") != torch.get_num_threads():
+        differs.append("torch threads")
+    if differs:
+        log.warning("%s was measured with other %s; not compared", path, ", ".join(differs))
         return None
     return {"s_per_step": float(data["s_per_step"]), "source": str(path), "load_avg": data.get("load_avg")}
 
@@ -696,6 +788,23 @@ def targets(results: dict) -> list[dict]:
                 "ok": fit["r2"] >= 0.98 and (ratio is None or ratio <= 2.2),
             }
         )
+    vm = results.get("vocab_memory")
+    if vm:
+        plain = next(r["added_mib"] for r in vm["rows"] if r["chunk_size"] is None)
+        chunked_rows = [r for r in vm["rows"] if r["chunk_size"] is not None]
+        if chunked_rows:
+            smallest = min(chunked_rows, key=lambda r: r["chunk_size"])
+            ratio = smallest["added_mib"] / plain if plain > 0 else None
+            rows.append(
+                {
+                    "target": f"chunked full-vocabulary term (chunks of {smallest['chunk_size']}): "
+                    "memory added ≤ 0.5 × one pass, same numbers",
+                    "value": ratio,
+                    "ok": None
+                    if ratio is None
+                    else ratio <= TARGET_CHUNK_MEMORY_RATIO and vm["max_abs_diff_vs_one_pass"] < 1e-4,
+                }
+            )
     for name, label in (
         ("gkd_equivalent", "GKD-equivalent step ≥ 1.5 × TRL GKDTrainer's step throughput"),
         (
@@ -760,11 +869,12 @@ def run_bench(cfg: DictConfig) -> dict:
         name: measure_step(models, runtime, cfg, s, repeats=repeats, warmup=warmup, detail=True)
         for name, s in steps.items()
     }
-    trl = trl_reference(cfg, gkd)
+    trl = trl_reference(cfg, gkd, models.info)
     for name in ("gkd_equivalent", "gkd_one_teacher_pass"):
         if name in results["steps"]:
             results["steps"][name]["trl"] = trl
     results["sweep"] = sweep(models, runtime, cfg, main)
+    results["vocab_memory"] = vocab_memory(runtime, cfg)
     results["targets"] = targets(results)
     load_after = os.getloadavg()
     results["machine"].update(
@@ -894,6 +1004,28 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     out.append(
         ("Linearity of step time", ["fit", "slope s/unit", "intercept s", "R²", "t(256)/t(128)"], rows)
     )
+
+    vm = results.get("vocab_memory")
+    if vm:
+        b, t, v = vm["shape"]
+        rows = [
+            [
+                "one pass" if r["chunk_size"] is None else f"chunks of {r['chunk_size']}",
+                _fmt(r["seconds"]),
+                _fmt(r["added_mib"], 1),
+                _fmt(r["added_mib"] / vm["logits_mib"], 2),
+            ]
+            for r in vm["rows"]
+        ]
+        out.append(
+            (
+                f"Full-vocabulary single-step term, forward + backward: batch {b}, {t} positions, "
+                f"vocabulary {v:,} (one logits tensor = {vm['logits_mib']:.0f} MiB; "
+                f"largest difference from one pass {vm['max_abs_diff_vs_one_pass']:.1e})",
+                ["computed", "s", "memory added MiB", "÷ one logits tensor"],
+                rows,
+            )
+        )
 
     rows = [[t["target"], _fmt(t["value"]), _fmt(t["ok"])] for t in results["targets"]]
     out.append(("Targets", ["target", "measured", "met"], rows))

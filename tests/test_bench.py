@@ -46,6 +46,10 @@ TINY = [
     "sweep.response_len=2",
     "threads=1",
     "plain=true",
+    "vocab_memory.vocab_size=64",
+    "vocab_memory.batch_size=2",
+    "vocab_memory.response_len=8",
+    "vocab_memory.chunk_sizes=[3]",
 ]
 
 
@@ -80,7 +84,19 @@ def test_bench_writes_every_field(results):
     out, paths, cfg = results
     assert paths == [Path(cfg.output_dir) / "bench.json", Path(cfg.save_dir) / "bench.json"]
     saved = json.loads(paths[1].read_text())
-    assert set(saved) == {"machine", "models", "rollout", "steps", "sweep", "targets", "settings"}
+    assert set(saved) == {
+        "machine",
+        "models",
+        "rollout",
+        "steps",
+        "sweep",
+        "vocab_memory",
+        "targets",
+        "settings",
+    }
+    vm = saved["vocab_memory"]
+    assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [None, 3]
+    assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
     assert (
         saved["models"]["teacher"]["random_init"]
         and "teacher_path=null" in saved["models"]["teacher"]["source"]
@@ -112,7 +128,14 @@ def test_bench_writes_every_field(results):
     assert saved["sweep"]["length_fit"]["ratio_256_128"] is None
     assert {t["target"][:8] for t in saved["targets"]} >= {"lockstep", "teacher ", "student "}
     text = render(out, plain=True)
-    for title in ("Rollout throughput", "Distillation step", "Step-time sweep", "Linearity", "Targets"):
+    for title in (
+        "Rollout throughput",
+        "Distillation step",
+        "Step-time sweep",
+        "Linearity",
+        "Full-vocabulary single-step term",
+        "Targets",
+    ):
         assert title in text
 
 
@@ -138,20 +161,33 @@ def test_forward_tokens_equal_what_the_algorithm_needs(results):
     assert one_pass["parts"]["teacher_scoring"] > 0
 
 
-def test_trl_reference_read_when_settings_match(tmp_path):
+def test_trl_reference_read_only_when_settings_models_and_threads_match(tmp_path):
+    import torch
+
     from minillm.bench import gkd_settings, step_settings, trl_reference
 
     cfg = compose_bench([*TINY, f"trl_gkd_json={tmp_path / 'trl.json'}"], tmp_path / "run")
     gkd = gkd_settings(step_settings(cfg))
-    assert trl_reference(cfg, gkd) is None
-    (tmp_path / "trl.json").write_text(
-        json.dumps({"batch_size": 4, "prompt_len": 3, "response_len": 5, "s_per_step": 2.0})
-    )
-    assert trl_reference(cfg, gkd)["s_per_step"] == 2.0
-    (tmp_path / "trl.json").write_text(
-        json.dumps({"batch_size": 8, "prompt_len": 3, "response_len": 5, "s_per_step": 2.0})
-    )
-    assert trl_reference(cfg, gkd) is None
+    models = {"teacher": {"parameters": 2000}, "student": {"parameters": 100}}
+    assert trl_reference(cfg, gkd, models) is None  # no file
+    same = {
+        "batch_size": 4,
+        "prompt_len": 3,
+        "response_len": 5,
+        "s_per_step": 2.0,
+        "parameters": {"teacher": 2000, "student": 100},
+        "torch_threads": torch.get_num_threads(),
+    }
+    (tmp_path / "trl.json").write_text(json.dumps(same))
+    assert trl_reference(cfg, gkd, models)["s_per_step"] == 2.0
+    for change in (
+        {"batch_size": 8},
+        {"parameters": {"teacher": 2000, "student": 230}},
+        {"parameters": None},  # an old file without model sizes
+        {"torch_threads": torch.get_num_threads() + 1},
+    ):
+        (tmp_path / "trl.json").write_text(json.dumps({**same, **change}))
+        assert trl_reference(cfg, gkd, models) is None, change
 
 
 @pytest.mark.parametrize(
