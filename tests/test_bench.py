@@ -95,7 +95,7 @@ def test_bench_writes_every_field(results):
         "settings",
     }
     vm = saved["vocab_memory"]
-    assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [None, 3]
+    assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [3, None]
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
     assert (
         saved["models"]["teacher"]["random_init"]
