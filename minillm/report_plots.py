@@ -140,7 +140,7 @@ def alpha_plot(jobs: dict[str, list[Path]], metric_of, path: Path) -> Path | Non
 
 
 def scaling_plot(jobs: dict[str, list[Path]], metric_of, path: Path) -> Path | None:
-    """Test Rouge-L against teacher size (fixed student) and student size (fixed teacher), per objective."""
+    """Test Rouge-L and validity against teacher size (fixed student) and student size (fixed teacher), per objective."""
     points: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     fixed: dict[str, set[int]] = {"teacher": set(), "student": set()}
     rows = []
@@ -159,31 +159,36 @@ def scaling_plot(jobs: dict[str, list[Path]], metric_of, path: Path) -> Path | N
     common_teacher = statistics.mode([r["teacher_params"] for r in rows])
     for r in rows:
         if r["student_params"] == common_student:
-            points[("teacher", r["objective"])][r["teacher_params"]].append(r["rougeL"])
+            points[("teacher", r["objective"])][r["teacher_params"]].append(r)
         if r["teacher_params"] == common_teacher:
-            points[("student", r["objective"])][r["student_params"]].append(r["rougeL"])
+            points[("student", r["objective"])][r["student_params"]].append(r)
+    metrics = [("rougeL", "test Rouge-L"), ("valid_rate", "test valid %")]
+    metrics = [(k, label) for k, label in metrics if any(r.get(k) is not None for r in rows)]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, axis in zip(axes, ("teacher", "student"), strict=True):
-        for i, ((kind, objective), by_size) in enumerate(sorted(points.items())):
-            if kind != axis:
-                continue
-            xs = sorted(by_size)
-            stats = [_mean_std(by_size[x]) for x in xs]
-            ax.errorbar(
-                [x / 1e6 for x in xs],
-                [s[0] for s in stats],
-                yerr=[s[1] for s in stats],
-                marker="o",
-                capsize=3,
-                label=objective,
-                color=f"C{i % 10}",
-            )
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{axis} parameters (M)")
-        ax.set_ylabel("test Rouge-L")
-        ax.set_title(f"{axis} size varies, the other fixed", fontsize=9)
-        ax.legend(fontsize=7)
+    fig, axes = plt.subplots(len(metrics), 2, figsize=(9, 3.2 * len(metrics)), squeeze=False)
+    for row, (key, label) in enumerate(metrics):
+        for ax, axis in zip(axes[row], ("teacher", "student"), strict=True):
+            for i, ((kind, objective), by_size) in enumerate(sorted(points.items())):
+                if kind != axis:
+                    continue
+                values = {x: [r[key] for r in rs if r.get(key) is not None] for x, rs in by_size.items()}
+                xs = sorted(x for x, v in values.items() if v)
+                stats = [_mean_std(values[x]) for x in xs]
+                ax.errorbar(
+                    [x / 1e6 for x in xs],
+                    [s[0] for s in stats],
+                    yerr=[s[1] for s in stats],
+                    marker="o",
+                    capsize=3,
+                    label=objective,
+                    color=f"C{i % 10}",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel(f"{axis} parameters (M)")
+            ax.set_ylabel(label)
+            if row == 0:
+                ax.set_title(f"{axis} size varies, the other fixed", fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
