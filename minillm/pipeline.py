@@ -9,12 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import OmegaConf
 
 from minillm.data.datamodule import InstructionDataModule, load_records
@@ -61,6 +63,20 @@ def resolve_tokenizer(cfg, records):
     )
     train_tokenizer(texts, cfg.tokenizer.vocab_size, folder)
     return load_tokenizer(folder)
+
+
+def lightning_config_error(err: Exception, cfg) -> Exception:
+    """Lightning's complaints about a trainer setting, as one line naming the config key; anything else
+    is returned unchanged (a real bug keeps its traceback)."""
+    text = " ".join(str(err).split())
+    if "val_check_interval" in text:
+        batches = re.search(r"training batches \((\d+)\)", text)
+        limit = f" ({batches.group(1)} per epoch here)" if batches else ""
+        return MinillmError(
+            f"trainer.val_check_interval={cfg.trainer.val_check_interval}: must not exceed the training "
+            f"batches per epoch{limit}; use a smaller number or a fraction of an epoch such as 0.5"
+        )
+    return err
 
 
 TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -301,6 +317,8 @@ def train(cfg) -> dict:
             lg.save()
             lg.finalize("aborted")
         raise
+    except (ValueError, MisconfigurationException) as err:
+        raise lightning_config_error(err, cfg) from None
     train_seconds = time.perf_counter() - started
     from minillm.objectives.seqkd import weights_digest
 
