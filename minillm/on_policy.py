@@ -100,6 +100,7 @@ class OnPolicyModule(DistillModule):
         self.buffer = RolloutBuffer()
         self._round: dict | None = None  # the round in progress (rollouts, minibatch order, sums)
         self._cache_logged: bool | None = None  # the teacher-cache decision last logged
+        self._compiled = None  # torch.compile wrappers for decoding (trainer.compile_decode)
 
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
@@ -168,9 +169,10 @@ class OnPolicyModule(DistillModule):
         # total is unknown), else over the whole run
         horizon = self.obj.get("alpha_steps") or self.total_steps()
         alpha = alpha_at(self.obj, self.global_step / max(1, horizon))
+        student, teacher = self._decoders()
         rollout = sample_rollouts(
-            self.student,
-            self.teacher.model,
+            student,
+            teacher,
             batch["input_ids"],
             batch["attention_mask"],
             max_new_tokens=self.obj.max_new_tokens,
@@ -202,6 +204,18 @@ class OnPolicyModule(DistillModule):
                 "train/lr": float(self.optimizers().param_groups[0]["lr"]),
             },
         }
+
+    def _decoders(self):
+        """The models the rollout calls: themselves, or with ``trainer.compile_decode`` their
+        ``torch.compile`` wrappers (same parameters, so the compiled student follows the updates)."""
+        if not self.cfg.trainer.get("compile_decode"):
+            return self.student, self.teacher.model
+        if self._compiled is None:
+            self._compiled = (
+                torch.compile(self.student, dynamic=True),
+                torch.compile(self.teacher.model, dynamic=True),
+            )
+        return self._compiled
 
     def cache_teacher_logits(self) -> bool:
         """Keep the teacher's distributions from the rollout (no teacher pass in the inner epochs) when

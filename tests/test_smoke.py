@@ -211,3 +211,21 @@ def test_reduced_precision_teacher_runs_end_to_end(compose, tmp_path):
     assert results["global_step"] == 3
     rows = _train_rows(tmp_path / "run")
     assert rows and all(math.isfinite(float(r["train/loss"])) for r in rows)
+
+
+@pytest.mark.slow
+def test_compiled_decoding_trains_the_same_student(compose, tmp_path):
+    """trainer.compile_decode (meant for CUDA) wraps the rollout's models in torch.compile: the same
+    rollouts and updates as eager decoding, up to float rounding (slow: compiling takes minutes on CPU)."""
+    rows = {}
+    for name, extra in (("eager", []), ("compiled", ["trainer.compile_decode=true"])):
+        cfg = compose(
+            smoke_overrides(tmp_path, "objective=reverse_kld", "logger=csv", "eval.compare=false", *extra),
+            run_dir=tmp_path / name,
+        )
+        train(cfg)
+        rows[name] = _train_rows(tmp_path / name)
+    assert len(rows["eager"]) == len(rows["compiled"]) >= 1
+    for a, b in zip(rows["eager"], rows["compiled"], strict=True):
+        for key in ("train/loss", "train/single_step_loss", "train/grad_norm"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-5), key
