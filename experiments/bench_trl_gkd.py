@@ -179,7 +179,11 @@ def main() -> None:
         processing_class=tok,
         callbacks=[timer],
     )
-    trainer.generation_config.eos_token_id = None
+    # The trainer aligns the models' generation configs with the tokenizer's EOS, and generate() fills a
+    # None EOS back from the model's config: switch EOS off everywhere and forbid it before response_len.
+    for gen_config in (trainer.generation_config, student.generation_config):
+        gen_config.eos_token_id = None
+        gen_config.min_new_tokens = args.response_len
     trainer.train()
     if set(trainer.lengths) != {args.response_len}:
         raise SystemExit(f"GKDTrainer decoded {sorted(set(trainer.lengths))} tokens, not {args.response_len}")

@@ -596,6 +596,30 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict:
     return {"slope": slope, "intercept": intercept, "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0}
 
 
+def decode_bound(
+    models: Models, runtime: Runtime, batch: int, prompt_len: int, length: int, repeats: int
+) -> float:
+    """Seconds for the student alone plus the teacher alone to decode ``length`` tokens per row (the
+    fastest of ``repeats``)."""
+    from minillm.rollout.sampler import generate
+
+    prompt_ids, prompt_mask = make_prompts(models, batch, prompt_len, 1, runtime.device)
+    gen = torch.Generator(device=runtime.device).manual_seed(0)
+    common = dict(max_new_tokens=length, eos_token_id=None, pad_token_id=models.eos_token_id, generator=gen)
+    total = 0.0
+    for model in (models.decode_student, models.decode_teacher):
+        best = math.inf
+        for _ in range(max(1, repeats)):
+            runtime.sync()
+            start = time.perf_counter()
+            with runtime.autocast():
+                generate(model, prompt_ids, prompt_mask, **common)
+            runtime.sync()
+            best = min(best, time.perf_counter() - start)
+        total += best
+    return total
+
+
 def sweep(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
     sw = cfg.sweep
     batch_at = int(sw.batch_size or main.batch_size)
@@ -619,11 +643,22 @@ def sweep(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings)
                 "generated_tokens_per_s": r["generated_tokens_per_s"],
             }
             rows.append(done[key])
+    # The same lengths decoded by each model alone (KV cache, no mixing, no training): how plain decoding
+    # grows with length on this machine, the reference for the rollout's growth.
+    for r in rows:
+        if r["batch_size"] == batch_at:
+            r["decode_bound_seconds"] = decode_bound(
+                models, runtime, batch_at, main.prompt_len, r["response_len"], int(sw.repeats)
+            )
     by_len = sorted((r for r in rows if r["batch_size"] == batch_at), key=lambda r: r["response_len"])
     by_batch = sorted((r for r in rows if r["response_len"] == length_at), key=lambda r: r["batch_size"])
     lens = {r["response_len"]: r["seconds"] for r in by_len}
     length_fit = linear_fit([r["response_len"] for r in by_len], [r["seconds"] for r in by_len])
     length_fit["ratio_256_128"] = lens[256] / lens[128] if 256 in lens and 128 in lens else None
+    bounds = {r["response_len"]: r["decode_bound_seconds"] for r in by_len}
+    length_fit["decode_bound_ratio_256_128"] = (
+        bounds[256] / bounds[128] if 256 in bounds and 128 in bounds else None
+    )
     return {
         "points": rows,
         "length_fit": {"batch_size": batch_at, **length_fit},
@@ -788,6 +823,16 @@ def targets(results: dict) -> list[dict]:
                 "ok": fit["r2"] >= 0.98 and (ratio is None or ratio <= 2.2),
             }
         )
+        plain = fit.get("decode_bound_ratio_256_128")
+        if ratio is not None and plain is not None:
+            rows.append(
+                {
+                    "target": "  time(256)/time(128) of the step ÷ that of plain KV-cached decoding (≤ 1.1: "
+                    "no growth beyond the models' own)",
+                    "value": ratio / plain,
+                    "ok": ratio / plain <= 1.1,
+                }
+            )
     vm = results.get("vocab_memory")
     if vm:
         plain = next(r["added_mib"] for r in vm["rows"] if r["chunk_size"] is None)
@@ -880,7 +925,7 @@ def run_bench(cfg: DictConfig) -> dict:
     results["machine"].update(
         load_avg_before=list(load_before),
         load_avg_after=list(load_after),
-        under_load=max(load_before[0], load_after[0]) > LOAD_WARNING,
+        under_load=load_before[0] > LOAD_WARNING,  # the benchmark's own threads raise the one after
         wall_seconds=time.perf_counter() - started,
     )
     results["settings"] = OmegaConf.to_container(cfg, resolve=True)
@@ -977,11 +1022,16 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             _fmt(p["rollout_seconds"]),
             _fmt(p["train_seconds"]),
             _fmt(p["generated_tokens_per_s"], 1),
+            _fmt(p.get("decode_bound_seconds")) if p.get("decode_bound_seconds") is not None else "—",
         ]
         for p in sw["points"]
     ]
     out.append(
-        ("Step-time sweep", ["batch", "response len", "s/step", "rollout s", "train s", "gen tok/s"], rows)
+        (
+            "Step-time sweep (decode bound: student alone + teacher alone, same tokens)",
+            ["batch", "response len", "s/step", "rollout s", "train s", "gen tok/s", "decode bound s"],
+            rows,
+        )
     )
 
     fit, bfit = sw["length_fit"], sw["batch_fit"]
@@ -992,6 +1042,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             _fmt(fit["intercept"]),
             _fmt(fit["r2"], 4),
             _fmt(fit.get("ratio_256_128")),
+            _fmt(fit.get("decode_bound_ratio_256_128")),
         ],
         [
             f"vs batch size (length {bfit['response_len']})",
@@ -999,10 +1050,15 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             _fmt(bfit["intercept"]),
             _fmt(bfit["r2"], 4),
             "—",
+            "—",
         ],
     ]
     out.append(
-        ("Linearity of step time", ["fit", "slope s/unit", "intercept s", "R²", "t(256)/t(128)"], rows)
+        (
+            "Linearity of step time",
+            ["fit", "slope s/unit", "intercept s", "R²", "t(256)/t(128)", "plain decoding t(256)/t(128)"],
+            rows,
+        )
     )
 
     vm = results.get("vocab_memory")

@@ -126,6 +126,8 @@ def test_bench_writes_every_field(results):
     ]
     assert saved["sweep"]["length_fit"]["r2"] == pytest.approx(1.0)  # two points fit exactly
     assert saved["sweep"]["length_fit"]["ratio_256_128"] is None
+    # the plain-decoding reference is timed at every length of the length sweep (batch 2), not elsewhere
+    assert [p.get("decode_bound_seconds", 0) > 0 for p in saved["sweep"]["points"]] == [True, True, False]
     assert {t["target"][:8] for t in saved["targets"]} >= {"lockstep", "teacher ", "student "}
     text = render(out, plain=True)
     for title in (
