@@ -216,3 +216,41 @@ def test_a_sweep_runs_through_the_submitit_launcher_and_isolates_failures(tmp_pa
     from .test_reliability import run_failing_sweep
 
     run_failing_sweep(tmp_path, "+cluster=local")
+
+
+@pytest.mark.slow  # about half a minute: make test-slow
+def test_an_optuna_search_receives_each_jobs_metric(tmp_path):
+    """`hydra/sweeper=optuna` over lr (log scale) and α: every trial's returned test Rouge-L reaches the
+    sweeper, which reports the best one."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.direction=maximize",
+            "optim.lr=tag(log,interval(1e-4,1e-3))",
+            "objective.teacher_mix_alpha=interval(0,0.5)",
+            "objective=reverse_kld",
+            *smoke_overrides(tmp_path, "logger=csv"),
+            f"hydra.sweep.dir={tmp_path / 'search'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    best = yaml.safe_load((tmp_path / "search" / "optimization_results.yaml").read_text())
+    trials = [json.loads(p.read_text())["test/rougeL"] for p in (tmp_path / "search").glob("*/results.json")]
+    assert len(trials) == 2
+    assert best["best_value"] == pytest.approx(max(trials))
+    assert 1e-4 <= best["best_params"]["optim.lr"] <= 1e-3
+    assert 0.0 <= best["best_params"]["objective.teacher_mix_alpha"] <= 0.5
