@@ -87,6 +87,16 @@ def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], lis
     return groups, failed
 
 
+PAPER_ROWS = ("sft", "forward_kld", "seqkd", "reverse_kld")  # Table 1: SFT w/o KD, KD, SeqKD, MiniLLM
+
+
+def row_order(name: str, runs: list[dict]) -> tuple:
+    """The paper's row order by objective; within an objective (and for other objectives), by name."""
+    objective = runs[0].get("objective") if runs else None
+    rank = PAPER_ROWS.index(objective) if objective in PAPER_ROWS else len(PAPER_ROWS)
+    return (rank, name)
+
+
 def cell(values: list, fmt: str) -> str:
     values = [v for v in values if v is not None]
     if not values:
@@ -103,7 +113,7 @@ def report_markdown(root: Path, split: str = "test") -> str:
         raise MinillmError(f"{root}: no results.json found below this folder")
     header = "| run | seeds | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
-    for name, runs in groups.items():
+    for name, runs in sorted(groups.items(), key=lambda item: row_order(item[0], item[1])):
         cells = [cell([r[k] for r in runs], fmt) for k, _, fmt in COLUMNS]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     text = f"{split} split, mean ± std over training seeds\n\n" + "\n".join(lines)

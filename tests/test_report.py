@@ -92,3 +92,20 @@ def test_report_plots_learning_curves_alpha_and_scaling(tmp_path):
     main([str(scaling), "--plots", str(tmp_path / "scaling-plots")])
     assert (tmp_path / "scaling-plots" / "scaling.png").stat().st_size > 5000
     assert not (tmp_path / "scaling-plots" / "alpha.png").exists()
+
+
+def test_rows_follow_the_papers_order_of_methods(tmp_path):
+    for i, objective in enumerate(("reverse_kld", "seqkd", "sft", "forward_kld")):
+        for arm in ("time", "steps"):
+            write_study_run(tmp_path / f"{arm}-{objective}", f"{arm}-{objective}-s0", 40.0 + i)
+    rows = [line.split(" | ")[0][2:] for line in report_markdown(tmp_path).splitlines() if line.startswith("| ")]
+    assert rows[1:] == [
+        "steps-sft",
+        "time-sft",
+        "steps-forward_kld",
+        "time-forward_kld",
+        "steps-seqkd",
+        "time-seqkd",
+        "steps-reverse_kld",
+        "time-reverse_kld",
+    ]
