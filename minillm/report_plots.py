@@ -162,15 +162,17 @@ def scaling_plot(jobs: dict[str, list[Path]], metric_of, path: Path) -> Path | N
             points[("teacher", r["objective"])][r["teacher_params"]].append(r)
         if r["teacher_params"] == common_teacher:
             points[("student", r["objective"])][r["student_params"]].append(r)
+    objectives = sorted({objective for _, objective in points})
     metrics = [("rougeL", "test Rouge-L"), ("valid_rate", "test valid %")]
     metrics = [(k, label) for k, label in metrics if any(r.get(k) is not None for r in rows)]
     plt = _plt()
     fig, axes = plt.subplots(len(metrics), 2, figsize=(9, 3.2 * len(metrics)), squeeze=False)
     for row, (key, label) in enumerate(metrics):
         for ax, axis in zip(axes[row], ("teacher", "student"), strict=True):
-            for i, ((kind, objective), by_size) in enumerate(sorted(points.items())):
+            for (kind, objective), by_size in sorted(points.items()):
                 if kind != axis:
                     continue
+                i = objectives.index(objective)  # one colour per objective in every panel
                 values = {x: [r[key] for r in rs if r.get(key) is not None] for x, rs in by_size.items()}
                 xs = sorted(x for x, v in values.items() if v)
                 stats = [_mean_std(values[x]) for x in xs]
