@@ -98,7 +98,9 @@ def test_rows_follow_the_papers_order_of_methods(tmp_path):
     for i, objective in enumerate(("reverse_kld", "seqkd", "sft", "forward_kld")):
         for arm in ("time", "steps"):
             write_study_run(tmp_path / f"{arm}-{objective}", f"{arm}-{objective}-s0", 40.0 + i)
-    rows = [line.split(" | ")[0][2:] for line in report_markdown(tmp_path).splitlines() if line.startswith("| ")]
+    rows = [
+        line.split(" | ")[0][2:] for line in report_markdown(tmp_path).splitlines() if line.startswith("| ")
+    ]
     assert rows[1:] == [
         "steps-sft",
         "time-sft",
