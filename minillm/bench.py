@@ -743,8 +743,9 @@ def vocab_memory(runtime: Runtime, cfg: DictConfig) -> dict | None:
         [sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise MinillmError(
-            f"vocab_memory: the measuring process failed ({done.stderr.strip().splitlines()[-1]})"
+            f"vocab_memory: the measuring process failed ({last}); vocab_memory.enabled=false skips it"
         )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
