@@ -6,6 +6,8 @@ import logging
 import os
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from minillm.errors import MinillmError
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,175 @@ def validate_config(cfg) -> None:
     budget = _get(cfg, "objective.teacher_cache_mb")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0):
         raise MinillmError(f"objective.teacher_cache_mb={budget!r}: must be a size in MiB >= 0, or null")
+    for model in ("teacher", "student"):
+        path, arch = _get(cfg, f"{model}.path"), _get(cfg, f"{model}.arch")
+        if path and arch:
+            raise MinillmError(
+                f"{model}.path={path} and {model}.arch are both set: the path is loaded and {model}.arch is "
+                f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
+            )
+    check_unread_keys(cfg)
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise MinillmError(f"hydra.run.dir={out}: output directory cannot be written")
+
+
+# --- keys that the chosen config of their group never reads -------------------------------------------
+#
+# A group's choice (data=bundled, objective=sft, logger=csv, ...) declares in its yaml exactly the keys its
+# code reads. A key the user sets under that group — on the command line (also with + or ++), in the
+# experiment file or in the arm file — that the chosen yaml does not declare would be accepted and ignored
+# (data.path with data=bundled trained on the bundled data). Such a key is refused, naming the choice that
+# reads it. The debug presets are exempt: they set sizes for whichever choice is active.
+
+
+def _config_file(sources, group: str, choice: str):
+    """The yaml of ``group/choice`` in Hydra's search path (file and pkg sources), or None."""
+    from importlib import resources
+
+    for source in sources:
+        if source.schema == "file":
+            candidate = Path(source.path) / group / f"{choice}.yaml"
+            if candidate.is_file():
+                return candidate
+        elif source.schema == "pkg":
+            try:
+                candidate = resources.files(source.path.replace("/", ".")).joinpath(group, f"{choice}.yaml")
+            except (ModuleNotFoundError, TypeError):
+                continue
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _choices_of(sources, group: str) -> list[str]:
+    from importlib import resources
+
+    names = set()
+    for source in sources:
+        if source.schema == "file":
+            folder = Path(source.path) / group
+        elif source.schema == "pkg":
+            try:
+                folder = resources.files(source.path.replace("/", ".")).joinpath(group)
+            except (ModuleNotFoundError, TypeError):
+                continue
+        else:
+            continue
+        if folder.is_dir():
+            names.update(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml"))
+    return sorted(names)
+
+
+def _load_yaml(file) -> tuple[str | None, dict]:
+    """The ``# @package`` header (None when absent) and the content of a config file, unresolved."""
+    text = file.read_text()
+    package = None
+    for line in text.splitlines():
+        if line.startswith("# @package"):
+            package = line.split()[-1]
+            break
+        if line.strip() and not line.startswith("#"):
+            break
+    content = OmegaConf.to_container(OmegaConf.create(text or "{}"), resolve=False)
+    return package, content if isinstance(content, dict) else {}
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    """Every key of a nested mapping as a dotted path (mappings themselves included) -> its value."""
+    flat = {}
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        flat[path] = value
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path + "."))
+    return flat
+
+
+def _declared_keys(sources, group: str, choice: str, seen: frozenset = frozenset()) -> set[str] | None:
+    """The dotted keys (below the group's node) that ``group=choice`` declares, with the same-group
+    configs of its defaults list (trainer=gpu builds on cpu); None when its file is not found."""
+    file = _config_file(sources, group, choice)
+    if file is None or choice in seen:
+        return None
+    package, content = _load_yaml(file)
+    keys: set[str] = set()
+    for entry in content.pop("defaults", None) or []:
+        if isinstance(entry, str) and entry != "_self_" and "/" not in entry:
+            keys |= _declared_keys(sources, group, entry, seen | {choice}) or set()
+    if package == "_global_":
+        node = content.get(group)
+        content = node if isinstance(node, dict) else {}
+    elif package not in (None, group, "_group_"):
+        return None  # written somewhere else: not this check's to judge
+    return keys | set(_flatten(content))
+
+
+def _is_declared(key: str, declared: set[str]) -> bool:
+    """``arch.hidden_size`` is declared when ``arch`` is: a declared mapping is read as a whole."""
+    parts = key.split(".")
+    return any(".".join(parts[:n]) in declared for n in range(1, len(parts) + 1))
+
+
+def _user_keys(hydra_cfg) -> list[tuple[str, str]]:
+    """(dotted key, where it was set) for each non-null key the user set: command line, experiment, arm."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = hydra_cfg.runtime.choices
+    found = []
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        if override.is_delete() or override.package is not None or override.key_or_group in choices:
+            continue  # a deletion or a group choice (data=jsonl, +arm=full)
+        if override.is_sweep_override() or override.value() is not None:
+            found.append((override.key_or_group, "on the command line"))
+    for group in ("experiment", "arm"):
+        choice = choices.get(group)
+        file = choice and _config_file(hydra_cfg.runtime.config_sources, group, choice)
+        if not file:
+            continue
+        package, content = _load_yaml(file)
+        if package != "_global_":
+            continue
+        content.pop("defaults", None)
+        content.pop("hydra", None)
+        for key, value in _flatten(content).items():
+            # an experiment's W&B settings (logger.tags) are harmless under logger=csv
+            if value is not None and not isinstance(value, dict) and not key.startswith("logger."):
+                found.append((key, f"by {group}={choice}"))
+    return found
+
+
+def check_unread_keys(cfg) -> None:
+    """Refuse a key set under a group (data, teacher, student, objective, trainer, logger, optim) that its
+    chosen config does not read, naming the choice that would read it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return  # a config built by hand (tests, tools): no record of what the user set
+    hydra_cfg = HydraConfig.get()
+    if str(cfg.get("output_dir")) != str(hydra_cfg.runtime.get("output_dir")):
+        return  # Hydra's record is of another config composed earlier in this process
+    choices, sources = hydra_cfg.runtime.choices, hydra_cfg.runtime.config_sources
+    for key, where in _user_keys(hydra_cfg):
+        group, _, rest = key.partition(".")
+        choice = choices.get(group)
+        if not rest or choice is None or not isinstance(cfg.get(group), DictConfig):
+            continue
+        declared = _declared_keys(sources, group, choice)
+        if declared is None or _is_declared(rest, declared):
+            continue
+        readers = [
+            f"{group}={other}"
+            for other in _choices_of(sources, group)
+            if other != choice and _is_declared(rest, _declared_keys(sources, group, other) or set())
+        ]
+        if readers:
+            raise MinillmError(
+                f"{key} (set {where}) is read only by {' or '.join(readers)}, and {group}={choice} ignores "
+                f"it: add {readers[0]}, or drop {key}"
+            )
+        raise MinillmError(
+            f"{key} (set {where}) is read by no {group} config ({group}={choice} is chosen): drop it "
+            f"or check its spelling"
+        )

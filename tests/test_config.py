@@ -60,3 +60,101 @@ def test_unknown_choice_lists_valid_ones():
     assert "Could not find 'objective/nope'" in out.stderr
     assert "Available options in 'objective'" in out.stderr and "sft" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
+    """The user's file is never silently replaced by the bundled data: one line says to add data=jsonl."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"instruction": "hi", "response": \nnot json at all\n')
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            "debug=smoke",
+            "objective=sft",
+            "logger=none",
+            "eval.compare=false",
+            f"data.path={mine}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not (run_dir / "results.json").exists(), "trained although data.path was not read"
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "error: data.path (set on the command line) is read only by data=jsonl, and data=bundled ignores it: "
+        "add data=jsonl, or drop data.path"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+data.path=/x.jsonl"],
+            r"^data\.path \(set on the command line\) is read only by data=jsonl, and ",
+        ),
+        (
+            ["data.valid_size=10"],
+            r"^data\.valid_size .* read only by data=jsonl, and data=bundled ignores it",
+        ),
+        (
+            ["objective=sft", "+objective.teacher_mix_alpha=0.5"],
+            r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld, and objective=sft ignores",
+        ),
+        (
+            ["objective=sft", "+arm=alpha05"],
+            r"^objective\.teacher_mix_alpha \(set by arm=alpha05\) is read only by objective=reverse_kld",
+        ),
+        (
+            ["experiment=alpha_sweep", "objective=seqkd", "+arm=no_single_step"],
+            r"^objective\.single_step \(set by arm=no_single_step\) is read only by objective=reverse_kld",
+        ),
+        (
+            ["logger=csv", "+logger.project=mine"],
+            r"^logger\.project .* read only by logger=wandb, and logger=csv ignores it: add logger=wandb",
+        ),
+        (
+            ["+trainer.accumulate_grad_batches=4"],
+            r"^trainer\.accumulate_grad_batches \(set on the command line\) is read by no trainer config",
+        ),
+        (
+            ["student=tiny_llama", "student.path=/models/x"],
+            r"^student\.path=/models/x and student\.arch are both set: the path is loaded and student\.arch is",
+        ),
+        (["teacher=tiny_random", "teacher.path=/models/x"], r"^teacher\.path=/models/x and teacher\.arch"),
+    ],
+)
+def test_a_key_the_chosen_config_ignores_is_refused(compose, overrides, message):
+    cfg = compose(overrides)
+    with pytest.raises(MinillmError, match=message):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data=jsonl", "data.path=/x.jsonl", "data.valid_size=10"],
+        [
+            "data=jsonl",
+            "data.path=/x.jsonl",
+            "debug=smoke",
+        ],  # smoke's bundled sizes: a preset, not the user's
+        ["data.path=null"],
+        ["trainer=gpu", "trainer.max_steps=3"],  # gpu builds on cpu's keys
+        ["objective=seqkd", "objective.kd_ratio=0.5", "objective.chunk_size=64"],
+        ["student=tiny_llama", "+student.arch.rope_theta=10000.0"],  # arch is passed whole to the model
+        ["teacher=embedded", "teacher.path=/models/x"],
+        ["experiment=alpha_sweep", "+arm=alpha_cosine", "logger=csv"],  # the study's W&B tags: harmless
+        ["experiment=objectives_compare", "objective=sft", "+arm=equal_steps"],
+        ["experiment=scaling", "objective=seqkd", "+arm=student_m"],
+        ["experiment=scaling_models", "+arm=build_teacher_s"],
+    ],
+)
+def test_keys_the_chosen_config_reads_are_accepted(compose, overrides):
+    validate_config(compose(overrides))
