@@ -29,12 +29,21 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def wandb_logged_in() -> bool:
-    """True when an API key is available without asking: the environment or ~/.netrc."""
+    """True when an API key is available without asking: the environment, or the netrc entry that W&B
+    itself would read for its server (``$NETRC`` or ``~/.netrc``; the host of ``WANDB_BASE_URL`` when
+    set, W&B's default server otherwise)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        from wandb.sdk.lib import wbauth
+
+        return bool(wbauth.read_netrc_auth(host=wandb_base_url()))
+    except ImportError:  # W&B's reader moved: the entry `wandb login` wrote for its classic server
+        try:
+            return netrc.netrc().authenticators("api.wandb.ai") is not None
+        except (FileNotFoundError, netrc.NetrcParseError, OSError):
+            return False
+    except Exception:  # an unreadable netrc or a malformed key: W&B would not log in with it either
         return False
 
 

@@ -197,3 +197,20 @@ def test_a_run_with_a_key_and_no_server_finishes_offline(server, request, tmp_pa
     assert json.loads((run_dir / "results.json").read_text())["global_step"] == 3
     run_id = (run_dir / "wandb_run_id").read_text().strip()
     assert list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))
+
+
+def test_a_netrc_login_for_the_configured_server_counts(monkeypatch, tmp_path, refused_url):
+    """`wandb login` writes the key under the host of W&B's server (a self-hosted one, or W&B 0.31's
+    default, api.forge.coreweave.com): that login means online, as W&B itself would read it."""
+    from minillm.loggers import resolve_wandb_mode
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", refused_url)
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text(f"machine {refused_url.split('//')[1]}\n  login user\n  password {FAKE_KEY}\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert resolve_wandb_mode("auto") == "online"
+    netrc_file.write_text(f"machine wandb.example.org\n  login user\n  password {FAKE_KEY}\n")
+    assert resolve_wandb_mode("auto") == "offline"  # a login for another server is not one for this
