@@ -1,15 +1,21 @@
 """Experiment loggers: a local CSV always, W&B online when logged in and offline otherwise.
 
 W&B must never prompt and never hang: without credentials it runs in offline mode, with its files
-inside the run directory (sync later with ``wandb sync``).
+inside the run directory (sync later with ``wandb sync``). With credentials but no W&B server that answers
+(a cluster node without internet), a quick probe sends the run offline before W&B tries to go online.
 """
 
 from __future__ import annotations
 
 import csv
+import http.client
 import logging
 import netrc
 import os
+import ssl
+import threading
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,12 +29,21 @@ WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 def wandb_logged_in() -> bool:
-    """True when an API key is available without asking: the environment or ~/.netrc."""
+    """True when an API key is available without asking: the environment, or the netrc entry that W&B
+    itself would read for its server (``$NETRC`` or ``~/.netrc``; the host of ``WANDB_BASE_URL`` when
+    set, W&B's default server otherwise)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        from wandb.sdk.lib import wbauth
+
+        return bool(wbauth.read_netrc_auth(host=wandb_base_url()))
+    except ImportError:  # W&B's reader moved: the entry `wandb login` wrote for its classic server
+        try:
+            return netrc.netrc().authenticators("api.wandb.ai") is not None
+        except (FileNotFoundError, netrc.NetrcParseError, OSError):
+            return False
+    except Exception:  # an unreadable netrc or a malformed key: W&B would not log in with it either
         return False
 
 
@@ -125,8 +140,75 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
+def wandb_base_url() -> str:
+    """The W&B server this process would talk to: ``WANDB_BASE_URL``, W&B's settings file, or its default.
+
+    Read the way ``wandb.setup`` reads it, into a settings object of our own: loading W&B's global settings
+    now (before ``WANDB_MODE`` is set for the run) would make an offline run try to send W&B's usage
+    telemetry to the server at exit, which hangs for 10 s when nothing answers.
+    """
+    import wandb
+
+    try:
+        settings = wandb.Settings()
+        config_dir = os.environ.get("WANDB_CONFIG_DIR")
+        folder = Path(config_dir).expanduser() if config_dir else Path("~/.config/wandb").expanduser()
+        settings.settings_system = str(folder / "settings")
+        settings.update_from_system_settings()
+        settings.update_from_env_vars(dict(os.environ))
+        return str(settings.base_url)
+    except Exception:  # W&B's settings API moved: the environment, else W&B's own default
+        return os.environ.get("WANDB_BASE_URL") or str(wandb.Settings().base_url)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # a redirect is an answer; do not follow it
+        return None
+
+
+def wandb_server_unreachable(base_url: str, timeout: float) -> str | None:
+    """Why the W&B server at ``base_url`` cannot be reached, or None when it answers.
+
+    One HTTP request (through the proxies of the environment, as W&B's own client goes): any HTTP
+    status, a redirect or a TLS handshake error counts as an answer (W&B decides what to make of it);
+    a refused connection, an unknown host or silence for ``timeout`` seconds does not. The request runs
+    in a daemon thread, so a name lookup that hangs cannot hold the run past ``timeout`` either.
+    """
+    outcome: dict[str, str] = {}
+
+    def attempt() -> None:
+        request = urllib.request.Request(base_url, method="HEAD")
+        try:
+            with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # the server answered, with some status
+        except urllib.error.URLError as err:
+            if not isinstance(err.reason, ssl.SSLError):
+                outcome["error"] = str(err.reason)
+        except ssl.SSLError:
+            pass
+        except TimeoutError:
+            outcome["error"] = f"no answer within {timeout:g} s"
+        except (OSError, http.client.HTTPException, ValueError) as err:
+            outcome["error"] = str(err) or type(err).__name__
+
+    thread = threading.Thread(target=attempt, name="minillm-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        return f"no answer within {timeout:g} s"
+    return outcome.get("error")
+
+
 def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
-    """A WandbLogger whose run is started here, so a W&B server that fails falls back to offline now."""
+    """A WandbLogger whose run is started here, so a W&B server that fails falls back to offline now.
+
+    Online, the server is probed first (``logger.probe_timeout`` seconds): when nothing answers, the run
+    goes offline at once with one warning and no online attempt. An online start that fails later (the
+    server answers but errors, or ``logger.init_timeout`` passes) shuts W&B's service down before the
+    offline run starts with the same run id: the failed attempt still holds that id in the service.
+    """
     from lightning.pytorch.loggers import WandbLogger
 
     os.environ.setdefault("WANDB_SILENT", "true")
@@ -137,6 +219,8 @@ def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
     tags += swept_values()
     run_id = wandb_run_id(run_dir)
     timeout = float(cfg.logger.get("init_timeout", 60))
+    probe_timeout = float(cfg.logger.get("probe_timeout", 5))
+    later = f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`"
 
     def start(mode: str) -> Logger:
         import wandb
@@ -159,24 +243,41 @@ def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
         logger.experiment  # noqa: B018 - starts the run now, where a failure can be handled
         return logger
 
+    if mode == "online" and probe_timeout > 0:
+        url = wandb_base_url()
+        why = wandb_server_unreachable(url, probe_timeout)
+        if why is not None:
+            log.warning("W&B server %s cannot be reached (%s): logging offline; %s", url, why, later)
+            mode = "offline"
     try:
         logger = start(mode)
     except Exception as err:  # a W&B server that errors or times out must not stop the run
         if mode == "offline":
             raise MinillmError(f"logger: W&B could not start even offline ({err})") from None
-        log.warning("W&B %s failed (%s): logging offline instead", mode, str(err).splitlines()[0][:200])
-        _finish_failed_run()
+        log.warning(
+            "W&B %s failed (%s): logging offline instead; %s", mode, str(err).splitlines()[0][:200], later
+        )
+        _shut_down_wandb()
         mode = "offline"
         logger = start(mode)
     log.info("W&B logging %s, run id %s (files in %s/wandb)", mode, run_id, run_dir)
     return logger
 
 
-def _finish_failed_run() -> None:
-    try:
-        import wandb
+def _shut_down_wandb() -> None:
+    """Finish any W&B run and stop W&B's service process, which still holds a failed run's id.
 
+    The next ``wandb.init`` starts a fresh service, so the offline run can take the same id (a resumed
+    run must keep it).
+    """
+    import wandb
+
+    try:
         if wandb.run is not None:
             wandb.finish(exit_code=1, quiet=True)
-    except Exception:  # noqa: S110 - best effort only; the offline run starts next
-        pass
+    except Exception as err:  # the teardown below is what matters
+        log.debug("finishing the failed W&B run: %s", err)
+    try:
+        wandb.teardown()
+    except (Exception, SystemExit) as err:  # teardown exits with the service's own non-zero status
+        log.debug("stopping W&B's service: %s", err)

@@ -187,7 +187,10 @@ def test_wandb_server_error_falls_back_to_offline(compose, tmp_path, monkeypatch
     monkeypatch.setattr(wandb, "init", init)
     monkeypatch.setattr(minillm.loggers, "wandb_logged_in", lambda: True)
     monkeypatch.delenv("WANDB_MODE", raising=False)  # restored (offline) after the test
-    cfg = compose(smoke_overrides(tmp_path, "logger=wandb"))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # never the real server (nothing is sent)
+    # No reachability probe: this test is about an online start that fails (test_wandb_offline.py has it
+    # against real local servers).
+    cfg = compose(smoke_overrides(tmp_path, "logger=wandb", "logger.probe_timeout=0"))
     with caplog.at_level(logging.WARNING, logger="minillm.loggers"):
         loggers = minillm.loggers.make_loggers(cfg, tmp_path / "run")
     try:
