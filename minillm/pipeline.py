@@ -40,6 +40,7 @@ from minillm.resume import (
     read_checkpoint,
     resolve_ckpt_path,
 )
+from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +223,8 @@ def train(cfg) -> dict:
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
+    # read (safely: a file holding anything but our types is refused) before any model is built
+    resumed = read_checkpoint(ckpt_path) if ckpt_path is not None else None
     if ckpt_path is not None and ckpt_path.parent.name == "checkpoints":
         run_dir = ckpt_path.parent.parent  # a resumed run goes on writing into its own directory
         log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
@@ -296,11 +299,10 @@ def train(cfg) -> dict:
 
     module = build_module(cfg, student, teacher if objective_needs_teacher(cfg) else None, tokenizer, dm)
     resume_step = None
-    if ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path)
-        check_checkpoint(ckpt, ckpt_path, str(cfg.objective.name), module)
-        resume_step = resume_log_step(ckpt)
-        del ckpt
+    if resumed is not None:
+        check_checkpoint(resumed, ckpt_path, str(cfg.objective.name), module)
+        resume_step = resume_log_step(resumed)
+        del resumed
     loggers = make_loggers(cfg, run_dir, resume_step=resume_step)
     trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)
     trainer.callbacks.extend(make_eval_callbacks(cfg, dm, tokenizer, teacher))
@@ -310,7 +312,7 @@ def train(cfg) -> dict:
             module,
             datamodule=dm,
             ckpt_path=str(ckpt_path) if ckpt_path else None,
-            weights_only=False,  # our own checkpoints carry RNG states (numpy arrays)
+            weights_only=True,  # AtomicCheckpointIO loads with weights_only and our allowlist in any case
         )
     except RunInterrupted:
         for lg in loggers:
@@ -327,7 +329,7 @@ def train(cfg) -> dict:
     best = checkpoint.best_model_path
     if best:
         log.info("selected %s (%s=%s)", best, cfg.select.monitor, checkpoint.best_model_score)
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(best)["state_dict"]
         module.load_state_dict(state)
     if cfg.select.get("save_hf", True):
         student.save_pretrained(run_dir / "best_model")

@@ -22,6 +22,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
 from minillm.errors import MinillmError, RunInterrupted  # noqa: F401 - re-exported
+from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 STOP_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)) if s)
@@ -48,6 +49,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def load_checkpoint(self, path, map_location=lambda storage, loc: storage, weights_only=None) -> dict:
+        """Lightning's restore (``trainer.fit(ckpt_path=...)``) reads through here: always weights_only,
+        with our allowlist, whatever ``weights_only`` Lightning passes on (a pickle can run code)."""
+        return load_checkpoint(path, "ckpt_path", map_location=map_location)
 
 
 def rng_state() -> dict:
@@ -136,11 +142,9 @@ def resolve_ckpt_path(value, output_dir: Path) -> Path | None:
 
 
 def read_checkpoint(path: Path) -> dict:
-    try:
-        # memory-mapped: only the metadata and shapes are read here; Lightning loads the file for real
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as err:  # a truncated or foreign file
-        raise MinillmError(f"ckpt_path={path}: not a readable checkpoint ({type(err).__name__})") from None
+    # memory-mapped: only the metadata and shapes are read here; Lightning loads the file for real.
+    # Without running code from it: a file holding anything but our checkpoint's types is refused.
+    return load_checkpoint(path, "ckpt_path", mmap=True)
 
 
 def check_checkpoint(ckpt: dict, path: Path, objective: str, module) -> None:

@@ -26,6 +26,7 @@ from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
+from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
 MODELS = ("student", "teacher", "init")
@@ -114,10 +115,7 @@ def _warn_if_other_data(cfg, run_dir: Path | None) -> None:
 
 def _load_ckpt(cfg, path: Path, records):
     """A Lightning checkpoint of a run: its ``student.*`` weights in the run's (or the config's) student."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise MinillmError(f"evaluate.path={path}: cannot read the checkpoint ({err})") from None
+    ckpt = load_checkpoint(path, "evaluate.path")  # refuses a file that holds anything but our types
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     weights = {k[len("student.") :]: v for k, v in (state or {}).items() if k.startswith("student.")}
     if not weights:
