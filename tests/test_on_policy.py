@@ -1,8 +1,12 @@
-"""The MiniLLM training module's wiring: presets, α schedules, and the training forward pass agreeing
-with the rollout's recorded log-probs (so the PPO ratio starts at exactly 1)."""
+"""The MiniLLM training module's wiring: presets, α schedules, the training forward pass agreeing
+with the rollout's recorded log-probs (so the PPO ratio starts at exactly 1), dropout off in the
+updates, and a real update (through Lightning, L_PT included) against an independent float64
+computation on a hand-built round with padded rows."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -12,8 +16,8 @@ from omegaconf import OmegaConf
 from minillm.errors import MinillmError
 from minillm.models.tiny import build_model
 from minillm.objectives.policy_gradient import PGOptions
-from minillm.on_policy import alpha_at, pg_options, response_logits
-from minillm.rollout.sampler import sample_rollouts
+from minillm.on_policy import alpha_at, pg_options, response_logits, sampled_logprobs
+from minillm.rollout.sampler import Rollout, sample_rollouts
 
 
 def objective(**overrides):
@@ -253,3 +257,161 @@ def test_dropout_stays_on_when_disable_dropout_is_false(compose):
     (update,) = module.record
     assert not update["same"]
     assert update["log_ratio"].abs().max().item() > 1e-3
+
+
+class UpdateProbe:
+    """Records each update's minibatch, logs and the gradient it stepped with (no clipping configured)."""
+
+    def _update(self, mb):
+        logs = super()._update(mb)
+        grads = {n: p.grad.detach().clone() for n, p in self.student.named_parameters()}
+        self.record.append(dict(mb=mb, logs=logs, grads=grads))
+        return logs
+
+
+def hand_built_rollout(student, teacher, garbage_seed: int | None = None) -> Rollout:
+    """Four rollouts of PROMPTS with responses of 6, 3, 1 and 4 tokens (the last three closed by EOS and
+    padded), rollout-time student log-probs one update behind the current student (jittered), sampled
+    from a teacher mix with α = 0.3; per-token values 0 after EOS as the sampler writes them, or, with
+    ``garbage_seed``, random tokens, log-probs and teacher logits there."""
+    gen = torch.Generator().manual_seed(0)
+    rows, width = 4, 6
+    lengths = torch.tensor([6, 3, 1, 4])
+    m = torch.arange(width)[None] < lengths[:, None]
+    ids = torch.randint(1, VOCAB, (rows, width), generator=gen)
+    ids[1, 2] = ids[2, 0] = ids[3, 3] = EOS
+    ids = ids.masked_fill(~m, EOS)
+    zeros = torch.zeros(rows, width)
+    draft = Rollout(PROMPTS, PROMPT_MASK, ids, m.long(), zeros, None, zeros, pad_token_id=EOS)
+    with torch.no_grad():
+        student_lp = sampled_logprobs(response_logits(student.eval(), draft), ids)
+        teacher_logits = response_logits(teacher, draft)
+    teacher_lp = sampled_logprobs(teacher_logits, ids)
+    old = student_lp + 0.08 * torch.randn(rows, width, generator=gen)
+    mix = torch.logaddexp(teacher_lp + math.log(0.3), old + math.log(0.7))
+    per_token = [torch.where(m, x, 0.0) for x in (old, teacher_lp, mix)]
+    teacher_logits = teacher_logits * m[..., None]
+    if garbage_seed is not None:
+        g = torch.Generator().manual_seed(garbage_seed)
+        ids = torch.where(m, ids, torch.randint(0, VOCAB, (rows, width), generator=g))
+        per_token = [torch.where(m, x, 3 * torch.randn(rows, width, generator=g)) for x in per_token]
+        teacher_logits = torch.where(
+            m[..., None], teacher_logits, torch.randn(teacher_logits.shape, generator=g)
+        )
+    old, teacher_lp, mix = per_token
+    return Rollout(
+        PROMPTS, PROMPT_MASK, ids, m.long(), old, teacher_lp, mix, teacher_logits, pad_token_id=EOS
+    )
+
+
+PT_BLOCK = torch.tensor(
+    [[3, 9, 4, 22, 31, 7, 5, 18, 40, 2, 11, 6], [12, 8, 33, 1, 29, 14, 3, 50, 21, 9, 17, 4]]
+)
+
+
+def run_one_update(compose, monkeypatch, student, teacher, rollout, *overrides):
+    """One real round through Lightning (training_step → _start_round → _update) on ``rollout`` in
+    place of sampling, with the L_PT term on PT_BLOCK; returns the update's record."""
+    from types import SimpleNamespace
+
+    def sample(*args, keep_teacher_logits, **kwargs):
+        return dataclasses.replace(
+            rollout, teacher_logits=rollout.teacher_logits if keep_teacher_logits else None
+        )
+
+    monkeypatch.setattr("minillm.on_policy.sample_rollouts", sample)
+    cfg = module_config(compose, "objective.pt_coef=0.7", "objective.pt_batch_size=2", *overrides)
+    data = SimpleNamespace(pretrain_loader=lambda batch_size: [PT_BLOCK])
+    module = make_module(cfg, student, teacher, UpdateProbe, datamodule=data)
+    fit(module, max_steps=1)
+    (update,) = module.record
+    return cfg, update
+
+
+def reference_update(cfg, student, teacher, rollout):
+    """The update's loss and gradient, computed independently in float64: the token-by-token reference of
+    the MiniLLM loss on the rollout's valid tokens, plus pt_coef · ((1 − r)·LM + r·KL(p‖q)) on the block."""
+    from .test_policy_gradient import reference_minillm_loss
+
+    student, teacher = copy.deepcopy(student).double(), copy.deepcopy(teacher).double().eval()
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    prompt_len, width = rollout.prompt_ids.shape[1], rollout.response_ids.shape[1]
+    window = slice(prompt_len - 1, prompt_len - 1 + width)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    logits = student(**inputs).logits[:, window]
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits[:, window]
+    logprobs = logits.log_softmax(-1).gather(-1, rollout.response_ids[..., None])[..., 0]
+    loss = reference_minillm_loss(
+        logits,
+        teacher_logits,
+        logprobs,
+        rollout.student_logprobs.double(),
+        rollout.teacher_logprobs.double(),
+        rollout.mix_logprobs.double(),
+        rollout.response_mask,
+        pg_options(cfg.objective),
+    )
+    lm_logits = student(input_ids=PT_BLOCK).logits[:, :-1]
+    lm = torch.nn.functional.cross_entropy(lm_logits.reshape(-1, VOCAB), PT_BLOCK[:, 1:].reshape(-1))
+    with torch.no_grad():
+        log_p = teacher(input_ids=PT_BLOCK).logits[:, :-1].log_softmax(-1)
+    kd = (log_p.exp() * (log_p - lm_logits.log_softmax(-1))).sum(-1).mean()
+    ratio = float(cfg.objective.pt_kd_ratio)
+    pt = (1 - ratio) * lm + ratio * kd
+    total = loss + float(cfg.objective.pt_coef) * pt
+    grads = torch.autograd.grad(total, list(student.parameters()))
+    values = {"minillm": float(loss), "pt_loss": float(pt), "loss": float(total)}
+    return values, {n: g for (n, _), g in zip(student.named_parameters(), grads, strict=True)}
+
+
+def flat(grads: dict) -> torch.Tensor:
+    return torch.cat([g.double().flatten() for _, g in sorted(grads.items())])
+
+
+@pytest.mark.parametrize(("variant", "cached"), [("code", True), ("paper", False)])
+def test_an_update_through_the_module_equals_an_independent_float64_computation(
+    compose, monkeypatch, variant, cached
+):
+    """``_update`` and the L_PT term as wired in the module, on a hand-built round with padded rows and
+    rollout-time log-probs that differ from the current ones: the loss it steps on and the gradient it
+    steps with equal the reference's (teacher distributions kept from the rollout, or re-scored)."""
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    rollout = hand_built_rollout(student, teacher)
+    m = rollout.response_mask.bool()
+    assert len(set(m.sum(1).tolist())) == 4 and not m.all()
+    cfg, update = run_one_update(
+        compose,
+        monkeypatch,
+        copy.deepcopy(student),
+        teacher,
+        rollout,
+        f"objective.variant={variant}",
+        f"objective.cache_teacher_logits={str(cached).lower()}",
+    )
+    assert (update["mb"].teacher_logits is not None) == cached
+    want, grads = reference_update(cfg, student, teacher, rollout)
+    logs = {k: float(v) for k, v in update["logs"].items()}
+    assert logs["pg_loss"] + logs["single_step_loss"] == pytest.approx(want["minillm"], rel=1e-5, abs=1e-7)
+    assert logs["pt_loss"] == pytest.approx(want["pt_loss"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    got, expected = flat(update["grads"]), flat(grads)
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+
+
+def test_an_update_ignores_everything_after_eos(compose, monkeypatch):
+    """Tokens, log-probs and teacher logits after EOS in the round's buffer change nothing in the update."""
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    updates = [
+        run_one_update(
+            compose, monkeypatch, copy.deepcopy(student), teacher, hand_built_rollout(student, teacher, g)
+        )[1]
+        for g in (None, 1)
+    ]
+    clean, garbage = updates
+    assert not torch.equal(clean["mb"].response_ids, garbage["mb"].response_ids)
+    for key, value in clean["logs"].items():
+        assert float(garbage["logs"][key]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+    torch.testing.assert_close(flat(garbage["grads"]), flat(clean["grads"]), rtol=1e-5, atol=1e-7)
