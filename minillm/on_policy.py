@@ -91,6 +91,7 @@ class OnPolicyModule(DistillModule):
         self.automatic_optimization = False
         self.obj = cfg.objective
         self.options = pg_options(cfg.objective)
+        self.disable_dropout = bool(cfg.objective.get("disable_dropout", True))
         alpha_at(cfg.objective, 0.0)  # validates the schedule before training starts
         self.datamodule_ref = datamodule
         self.rollout_gen: torch.Generator | None = None
@@ -106,10 +107,26 @@ class OnPolicyModule(DistillModule):
     def on_fit_start(self):
         super().on_fit_start()
         self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
-        if self.obj.get("disable_dropout", True):
-            for m in self.student.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.p = 0.0
+        if self.disable_dropout and getattr(self.student, "is_gradient_checkpointing", False):
+            log.warning(
+                "objective.disable_dropout runs the updates in eval mode, where Hugging Face models skip "
+                "gradient checkpointing: set objective.disable_dropout=false to keep it"
+            )
+        # the mode is set at each round and each update (not here: Lightning would warn about
+        # modules in eval mode at the start of training)
+
+    def _set_update_mode(self) -> None:
+        """Put the student in the mode the updates run in.
+
+        Rollouts are sampled in eval mode. With ``objective.disable_dropout`` (the default) the updates
+        run in eval mode too, as in the authors' code: every form of dropout is then off, not only
+        ``nn.Dropout`` modules but also the dropout Hugging Face models apply functionally from config
+        floats when ``self.training`` (OPT's dropout, activation_dropout and layerdrop, Llama's and
+        Qwen's attention_dropout), so the PPO ratio q_θ/q_old of the first inner step is 1 (up to float
+        rounding between the decoding and the teacher-forced pass). Gradients flow in eval mode as in train mode. Set before every update, so nothing that
+        changes the mode in between (validation, a callback) can turn dropout back on.
+        """
+        self.student.train(not self.disable_dropout)
 
     def total_steps(self) -> int:
         """Optimizer steps in the whole run (for the schedules)."""
@@ -185,7 +202,7 @@ class OnPolicyModule(DistillModule):
             generator=self.rollout_gen,
             keep_teacher_logits=self.cache_teacher_logits(),
         )
-        self.student.train()
+        self._set_update_mode()
         self.buffer.clear()
         self.buffer.add(rollout)
         n, size = len(rollout), self.obj.mini_batch_size
@@ -275,6 +292,7 @@ class OnPolicyModule(DistillModule):
         """
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
+        self._set_update_mode()
         mb = mb.to(self.device)
         logits = response_logits(self.student, mb)
         mask = mb.response_mask

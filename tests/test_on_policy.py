@@ -1,8 +1,12 @@
-"""The MiniLLM training module's wiring: presets, α schedules, and the training forward pass agreeing
-with the rollout's recorded log-probs (so the PPO ratio starts at exactly 1)."""
+"""The MiniLLM training module's wiring: presets, α schedules, the training forward pass agreeing
+with the rollout's recorded log-probs (so the PPO ratio starts at exactly 1), dropout off in the
+updates, and a real update (through Lightning, L_PT included) against an independent float64
+computation on a hand-built round with padded rows."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import pytest
@@ -12,8 +16,8 @@ from omegaconf import OmegaConf
 from minillm.errors import MinillmError
 from minillm.models.tiny import build_model
 from minillm.objectives.policy_gradient import PGOptions
-from minillm.on_policy import alpha_at, pg_options, response_logits
-from minillm.rollout.sampler import sample_rollouts
+from minillm.on_policy import alpha_at, pg_options, response_logits, sampled_logprobs
+from minillm.rollout.sampler import Rollout, sample_rollouts
 
 
 def objective(**overrides):
@@ -90,3 +94,324 @@ def test_training_forward_reproduces_rollout_logprobs(model_type):
     m = rollout.response_mask.bool()
     torch.testing.assert_close(logprobs[m], rollout.student_logprobs[m], atol=1e-5, rtol=0)
     torch.testing.assert_close(t_logits[m], rollout.teacher_logits[m], atol=1e-5, rtol=0)
+
+
+# =========================================================================== the module, through Lightning
+
+VOCAB, EOS = 60, 0
+TEACHER_ARCH = dict(
+    model_type="llama",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
+# Students whose dropout is applied functionally from config floats (F.dropout(..., training=self.training),
+# the attention interface's dropout=), not by nn.Dropout modules.
+DROPOUT_STUDENTS = {
+    "opt": dict(
+        model_type="opt",
+        hidden_size=32,
+        ffn_dim=64,
+        word_embed_proj_dim=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+    ),
+    "llama": {**TEACHER_ARCH, "attention_dropout": 0.1},
+    "qwen2": dict(
+        model_type="qwen2",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        attention_dropout=0.1,
+    ),
+}
+PROMPTS = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12], [0, 0, 0, 0, 13], [0, 14, 15, 16, 17]])
+PROMPT_MASK = (PROMPTS != 0).long()
+
+
+def module_config(compose, *overrides):
+    """The real reverse_kld config (smoke sizes), one update of 4 rollouts per round unless overridden."""
+    return compose(
+        [
+            "objective=reverse_kld",
+            "debug=smoke",
+            "student=tiny_llama",
+            "teacher=tiny_random",
+            "logger=none",
+            "objective.num_rollouts=4",
+            "objective.mini_batch_size=4",
+            "objective.ppo_epochs=1",
+            "objective.max_new_tokens=6",
+            "optim.grad_clip=0",  # no clipping: p.grad after an update is the loss's own gradient
+            *overrides,
+        ]
+    )
+
+
+def make_module(cfg, student, teacher, probe, datamodule=None):
+    """An OnPolicyModule with ``probe`` mixed in before it (a class whose ``_update`` calls super)."""
+    from types import SimpleNamespace
+
+    from minillm.on_policy import OnPolicyModule
+
+    cls = type("Probed", (probe, OnPolicyModule), {})
+    tokenizer = SimpleNamespace(eos_token_id=EOS, pad_token_id=EOS)
+    module = cls(student, cfg, tokenizer, teacher=teacher, datamodule=datamodule)
+    module.record = []
+    return module
+
+
+def fit(module, max_steps: int, validate: bool = False):
+    """A real Lightning fit: ``max_steps`` rounds over the same prompt batch, optionally validating between."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    batch = {"input_ids": PROMPTS, "attention_mask": PROMPT_MASK}
+    labels = PROMPTS.masked_fill(PROMPT_MASK == 0, -100)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=max_steps,
+        max_epochs=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1 if validate else 0,
+    )
+    trainer.fit(
+        module,
+        train_dataloaders=DataLoader([batch], batch_size=None),
+        val_dataloaders=DataLoader([{**batch, "labels": labels}], batch_size=None) if validate else None,
+    )
+    return trainer
+
+
+class DropoutProbe:
+    """Records, for each update, the log-ratio log q_θ − log q_old of the update's own first forward
+    (a forward hook sees it), the student's mode, and whether two more forwards in that mode agree."""
+
+    def _update(self, mb):
+        from minillm.on_policy import response_logits, sampled_logprobs
+
+        start = len(self.forwards)
+        logs = super()._update(mb)
+        logits = self.forwards[start][:, : mb.response_ids.shape[1]]
+        mask = mb.response_mask.bool()
+        log_ratio = sampled_logprobs(logits, mb.response_ids) - mb.student_logprobs
+        first, second = (response_logits(self.student, mb) for _ in range(2))
+        self.record.append(
+            dict(logs=logs, log_ratio=log_ratio[mask], same=torch.equal(first, second), n=int(mask.sum()))
+        )
+        return logs
+
+
+@pytest.mark.parametrize("model_type", sorted(DROPOUT_STUDENTS))
+def test_dropout_is_off_in_the_updates(compose, model_type):
+    """Rollouts are sampled in eval mode; with objective.disable_dropout (the default) the updates must
+    see the same function whatever form the student's dropout takes (OPT's dropout and Llama's / Qwen's
+    attention dropout are functional, read from config floats): the PPO ratio of each round's first
+    inner step is 1 up to float rounding, and two forwards in the update's mode agree bit for bit.
+    Two rounds with a validation run between them (Lightning restores modes after validating)."""
+    cfg = module_config(compose, "objective.teacher_mix_alpha=0.0")  # w_t = 1: the logged ratio is q/q_old
+    assert cfg.objective.disable_dropout is True
+    student = build_model(DROPOUT_STUDENTS[model_type], VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    module = make_module(cfg, student, teacher, DropoutProbe)
+    module.forwards = []
+    student.register_forward_hook(
+        lambda m, args, out: module.forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
+    )
+    fit(module, max_steps=2, validate=True)
+    assert len(module.record) == 2
+    for update in module.record:
+        assert update["n"] > 4
+        worst = update["log_ratio"].abs().max().item()
+        assert worst < 1e-5, f"first inner step: |log q_θ - log q_old| up to {worst:.3g} (dropout on?)"
+        assert update["same"], "two forwards in the update's mode differ: dropout is on"
+        assert abs(float(update["logs"]["ratio_mean"]) - 1.0) < 1e-5
+        assert float(update["logs"]["clip_frac"]) == 0.0
+
+
+def test_dropout_stays_on_when_disable_dropout_is_false(compose):
+    """The switch does something: with objective.disable_dropout=false an OPT student's updates do
+    run with its dropout (so the test above can tell the two apart)."""
+    cfg = module_config(compose, "objective.teacher_mix_alpha=0.0", "objective.disable_dropout=false")
+    student = build_model(DROPOUT_STUDENTS["opt"], VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    module = make_module(cfg, student, teacher, DropoutProbe)
+    module.forwards = []
+    student.register_forward_hook(
+        lambda m, args, out: module.forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
+    )
+    fit(module, max_steps=1)
+    (update,) = module.record
+    assert not update["same"]
+    assert update["log_ratio"].abs().max().item() > 1e-3
+
+
+class UpdateProbe:
+    """Records each update's minibatch, logs and the gradient it stepped with (no clipping configured)."""
+
+    def _update(self, mb):
+        logs = super()._update(mb)
+        grads = {n: p.grad.detach().clone() for n, p in self.student.named_parameters()}
+        self.record.append(dict(mb=mb, logs=logs, grads=grads))
+        return logs
+
+
+def hand_built_rollout(student, teacher, garbage_seed: int | None = None) -> Rollout:
+    """Four rollouts of PROMPTS with responses of 6, 3, 1 and 4 tokens (the last three closed by EOS and
+    padded), rollout-time student log-probs one update behind the current student (jittered), sampled
+    from a teacher mix with α = 0.3; per-token values 0 after EOS as the sampler writes them, or, with
+    ``garbage_seed``, random tokens, log-probs and teacher logits there."""
+    gen = torch.Generator().manual_seed(0)
+    rows, width = 4, 6
+    lengths = torch.tensor([6, 3, 1, 4])
+    m = torch.arange(width)[None] < lengths[:, None]
+    ids = torch.randint(1, VOCAB, (rows, width), generator=gen)
+    ids[1, 2] = ids[2, 0] = ids[3, 3] = EOS
+    ids = ids.masked_fill(~m, EOS)
+    zeros = torch.zeros(rows, width)
+    draft = Rollout(PROMPTS, PROMPT_MASK, ids, m.long(), zeros, None, zeros, pad_token_id=EOS)
+    with torch.no_grad():
+        student_lp = sampled_logprobs(response_logits(student.eval(), draft), ids)
+        teacher_logits = response_logits(teacher, draft)
+    teacher_lp = sampled_logprobs(teacher_logits, ids)
+    old = student_lp + 0.08 * torch.randn(rows, width, generator=gen)
+    mix = torch.logaddexp(teacher_lp + math.log(0.3), old + math.log(0.7))
+    per_token = [torch.where(m, x, 0.0) for x in (old, teacher_lp, mix)]
+    teacher_logits = teacher_logits * m[..., None]
+    if garbage_seed is not None:
+        g = torch.Generator().manual_seed(garbage_seed)
+        ids = torch.where(m, ids, torch.randint(0, VOCAB, (rows, width), generator=g))
+        per_token = [torch.where(m, x, 3 * torch.randn(rows, width, generator=g)) for x in per_token]
+        teacher_logits = torch.where(
+            m[..., None], teacher_logits, torch.randn(teacher_logits.shape, generator=g)
+        )
+    old, teacher_lp, mix = per_token
+    return Rollout(
+        PROMPTS, PROMPT_MASK, ids, m.long(), old, teacher_lp, mix, teacher_logits, pad_token_id=EOS
+    )
+
+
+PT_BLOCK = torch.tensor(
+    [[3, 9, 4, 22, 31, 7, 5, 18, 40, 2, 11, 6], [12, 8, 33, 1, 29, 14, 3, 50, 21, 9, 17, 4]]
+)
+
+
+def run_one_update(compose, monkeypatch, student, teacher, rollout, *overrides):
+    """One real round through Lightning (training_step → _start_round → _update) on ``rollout`` in
+    place of sampling, with the L_PT term on PT_BLOCK; returns the update's record."""
+    from types import SimpleNamespace
+
+    def sample(*args, keep_teacher_logits, **kwargs):
+        return dataclasses.replace(
+            rollout, teacher_logits=rollout.teacher_logits if keep_teacher_logits else None
+        )
+
+    monkeypatch.setattr("minillm.on_policy.sample_rollouts", sample)
+    cfg = module_config(compose, "objective.pt_coef=0.7", "objective.pt_batch_size=2", *overrides)
+    data = SimpleNamespace(pretrain_loader=lambda batch_size: [PT_BLOCK])
+    module = make_module(cfg, student, teacher, UpdateProbe, datamodule=data)
+    fit(module, max_steps=1)
+    (update,) = module.record
+    return cfg, update
+
+
+def reference_update(cfg, student, teacher, rollout):
+    """The update's loss and gradient, computed independently in float64: the token-by-token reference of
+    the MiniLLM loss on the rollout's valid tokens, plus pt_coef · ((1 − r)·LM + r·KL(p‖q)) on the block."""
+    from .test_policy_gradient import reference_minillm_loss
+
+    student, teacher = copy.deepcopy(student).double(), copy.deepcopy(teacher).double().eval()
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    prompt_len, width = rollout.prompt_ids.shape[1], rollout.response_ids.shape[1]
+    window = slice(prompt_len - 1, prompt_len - 1 + width)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    logits = student(**inputs).logits[:, window]
+    with torch.no_grad():
+        teacher_logits = teacher(**inputs).logits[:, window]
+    logprobs = logits.log_softmax(-1).gather(-1, rollout.response_ids[..., None])[..., 0]
+    loss = reference_minillm_loss(
+        logits,
+        teacher_logits,
+        logprobs,
+        rollout.student_logprobs.double(),
+        rollout.teacher_logprobs.double(),
+        rollout.mix_logprobs.double(),
+        rollout.response_mask,
+        pg_options(cfg.objective),
+    )
+    lm_logits = student(input_ids=PT_BLOCK).logits[:, :-1]
+    lm = torch.nn.functional.cross_entropy(lm_logits.reshape(-1, VOCAB), PT_BLOCK[:, 1:].reshape(-1))
+    with torch.no_grad():
+        log_p = teacher(input_ids=PT_BLOCK).logits[:, :-1].log_softmax(-1)
+    kd = (log_p.exp() * (log_p - lm_logits.log_softmax(-1))).sum(-1).mean()
+    ratio = float(cfg.objective.pt_kd_ratio)
+    pt = (1 - ratio) * lm + ratio * kd
+    total = loss + float(cfg.objective.pt_coef) * pt
+    grads = torch.autograd.grad(total, list(student.parameters()))
+    values = {"minillm": float(loss), "pt_loss": float(pt), "loss": float(total)}
+    return values, {n: g for (n, _), g in zip(student.named_parameters(), grads, strict=True)}
+
+
+def flat(grads: dict) -> torch.Tensor:
+    return torch.cat([g.double().flatten() for _, g in sorted(grads.items())])
+
+
+@pytest.mark.parametrize(("variant", "cached"), [("code", True), ("paper", False)])
+def test_an_update_through_the_module_equals_an_independent_float64_computation(
+    compose, monkeypatch, variant, cached
+):
+    """``_update`` and the L_PT term as wired in the module, on a hand-built round with padded rows and
+    rollout-time log-probs that differ from the current ones: the loss it steps on and the gradient it
+    steps with equal the reference's (teacher distributions kept from the rollout, or re-scored)."""
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    rollout = hand_built_rollout(student, teacher)
+    m = rollout.response_mask.bool()
+    assert len(set(m.sum(1).tolist())) == 4 and not m.all()
+    cfg, update = run_one_update(
+        compose,
+        monkeypatch,
+        copy.deepcopy(student),
+        teacher,
+        rollout,
+        f"objective.variant={variant}",
+        f"objective.cache_teacher_logits={str(cached).lower()}",
+    )
+    assert (update["mb"].teacher_logits is not None) == cached
+    want, grads = reference_update(cfg, student, teacher, rollout)
+    logs = {k: float(v) for k, v in update["logs"].items()}
+    assert logs["pg_loss"] + logs["single_step_loss"] == pytest.approx(want["minillm"], rel=1e-5, abs=1e-7)
+    assert logs["pt_loss"] == pytest.approx(want["pt_loss"], rel=1e-5)
+    assert logs["loss"] == pytest.approx(want["loss"], rel=1e-5)
+    got, expected = flat(update["grads"]), flat(grads)
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+
+
+def test_an_update_ignores_everything_after_eos(compose, monkeypatch):
+    """Tokens, log-probs and teacher logits after EOS in the round's buffer change nothing in the update."""
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    updates = [
+        run_one_update(
+            compose, monkeypatch, copy.deepcopy(student), teacher, hand_built_rollout(student, teacher, g)
+        )[1]
+        for g in (None, 1)
+    ]
+    clean, garbage = updates
+    assert not torch.equal(clean["mb"].response_ids, garbage["mb"].response_ids)
+    for key, value in clean["logs"].items():
+        assert float(garbage["logs"][key]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+    torch.testing.assert_close(flat(garbage["grads"]), flat(clean["grads"]), rtol=1e-5, atol=1e-7)
