@@ -99,6 +99,11 @@ def validate_config(cfg) -> None:
     budget = _get(cfg, "objective.teacher_cache_mb")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0):
         raise MinillmError(f"objective.teacher_cache_mb={budget!r}: must be a size in MiB >= 0, or null")
+    if _get(cfg, "teacher.name") == "none" and (_get(cfg, "teacher.path") or _get(cfg, "teacher.arch")):
+        key = "teacher.path" if _get(cfg, "teacher.path") else "teacher.arch"
+        raise MinillmError(
+            f"{key} is set while teacher=none (no teacher): use teacher=hf teacher.path=..., or drop {key}"
+        )
     for model in ("teacher", "student"):
         path, arch = _get(cfg, f"{model}.path"), _get(cfg, f"{model}.arch")
         if path and arch:

@@ -128,6 +128,10 @@ def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
             r"^student\.path=/models/x and student\.arch are both set: the path is loaded and student\.arch is",
         ),
         (["teacher=tiny_random", "teacher.path=/models/x"], r"^teacher\.path=/models/x and teacher\.arch"),
+        (
+            ["objective=sft", "teacher=none", "teacher.path=/models/x"],
+            r"^teacher\.path is set while teacher=none \(no teacher\): use teacher=hf",
+        ),
     ],
 )
 def test_a_key_the_chosen_config_ignores_is_refused(compose, overrides, message):
