@@ -16,7 +16,13 @@ import torch
 
 from minillm.errors import MinillmError
 from minillm.objectives.supervised import sft_loss, word_kd_loss
-from minillm.resume import RunInterrupted, rng_state, set_rng_state, stop_callback
+from minillm.resume import (
+    RunInterrupted,
+    fix_epoch_end_checkpoint,
+    rng_state,
+    set_rng_state,
+    stop_callback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,9 @@ class DistillModule(L.LightningModule):
         self._in_batch = False  # between on_train_batch_start and on_train_batch_end
         self._resume_state: dict | None = None
         self._stop_log_step: int | None = None
+        self._schedule_steps: int | None = None  # optimizer steps the schedules span (configure_optimizers)
+        self._config: dict | None = None  # the resolved config, as plain containers, for the checkpoint
+        self._resume_log_step: int | None = None  # set at the first batch after a resume
 
     def on_fit_start(self):
         self.teacher.to(self.device)
@@ -110,8 +119,15 @@ class DistillModule(L.LightningModule):
         data = sampler.state_dict() if sampler is not None else None
         if data is not None and self._in_batch and not self.batch_in_progress():
             data["consumed"] += 1  # saved at the end of this batch, after its update
+        if self._config is None:
+            from omegaconf import OmegaConf
+
+            self._config = OmegaConf.to_container(self.cfg, resolve=True)
         checkpoint["minillm"] = {
             "objective": str(self.cfg.objective.name),
+            # plain dicts / lists / scalars: readable with torch.load(weights_only=True); a resume compares it
+            "config": self._config,
+            "schedule_steps": self._schedule_steps,
             "rng": rng_state(),
             "data": data,
             "bad_steps": self.bad_steps,
@@ -131,6 +147,15 @@ class DistillModule(L.LightningModule):
             return
         self._resume_state = state
         dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and state.get("data") is not None and hasattr(dm, "train_batches_in_epoch"):
+            # written at the end of the run's last epoch: training goes on past it, to this run's limits
+            where = fix_epoch_end_checkpoint(
+                checkpoint, dm.train_batches_in_epoch(int(state["data"]["epoch"]))
+            )
+            if where == "inside":
+                log.info(
+                    "the checkpoint's epoch was cut short by the run's limit: training goes on inside it"
+                )
         if dm is not None and state.get("data") is not None:
             if getattr(dm, "train_sampler", None) is not None:
                 dm.train_sampler.load_state_dict(state["data"])
@@ -145,9 +170,25 @@ class DistillModule(L.LightningModule):
         set_rng_state(state["rng"])
         self.bad_steps = int(state.get("bad_steps", 0))
         self.load_extra_state(state)
+        self._resume_log_step = state.get("log_step")
         log.info("resumed at step %d with the saved RNG, data position and state", self.global_step)
+        saved = state.get("schedule_steps")
+        if saved is not None and saved != self._schedule_steps:
+            log.warning(
+                "the schedule's horizon changed: the checkpoint's schedules spanned %d optimizer steps, "
+                "this run's span %d (optim.schedule=%s, warm-up %d%s)",
+                saved,
+                self._schedule_steps,
+                self.cfg.optim.schedule,
+                int(self.cfg.optim.warmup_steps),
+                ": the learning rate is unchanged" if self.cfg.optim.schedule == "constant" else "",
+            )
 
     def on_train_batch_start(self, batch, batch_idx):
+        if self._resume_log_step is not None:
+            # the logging step the checkpoint goes on from, whatever Lightning's restart counted
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_log_step
+            self._resume_log_step = None
         if not self.batch_in_progress():
             self.stop_if_requested()
         self._in_batch = True
@@ -257,5 +298,6 @@ class DistillModule(L.LightningModule):
     def configure_optimizers(self):
         optimizer = build_optimizer(self.student.parameters(), self.cfg.optim)
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        self._schedule_steps = total
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.cfg.optim, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

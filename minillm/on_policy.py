@@ -138,8 +138,9 @@ class OnPolicyModule(DistillModule):
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.student.parameters(), self.cfg.optim)
+        self._schedule_steps = self.total_steps()  # the lr's and (without alpha_steps) the α schedule's
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.cfg.optim, self.total_steps())
+            optimizer, lr_lambda(self.cfg.optim, self._schedule_steps)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +38,8 @@ from minillm.resume import (
     GracefulStop,
     RunInterrupted,
     check_checkpoint,
+    check_config,
+    fix_epoch_end_checkpoint,
     read_checkpoint,
     resolve_ckpt_path,
 )
@@ -157,6 +160,15 @@ def resume_log_step(ckpt: dict) -> int:
     return int(loop.get("_batches_that_stepped", 0)) + 1
 
 
+def continue_csv(source: Path, run_dir: Path) -> None:
+    """``ckpt_path=last`` picked a run beside this one: this run's CSV starts with that run's rows (those
+    after the checkpoint are dropped by the logger); that run's folder is only read."""
+    src, dst = source / "csv" / "metrics.csv", run_dir / "csv" / "metrics.csv"
+    if src.is_file() and not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
 def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
     """Sampling evaluation of ``model`` on each split in eval.splits.
 
@@ -222,12 +234,20 @@ def train(cfg) -> dict:
 
     validate_config(cfg)
     run_dir = Path(cfg.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir)
-    # read (safely: a file holding anything but our types is refused) before any model is built
-    resumed = read_checkpoint(ckpt_path) if ckpt_path is not None else None
-    if ckpt_path is not None and ckpt_path.parent.name == "checkpoints":
-        run_dir = ckpt_path.parent.parent  # a resumed run goes on writing into its own directory
+    config = OmegaConf.to_container(cfg, resolve=True)
+    allow_change = bool((cfg.get("resume") or {}).get("allow_config_change", False))
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, config, allow_change)
+    explicit = ckpt_path is not None and str(cfg.get("ckpt_path")) != "last"
+    if explicit and ckpt_path.parent.name == "checkpoints":
+        # the user pointed at that run's checkpoint: the run goes on writing into its own directory
+        run_dir = ckpt_path.parent.parent
         log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
+    # read (safely: a file holding anything but our types is refused) before any model is built, and
+    # check the objective and the config
+    resumed = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+    if resumed is not None:
+        check_checkpoint(resumed, ckpt_path, str(cfg.objective.name))
+        check_config(resumed, ckpt_path, config, allow_change)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
@@ -301,7 +321,12 @@ def train(cfg) -> dict:
     resume_step = None
     if resumed is not None:
         check_checkpoint(resumed, ckpt_path, str(cfg.objective.name), module)
+        data = (resumed.get("minillm") or {}).get("data")
+        if data is not None:  # as the module does when Lightning loads it (the logging step depends on it)
+            fix_epoch_end_checkpoint(resumed, dm.train_batches_in_epoch(int(data["epoch"])))
         resume_step = resume_log_step(resumed)
+        if ckpt_path.parent.name == "checkpoints" and ckpt_path.parents[1] != run_dir:
+            continue_csv(ckpt_path.parents[1], run_dir)
         del resumed
     loggers = make_loggers(cfg, run_dir, resume_step=resume_step)
     trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)

@@ -122,19 +122,167 @@ def stop_callback(trainer) -> GracefulStop | None:
     return next((c for c in trainer.callbacks if isinstance(c, GracefulStop)), None)
 
 
-def resolve_ckpt_path(value, output_dir: Path) -> Path | None:
-    """``ckpt_path``: null, a file, or ``last`` (newest ``*/checkpoints/last.ckpt`` beside this run)."""
+# Keys that bound a run, name it, or say where its files and logs go: a checkpoint resumes with other values
+# of these (a longer run, another output folder, no W&B). Every other key changes what training does, and a
+# checkpoint trained with another value is refused unless resume.allow_config_change=true.
+RUN_BOUND_KEYS = (
+    "ckpt_path",
+    "resume",
+    "output_dir",
+    "run_name",
+    "experiment_name",
+    "arm_name",
+    "cache_dir",
+    "assets_dir",
+    "scaling_models",
+    "logger",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.stop_at_step",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "trainer.num_threads",
+    "eval.compare",
+    "eval.splits",
+    "eval.num_samples",
+    "eval.seeds",
+    "select.save_hf",
+)
+LIMIT_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")
+_ABSENT = "<absent>"
+
+
+def _flatten(tree, prefix: str = ""):
+    if isinstance(tree, dict) and tree:
+        for key, value in tree.items():
+            yield from _flatten(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], tree
+
+
+def _same(a, b) -> bool:
+    """Equal values of the same type (``1`` steps and ``1.0`` epoch differ for val_check_interval)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def run_bound(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RUN_BOUND_KEYS)
+
+
+def config_differences(
+    saved: dict, current: dict, *, bound: bool = False
+) -> list[tuple[str, object, object]]:
+    """``(key, saved value, current value)`` for every key that differs, in the current config's order;
+    the keys that change training, or with ``bound`` only the run-bound ones."""
+    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    keys = [*new, *(k for k in old if k not in new)]
+    return [
+        (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
+        for k in keys
+        if run_bound(k) == bound and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+    ]
+
+
+def checkpoint_config(ckpt: dict, path: Path) -> dict | None:
+    """The resolved config a checkpoint was trained with: ``checkpoint["minillm"]["config"]``, or for a
+    checkpoint written before it carried one, its run folder's ``config.yaml``; None when neither exists."""
+    config = (ckpt.get("minillm") or {}).get("config")
+    if config is not None:
+        return config
+    saved = Path(path).parent.parent / "config.yaml"
+    if Path(path).parent.name == "checkpoints" and saved.is_file():
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    return None
+
+
+def describe_difference(diff: tuple[str, object, object]) -> str:
+    key, saved, current = diff
+    return f"trained with {key}={saved}, this run has {key}={current}"
+
+
+def check_config(ckpt: dict, path: Path, current: dict, allow_change: bool = False) -> None:
+    """Refuse (one line naming the first differing key) a checkpoint trained with a config that differs
+    in a key that changes training; with ``allow_change`` say so and go on. Log limit changes."""
+    saved = checkpoint_config(ckpt, path)
+    if saved is None:
+        log.warning("ckpt_path=%s carries no config: only its objective and model shapes are checked", path)
+        return
+    diffs = config_differences(saved, current)
+    if diffs and not allow_change:
+        raise MinillmError(
+            f"ckpt_path={path}: the checkpoint was {describe_difference(diffs[0])}; only keys that bound a "
+            f"run (max_steps, max_epochs, max_time, logger, ...) may change on resume "
+            f"(resume.allow_config_change=true resumes it anyway)"
+        )
+    if diffs:
+        log.warning(
+            "resume.allow_config_change=true: resuming a checkpoint trained with another config (%s)",
+            "; ".join(f"{k}: {a} -> {b}" for k, a, b in diffs),
+        )
+    limits = [d for d in config_differences(saved, current, bound=True) if d[0] in LIMIT_KEYS]
+    if limits:
+        log.info(
+            "the run's limits changed since the checkpoint: %s",
+            ", ".join(f"{k} {a} -> {b}" for k, a, b in limits),
+        )
+
+
+def resolve_ckpt_path(
+    value, output_dir: Path, current: dict | None = None, allow_change: bool = False
+) -> Path | None:
+    """``ckpt_path``: null, a file, or ``last``.
+
+    ``last`` is this run's own ``checkpoints/last.ckpt`` when its folder has one; otherwise the newest
+    ``*/checkpoints/last.ckpt`` beside it whose config (``current``, resolved) differs only in run-bound
+    keys (with ``allow_change``: the newest, whatever its config).
+    """
     if value in (None, ""):
         return None
     if str(value) == "last":
+        own = Path(output_dir) / "checkpoints" / "last.ckpt"
+        if own.is_file():
+            log.info("ckpt_path=last: resuming this run's own checkpoint %s", own)
+            return own
         parent = Path(output_dir).parent
         found = sorted(
             (p for p in parent.glob("*/checkpoints/last.ckpt") if p.parents[1] != Path(output_dir)),
             key=lambda p: p.stat().st_mtime,
+            reverse=True,
         )
         if not found:
-            raise MinillmError(f"ckpt_path=last: no */checkpoints/last.ckpt under {parent}")
-        return found[-1]
+            raise MinillmError(
+                f"ckpt_path=last: no checkpoints/last.ckpt in {output_dir} nor in a run beside it under {parent}"
+            )
+        refused = []
+        for path in found:
+            try:
+                saved = checkpoint_config(read_checkpoint(path), path)
+            except MinillmError as err:
+                refused.append((path, f"not readable ({err})"))
+                continue
+            diffs = None if saved is None or current is None else config_differences(saved, current)
+            if allow_change or diffs == []:
+                log.info(
+                    "ckpt_path=last: no checkpoint in %s; resuming the newest run beside it with the same "
+                    "config, %s (that run's folder is left as it is; this run writes into %s)",
+                    output_dir,
+                    path,
+                    output_dir,
+                )
+                return path
+            why = "written without its config" if saved is None else describe_difference(diffs[0])
+            refused.append((path, why))
+        path, why = refused[0]
+        raise MinillmError(
+            f"ckpt_path=last: no checkpoint in {output_dir}, and none of the {len(found)} runs beside it "
+            f"has this run's config (the newest, {path}, was {why}); pass ckpt_path=PATH to choose one, "
+            f"with resume.allow_config_change=true to resume it anyway"
+        )
     path = Path(str(value))
     if not path.is_file():
         raise MinillmError(f"ckpt_path={value}: checkpoint file does not exist")
@@ -147,9 +295,9 @@ def read_checkpoint(path: Path) -> dict:
     return load_checkpoint(path, "ckpt_path", mmap=True)
 
 
-def check_checkpoint(ckpt: dict, path: Path, objective: str, module) -> None:
-    """The checkpoint must come from the same objective and a student of the same shapes."""
-    meta = ckpt.get("minillm")
+def check_checkpoint(ckpt: dict, path: Path, objective: str, module=None) -> None:
+    """The checkpoint must come from the same objective and (given ``module``) a student of the same shapes."""
+    meta = ckpt.get("minillm") if isinstance(ckpt, dict) else None
     if meta is None:
         raise MinillmError(f"ckpt_path={path}: not a minillm training checkpoint (no 'minillm' state)")
     if meta.get("objective") != objective:
@@ -157,6 +305,8 @@ def check_checkpoint(ckpt: dict, path: Path, objective: str, module) -> None:
             f"ckpt_path={path}: checkpoint is from objective={meta.get('objective')}, "
             f"this run is objective={objective}"
         )
+    if module is None:
+        return
     have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     saved = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
     if have != saved:
@@ -164,3 +314,73 @@ def check_checkpoint(ckpt: dict, path: Path, objective: str, module) -> None:
         raise MinillmError(
             f"ckpt_path={path}: checkpoint holds a different student model (first mismatch: {diff[0][0]})"
         )
+
+
+def _zero(counters: dict) -> None:
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            _zero(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            counters[key] = 0
+
+
+def fix_epoch_end_checkpoint(ckpt: dict, batches_in_epoch: int) -> str | None:
+    """Make a checkpoint written at the end of a run's last epoch resumable past it, to a larger limit.
+
+    Such a checkpoint is written in ``on_train_epoch_end``, where Lightning has counted the epoch as
+    processed but not yet completed, and resuming it goes wrong in two ways:
+
+    - the run stopped at ``trainer.max_steps`` / ``max_time`` *inside* the epoch (the data position,
+      ``checkpoint["minillm"]["data"]``, has batches left): with ``max_epochs=1`` the continued run ends at
+      once, and a larger ``max_epochs`` counts the cut epoch as a whole one. Rewritten to the loop state
+      of a checkpoint taken at that step inside the epoch: ``"inside"``.
+    - the epoch ran to its end and ``trainer.max_steps`` is set: Lightning restores it as a restart at the
+      end of an epoch, whose counters say the epoch's batches are all done, and trains nothing in the next
+      epoch. Rewritten to the loop state at the start of the next epoch: ``"next"``.
+
+    Lightning's restart may or may not count one more logging step (it depends on whether it takes the
+    restored batch for one that validated), so the logging step training goes on from is also written to
+    ``checkpoint["minillm"]["log_step"]``, which the module sets at its first batch.
+    Returns which, or None when the checkpoint was not written at the end of an epoch.
+    """
+    data = (ckpt.get("minillm") or {}).get("data")
+    fit = (ckpt.get("loops") or {}).get("fit_loop")
+    if data is None or fit is None:
+        return None
+    progress = fit.get("epoch_progress", {})
+    parts = [progress.get("total"), progress.get("current")]
+    ended = all(
+        p is not None and p["ready"] == p["started"] == p["processed"] == p["completed"] + 1 for p in parts
+    )
+    if not ended:
+        return None
+    loop = fit.get("epoch_loop.state_dict") or {}
+    if "_batches_that_stepped" in loop and ckpt["minillm"].get("log_step") is None:
+        ckpt["minillm"]["log_step"] = int(loop["_batches_that_stepped"])  # at the end of an epoch: counted
+    if int(data["consumed"]) < batches_in_epoch:
+        for part in parts:
+            part["processed"] -= 1
+        return "inside"
+    for part in parts:
+        part["completed"] = part["processed"]
+    # what Lightning resets when an epoch starts: the per-epoch ("current") counters
+    for key in (
+        "epoch_loop.batch_progress",
+        "epoch_loop.scheduler_progress",
+        "epoch_loop.automatic_optimization.optim_progress",
+        "epoch_loop.manual_optimization.optim_step_progress",
+    ):
+        counters = fit.get(key) or {}
+        for name, value in counters.items():
+            if name == "current":
+                _zero(value)
+            elif isinstance(value, dict):  # the optimizer's step / zero_grad progress
+                for sub in value.values():
+                    if isinstance(sub, dict) and "current" in sub:
+                        _zero(sub["current"])
+    if "is_last_batch" in (fit.get("epoch_loop.batch_progress") or {}):
+        fit["epoch_loop.batch_progress"]["is_last_batch"] = False
+    val = fit.get("epoch_loop.val_loop.batch_progress") or {}
+    if "total" in val:
+        _zero(val["total"])
+    return "next"

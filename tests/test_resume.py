@@ -82,14 +82,18 @@ def test_resume_from_a_validation_checkpoint_equals_straight_run(compose, tmp_pa
     assert csv_rows(tmp_path / "straight") == csv_rows(tmp_path / "first")
 
 
-def test_ckpt_path_last_finds_the_newest_run(compose, tmp_path):
+def test_ckpt_path_last_in_a_new_folder_resumes_the_run_beside_it_and_writes_here(compose, tmp_path):
+    """The default layout (a new timestamped folder per launch): `last` takes the stopped run beside this
+    one (same config but the pause) and goes on in this run's folder; the stopped run's is only read."""
     runs = tmp_path / "runs"
     with pytest.raises(RunInterrupted):
         run(compose, runs, "a", *SUPERVISED, "trainer.stop_at_step=2")
     resumed = run(compose, runs, "b", *SUPERVISED, "ckpt_path=last")
     assert resumed["global_step"] == 9
-    assert (runs / "a" / "results.json").is_file()
-    assert not (runs / "b" / "results.json").exists()
+    assert (runs / "b" / "results.json").is_file()
+    assert not (runs / "a" / "results.json").exists()
+    assert torch.load(runs / "a/checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
+    assert csv_rows(runs / "b")[0]["step"] == "0"  # the CSV goes on from the stopped run's rows
 
 
 def test_checkpoint_from_another_objective_or_model_is_refused(compose, tmp_path):
@@ -102,8 +106,18 @@ def test_checkpoint_from_another_objective_or_model_is_refused(compose, tmp_path
         MinillmError, match="checkpoint is from objective=forward_kld, this run is objective=sft"
     ):
         run(compose, tmp_path, "b", "objective=sft", f"ckpt_path={ckpt}")
-    with pytest.raises(MinillmError, match="different student model"):
+    with pytest.raises(MinillmError, match="trained with student.arch.hidden_size=64, this run has .*=32"):
         run(compose, tmp_path, "c", *SUPERVISED, "student.arch.hidden_size=32", f"ckpt_path={ckpt}")
+    with pytest.raises(MinillmError, match="different student model"):  # allowed config change, wrong shapes
+        run(
+            compose,
+            tmp_path,
+            "c",
+            *SUPERVISED,
+            "student.arch.hidden_size=32",
+            "resume.allow_config_change=true",
+            f"ckpt_path={ckpt}",
+        )
     with pytest.raises(MinillmError, match="checkpoint file does not exist"):
         run(compose, tmp_path, "d", *SUPERVISED, f"ckpt_path={tmp_path / 'nope.ckpt'}")
 

@@ -128,6 +128,11 @@ class InstructionDataModule(L.LightningDataModule):
             Example(e.prompt_ids, (r + [eos])[:limit], e.index) for e, r in zip(examples, ids, strict=True)
         ]
 
+    def train_batches_in_epoch(self, epoch: int) -> int:
+        """How many batches epoch ``epoch`` of the train loader has."""
+        self.train_dataloader()  # builds the sampler, which is kept for the whole run
+        return len(self.train_sampler.batches(epoch))
+
     def train_dataloader(self):
         """Train batches from one ResumableBatches sampler, kept for the whole run (it carries the
         data position through checkpoints)."""

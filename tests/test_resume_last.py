@@ -1,0 +1,168 @@
+"""What ``ckpt_path=last`` and ``ckpt_path=PATH`` resume, and continuing a finished run to a larger limit.
+
+- ``last`` is this run's own ``checkpoints/last.ckpt``; without one, the newest run beside it whose config
+  differs only in keys that bound the run (``minillm.resume.RUN_BOUND_KEYS``); another run's folder is
+  never written unless ``ckpt_path`` names its checkpoint.
+- A checkpoint trained with another value of a key that changes training is refused with one line naming
+  the key, unless ``resume.allow_config_change=true``.
+- A run that ended at its ``max_steps`` / ``max_epochs`` goes on to the larger limit it is resumed with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+
+import pytest
+import torch
+
+from minillm.errors import MinillmError, RunInterrupted
+
+from .test_resume import csv_rows, run
+
+SFT = ["objective=sft", "optim.schedule=constant"]
+# 4 prompts per round in minibatches of 2, 2 inner epochs: 4 updates per round
+ON_POLICY = [
+    "objective=reverse_kld",
+    "objective.mini_batch_size=2",
+    "objective.ppo_epochs=2",
+    "optim.schedule=constant",
+]
+
+
+def snapshot(folder):
+    """Every file under ``folder`` with its modification time and a hash of its bytes."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, hashlib.sha1(p.read_bytes()).hexdigest())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def ckpt_step(path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_last_resumes_this_runs_own_checkpoint_and_leaves_the_run_beside_it_alone(compose, tmp_path, caplog):
+    """The issue's commands: a (8 steps) and b (4 steps) side by side; b resumed with `last` to 8 steps."""
+    runs = tmp_path / "runs"
+    run(compose, runs, "a", *SFT, "trainer.max_steps=8")
+    run(compose, runs, "b", *SFT, "trainer.max_steps=4")
+    before = snapshot(runs / "a")
+    with caplog.at_level(logging.INFO, logger="minillm"):
+        resumed = run(compose, runs, "b", *SFT, "trainer.max_steps=8", "ckpt_path=last")
+    assert f"resuming this run's own checkpoint {runs / 'b/checkpoints/last.ckpt'}" in caplog.text
+    assert snapshot(runs / "a") == before  # a's results, CSV, checkpoints: not touched
+    assert resumed["global_step"] == 8
+    assert '"global_step": 8' in (runs / "b" / "results.json").read_text()
+    assert ckpt_step(runs / "b/checkpoints/last.ckpt") == 8
+
+
+def test_last_without_its_own_checkpoint_takes_only_a_run_of_the_same_config(compose, tmp_path, caplog):
+    runs = tmp_path / "runs"
+    with pytest.raises(RunInterrupted):
+        run(compose, runs, "other-lr", *SFT, "optim.lr=0.002", "trainer.stop_at_step=2")
+    with pytest.raises(MinillmError) as refused:
+        run(compose, runs, "b", *SFT, "ckpt_path=last")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "optim.lr=0.002, this run has optim.lr=0.001" in message
+    assert str(runs / "other-lr/checkpoints/last.ckpt") in message
+    assert not (runs / "b" / "checkpoints").exists()
+
+    with pytest.raises(RunInterrupted):  # same config; stop_at_step only bounds the run
+        run(compose, runs, "same", *SFT, "trainer.stop_at_step=2")
+    other = runs / "other-lr/checkpoints/last.ckpt"
+    other.touch()  # the run of another config is the newest: it must still be passed over
+    before = {name: snapshot(runs / name) for name in ("same", "other-lr")}
+    with caplog.at_level(logging.INFO, logger="minillm"):
+        resumed = run(compose, runs, "b", *SFT, "ckpt_path=last")
+    assert (
+        f"resuming the newest run beside it with the same config, {runs / 'same/checkpoints/last.ckpt'}"
+        in (caplog.text)
+    )
+    assert resumed["global_step"] == 3  # debug=smoke: 3 steps, 2 of them from the checkpoint
+    assert (runs / "b" / "results.json").is_file() and ckpt_step(runs / "b/checkpoints/last.ckpt") == 3
+    assert {name: snapshot(runs / name) for name in ("same", "other-lr")} == before
+
+
+def test_explicit_checkpoint_of_another_config_is_refused_unless_allowed(compose, tmp_path, caplog):
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "a", *SFT, "trainer.stop_at_step=2")
+    ckpt = tmp_path / "a/checkpoints/last.ckpt"
+    with pytest.raises(MinillmError) as refused:
+        run(compose, tmp_path, "b", *SFT, "data.batch_size=2", f"ckpt_path={ckpt}")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert f"ckpt_path={ckpt}: the checkpoint was trained with data.batch_size=4" in message
+    assert "resume.allow_config_change=true" in message
+    assert ckpt_step(ckpt) == 2
+
+    with caplog.at_level(logging.WARNING, logger="minillm"):
+        resumed = run(
+            compose,
+            tmp_path,
+            "b",
+            *SFT,
+            "data.batch_size=2",
+            "resume.allow_config_change=true",
+            f"ckpt_path={ckpt}",
+        )
+    assert "data.batch_size: 4 -> 2" in caplog.text
+    assert resumed["global_step"] == 3
+    assert ckpt_step(ckpt) == 3  # the user named that run's checkpoint: it goes on in that run's folder
+
+
+def test_the_checkpoint_carries_its_config_as_plain_containers(compose, tmp_path):
+    """Loadable with weights_only=True: the config is dicts, lists and scalars, not an OmegaConf object."""
+    run(compose, tmp_path, "a", *SFT)
+    meta = torch.load(tmp_path / "a/checkpoints/last.ckpt", map_location="cpu", weights_only=False)["minillm"]
+
+    def plain(x):
+        if isinstance(x, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in x.items())
+        if isinstance(x, list):
+            return all(plain(v) for v in x)
+        return x is None or isinstance(x, str | int | float | bool)
+
+    assert type(meta["config"]) is dict and plain(meta["config"])
+    buffer = io.BytesIO()
+    torch.save({"config": meta["config"]}, buffer)
+    buffer.seek(0)
+    assert torch.load(buffer, weights_only=True)["config"] == meta["config"]
+    assert meta["config"]["optim"]["lr"] == 0.001 and meta["config"]["objective"]["name"] == "sft"
+
+
+@pytest.mark.parametrize(
+    "extra, first, second, steps",
+    [
+        (SFT, ["trainer.max_steps=4"], ["trainer.max_steps=8"], 8),
+        (ON_POLICY, ["trainer.max_steps=4"], ["trainer.max_steps=8"], 8),
+        # a whole epoch (16 batches) done, max_steps set: Lightning alone trains nothing in the next epoch
+        (
+            [*SFT, "trainer.max_steps=100", "trainer.val_check_interval=1.0"],
+            ["trainer.max_epochs=1"],
+            ["trainer.max_epochs=2"],
+            32,
+        ),
+    ],
+    ids=["sft-max_steps", "reverse_kld-max_steps", "sft-max_epochs"],
+)
+def test_a_finished_run_goes_on_to_a_larger_limit(compose, tmp_path, caplog, extra, first, second, steps):
+    """Ended at its limit, resumed from its own last.ckpt with a larger one: it trains the difference, and
+    (constant lr) ends with the weights of a run that went straight to the larger limit."""
+    done = run(compose, tmp_path, "run", *extra, *first)
+    with caplog.at_level(logging.INFO, logger="minillm"):
+        continued = run(compose, tmp_path, "run", *extra, *second, "ckpt_path=last")
+    straight = run(compose, tmp_path, "straight", *extra, *second)
+    assert continued["global_step"] == straight["global_step"] == steps
+    assert ckpt_step(tmp_path / "run/checkpoints/last.ckpt") == steps
+    assert continued["final_weights_sha1"] != done["final_weights_sha1"]
+    assert continued["final_weights_sha1"] == straight["final_weights_sha1"]
+    assert "the run's limits changed since the checkpoint: trainer.max_" in caplog.text
+    assert f"the schedule's horizon changed: the checkpoint's schedules spanned {done['global_step']} " in (
+        caplog.text
+    )
+    train_rows = lambda name: [r for r in csv_rows(tmp_path / name) if "train/loss" in r]  # noqa: E731
+    assert train_rows("run") == train_rows("straight")
