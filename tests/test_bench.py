@@ -7,12 +7,15 @@ full-vocabulary divergence equals the plain one in tests/test_divergences.py::te
 from __future__ import annotations
 
 import json
+import statistics
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from minillm.bench import bench, render, run_bench, write_results
+from minillm.bench import bench, render, run_bench, trl_target, write_results
 from minillm.errors import MinillmError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -50,6 +53,7 @@ TINY = [
     "vocab_memory.batch_size=2",
     "vocab_memory.response_len=8",
     "vocab_memory.chunk_sizes=[3]",
+    "trl_gkd.enabled=false",  # the TRL comparison has its own tests below
 ]
 
 
@@ -93,7 +97,9 @@ def test_bench_writes_every_field(results):
         "vocab_memory",
         "targets",
         "settings",
+        "trl_gkd",
     }
+    assert saved["trl_gkd"] == {"skipped": "trl_gkd.enabled=false"}
     vm = saved["vocab_memory"]
     assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [3, None]
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
@@ -163,33 +169,52 @@ def test_forward_tokens_equal_what_the_algorithm_needs(results):
     assert one_pass["parts"]["teacher_scoring"] > 0
 
 
-def test_trl_reference_read_only_when_settings_models_and_threads_match(tmp_path):
-    import torch
+TRL_TINY = [*TINY, "trl_gkd.enabled=true", "trl_gkd.repeats=3", "trl_gkd.warmup=1"]
 
-    from minillm.bench import gkd_settings, step_settings, trl_reference
 
-    cfg = compose_bench([*TINY, f"trl_gkd_json={tmp_path / 'trl.json'}"], tmp_path / "run")
-    gkd = gkd_settings(step_settings(cfg))
-    models = {"teacher": {"parameters": 2000}, "student": {"parameters": 100}}
-    assert trl_reference(cfg, gkd, models) is None  # no file
-    same = {
-        "batch_size": 4,
-        "prompt_len": 3,
-        "response_len": 5,
-        "s_per_step": 2.0,
-        "parameters": {"teacher": 2000, "student": 100},
-        "torch_threads": torch.get_num_threads(),
-    }
-    (tmp_path / "trl.json").write_text(json.dumps(same))
-    assert trl_reference(cfg, gkd, models)["s_per_step"] == 2.0
-    for change in (
-        {"batch_size": 8},
-        {"parameters": {"teacher": 2000, "student": 230}},
-        {"parameters": None},  # an old file without model sizes
-        {"torch_threads": torch.get_num_threads() + 1},
-    ):
-        (tmp_path / "trl.json").write_text(json.dumps({**same, **change}))
-        assert trl_reference(cfg, gkd, models) is None, change
+def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
+    """TRL's GKDTrainer step and ours run in turn in this process, and the ratio is median ÷ median of
+    those timings: no figure from another time or machine enters it."""
+    pytest.importorskip("trl")
+    from minillm.bench import TRL_STEP, gkd_settings, load_models, make_runtime, step_settings
+    from minillm.bench import trl_gkd_comparison as compare
+
+    cfg = compose_bench(TRL_TINY, tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = replace(gkd_settings(step_settings(cfg)), teacher_after_rollout=True)
+    out = compare(models, runtime, cfg, s)
+
+    assert out["ours"] == TRL_STEP and out["settings"]["teacher_after_rollout"]
+    assert not out["activation_checkpointing"]  # TRL's default (True) would recompute the forward
+    timeline = out["timeline"]
+    assert [e["side"] for e in timeline] == ["trl", "ours"] * 4  # 1 warm-up pair + 3 timed, alternating
+    starts = [e["start"] for e in timeline]
+    assert starts == sorted(starts)
+    for before, after in zip(timeline, timeline[1:], strict=False):  # one ends before the next begins
+        assert before["start"] + before["seconds"] <= after["start"] + 1e-6
+    assert out["trl_seconds"] == [e["seconds"] for e in timeline[2::2]]
+    assert out["ours_seconds"] == [e["seconds"] for e in timeline[3::2]]
+    median = statistics.median
+    assert out["speedup"] == median(out["trl_seconds"]) / median(out["ours_seconds"])
+    pairs = [t / o for t, o in zip(out["trl_seconds"], out["ours_seconds"], strict=True)]
+    assert out["pair_ratios"] == pairs
+    assert (out["pair_ratio_min"], out["pair_ratio_max"]) == (min(pairs), max(pairs))
+    assert trl_target(out)["value"] == out["speedup"]
+    assert out["torch_threads"] == 1  # threads=1 of TINY, for both sides
+
+
+def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` raises ImportError, as without TRL
+    results = bench(compose_bench([*TRL_TINY, "vocab_memory.enabled=false"], tmp_path))
+    assert results["trl_gkd"]["skipped"].startswith("TRL is not importable (")
+    row = results["targets"][-1]
+    assert row["target"].startswith("GKD-equivalent step") and row["value"] is None and row["ok"] is None
+    out = capsys.readouterr().out
+    assert "TRL GKDTrainer comparison skipped: TRL is not importable (" in out
+    target_line = next(line for line in out.splitlines() if line.startswith("GKD-equivalent step"))
+    assert target_line.split()[-2:] == ["—", "skipped"]
+    assert "GKD step against TRL" not in out  # no table of TRL figures
 
 
 @pytest.mark.parametrize(
