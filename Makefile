@@ -36,14 +36,8 @@ lint: install
 assets: install
 	$(PY) -m minillm.models.assets $(ARGS)
 
-# The benchmark also times TRL's GKDTrainer beside our step, so it installs the `bench` extra (pinned TRL).
-BENCH_STAMP := $(VENV)/.installed-bench
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e ".[dev,bench]"
-	@touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+# The benchmark also times TRL's GKDTrainer beside our step: the `bench` extra (pinned TRL) is part of dev.
+bench: install
 	$(PY) -m minillm.bench $(ARGS)
 
 clean:
