@@ -113,17 +113,17 @@ def _warn_if_other_data(cfg, run_dir: Path | None) -> None:
         )
 
 
-def _load_ckpt(cfg, path: Path, records):
+def _load_ckpt(cfg, path: Path, records, node: str = "evaluate"):
     """A Lightning checkpoint of a run: its ``student.*`` weights in the run's (or the config's) student."""
-    ckpt = load_checkpoint(path, "evaluate.path")  # refuses a file that holds anything but our types
+    ckpt = load_checkpoint(path, f"{node}.path")  # refuses a file that holds anything but our types
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     weights = {k[len("student.") :]: v for k, v in (state or {}).items() if k.startswith("student.")}
     if not weights:
-        raise MinillmError(f"evaluate.path={path}: checkpoint has no 'student.*' weights in its state_dict")
+        raise MinillmError(f"{node}.path={path}: checkpoint has no 'student.*' weights in its state_dict")
     run_dir = _run_dir_of(path)
     exported = run_dir / "best_model" if run_dir else None
     if exported is not None and (exported / "config.json").is_file():
-        model = load_model(OmegaConf.create({"path": str(exported)}), key="evaluate")
+        model = load_model(OmegaConf.create({"path": str(exported)}), key=node)
         tokenizer = (
             load_tokenizer(str(exported)) if _has_tokenizer(exported) else _config_tokenizer(cfg, records)
         )
@@ -137,7 +137,7 @@ def _load_ckpt(cfg, path: Path, records):
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise MinillmError(
-            f"evaluate.path={path}: its weights do not fit the model of {where} ({first})"
+            f"{node}.path={path}: its weights do not fit the model of {where} ({first})"
         ) from None
     return model, tokenizer
 
@@ -155,14 +155,18 @@ def _config_model(cfg, key: str, tokenizer):
     )
 
 
-def load_evaluated_model(cfg, records):
-    """(model, tokenizer, source): ``evaluate.path`` when set, else the config's teacher or student."""
-    e = cfg.evaluate
+def load_evaluated_model(cfg, records, node: str = "evaluate"):
+    """(model, tokenizer, source): ``<node>.path`` when set, else the config's teacher or student.
+
+    ``node`` is the config node that holds ``model`` and ``path`` (``evaluate``; ``diagnose`` for
+    ``python -m minillm.diagnose``); errors name its keys.
+    """
+    e = cfg[node]
     if not e.get("path"):
         if e.model == "student":
             raise MinillmError(
-                "evaluate.path: evaluate.model=student needs the trained student (a run directory, its "
-                "best_model/ folder, a checkpoints/*.ckpt or a hub id); evaluate.model=init evaluates the "
+                f"{node}.path: {node}.model=student needs the trained student (a run directory, its "
+                f"best_model/ folder, a checkpoints/*.ckpt or a hub id); {node}.model=init evaluates the "
                 "config's student as it is"
             )
         key = "teacher" if e.model == "teacher" else "student"
@@ -173,25 +177,25 @@ def load_evaluated_model(cfg, records):
     _warn_if_other_data(cfg, _run_dir_of(path) if path.exists() else None)
     if path.is_file():
         if path.suffix != ".ckpt":
-            raise MinillmError(f"evaluate.path={raw}: a file that is not a Lightning .ckpt")
-        model, tokenizer = _load_ckpt(cfg, path, records)
+            raise MinillmError(f"{node}.path={raw}: a file that is not a Lightning .ckpt")
+        model, tokenizer = _load_ckpt(cfg, path, records, node)
         return model, tokenizer, str(path)
     if path.is_dir() and not (path / "config.json").is_file():
         if (path / "best_model" / "config.json").is_file():
             path = path / "best_model"
         elif (path / "checkpoints" / "best.ckpt").is_file():
-            model, tokenizer = _load_ckpt(cfg, path / "checkpoints" / "best.ckpt", records)
+            model, tokenizer = _load_ckpt(cfg, path / "checkpoints" / "best.ckpt", records, node)
             return model, tokenizer, str(path / "checkpoints" / "best.ckpt")
         else:
             raise MinillmError(
-                f"evaluate.path={raw}: folder has no config.json, best_model/ or checkpoints/best.ckpt"
+                f"{node}.path={raw}: folder has no config.json, best_model/ or checkpoints/best.ckpt"
             )
-    model = load_model(OmegaConf.create({"path": str(path)}), key="evaluate")
+    model = load_model(OmegaConf.create({"path": str(path)}), key=node)
     local = Path(path)
     if local.is_dir() and _has_tokenizer(local):
-        tokenizer = load_tokenizer(str(local), "evaluate.path")
+        tokenizer = load_tokenizer(str(local), f"{node}.path")
     elif not local.exists() and not cfg.tokenizer.get("path"):
-        tokenizer = load_tokenizer(str(path), "evaluate.path")  # a hub id ships its tokenizer
+        tokenizer = load_tokenizer(str(path), f"{node}.path")  # a hub id ships its tokenizer
     else:
         tokenizer = _config_tokenizer(cfg, records)
     return model, tokenizer, str(path)
