@@ -367,8 +367,13 @@ class OnPolicyModule(DistillModule):
         )
         logs = {
             "rollout/reward": reward,
-            # per token: the sampled-token estimate of KL(q‖p) on these prefixes (exact when α = 0)
+            # per token: the mean of log q − log p over the sampled tokens. At α = 0 a Monte Carlo estimate of
+            # the student's token-level KL(q‖p) on these prefixes; at α > 0 the tokens come from p̃, which
+            # puts more mass on the teacher's choices, so it reads lower than that KL
             "rollout/reverse_kl": -reward,
+            # the same with the per-token importance weight w_t = q/p̃: an estimate of KL(q‖p) on these
+            # prefixes at any α (equal to rollout/reverse_kl at α = 0). The exact value: minillm.diagnose
+            "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum() / n,
             "rollout/length": lengths.mean(),
             "rollout/finished": finished.any(dim=1).float().mean(),
             "rollout/importance_weight": weights.sum() / n,

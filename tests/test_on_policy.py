@@ -415,3 +415,35 @@ def test_an_update_ignores_everything_after_eos(compose, monkeypatch):
     for key, value in clean["logs"].items():
         assert float(garbage["logs"][key]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
     torch.testing.assert_close(flat(garbage["grads"]), flat(clean["grads"]), rtol=1e-5, atol=1e-7)
+
+
+def test_rollout_reverse_kl_logs_estimate_the_students_kl_at_any_alpha():
+    """One decision, tokens sampled from p̃ = α·p + (1−α)·q: the importance-weighted log estimates KL(q‖p)
+    exactly in expectation; the plain mean of log q − log p estimates E_p̃[log q − log p], a different number."""
+    from types import SimpleNamespace
+
+    from minillm.on_policy import OnPolicyModule
+
+    q = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+    alpha = 0.5
+    mix = alpha * p + (1 - alpha) * q
+    n = 200_000
+    tokens = torch.multinomial(mix, n, replacement=True, generator=torch.Generator().manual_seed(0))
+    col = lambda t: t[tokens].log().float().unsqueeze(1)  # noqa: E731 - (n, 1) log-probs of the samples
+    rollout = Rollout(
+        prompt_ids=torch.zeros(n, 1, dtype=torch.long),
+        prompt_mask=torch.ones(n, 1, dtype=torch.long),
+        response_ids=(tokens + 1).unsqueeze(1),  # never the EOS id 0
+        response_mask=torch.ones(n, 1, dtype=torch.long),
+        student_logprobs=col(q),
+        teacher_logprobs=col(p),
+        mix_logprobs=col(mix),
+    )
+    fake = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=0))
+    logs = OnPolicyModule._rollout_logs(fake, rollout, alpha)
+    kl = float((q * (q / p).log()).sum())  # 0.8958...
+    plain = float((mix * (q / p).log()).sum())  # what the unweighted mean estimates: 0.2045...
+    assert logs["rollout/reverse_kl_iw"] == pytest.approx(kl, abs=0.02)
+    assert logs["rollout/reverse_kl"] == pytest.approx(plain, abs=0.02)
+    assert abs(kl - plain) > 0.5  # the two logs measure different things at α > 0
