@@ -86,3 +86,71 @@ def test_paired_diff_leaves_out_prompts_without_both_scores():
 def test_paired_diff_refuses_unequal_lengths():
     with pytest.raises(ValueError, match="same prompts: 2 against 3"):
         paired_bootstrap_diff([1.0, 2.0], [1.0, 2.0, 3.0])
+
+
+# --------------------------------------------------------------------------- the end-of-run table
+
+
+def _row(valid: list, rouge: list, seeds=(0, 1, 2)) -> dict:
+    from minillm.evaluation.intervals import bootstrap_ci
+
+    checked = [v for v in valid if v is not None]
+    return {
+        "test": {
+            "n": len(valid),
+            "seeds": list(seeds),
+            "valid_per_prompt": valid,
+            "rougeL_per_prompt": rouge,
+            "valid_rate": float(np.mean(checked)),
+            "valid_rate_std": 1.0,
+            "valid_rate_ci95": bootstrap_ci(checked),
+            "rougeL": float(np.mean(rouge)),
+            "rougeL_std": 0.5,
+            "length": 12.0,
+        }
+    }
+
+
+def test_table_and_comparison_state_the_paired_difference():
+    """400 prompts: the trained student loses validity on 60 prompts the init got right (−15 points,
+    beyond noise) and its Rouge-L moves by +0.1 on every other prompt, −0.1 on the rest (within noise)."""
+    from minillm.pipeline import compare_to_init, format_comparison, format_table
+
+    n = 400
+    init_valid = list(100 * shuffled_bits(n, 200, seed=7))
+    trained_valid = list(init_valid)
+    for i in [i for i, v in enumerate(init_valid) if v][:60]:
+        trained_valid[i] = 0.0
+    init_valid[0] = trained_valid[0] = None  # a prompt without a checker
+    rouge = list(np.random.default_rng(8).uniform(20, 60, size=n))
+    trained_rouge = [r + (0.1 if i % 2 else -0.1) for i, r in enumerate(rouge)]
+    rows = {"student init": _row(init_valid, rouge), "trained student": _row(trained_valid, trained_rouge)}
+
+    compare = compare_to_init(rows, "test")
+    assert compare["compare/valid_prompts"] == n - 1
+    assert compare["compare/valid_diff"] == pytest.approx(-100 * 60 / (n - 1))
+    lo, hi = compare["compare/valid_diff_ci95"]
+    d = np.array([t - i for t, i in zip(trained_valid[1:], init_valid[1:], strict=True)])
+    half = 1.96 * d.std() / math.sqrt(n - 1)  # normal approximation of the paired interval, ≈ 3.5 points
+    assert lo == pytest.approx(d.mean() - half, abs=0.7) and hi == pytest.approx(d.mean() + half, abs=0.7)
+    assert compare["compare/rougeL_diff"] == pytest.approx(0.0, abs=1e-9)
+    assert compare["compare/rougeL_diff_ci95"][0] < 0 < compare["compare/rougeL_diff_ci95"][1]
+
+    text = format_comparison(compare, "test")
+    lines = text.splitlines()
+    assert lines[0] == (
+        f"trained − init validity: {-100 * 60 / (n - 1):+.1f} points [{lo:.1f}, {hi:.1f}] "
+        f"(paired bootstrap over the {n - 1} test prompts × 3 sampling seeds)"
+    )
+    assert lines[1].startswith(
+        "trained − init Rouge-L: +0.0 points [0.0, 0.0] (paired bootstrap over the 400"
+    )
+    assert lines[2] == (
+        "The trained student's validity is lower than the init's beyond noise and its Rouge-L is within "
+        "noise of the init's (beyond noise: the 95% interval of the difference excludes 0)."
+    )
+    table = format_table(rows, "test")
+    init = rows["student init"]["test"]
+    lo, hi = init["valid_rate_ci95"]
+    assert f"{init['valid_rate']:.1f} [{lo:.1f}, {hi:.1f}]" in table.splitlines()[2]
+    assert compare_to_init({"trained student": rows["trained student"]}, "test") == {}  # eval.compare=false

@@ -229,3 +229,56 @@ def test_compiled_decoding_trains_the_same_student(compose, tmp_path):
     for a, b in zip(rows["eager"], rows["compiled"], strict=True):
         for key in ("train/loss", "train/single_step_loss", "train/grad_norm"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-5), key
+
+
+def test_end_of_run_table_states_intervals_and_the_paired_difference(compose, tmp_path, capsys):
+    """eval.compare=true: each row's validity with its 95% interval over prompts, the trained − init
+    differences (paired over the same prompts) in results.json and under the table; a teacher evaluation
+    cached before the per-prompt scores existed is evaluated again, not reused without them."""
+    import numpy as np
+
+    cfg = compose(smoke_overrides(tmp_path, "objective=sft", "logger=csv", "eval.seeds=[0,1]"))
+    first = train(cfg)
+    split = first["eval"]["trained student"]["test"]
+    init = first["eval"]["student init"]["test"]
+    assert len(split["valid_per_prompt"]) == len(split["rougeL_per_prompt"]) == split["n"] == 8
+    for prefix in ("teacher", "init", "test"):
+        lo, hi = first[f"{prefix}/valid_rate_ci95"]
+        assert lo <= first[f"{prefix}/valid_rate"] <= hi
+    pairs = [
+        (t, i)
+        for t, i in zip(split["valid_per_prompt"], init["valid_per_prompt"], strict=True)
+        if None not in (t, i)
+    ]
+    assert first["compare/valid_diff"] == pytest.approx(float(np.mean([t - i for t, i in pairs])))
+    assert first["compare/valid_prompts"] == len(pairs)
+    rouge = np.array(split["rougeL_per_prompt"]) - np.array(init["rougeL_per_prompt"])
+    assert first["compare/rougeL_diff"] == pytest.approx(float(rouge.mean()))
+    for key in ("valid", "rougeL"):
+        lo, hi = first[f"compare/{key}_diff_ci95"]
+        assert lo <= first[f"compare/{key}_diff"] <= hi
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["compare/valid_diff_ci95"] == first["compare/valid_diff_ci95"]
+    out = capsys.readouterr().out
+    teacher = first["eval"]["teacher"]["test"]
+    lo, hi = teacher["valid_rate_ci95"]
+    assert f"{teacher['valid_rate']:.1f} [{lo:.1f}, {hi:.1f}]" in out
+    diff, (lo, hi) = first["compare/valid_diff"], first["compare/valid_diff_ci95"]
+    assert (
+        f"trained − init validity: {diff:+.1f} points [{lo:.1f}, {hi:.1f}] "
+        f"(paired bootstrap over the {len(pairs)} test prompts × 2 sampling seeds)"
+    ) in out
+    assert "trained − init Rouge-L: " in out
+    assert "(beyond noise: the 95% interval of the difference excludes 0)." in out
+
+    # an entry of the eval cache written before the per-prompt scores: evaluated again and rewritten
+    (entry,) = (tmp_path / "cache" / "eval").glob("*.json")  # the teacher's (the random init is not cached)
+    old = json.loads(entry.read_text())
+    for key in ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95"):
+        old.pop(key)
+    entry.write_text(json.dumps(old))
+    second = train(compose(smoke_overrides(tmp_path, "objective=sft", "logger=none", "eval.seeds=[0,1]"),
+                           run_dir=tmp_path / "again"))  # fmt: skip
+    assert second["eval"]["teacher"]["test"]["valid_per_prompt"] == teacher["valid_per_prompt"]
+    assert "valid_per_prompt" in json.loads(entry.read_text())
+    assert second["compare/valid_diff"] == first["compare/valid_diff"]
