@@ -81,6 +81,12 @@ def lightning_config_error(err: Exception, cfg) -> Exception:
             f"trainer.val_check_interval={cfg.trainer.val_check_interval}: must not exceed the training "
             f"batches per epoch{limit}; use a smaller number or a fraction of an epoch such as 0.5"
         )
+    if "could not find the monitored key" in text:
+        logged = re.search(r"returned metrics: (\[.*?\])", text)
+        return MinillmError(
+            f"select.monitor={cfg.select.monitor}: this run never logs that metric"
+            + (f" (it logs {logged.group(1)})" if logged else "")
+        )
     return err
 
 

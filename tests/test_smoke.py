@@ -99,6 +99,14 @@ def test_wandb_offline_run_directory_without_credentials(tmp_path):
             "error: student.path=/nonexistent/model: model path does not exist",
         ),
         (["data.batch_size=-1"], "error: data.batch_size=-1: must be a positive integer"),
+        (
+            ["select.monitor=val/valid_rate", "eval.val_samples=0"],
+            "error: select.monitor=val/valid_rate: needs validation generations, but eval.val_samples=0",
+        ),
+        (
+            ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
+            "error: select.monitor=val/valid: this run never logs that metric (it logs [",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, overrides, message):
@@ -282,3 +290,40 @@ def test_end_of_run_table_states_intervals_and_the_paired_difference(compose, tm
     assert second["eval"]["teacher"]["test"]["valid_per_prompt"] == teacher["valid_per_prompt"]
     assert "valid_per_prompt" in json.loads(entry.read_text())
     assert second["compare/valid_diff"] == first["compare/valid_diff"]
+
+
+def test_validity_selection_on_a_fixed_validation_slice(compose, tmp_path, monkeypatch):
+    """select.monitor=val/valid_rate select.mode=max selects the checkpoint of the best validation
+    validity; every validation samples the same first eval.val_samples valid prompts with the same seed."""
+    import csv
+
+    import minillm.evaluation.evaluate as evaluation
+
+    real, calls = evaluation.evaluate_model, []
+
+    def spy(model, tokenizer, examples, records, **kwargs):
+        if kwargs.get("name") == "val":
+            calls.append(([e.index for e in examples], tuple(kwargs["seeds"])))
+        return real(model, tokenizer, examples, records, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_model", spy)  # called through: the spy only records
+    cfg = compose(
+        smoke_overrides(
+            tmp_path,
+            "objective=sft",
+            "logger=csv",
+            "eval.compare=false",
+            "select.monitor=val/valid_rate",
+            "select.mode=max",
+        )
+    )
+    results = train(cfg)
+    assert len(calls) == 3  # one validation per step (debug=smoke)
+    assert len(calls[0][0]) == cfg.eval.val_samples
+    assert all(call == calls[0] for call in calls)
+    assert calls[0][1] == (0,)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as handle:
+        rates = [float(r["val/valid_rate"]) for r in csv.DictReader(handle) if r.get("val/valid_rate")]
+    assert len(rates) == 3
+    assert results["best_score"] == pytest.approx(max(rates))
+    assert results["best_checkpoint"].endswith("best.ckpt")
