@@ -327,3 +327,20 @@ def test_validity_selection_on_a_fixed_validation_slice(compose, tmp_path, monke
     assert len(rates) == 3
     assert results["best_score"] == pytest.approx(max(rates))
     assert results["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_validity_monitor_needs_a_checker_in_the_validation_slice():
+    from omegaconf import OmegaConf
+
+    from minillm.data.datasets import Example
+    from minillm.errors import MinillmError
+    from minillm.module import check_sampled_monitor
+
+    cfg = OmegaConf.create({"select": {"monitor": "val/valid_rate"}, "eval": {"val_samples": 2}})
+    examples = [Example([5], [1], 0), Example([6], [1], 1)]
+    records = [{"check": None}, {}]
+    with pytest.raises(MinillmError, match="none of the first 2 valid prompts .* has a validity checker"):
+        check_sampled_monitor(cfg, examples, records)
+    check_sampled_monitor(cfg, examples, [{"check": None}, {"check": {"type": "exact", "answers": ["a"]}}])
+    cfg.select.monitor = "val/rougeL"
+    check_sampled_monitor(cfg, examples, records)  # Rouge-L needs no checker
