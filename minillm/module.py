@@ -71,6 +71,27 @@ def lr_lambda(optim_cfg, total_steps: int):
     return factor
 
 
+SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
+
+
+def check_sampled_monitor(cfg, val_examples, val_records) -> None:
+    """Refuse, before training, a ``select.monitor`` on sampled validation metrics that no validation
+    will log (Lightning would stop at the first validation with a traceback)."""
+    monitor = str(cfg.select.monitor)
+    if monitor not in SAMPLED_METRICS:
+        return
+    if not val_examples:
+        raise MinillmError(
+            f"select.monitor={monitor}: needs validation generations, but eval.val_samples="
+            f"{cfg.eval.val_samples} and {len(val_examples)} valid prompts are sampled; set eval.val_samples > 0"
+        )
+    if monitor == "val/valid_rate" and not any(val_records[e.index].get("check") for e in val_examples):
+        raise MinillmError(
+            f"select.monitor=val/valid_rate: none of the first {len(val_examples)} valid prompts "
+            "(eval.val_samples) has a validity checker ('check'), so val/valid_rate is never logged"
+        )
+
+
 class DistillModule(L.LightningModule):
     """Supervised objectives on teacher-forced data: ``sft`` / ``seqkd`` (CE) and ``forward_kld`` (KD).
 
@@ -84,8 +105,11 @@ class DistillModule(L.LightningModule):
         self.teacher = FrozenTeacher(teacher)
         self.cfg = cfg
         self.tokenizer = tokenizer
+        # a fixed slice (the first eval.val_samples valid prompts) sampled with a fixed seed at every
+        # validation, so the val/rougeL and val/valid_rate curves move only with the weights
         self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
         self.val_records = val_records
+        check_sampled_monitor(cfg, self.val_examples, val_records)
         self.kd_ratio = float(cfg.objective.get("kd_ratio", 0.0) or 0.0)
         # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
         self.chunk_size = cfg.objective.get("chunk_size")

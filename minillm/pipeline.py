@@ -24,6 +24,7 @@ from minillm.data.datamodule import InstructionDataModule, load_records
 from minillm.errors import MinillmError
 from minillm.evaluation.callbacks import make_eval_callbacks
 from minillm.evaluation.evaluate import evaluate_model
+from minillm.evaluation.intervals import paired_bootstrap_diff
 from minillm.loggers import make_loggers
 from minillm.models.loading import (
     check_same_tokenizer,
@@ -79,6 +80,12 @@ def lightning_config_error(err: Exception, cfg) -> Exception:
         return MinillmError(
             f"trainer.val_check_interval={cfg.trainer.val_check_interval}: must not exceed the training "
             f"batches per epoch{limit}; use a smaller number or a fraction of an epoch such as 0.5"
+        )
+    if "could not find the monitored key" in text:
+        logged = re.search(r"returned metrics: (\[.*?\])", text)
+        return MinillmError(
+            f"select.monitor={cfg.select.monitor}: this run never logs that metric"
+            + (f" (it logs {logged.group(1)})" if logged else "")
         )
     return err
 
@@ -169,11 +176,17 @@ def continue_csv(source: Path, run_dir: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+# What a cached evaluation must hold to be reused: entries written before the per-prompt scores existed
+# are evaluated again (and overwritten), since the end-of-run comparison needs them.
+CACHED_EVAL_KEYS = ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95")
+
+
 def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
     """Sampling evaluation of ``model`` on each split in eval.splits.
 
     With ``cache`` (used for the fixed teacher and student init), results are stored under
-    ``cache_dir/eval/`` keyed by the model's weights, the prompts and every sampling setting, and reused.
+    ``cache_dir/eval/`` keyed by the model's weights, the prompts and every sampling setting, and reused
+    when they hold every key of ``CACHED_EVAL_KEYS``.
     """
     e = cfg.eval
     out = {}
@@ -202,9 +215,17 @@ def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> di
             )
             path = Path(cfg.cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
             if path.is_file():
-                log.info("%s: reusing cached %s evaluation from %s", name, split, path)
-                out[split] = json.loads(path.read_text())
-                continue
+                cached = json.loads(path.read_text())
+                if all(k in cached for k in CACHED_EVAL_KEYS):
+                    log.info("%s: reusing cached %s evaluation from %s", name, split, path)
+                    out[split] = cached
+                    continue
+                log.info(
+                    "%s: the cached %s evaluation %s has no per-prompt scores: evaluating again",
+                    name,
+                    split,
+                    path,
+                )
         started = time.perf_counter()
         out[split] = evaluate_model(model, tokenizer, examples, dm.records[split], name=name, **settings)
         out[split]["seconds"] = round(time.perf_counter() - started, 1)
@@ -214,16 +235,79 @@ def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> di
     return out
 
 
+def _points(x: float, sign: str = "") -> str:
+    """One decimal, without a "-0.0" for a value that rounds to zero."""
+    text = f"{x:{sign}.1f}"
+    return text.replace("-0.0", "+0.0" if sign else "0.0") if text.lstrip("+-") == "0.0" else text
+
+
+def _ci(ci) -> str:
+    return "" if ci is None else f" [{_points(ci[0])}, {_points(ci[1])}]"
+
+
 def format_table(rows: dict[str, dict], split: str) -> str:
-    """A small text table: one row per model, Rouge-L and validity (mean ± std over seeds)."""
-    lines = [f"{'model':<22} {'Rouge-L':>14} {'valid %':>14} {'length':>8}", "-" * 61]
+    """A small text table: one row per model, Rouge-L (mean ± std over the sampling seeds) and validity
+    (mean [95% bootstrap interval over prompts])."""
+    lines = [f"{'model':<22} {'Rouge-L':>14} {'valid % [95% CI]':>20} {'length':>8}", "-" * 67]
     for name, res in rows.items():
         r = res.get(split)
         if r is None:
             continue
-        valid = "n/a" if r["valid_rate"] is None else f"{r['valid_rate']:.1f} ± {r['valid_rate_std']:.1f}"
+        if r["valid_rate"] is None:
+            valid = "n/a"
+        elif r.get("valid_rate_ci95") is not None:
+            valid = f"{r['valid_rate']:.1f}{_ci(r['valid_rate_ci95'])}"
+        else:  # a results file from before the intervals
+            valid = f"{r['valid_rate']:.1f} ± {r['valid_rate_std']:.1f}"
         lines.append(
-            f"{name:<22} {r['rougeL']:>7.1f} ± {r['rougeL_std']:<4.1f} {valid:>14} {r['length']:>8.1f}"
+            f"{name:<22} {r['rougeL']:>7.1f} ± {r['rougeL_std']:<4.1f} {valid:>20} {r['length']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+COMPARED = (("valid", "validity", "valid_per_prompt"), ("rougeL", "Rouge-L", "rougeL_per_prompt"))
+
+
+def compare_to_init(rows: dict[str, dict], split: str) -> dict:
+    """Trained student − student init on the same prompts: ``compare/<metric>_diff`` (points) and
+    ``compare/<metric>_diff_ci95`` (paired bootstrap over prompts), ``compare/<metric>_prompts``; {} when
+    the table has no init row (eval.compare=false)."""
+    init, trained = rows.get("student init", {}).get(split), rows.get("trained student", {}).get(split)
+    if init is None or trained is None:
+        return {}
+    out = {"compare/seeds": len(trained.get("seeds") or [])}
+    for key, _, vector in COMPARED:
+        diff, ci, used = paired_bootstrap_diff(trained[vector], init[vector])
+        out.update(
+            {f"compare/{key}_diff": diff, f"compare/{key}_diff_ci95": ci, f"compare/{key}_prompts": used}
+        )
+    return out
+
+
+def format_comparison(compare: dict, split: str) -> str:
+    """The lines under the table: each difference with its interval, then whether it is beyond noise."""
+    if not compare:
+        return ""
+    seeds = compare["compare/seeds"]
+    lines, verdicts = [], []
+    for key, label, _ in COMPARED:
+        diff, ci = compare[f"compare/{key}_diff"], compare[f"compare/{key}_diff_ci95"]
+        used = compare[f"compare/{key}_prompts"]
+        if diff is None:
+            lines.append(f"trained − init {label}: n/a (no {split} prompt has a checker)")
+            continue
+        lines.append(
+            f"trained − init {label}: {_points(diff, '+')} points{_ci(ci)} (paired bootstrap over the {used} "
+            f"{split} prompts × {seeds} sampling seed{'s' if seeds != 1 else ''})"
+        )
+        if ci[0] > 0 or ci[1] < 0:
+            verdicts.append(f"{label} is {'higher' if diff > 0 else 'lower'} than the init's beyond noise")
+        else:
+            verdicts.append(f"{label} is within noise of the init's")
+    if verdicts:
+        lines.append(
+            f"The trained student's {' and its '.join(verdicts)} "
+            "(beyond noise: the 95% interval of the difference excludes 0)."
         )
     return "\n".join(lines)
 
@@ -376,14 +460,24 @@ def train(cfg) -> dict:
         prefix = {"trained student": "test", "teacher": "teacher", "student init": "init"}[name]
         results[f"{prefix}/rougeL"] = res[split]["rougeL"]
         results[f"{prefix}/valid_rate"] = res[split]["valid_rate"]
+        results[f"{prefix}/valid_rate_ci95"] = res[split].get("valid_rate_ci95")
+    compare = compare_to_init(table, split)
+    results.update(compare)
     for lg in loggers:
-        lg.log_metrics(
-            {k: v for k, v in results.items() if "/" in k and v is not None}, step=trainer.global_step
+        lg.log_metrics(  # scalars only: the intervals ([lo, hi]) are in results.json
+            {
+                k: v
+                for k, v in results.items()
+                if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            step=trainer.global_step,
         )
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     print(f"\n{split} split, {cfg.eval.num_samples or 'all'} prompts, seeds {list(cfg.eval.seeds)}:")
     print(format_table(table, split))
+    if compare:
+        print(format_comparison(compare, split))
     print(f"results: {run_dir / 'results.json'}")
     for lg in loggers:
         lg.finalize("success")

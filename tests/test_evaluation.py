@@ -344,6 +344,43 @@ def test_compare_two_results_files(tmp_path, capsys):
     assert err.value.code == 2
 
 
+# --------------------------------------------------------------------------- per-prompt scores, intervals
+
+
+def test_evaluate_model_keeps_per_prompt_scores_and_intervals(monkeypatch):
+    """Fixed samples for two seeds (the sampler is the only thing replaced): the per-prompt validity is the
+    mean over seeds in example order, None without a checker; its mean is valid_rate; the bootstrap over
+    the two checked prompts (100 and 50) can only give means 50, 75, 100, each end with chance >= 1/4."""
+    from minillm.evaluation.evaluate import evaluate_model
+
+    texts = {0: ["yes", "no", "anything"], 1: ["yes", "yes", "else"]}
+    monkeypatch.setattr(
+        "minillm.evaluation.evaluate.sample_responses",
+        lambda model, tok, examples, *, seed, **kwargs: (texts[seed], [2, 2, 2]),
+    )
+    exact = {"type": "exact", "answers": ["yes"]}
+    records = [
+        {"instruction": f"q{i}", "response": ref, "check": check, "category": "qa"}
+        for i, (ref, check) in enumerate([("yes", exact), ("yes please", exact), ("anything goes", None)])
+    ]
+    examples = [Example([5, 6], [7, EOS], i) for i in range(3)]
+    res = evaluate_model(
+        nn.Linear(1, 1), SimpleNamespace(eos_token_id=EOS), examples, records, seeds=(0, 1), progress=False
+    )
+    assert res["valid_per_prompt"] == [100.0, 50.0, None]
+    assert res["valid_rate"] == pytest.approx(75.0)  # seed 0: 50, seed 1: 100
+    assert res["valid_rate_ci95"] == [50.0, 100.0]
+    by_hand = [
+        (rouge_l("yes", "yes") + rouge_l("yes", "yes")) / 2,
+        (rouge_l("no", "yes please") + rouge_l("yes", "yes please")) / 2,
+        (rouge_l("anything", "anything goes") + rouge_l("else", "anything goes")) / 2,
+    ]
+    assert res["rougeL_per_prompt"] == pytest.approx(by_hand)
+    assert res["rougeL"] == pytest.approx(sum(by_hand) / 3)
+    lo, hi = res["rougeL_ci95"]
+    assert min(by_hand) <= lo <= res["rougeL"] <= hi <= max(by_hand)
+
+
 # --------------------------------------------------------------------------- training callbacks
 
 

@@ -99,6 +99,14 @@ def test_wandb_offline_run_directory_without_credentials(tmp_path):
             "error: student.path=/nonexistent/model: model path does not exist",
         ),
         (["data.batch_size=-1"], "error: data.batch_size=-1: must be a positive integer"),
+        (
+            ["select.monitor=val/valid_rate", "eval.val_samples=0"],
+            "error: select.monitor=val/valid_rate: needs validation generations, but eval.val_samples=0",
+        ),
+        (
+            ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
+            "error: select.monitor=val/valid: this run never logs that metric (it logs [",
+        ),
     ],
 )
 def test_bad_input_is_one_line_error(tmp_path, overrides, message):
@@ -229,3 +237,110 @@ def test_compiled_decoding_trains_the_same_student(compose, tmp_path):
     for a, b in zip(rows["eager"], rows["compiled"], strict=True):
         for key in ("train/loss", "train/single_step_loss", "train/grad_norm"):
             assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-3, abs=1e-5), key
+
+
+def test_end_of_run_table_states_intervals_and_the_paired_difference(compose, tmp_path, capsys):
+    """eval.compare=true: each row's validity with its 95% interval over prompts, the trained − init
+    differences (paired over the same prompts) in results.json and under the table; a teacher evaluation
+    cached before the per-prompt scores existed is evaluated again, not reused without them."""
+    import numpy as np
+
+    cfg = compose(smoke_overrides(tmp_path, "objective=sft", "logger=csv", "eval.seeds=[0,1]"))
+    first = train(cfg)
+    split = first["eval"]["trained student"]["test"]
+    init = first["eval"]["student init"]["test"]
+    assert len(split["valid_per_prompt"]) == len(split["rougeL_per_prompt"]) == split["n"] == 8
+    for prefix in ("teacher", "init", "test"):
+        lo, hi = first[f"{prefix}/valid_rate_ci95"]
+        assert lo <= first[f"{prefix}/valid_rate"] <= hi
+    pairs = [
+        (t, i)
+        for t, i in zip(split["valid_per_prompt"], init["valid_per_prompt"], strict=True)
+        if None not in (t, i)
+    ]
+    assert first["compare/valid_diff"] == pytest.approx(float(np.mean([t - i for t, i in pairs])))
+    assert first["compare/valid_prompts"] == len(pairs)
+    rouge = np.array(split["rougeL_per_prompt"]) - np.array(init["rougeL_per_prompt"])
+    assert first["compare/rougeL_diff"] == pytest.approx(float(rouge.mean()))
+    for key in ("valid", "rougeL"):
+        lo, hi = first[f"compare/{key}_diff_ci95"]
+        assert lo <= first[f"compare/{key}_diff"] <= hi
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["compare/valid_diff_ci95"] == first["compare/valid_diff_ci95"]
+    out = capsys.readouterr().out
+    teacher = first["eval"]["teacher"]["test"]
+    lo, hi = teacher["valid_rate_ci95"]
+    assert f"{teacher['valid_rate']:.1f} [{lo:.1f}, {hi:.1f}]" in out
+    diff, (lo, hi) = first["compare/valid_diff"], first["compare/valid_diff_ci95"]
+    assert (
+        f"trained − init validity: {diff:+.1f} points [{lo:.1f}, {hi:.1f}] "
+        f"(paired bootstrap over the {len(pairs)} test prompts × 2 sampling seeds)"
+    ) in out
+    assert "trained − init Rouge-L: " in out
+    assert "(beyond noise: the 95% interval of the difference excludes 0)." in out
+
+    # an entry of the eval cache written before the per-prompt scores: evaluated again and rewritten
+    (entry,) = (tmp_path / "cache" / "eval").glob("*.json")  # the teacher's (the random init is not cached)
+    old = json.loads(entry.read_text())
+    for key in ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95"):
+        old.pop(key)
+    entry.write_text(json.dumps(old))
+    second = train(compose(smoke_overrides(tmp_path, "objective=sft", "logger=none", "eval.seeds=[0,1]"),
+                           run_dir=tmp_path / "again"))  # fmt: skip
+    assert second["eval"]["teacher"]["test"]["valid_per_prompt"] == teacher["valid_per_prompt"]
+    assert "valid_per_prompt" in json.loads(entry.read_text())
+    assert second["compare/valid_diff"] == first["compare/valid_diff"]
+
+
+def test_validity_selection_on_a_fixed_validation_slice(compose, tmp_path, monkeypatch):
+    """select.monitor=val/valid_rate select.mode=max selects the checkpoint of the best validation
+    validity; every validation samples the same first eval.val_samples valid prompts with the same seed."""
+    import csv
+
+    import minillm.evaluation.evaluate as evaluation
+
+    real, calls = evaluation.evaluate_model, []
+
+    def spy(model, tokenizer, examples, records, **kwargs):
+        if kwargs.get("name") == "val":
+            calls.append(([e.index for e in examples], tuple(kwargs["seeds"])))
+        return real(model, tokenizer, examples, records, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate_model", spy)  # called through: the spy only records
+    cfg = compose(
+        smoke_overrides(
+            tmp_path,
+            "objective=sft",
+            "logger=csv",
+            "eval.compare=false",
+            "select.monitor=val/valid_rate",
+            "select.mode=max",
+        )
+    )
+    results = train(cfg)
+    assert len(calls) == 3  # one validation per step (debug=smoke)
+    assert len(calls[0][0]) == cfg.eval.val_samples
+    assert all(call == calls[0] for call in calls)
+    assert calls[0][1] == (0,)
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as handle:
+        rates = [float(r["val/valid_rate"]) for r in csv.DictReader(handle) if r.get("val/valid_rate")]
+    assert len(rates) == 3
+    assert results["best_score"] == pytest.approx(max(rates))
+    assert results["best_checkpoint"].endswith("best.ckpt")
+
+
+def test_validity_monitor_needs_a_checker_in_the_validation_slice():
+    from omegaconf import OmegaConf
+
+    from minillm.data.datasets import Example
+    from minillm.errors import MinillmError
+    from minillm.module import check_sampled_monitor
+
+    cfg = OmegaConf.create({"select": {"monitor": "val/valid_rate"}, "eval": {"val_samples": 2}})
+    examples = [Example([5], [1], 0), Example([6], [1], 1)]
+    records = [{"check": None}, {}]
+    with pytest.raises(MinillmError, match="none of the first 2 valid prompts .* has a validity checker"):
+        check_sampled_monitor(cfg, examples, records)
+    check_sampled_monitor(cfg, examples, [{"check": None}, {"check": {"type": "exact", "answers": ["a"]}}])
+    cfg.select.monitor = "val/rougeL"
+    check_sampled_monitor(cfg, examples, records)  # Rouge-L needs no checker

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from minillm.data.checkers import is_valid
 from minillm.data.datasets import Example, collate_prompts, collate_sft
 from minillm.evaluation.generation import no_repeat_ngram_processor
+from minillm.evaluation.intervals import bootstrap_ci
 from minillm.evaluation.metrics import (
     LENGTH_EDGES,
     bucket_names,
@@ -163,7 +164,10 @@ def evaluate_model(
     """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
 
     Returns means over seeds (``rougeL``, ``exact_match``, ``valid_rate``, ``distinct4``, ``length``),
-    their standard deviations over seeds (``*_std``), breakdowns ``per_category`` and ``by_length`` (gold
+    their standard deviations over seeds (``*_std``), per-prompt scores in example order averaged over the
+    seeds (``valid_per_prompt``, None for a prompt without a checker; ``rougeL_per_prompt``), 95 %
+    percentile-bootstrap intervals over prompts of the two means (``valid_rate_ci95``, ``rougeL_ci95``:
+    ``[lo, hi]``, 2000 resamples, seed 0), breakdowns ``per_category`` and ``by_length`` (gold
     response length in tokens, buckets with inclusive upper ``length_edges``; each bucket's ``n`` counts
     records) and a few samples. ``distinct4`` is Distinct-4 over the responses of one seed.
     """
@@ -172,6 +176,7 @@ def evaluate_model(
     refs = [records[e.index] for e in examples]
     buckets = [length_bucket(gold_length(e, tokenizer.eos_token_id), length_edges) for e in examples]
     per_seed, samples = [], []
+    by_prompt = {"rougeL": [[] for _ in examples], "valid": [[] for _ in examples]}
     per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
     for seed in seeds:
         texts, lengths = sample_responses(
@@ -198,6 +203,9 @@ def evaluate_model(
                 "length": _mean(lengths),
             }
         )
+        for i, s in enumerate(scored):
+            by_prompt["rougeL"][i].append(s["rougeL"])
+            by_prompt["valid"][i].append(s["valid"])
         for s, bucket in zip(scored, buckets, strict=True):
             for key in ("rougeL", "exact_match", "valid"):
                 per_cat[s["category"]][key].append(s[key])
@@ -217,6 +225,10 @@ def evaluate_model(
     for key in ("rougeL", "exact_match", "valid_rate", "distinct4", "length"):
         result[key] = _mean(r[key] for r in per_seed)
         result[f"{key}_std"] = _spread(r[key] for r in per_seed)
+    result["valid_per_prompt"] = [_mean(v) for v in by_prompt["valid"]]
+    result["rougeL_per_prompt"] = [_mean(v) for v in by_prompt["rougeL"]]
+    result["valid_rate_ci95"] = bootstrap_ci([v for v in result["valid_per_prompt"] if v is not None])
+    result["rougeL_ci95"] = bootstrap_ci(result["rougeL_per_prompt"])
 
     def breakdown(v) -> dict:
         return {
