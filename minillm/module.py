@@ -234,7 +234,7 @@ class DistillModule(L.LightningModule):
         path = folder / "last.ckpt"
         self._stop_log_step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
         try:
-            self.trainer.save_checkpoint(str(path))
+            self.trainer.save_checkpoint(str(path), weights_only=False)  # the whole state, to resume
         finally:
             self._stop_log_step = None
         return path
