@@ -109,7 +109,8 @@ class DistillModule(L.LightningModule):
         # validation, so the val/rougeL and val/valid_rate curves move only with the weights
         self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
         self.val_records = val_records
-        check_sampled_monitor(cfg, self.val_examples, val_records)
+        if val_examples is not None:  # built with validation data (a run): the monitor must be loggable
+            check_sampled_monitor(cfg, self.val_examples, val_records)
         self.kd_ratio = float(cfg.objective.get("kd_ratio", 0.0) or 0.0)
         # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
         self.chunk_size = cfg.objective.get("chunk_size")
