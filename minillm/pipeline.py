@@ -167,7 +167,7 @@ def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> di
         )
         path = None
         if cache:
-            from minillm.objectives.seqkd import weights_digest
+            from minillm.models.loading import weights_digest
 
             key = json.dumps(
                 [
@@ -291,7 +291,7 @@ def train(cfg) -> dict:
         )
 
     if cfg.objective.name == "seqkd":
-        from minillm.objectives.seqkd import teacher_samples
+        from minillm.data.seqkd import teacher_samples
 
         dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
 
@@ -325,7 +325,7 @@ def train(cfg) -> dict:
     except (ValueError, MisconfigurationException) as err:
         raise lightning_config_error(err, cfg) from None
     train_seconds = time.perf_counter() - started
-    from minillm.objectives.seqkd import weights_digest
+    from minillm.models.loading import weights_digest
 
     final_weights = weights_digest(student)  # the weights training ended with (before best selection)
 
