@@ -51,7 +51,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from minillm.cli import quiet_libraries, user_errors
+from minillm.cli import CONF_DIR, quiet_libraries, user_errors
 from minillm.errors import MinillmError
 
 quiet_libraries()
@@ -1374,7 +1374,7 @@ def bench(cfg: DictConfig) -> dict:
     return results
 
 
-main = hydra.main(config_path="../conf", config_name="bench", version_base="1.3")(bench)
+main = hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")(bench)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,14 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from minillm.errors import MinillmError, RunInterrupted
+
+# The config tree, as an absolute path: Hydra resolves a relative config_path against the calling file
+# only under `python -m`; called from a console script (minillm-run, ...) it would look for a Python
+# package named `conf` instead.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def quiet_libraries() -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import quiet_libraries, user_errors
+from minillm.cli import CONF_DIR, quiet_libraries, user_errors
 
 quiet_libraries()
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> float | None:
     from minillm.evaluation.suite import run_evaluation

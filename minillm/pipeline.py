@@ -31,9 +31,8 @@ from minillm.models.loading import (
     check_same_vocab,
     freeze,
     load_model,
-    load_tokenizer,
 )
-from minillm.models.tiny import train_tokenizer
+from minillm.models.tokenizers import resolve_tokenizer
 from minillm.resume import (
     AtomicCheckpointIO,
     GracefulStop,
@@ -47,27 +46,6 @@ from minillm.resume import (
 from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def resolve_tokenizer(cfg, records):
-    """The shared tokenizer: tokenizer.path, else the student's or teacher's folder, else trained and cached."""
-    if cfg.tokenizer.get("path"):
-        return load_tokenizer(cfg.tokenizer.path, "tokenizer.path")
-    for key in ("student", "teacher"):
-        spec = cfg.get(key)
-        if spec is not None and spec.get("path"):
-            return load_tokenizer(spec.path, f"{key}.path")
-    texts = [f"{r['instruction']}\n{r['context']}\n{r['response']}" for r in records["train"]]
-    digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
-    folder = Path(cfg.cache_dir) / "tokenizers" / f"bpe{cfg.tokenizer.vocab_size}-{digest}"
-    if (folder / "tokenizer.json").is_file():
-        log.info("loading the cached tokenizer from %s", folder)
-        return load_tokenizer(folder)
-    log.info(
-        "training a %d-token byte-level BPE on the train split into %s", cfg.tokenizer.vocab_size, folder
-    )
-    train_tokenizer(texts, cfg.tokenizer.vocab_size, folder)
-    return load_tokenizer(folder)
 
 
 def lightning_config_error(err: Exception, cfg) -> Exception:
@@ -202,7 +180,7 @@ def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> di
         )
         path = None
         if cache:
-            from minillm.objectives.seqkd import weights_digest
+            from minillm.models.loading import weights_digest
 
             key = json.dumps(
                 [
@@ -397,7 +375,7 @@ def train(cfg) -> dict:
         )
 
     if cfg.objective.name == "seqkd":
-        from minillm.objectives.seqkd import teacher_samples
+        from minillm.data.seqkd import teacher_samples
 
         dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
 
@@ -431,7 +409,7 @@ def train(cfg) -> dict:
     except (ValueError, MisconfigurationException) as err:
         raise lightning_config_error(err, cfg) from None
     train_seconds = time.perf_counter() - started
-    from minillm.objectives.seqkd import weights_digest
+    from minillm.models.loading import weights_digest
 
     final_weights = weights_digest(student)  # the weights training ended with (before best selection)
 

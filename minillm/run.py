@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import quiet_libraries, user_errors
+from minillm.cli import CONF_DIR, quiet_libraries, user_errors
 from minillm.errors import MinillmError, RunInterrupted
 
 quiet_libraries()
@@ -64,7 +64,7 @@ def run_task(cfg: DictConfig) -> float | None:
     return train(cfg).get("test/rougeL")
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> float | None:
     if not in_multirun():

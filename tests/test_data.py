@@ -145,3 +145,17 @@ def test_pretrain_blocks_cross_document_boundaries(tiny_tokenizer):
     blocks = pretrain_blocks(["one two three four five", "six seven eight nine ten"], tiny_tokenizer, 4)
     assert blocks.shape[1] == 4 and blocks.shape[0] >= 2
     assert tiny_tokenizer.eos_token_id in blocks.view(-1).tolist()
+
+
+def test_train_loader_tells_lightning_it_is_resumable(compose, tmp_path, tiny_tokenizer):
+    """Lightning warns on every mid-epoch resume unless the train loader has state_dict/load_state_dict
+    (its ``_Stateful`` check); the position itself is the sampler's, saved by the module."""
+    from lightning.fabric.utilities.types import _Stateful
+
+    from minillm.data.datamodule import InstructionDataModule, load_records
+
+    cfg = compose(["debug=smoke", f"cache_dir={tmp_path / 'cache'}"])
+    dm = InstructionDataModule(cfg.data, tiny_tokenizer, load_records(cfg.data, cfg.cache_dir))
+    loader = dm.train_dataloader()
+    assert isinstance(loader, _Stateful)
+    assert loader.state_dict() == {} and dm.train_sampler.state_dict()["consumed"] == 0

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from minillm.errors import MinillmError
-from minillm.rollout.buffer import RolloutBuffer, concat_rollouts
+from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import Rollout, generate, sample_rollouts
 
 VOCAB = 50
@@ -425,57 +425,12 @@ def _fake_rollout(batch: int, prompt_len: int, resp_len: int, offset: int, vocab
     )
 
 
-def test_concat_pads_prompts_left_and_responses_right():
-    a, b = _fake_rollout(2, 3, 5, offset=10), _fake_rollout(3, 6, 2, offset=20)
-    c = concat_rollouts([a, b])
-    assert len(c) == 5
-    assert (
-        c.prompt_ids.shape == (5, 6)
-        and c.response_ids.shape == (5, 5)
-        and c.teacher_logits.shape == (5, 5, 5)
-    )
-    # Left padding on a's prompts, right padding on b's responses.
-    assert torch.equal(c.prompt_ids[:2, 3:], a.prompt_ids) and (c.prompt_ids[:2, :3] == PAD).all()
-    assert torch.equal(c.prompt_mask[:2, 3:], a.prompt_mask) and (c.prompt_mask[:2, :3] == 0).all()
-    assert torch.equal(c.response_ids[2:, :2], b.response_ids) and (c.response_ids[2:, 2:] == PAD).all()
-    assert (c.response_mask[2:, 2:] == 0).all() and (c.student_logprobs[2:, 2:] == 0).all()
-    assert (c.teacher_logits[2:, 2:] == 0).all()
-    # Padding leaves the positions of real tokens unchanged.
-    _, mask_a, pos_a = a.full_input()
-    _, mask_c, pos_c = c.full_input()
-    assert torch.equal(pos_c[:2, 3 : 3 + 8][mask_a.bool()], pos_a[mask_a.bool()])
-    with pytest.raises(MinillmError, match="teacher_logits"):
-        concat_rollouts([a, Rollout(**{**a.__dict__, "teacher_logits": None})])
-
-
-def test_concat_of_real_rollouts_keeps_logprobs_consistent(pair):
-    student, teacher = pair
-    parts = []
-    for seed, lengths in ((0, [2, 5]), (1, [1, 3, 2])):
-        prompt_ids, prompt_mask = _prompts(lengths, seed=seed)
-        parts.append(
-            sample_rollouts(
-                student,
-                teacher,
-                prompt_ids,
-                prompt_mask,
-                max_new_tokens=4 + 3 * seed,
-                alpha=0.2,
-                eos_token_id=EOS,
-                pad_token_id=PAD,
-                generator=torch.Generator().manual_seed(seed),
-            )
-        )
-    merged = concat_rollouts(parts)
-    s_ref, _ = _teacher_forced(student, merged)
-    m = merged.response_mask.bool()
-    torch.testing.assert_close(merged.student_logprobs[m], s_ref[m], atol=1e-5, rtol=1e-5)
-
-
 def test_minibatches_cover_every_row_once_per_epoch():
+    rollout = _fake_rollout(11, 3, 6, offset=0)
+    rollout.response_mask[:5, 4:] = 0  # the first five responses are 4 tokens long
+    rollout.prompt_mask[:5, 0] = 0  # and their prompts 2
     buf = RolloutBuffer()
-    buf.add(_fake_rollout(5, 3, 4, offset=0))
-    buf.add(_fake_rollout(6, 2, 6, offset=100))
+    buf.add(rollout)
     assert len(buf) == 11
     g = torch.Generator().manual_seed(0)
     orders = []
@@ -486,22 +441,23 @@ def test_minibatches_cover_every_row_once_per_epoch():
             seen += mb.response_ids[:, 0].tolist()
             # Each row keeps its own data: log-probs follow the row's tag.
             assert torch.equal(mb.student_logprobs[:, 0], -mb.response_ids[:, 0].float())
-        assert sorted(seen) == list(range(5)) + list(range(100, 106))
+        assert sorted(seen) == list(range(11))
         orders.append(seen)
     assert orders[0] != orders[1]
     plain = [mb.response_ids[:, 0].tolist() for mb in buf.minibatches(5, shuffle=False)]
-    assert plain == [[0, 1, 2, 3, 4], [100, 101, 102, 103, 104], [105]]
+    assert plain == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10]]
     # A minibatch drops the padding columns it does not need.
     first = next(buf.minibatches(5, shuffle=False))
-    assert first.response_ids.shape[1] == 4 and first.prompt_ids.shape[1] == 3
+    assert first.response_ids.shape[1] == 4 and first.prompt_ids.shape[1] == 2
     with pytest.raises(MinillmError, match="batch_size"):
         next(buf.minibatches(0))
 
 
 def test_buffer_state_dict_round_trip(tmp_path):
     buf = RolloutBuffer()
-    buf.add(_fake_rollout(2, 3, 4, offset=0))
-    buf.add(_fake_rollout(3, 4, 2, offset=10))
+    buf.add(_fake_rollout(5, 3, 4, offset=0))
+    with pytest.raises(MinillmError, match="clear"):  # one round at a time
+        buf.add(_fake_rollout(2, 3, 4, offset=10))
     path = tmp_path / "buf.pt"
     torch.save(buf.state_dict(), path)
     restored = RolloutBuffer()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from minillm.objectives.seqkd import read_cache
+from minillm.data.seqkd import read_cache
 
 
 def write_cache(path, provenance, responses):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import partial
 from pathlib import Path
@@ -62,7 +61,12 @@ def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
 class ResumableLoader(DataLoader):
     """The train loader. Its position lives in its ResumableBatches sampler, which the module saves and
     restores (``checkpoint["minillm"]["data"]``) with the exact count of batches trained on; the loader
-    itself therefore has no state of its own to give Lightning — but it is resumable, and says so."""
+    itself therefore has no state of its own to give Lightning — but it is resumable, and says so.
+
+    Not dead code: Lightning calls ``state_dict`` when it saves a checkpoint (the empty dict is stored
+    under ``loops.fit_loop.combined_loader``) and ``load_state_dict`` on resume; and a loader without the
+    pair (not ``lightning.fabric.utilities.types._Stateful``) makes every mid-epoch resume warn "your
+    dataloader is not resumable" (``training_epoch_loop.py``), which here would be false."""
 
     def state_dict(self) -> dict:
         return {}
@@ -190,9 +194,3 @@ class InstructionDataModule(L.LightningDataModule):
             drop_last=True,
             generator=torch.Generator().manual_seed(self.seed + 1),
         )
-
-
-def write_records(path: str | Path, records: list[dict]) -> None:
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for r in records:
-            handle.write(json.dumps(r) + "\n")

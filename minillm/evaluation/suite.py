@@ -26,6 +26,7 @@ from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
+from minillm.models.tokenizers import resolve_tokenizer
 from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,11 @@ def _load_ckpt(cfg, path: Path, records, node: str = "evaluate"):
     if exported is not None and (exported / "config.json").is_file():
         model = load_model(OmegaConf.create({"path": str(exported)}), key=node)
         tokenizer = (
-            load_tokenizer(str(exported)) if _has_tokenizer(exported) else _config_tokenizer(cfg, records)
+            load_tokenizer(str(exported)) if _has_tokenizer(exported) else resolve_tokenizer(cfg, records)
         )
         where = str(exported)
     else:
-        tokenizer = _config_tokenizer(cfg, records)
+        tokenizer = resolve_tokenizer(cfg, records)
         model = _config_model(cfg, "student", tokenizer)
         where = "the config's student"
     try:
@@ -140,12 +141,6 @@ def _load_ckpt(cfg, path: Path, records, node: str = "evaluate"):
             f"{node}.path={path}: its weights do not fit the model of {where} ({first})"
         ) from None
     return model, tokenizer
-
-
-def _config_tokenizer(cfg, records):
-    from minillm.pipeline import resolve_tokenizer
-
-    return resolve_tokenizer(cfg, records)
 
 
 def _config_model(cfg, key: str, tokenizer):
@@ -170,7 +165,7 @@ def load_evaluated_model(cfg, records, node: str = "evaluate"):
                 "config's student as it is"
             )
         key = "teacher" if e.model == "teacher" else "student"
-        tokenizer = _config_tokenizer(cfg, records)
+        tokenizer = resolve_tokenizer(cfg, records)
         return _config_model(cfg, key, tokenizer), tokenizer, str(cfg[key].get("path") or f"{key}.arch")
     raw = str(e.path)
     path = Path(raw).expanduser()
@@ -197,7 +192,7 @@ def load_evaluated_model(cfg, records, node: str = "evaluate"):
     elif not local.exists() and not cfg.tokenizer.get("path"):
         tokenizer = load_tokenizer(str(path), f"{node}.path")  # a hub id ships its tokenizer
     else:
-        tokenizer = _config_tokenizer(cfg, records)
+        tokenizer = resolve_tokenizer(cfg, records)
     return model, tokenizer, str(path)
 
 

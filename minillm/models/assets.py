@@ -4,7 +4,7 @@ The pipeline of the paper at toy scale, reproducible from this command:
 1. a byte-level BPE tokenizer trained on the bundled train split;
 2. the teacher: a Llama-style model (``student=tiny_llama_teacher_size``) trained from scratch with SFT
    until its validation loss plateaus, selected by lowest validation loss;
-3. the student init: a much smaller model (``student=tiny_llama``) trained the same way to its own
+3. the student init: a much smaller model (``student=tiny_llama_xs``) trained the same way to its own
    plateau, selected by lowest validation loss.
 Each stage is an ordinary ``python -m minillm.run objective=sft`` run; its best model is copied into
 ``assets/embedded/`` with a manifest of how it was made. Usage:

@@ -7,6 +7,7 @@ no gradients; the training module keeps it out of the optimizer and out of check
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -107,3 +108,13 @@ def check_same_tokenizer(tokenizer, other_path: str, key: str) -> None:
         raise MinillmError(
             f"{key}={other_path}: its tokenizer differs from the student's; distillation needs one"
         )
+
+
+def weights_digest(model) -> str:
+    """A short hash of the model's parameters: identifies a model beyond its path (the SeqKD cache's
+    teacher, the evaluation cache's key, ``final_weights_sha1`` in results.json)."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -9,8 +9,9 @@ Paper: Gu, Dong, Wei, Huang, "MiniLLM: On-Policy Distillation of Large Language 
 MiniLLM splits off the current step and takes its expectation over the vocabulary exactly (single-step
 term, Eq. 5), samples from a teacher-mixed distribution p̃ = α·p + (1−α)·q_θ corrected by per-token
 importance weights w_t = q_θ(y_t|·)/p̃(y_t|·) (Eq. 6), and length-normalises the long-term return
-(Eq. 7). The released code differs from the printed equations in several places (see the table in
-DESIGN.md); :class:`PGOptions` reaches both: ``PGOptions.code()`` (the default) and ``PGOptions.paper()``.
+(Eq. 7). The released code differs from the printed equations in several places (the ``variant=code`` /
+``variant=paper`` table in README.md's MiniLLM section); :class:`PGOptions` reaches both:
+``PGOptions.code()`` (the default) and ``PGOptions.paper()``.
 
 Shapes: every (B, T) tensor runs over RESPONSE tokens; ``mask`` is 1 from the first response token up
 to and including EOS (a contiguous prefix of each row) and 0 after. Masked positions hold 0 in every

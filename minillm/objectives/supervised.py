@@ -9,8 +9,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minillm.data.datasets import IGNORE_INDEX
 from minillm.objectives.divergences import forward_kl
+
+# The label of positions that carry no loss (prompt, padding): PyTorch's cross-entropy convention, and
+# the value minillm.data.datasets writes (tests/test_architecture.py checks that the two agree).
+IGNORE_INDEX = -100
 
 
 def shift_for_next_token(logits: torch.Tensor, labels: torch.Tensor):

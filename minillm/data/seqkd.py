@@ -16,17 +16,9 @@ import torch
 
 from minillm.errors import MinillmError
 from minillm.evaluation.evaluate import sample_responses
+from minillm.models.loading import weights_digest
 
 log = logging.getLogger(__name__)
-
-
-def weights_digest(model) -> str:
-    """A short hash of the model's parameters (identifies the teacher beyond its path)."""
-    h = hashlib.sha1()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def provenance(cfg, teacher, dm) -> dict:

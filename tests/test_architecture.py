@@ -1,0 +1,163 @@
+"""The package's import rules (issue 13), read from the source with ``ast``.
+
+Every ``import`` / ``from … import`` of every module under ``minillm/`` counts, including imports inside
+functions (a lazy import is still a dependency). The rules:
+
+- ``minillm/objectives/`` holds pure losses over tensors: of the project it imports only
+  ``minillm.errors`` and its own modules (no data, evaluation, rollout, models, training modules,
+  Lightning or entry points);
+- ``minillm/rollout/`` imports no objective;
+- nothing under ``minillm/`` imports an entry point, nor ``minillm.pipeline`` (the body of
+  ``minillm.run``) unless it is an entry point itself.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "minillm"
+
+# Modules run as programs: each has a ``main`` and ``if __name__ == "__main__"`` (checked below).
+# ``minillm.cli`` is not one of them: it is the plumbing they share (logging set-up, the one-line error).
+ENTRY_POINTS = {
+    "minillm.run",
+    "minillm.evaluate",
+    "minillm.compare",
+    "minillm.report",
+    "minillm.bench",
+    "minillm.models.assets",
+}
+
+# The body of ``minillm.run`` (its training recipe), kept in its own module: only entry points import it.
+ENTRY_POINT_BODIES = {"minillm.pipeline"}
+
+# Third-party packages an objective must not reach for (losses take tensors, not trainers or models).
+OBJECTIVE_FORBIDDEN_LIBRARIES = ("lightning", "pytorch_lightning", "transformers", "hydra", "omegaconf")
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in the file, as absolute dotted names."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import: resolve against this module's package
+                base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+            found.add(base)
+            # ``from minillm import run`` imports the module minillm.run
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return found
+
+
+def project_modules() -> dict[str, set[str]]:
+    return {module_name(p): imported_modules(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def test_the_listed_entry_points_are_the_programs():
+    """Each listed module has a main and a ``__main__`` guard, and no other module has both."""
+    programs = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        has_main = any(
+            isinstance(n, ast.FunctionDef | ast.Assign)
+            and (
+                n.name == "main"
+                if isinstance(n, ast.FunctionDef)
+                else any(isinstance(t, ast.Name) and t.id == "main" for t in n.targets)
+            )
+            for n in tree.body
+        )
+        guarded = any(
+            isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) and "__name__" in ast.unparse(n.test)
+            for n in tree.body
+        )
+        if has_main and guarded:
+            programs.add(module_name(path))
+    assert programs == ENTRY_POINTS
+
+
+def test_objectives_import_nothing_of_the_project_but_errors():
+    bad = []
+    for name, imports in project_modules().items():
+        if not within(name, "minillm.objectives"):
+            continue
+        for dep in sorted(imports):
+            project = within(dep, "minillm")
+            allowed = dep == "minillm" or within(dep, "minillm.errors") or within(dep, "minillm.objectives")
+            library = any(within(dep, lib) for lib in OBJECTIVE_FORBIDDEN_LIBRARIES)
+            if (project and not allowed) or library:
+                bad.append(f"{name} imports {dep}")
+    assert not bad, "objectives must be pure losses over tensors:\n" + "\n".join(bad)
+
+
+def test_rollout_imports_no_objective():
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.rollout")
+        for dep in sorted(imports)
+        if within(dep, "minillm.objectives")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_nothing_in_the_package_imports_an_entry_point():
+    bad = []
+    for name, imports in project_modules().items():
+        for dep in sorted(imports):
+            if any(within(dep, entry) for entry in ENTRY_POINTS - {name}):
+                bad.append(f"{name} imports {dep}")
+            elif name not in ENTRY_POINTS and any(within(dep, body) for body in ENTRY_POINT_BODIES - {name}):
+                bad.append(f"{name} imports {dep}, the body of an entry point")
+    assert not bad, "entry points are run, never imported:\n" + "\n".join(bad)
+
+
+def test_objectives_and_data_agree_on_the_ignored_label():
+    """The losses keep their own copy of the label that marks no-loss positions (they may not import
+    data); it must be the one the data module writes."""
+    from minillm.data.datasets import IGNORE_INDEX as written
+    from minillm.objectives.supervised import IGNORE_INDEX as ignored
+
+    assert written == ignored == -100
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("import minillm.run", {"minillm.run"}),
+        ("def f():\n    from minillm.evaluation.evaluate import sample_responses", None),
+        ("from minillm import run", {"minillm", "minillm.run"}),
+        ("from ..evaluation import suite", {"minillm.evaluation", "minillm.evaluation.suite"}),
+        ("from . import divergences", {"minillm.objectives", "minillm.objectives.divergences"}),
+    ],
+)
+def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch, source, expected):
+    """The checks above are only as good as this reader: it must see imports inside functions and
+    resolve relative ones (here as if the file were minillm/objectives/x.py)."""
+    folder = tmp_path / "minillm" / "objectives"
+    folder.mkdir(parents=True)
+    path = folder / "x.py"
+    path.write_text(source + "\n")
+    monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path / "minillm")
+    found = imported_modules(path)
+    if expected is None:
+        expected = {"minillm.evaluation.evaluate", "minillm.evaluation.evaluate.sample_responses"}
+    assert found == expected
