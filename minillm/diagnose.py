@@ -12,7 +12,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import quiet_libraries, user_errors
+from minillm.cli import CONF_DIR, quiet_libraries, user_errors
 
 quiet_libraries()
 
@@ -133,7 +133,7 @@ def run_diagnose(cfg) -> dict:
     return result
 
 
-@hydra.main(config_path="../conf", config_name="diagnose", version_base="1.3")
+@hydra.main(config_path=CONF_DIR, config_name="diagnose", version_base="1.3")
 @user_errors
 def main(cfg: DictConfig) -> float | None:
     return run_diagnose(cfg)["kl"]["student"].get("reverse_kl")

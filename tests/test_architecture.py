@@ -29,6 +29,7 @@ ENTRY_POINTS = {
     "minillm.report",
     "minillm.bench",
     "minillm.models.assets",
+    "minillm.diagnose",
 }
 
 # The body of ``minillm.run`` (its training recipe), kept in its own module: only entry points import it.
