@@ -373,7 +373,8 @@ class OnPolicyModule(DistillModule):
             "rollout/reverse_kl": -reward,
             # the same with the per-token importance weight w_t = q/p̃: an estimate of KL(q‖p) on these
             # prefixes at any α (equal to rollout/reverse_kl at α = 0). The exact value: minillm.diagnose
-            "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum() / n,
+            "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum()
+            / n,
             "rollout/length": lengths.mean(),
             "rollout/finished": finished.any(dim=1).float().mean(),
             "rollout/importance_weight": weights.sum() / n,

@@ -158,7 +158,9 @@ def trajectory_plot(arms: dict[str, list[dict]], init_val: dict | None, path: Pa
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", type=Path)
-    ap.add_argument("--init", type=Path, required=True, help="minillm.evaluate results.json of the init (test)")
+    ap.add_argument(
+        "--init", type=Path, required=True, help="minillm.evaluate results.json of the init (test)"
+    )
     ap.add_argument("--teacher", type=Path, required=True, help="... of the teacher (test)")
     ap.add_argument("--init-val", type=Path, help="... of the init on the validation slice (seed 0)")
     ap.add_argument("--out", type=Path, required=True)
@@ -226,7 +228,9 @@ def main(argv=None) -> str:
         "",
         "| run | by val Rouge-L (the default) | by val validity | last |",
         "|---|---|---|---|",
-        *selection_rows(sorted(runs, key=lambda r: (ORDER.index(r["arm"]) if r["arm"] in ORDER else 99, r["seed"]))),
+        *selection_rows(
+            sorted(runs, key=lambda r: (ORDER.index(r["arm"]) if r["arm"] in ORDER else 99, r["seed"]))
+        ),
     ]
 
     cats = sorted(init["per_category"])
@@ -239,9 +243,7 @@ def main(argv=None) -> str:
         "|---|---|---|---|" + "---|" * len(shown),
     ]
     for c in cats:
-        cells = [
-            f"{statistics.mean(r['per_category'][c]['valid_rate'] for r in arms[a]):.1f}" for a in shown
-        ]
+        cells = [f"{statistics.mean(r['per_category'][c]['valid_rate'] for r in arms[a]):.1f}" for a in shown]
         lines.append(
             f"| {c} | {init['per_category'][c]['n']} | {teacher['per_category'][c]['valid_rate']:.1f} | "
             f"{init['per_category'][c]['valid_rate']:.1f} | " + " | ".join(cells) + " |"
