@@ -24,6 +24,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student's t, two-sided 95%
 ORDER = ["full", "alpha0", "alpha_decay", "paper", "no_single_step", "lr3e-5", "ppo1", "select_valid", "sft"]
 
@@ -50,7 +52,7 @@ def read_run(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     res = json.loads(path.read_text())
-    cfg = res["config"]
+    cfg = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))  # the run's resolved config
     obj = cfg["objective"]
     if obj.get("kind") == "on_policy":  # CSV steps are rounds: convert to optimizer steps
         per_round = obj["ppo_epochs"] * math.ceil(obj["num_rollouts"] / obj["mini_batch_size"])
@@ -99,6 +101,14 @@ def evaluated(path: Path) -> dict:
         "valid_ci95": out.get("valid_rate_ci95"),
         "n": out["n"],
     }
+
+
+def per_prompt(path: Path) -> dict[str, list]:
+    res = json.loads(Path(path).read_text())
+    (model,) = res["eval"]
+    (split,) = res["eval"][model]
+    out = res["eval"][model][split]
+    return {"valid": out["valid_per_prompt"], "rougeL": out["rougeL_per_prompt"]}
 
 
 def selection_rows(runs: list[dict]) -> list[str]:
@@ -163,6 +173,14 @@ def main(argv=None) -> str:
     )
     ap.add_argument("--teacher", type=Path, required=True, help="... of the teacher (test)")
     ap.add_argument("--init-val", type=Path, help="... of the init on the validation slice (seed 0)")
+    ap.add_argument(
+        "--paired",
+        nargs="*",
+        default=[],
+        metavar="ARM=RESULTS[,RESULTS...]",
+        help="minillm.evaluate results.json of an arm's trained students on test (one per training seed): "
+        "a paired bootstrap over prompts against the init, each prompt's score averaged over the runs",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
@@ -198,6 +216,32 @@ def main(argv=None) -> str:
             f"| {name} | {','.join(str(r['seed']) for r in sorted(rs, key=lambda r: r['seed']))} | "
             f"{rm:.1f} ± {rsd:.1f} | {vm:.1f} ± {vsd:.1f} | {dr:+.1f} ± {hr:.1f} | {dv:+.1f} ± {hv:.1f} | {secs:.0f} |"
         )
+
+    if args.paired:
+        from minillm.evaluation.intervals import paired_bootstrap_diff
+
+        init_vec = per_prompt(args.init)
+        lines += [
+            "",
+            "Paired over the same 500 test prompts (each prompt's validity averaged over the arm's training "
+            "seeds × 3 sampling seeds, against the init's 3 sampling seeds; percentile bootstrap over prompts, "
+            "2000 resamples):",
+            "",
+            "| arm | runs | Δ valid vs init [95% interval] | Δ Rouge-L vs init [95% interval] |",
+            "|---|---|---|---|",
+        ]
+        for spec in args.paired:
+            name, _, paths = spec.partition("=")
+            vecs = [per_prompt(Path(p)) for p in paths.split(",")]
+            cells = []
+            for key in ("valid", "rougeL"):
+                pooled = [
+                    None if any(v[key][i] is None for v in vecs) else statistics.mean(v[key][i] for v in vecs)
+                    for i in range(len(init_vec[key]))
+                ]
+                diff, ci, _ = paired_bootstrap_diff(pooled, init_vec[key])
+                cells.append(f"{diff:+.1f} [{ci[0]:+.1f}, {ci[1]:+.1f}]")
+            lines.append(f"| {name} | {len(vecs)} | {cells[0]} | {cells[1]} |")
 
     lines += [
         "",
