@@ -111,6 +111,52 @@ def per_prompt(path: Path) -> dict[str, list]:
     return {"valid": out["valid_per_prompt"], "rougeL": out["rougeL_per_prompt"]}
 
 
+def diagnose_rows(folder: Path) -> list[str]:
+    """Exact token KLs and copying on held-out valid prompts (minillm.diagnose), per arm over seeds."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    settings = None
+    for run in sorted(folder.iterdir()):
+        path = run / "diagnose.json"
+        if not path.is_file():
+            continue
+        d = json.loads(path.read_text())
+        settings = settings or d["settings"]
+        arm = "student init" if run.name == "init" else run.name.rsplit("-s", 1)[0]
+        groups[arm].append(d)
+    if not groups:
+        return []
+
+    def cell(runs, get, fmt="{:.2f}"):
+        m, sd = mean_std([get(d) for d in runs])
+        return fmt.format(m) + (f" ± {fmt.format(sd)}" if len(runs) > 1 else "")
+
+    lines = [
+        "",
+        f"## What reverse KL buys (minillm.diagnose: first {settings['num_prompts']} valid prompts × seeds "
+        f"{settings['seeds']}, temperature 1)",
+        "",
+        "Exact full-vocabulary token KLs, per token: KL(q‖p) on the student's own samples, KL(p‖q) on the "
+        "teacher's; seq KL(q‖p): Monte Carlo log q(y) − log p(y) per student response. Copied: the share of "
+        "the student's invalid answers that appear word for word among the teacher's samples for that "
+        "prompt. Trained arms: mean ± std over training seeds (best_model of each run).",
+        "",
+        "| model | runs | KL(q‖p) /token | KL(p‖q) /token | seq KL(q‖p) | student valid % | teacher valid % "
+        "| invalid copied % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in ["student init", *[a for a in ORDER if a in groups]]:
+        runs = groups[arm]
+        lines.append(
+            f"| {arm} | {len(runs)} | {cell(runs, lambda d: d['kl']['student']['reverse_kl'])} | "
+            f"{cell(runs, lambda d: d['kl']['teacher']['forward_kl'])} | "
+            f"{cell(runs, lambda d: d['kl']['student']['seq_mc'], '{:.1f}')} | "
+            f"{cell(runs, lambda d: d['validity']['student']['valid_rate'], '{:.1f}')} | "
+            f"{cell(runs, lambda d: d['validity']['teacher']['valid_rate'], '{:.1f}')} | "
+            f"{cell(runs, lambda d: d['copying']['copied_invalid_share'], '{:.1f}')} |"
+        )
+    return lines
+
+
 def selection_rows(runs: list[dict]) -> list[str]:
     """Which validation each metric would select, and that validation's validity / Rouge-L."""
     lines = []
@@ -180,6 +226,11 @@ def main(argv=None) -> str:
         metavar="ARM=RESULTS[,RESULTS...]",
         help="minillm.evaluate results.json of an arm's trained students on test (one per training seed): "
         "a paired bootstrap over prompts against the init, each prompt's score averaged over the runs",
+    )
+    ap.add_argument(
+        "--diagnose",
+        type=Path,
+        help="a folder of minillm.diagnose run folders named <arm>-s<seed> (and 'init'): what reverse KL buys",
     )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -292,6 +343,9 @@ def main(argv=None) -> str:
             f"| {c} | {init['per_category'][c]['n']} | {teacher['per_category'][c]['valid_rate']:.1f} | "
             f"{init['per_category'][c]['valid_rate']:.1f} | " + " | ".join(cells) + " |"
         )
+
+    if args.diagnose:
+        lines += diagnose_rows(args.diagnose)
 
     trajectory_plot(arms, init_val, args.out / "trajectory.png")
     lines += ["", "![trajectory](trajectory.png)", ""]
