@@ -107,7 +107,7 @@ class OnPolicyModule(DistillModule):
     def on_fit_start(self):
         super().on_fit_start()
         self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
-        if self.disable_dropout and getattr(self.student, "is_gradient_checkpointing", False):
+        if self.disable_dropout and getattr(self.student, "is_activation_checkpointing", False):
             log.warning(
                 "objective.disable_dropout runs the updates in eval mode, where Hugging Face models skip "
                 "gradient checkpointing: set objective.disable_dropout=false to keep it"
