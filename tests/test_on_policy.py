@@ -57,19 +57,22 @@ def test_alpha_schedules():
         alpha_at(objective(alpha_schedule="step"), 0.1)
 
 
+VOCAB, EOS = 60, 0
+TEACHER_ARCH = dict(
+    model_type="llama",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+)
+
+
 @pytest.mark.parametrize("model_type", ["llama", "gpt2"])
 def test_training_forward_reproduces_rollout_logprobs(model_type):
-    arch = {
-        "llama": dict(
-            model_type="llama",
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-        ),
-        "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=2),
-    }[model_type]
+    arch = {"llama": TEACHER_ARCH, "gpt2": dict(model_type="gpt2", n_embd=32, n_layer=2, n_head=2)}[
+        model_type
+    ]
     student = build_model(arch, 60, eos_token_id=0, seed=1).eval()
     teacher = build_model(arch, 60, eos_token_id=0, seed=2).eval()
     prompts = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12], [0, 0, 0, 0, 13]])
@@ -98,15 +101,6 @@ def test_training_forward_reproduces_rollout_logprobs(model_type):
 
 # =========================================================================== the module, through Lightning
 
-VOCAB, EOS = 60, 0
-TEACHER_ARCH = dict(
-    model_type="llama",
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=4,
-)
 # Students whose dropout is applied functionally from config floats (F.dropout(..., training=self.training),
 # the attention interface's dropout=), not by nn.Dropout modules.
 DROPOUT_STUDENTS = {
