@@ -63,8 +63,9 @@ def validate_config(cfg) -> None:
         raise MinillmError(f"data.template={cfg.data.template!r}; choose one of ['alpaca', 'short']")
     if cfg.select.mode not in ("min", "max"):
         raise MinillmError(f"select.mode={cfg.select.mode!r}; choose one of ['max', 'min']")
-    if cfg.optim.schedule not in ("cosine", "constant"):
-        raise MinillmError(f"optim.schedule={cfg.optim.schedule!r}; choose one of ['constant', 'cosine']")
+    decay = _get(cfg, "scheduler.decay")
+    if decay is not None and decay not in ("cosine", "constant"):
+        raise MinillmError(f"scheduler.decay={decay!r}; choose one of ['constant', 'cosine']")
     if not cfg.eval.seeds:
         raise MinillmError("eval.seeds: give at least one sampling seed")
     if cfg.trainer.accelerator == "cpu" and "bf16" in str(cfg.trainer.precision):
@@ -72,14 +73,14 @@ def validate_config(cfg) -> None:
             "trainer.precision=%s on CPU: this CPU has no bf16 instructions and runs ~30x slower",
             cfg.trainer.precision,
         )
-    teacher_dtype = _get(cfg, "trainer.teacher_dtype")
-    if teacher_dtype is not None and teacher_dtype not in ("fp32", "bf16", "fp16"):
+    teacher_dtype = _get(cfg, "fit.teacher_dtype")
+    if teacher_dtype is not None and teacher_dtype not in ("auto", "fp32", "bf16", "fp16"):
         raise MinillmError(
-            f"trainer.teacher_dtype={teacher_dtype!r}; choose one of ['bf16', 'fp16', 'fp32'] or null"
+            f"fit.teacher_dtype={teacher_dtype!r}; choose one of ['auto', 'bf16', 'fp16', 'fp32'] or null"
         )
     if cfg.trainer.accelerator == "cpu" and teacher_dtype in ("bf16", "fp16"):
         log.warning(
-            "trainer.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
+            "fit.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
             teacher_dtype,
         )
     variant = _get(cfg, "objective.variant")
@@ -90,10 +91,10 @@ def validate_config(cfg) -> None:
         raise MinillmError(
             f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
         )
-    stop = _get(cfg, "trainer.stop_at_step")
+    stop = _get(cfg, "fit.stop_at_step")
     if stop is not None and (not isinstance(stop, int) or stop < 0):
-        raise MinillmError(f"trainer.stop_at_step={stop!r}: must be a step number >= 0 or null")
-    _positive_int(cfg, "trainer.max_bad_steps")
+        raise MinillmError(f"fit.stop_at_step={stop!r}: must be a step number >= 0 or null")
+    _positive_int(cfg, "fit.max_bad_steps")
     _positive_int(cfg, "objective.alpha_steps")
     _positive_int(cfg, "objective.chunk_size")
     budget = _get(cfg, "objective.teacher_cache_mb")

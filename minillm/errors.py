@@ -20,4 +20,4 @@ class RunInterrupted(Exception):  # noqa: N818 - it is not an error of the user'
         super().__init__(f"stopped at step {step}; checkpoint {checkpoint}")
         self.checkpoint = checkpoint
         self.step = step
-        self.signal = signal  # None: trainer.stop_at_step
+        self.signal = signal  # None: fit.stop_at_step

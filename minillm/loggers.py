@@ -98,8 +98,22 @@ def _number(value: str):
         return value
 
 
-def make_loggers(cfg, run_dir: str | Path, resume_step: int | None = None) -> list[Logger]:
-    """CSV (``csv/metrics.csv`` in the run directory) plus W&B when ``logger.kind=wandb``.
+def make_loggers(
+    cfg,
+    run_dir: str | Path,
+    resume_step: int | None = None,
+    *,
+    wandb: bool = False,
+    project: str = "minillm",
+    entity: str | None = None,
+    mode: str = "auto",
+    group: str | None = None,
+    tags: list | tuple = (),
+    init_timeout: float = 60,
+    probe_timeout: float = 5,
+) -> list[Logger]:
+    """CSV (``csv/metrics.csv`` in the run directory), plus W&B with ``wandb`` (the ``logger`` node:
+    ``_partial_``, completed with the run's config, its directory and the resume step).
 
     ``resume_step``: the run resumes from a checkpoint; the CSV keeps its earlier rows and W&B goes on
     with the same run id.
@@ -107,12 +121,18 @@ def make_loggers(cfg, run_dir: str | Path, resume_step: int | None = None) -> li
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     loggers: list[Logger] = [ResumableCSVLogger(run_dir, resume_step)]
-    if cfg.logger.kind == "wandb":
-        mode = resolve_wandb_mode(cfg.logger.get("mode", "auto"))
+    if wandb:
+        mode = resolve_wandb_mode(mode)
         if mode != "disabled":
-            loggers.append(_wandb_logger(cfg, run_dir, mode))
-    elif cfg.logger.kind not in ("csv", "none"):
-        raise MinillmError(f"logger.kind={cfg.logger.kind!r}; choose one of ['csv', 'none', 'wandb']")
+            settings = dict(
+                project=project,
+                entity=entity,
+                group=str(group or cfg.experiment_name),
+                tags=[str(t) for t in tags or []],
+                init_timeout=float(init_timeout),
+                probe_timeout=float(probe_timeout),
+            )
+            loggers.append(_wandb_logger(cfg, run_dir, mode, settings))
     return loggers
 
 
@@ -201,7 +221,7 @@ def wandb_server_unreachable(base_url: str, timeout: float) -> str | None:
     return outcome.get("error")
 
 
-def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
+def _wandb_logger(cfg, run_dir: Path, mode: str, settings: dict) -> Logger:
     """A WandbLogger whose run is started here, so a W&B server that fails falls back to offline now.
 
     Online, the server is probed first (``logger.probe_timeout`` seconds): when nothing answers, the run
@@ -214,12 +234,10 @@ def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
     os.environ.setdefault("WANDB_SILENT", "true")
     # Never prompt: without a terminal wandb would otherwise ask how to log in.
     os.environ.setdefault("WANDB_DISABLE_CODE", "true")
-    tags = [str(t) for t in cfg.logger.get("tags") or []]
-    tags += [f"objective:{cfg.objective.name}", f"seed:{cfg.seed}"]
+    tags = [*settings["tags"], f"objective:{cfg.objective.name}", f"seed:{cfg.seed}"]
     tags += swept_values()
     run_id = wandb_run_id(run_dir)
-    timeout = float(cfg.logger.get("init_timeout", 60))
-    probe_timeout = float(cfg.logger.get("probe_timeout", 5))
+    timeout, probe_timeout = settings["init_timeout"], settings["probe_timeout"]
     later = f"upload later with `wandb sync {run_dir}/wandb/offline-run-*`"
 
     def start(mode: str) -> Logger:
@@ -227,9 +245,9 @@ def _wandb_logger(cfg, run_dir: Path, mode: str) -> Logger:
 
         os.environ["WANDB_MODE"] = mode
         logger = WandbLogger(
-            project=cfg.logger.project,
-            entity=cfg.logger.get("entity"),
-            group=str(cfg.logger.get("group") or cfg.experiment_name),
+            project=settings["project"],
+            entity=settings["entity"],
+            group=settings["group"],
             name=str(cfg.run_name),
             tags=tags,
             save_dir=str(run_dir),
@@ -281,3 +299,10 @@ def _shut_down_wandb() -> None:
         wandb.teardown()
     except (Exception, SystemExit) as err:  # teardown exits with the service's own non-zero status
         log.debug("stopping W&B's service: %s", err)
+
+
+def loggers_from_config(cfg, run_dir: str | Path, resume_step: int | None = None) -> list[Logger]:
+    """The ``logger`` node instantiated (its ``_target_``, e.g. :func:`make_loggers`) for this run."""
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.logger, _convert_="all")(cfg, run_dir, resume_step=resume_step)

@@ -8,14 +8,15 @@ gradients, never enters the optimizer and is never written into a checkpoint.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from minillm.errors import MinillmError
-from minillm.objectives.supervised import sft_loss, word_kd_loss
+from minillm.objectives.supervised import sft_loss
 from minillm.resume import (
     RunInterrupted,
     fix_epoch_end_checkpoint,
@@ -23,6 +24,7 @@ from minillm.resume import (
     set_rng_state,
     stop_callback,
 )
+from minillm.training.optim import is_constant, make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -41,34 +43,6 @@ class FrozenTeacher:
     @torch.no_grad()
     def logits(self, **inputs) -> torch.Tensor:
         return self.model(**inputs).logits
-
-
-def build_optimizer(params, optim_cfg):
-    """AdamW; weight decay only on matrices (not on norms and biases)."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": optim_cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=optim_cfg.lr, betas=tuple(optim_cfg.betas))
-
-
-def lr_lambda(optim_cfg, total_steps: int):
-    """Linear warm-up, then constant or cosine decay to ``min_lr_ratio``."""
-    warmup = max(0, int(optim_cfg.warmup_steps))
-    floor = float(optim_cfg.get("min_lr_ratio", 0.0))
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if optim_cfg.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
 
 
 SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
@@ -99,7 +73,11 @@ class DistillModule(L.LightningModule):
     and ``val/valid_rate`` from sampled responses to the first ``eval.val_samples`` valid prompts.
     """
 
-    def __init__(self, student, cfg, tokenizer, teacher=None, val_examples=None, val_records=None):
+    train_data = "sft"  # what the datamodule's training batches hold: tokenized prompt + response
+
+    def __init__(
+        self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
+    ):
         super().__init__()
         self.student = student
         self.teacher = FrozenTeacher(teacher)
@@ -111,10 +89,11 @@ class DistillModule(L.LightningModule):
         self.val_records = val_records
         if val_examples is not None:  # built with validation data (a run): the monitor must be loggable
             check_sampled_monitor(cfg, self.val_examples, val_records)
-        self.kd_ratio = float(cfg.objective.get("kd_ratio", 0.0) or 0.0)
+        # the objective's loss: a pure function (student logits, labels, teacher logits) -> (loss, logs)
+        self.loss_fn = instantiate(cfg.objective.loss, _convert_="all") if "loss" in cfg.objective else None
         # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
         self.chunk_size = cfg.objective.get("chunk_size")
-        self.max_bad_steps = int(cfg.trainer.get("max_bad_steps", 5) or 5)
+        self.max_bad_steps = int(OmegaConf.select(cfg, "fit.max_bad_steps", default=5) or 5)
         self.bad_steps = 0  # consecutive updates skipped for non-finite values
         self._in_batch = False  # between on_train_batch_start and on_train_batch_end
         self._resume_state: dict | None = None
@@ -201,12 +180,13 @@ class DistillModule(L.LightningModule):
         if saved is not None and saved != self._schedule_steps:
             log.warning(
                 "the schedule's horizon changed: the checkpoint's schedules spanned %d optimizer steps, "
-                "this run's span %d (optim.schedule=%s, warm-up %d%s)",
+                "this run's span %d (scheduler: %s%s)",
                 saved,
                 self._schedule_steps,
-                self.cfg.optim.schedule,
-                int(self.cfg.optim.warmup_steps),
-                ": the learning rate is unchanged" if self.cfg.optim.schedule == "constant" else "",
+                self.cfg.scheduler.get("_target_"),
+                ", constant after its warm-up: the learning rate is unchanged"
+                if is_constant(self.cfg.scheduler)
+                else "",
             )
 
     def on_train_batch_start(self, batch, batch_idx):
@@ -247,14 +227,14 @@ class DistillModule(L.LightningModule):
             raise RunInterrupted(path, self.global_step, stop.requested)
 
     def skip_nonfinite(self, what: str) -> None:
-        """Count a skipped update; after ``trainer.max_bad_steps`` in a row, save and stop."""
+        """Count a skipped update; after ``fit.max_bad_steps`` in a row, save and stop."""
         self.bad_steps += 1
         log.warning("non-finite %s at step %d: update skipped", what, self.global_step)
         if self.bad_steps >= self.max_bad_steps:
             path = self.save_stop_checkpoint()
             raise MinillmError(
                 f"{self.bad_steps} consecutive updates with non-finite {what} at step {self.global_step} "
-                f"(trainer.max_bad_steps={self.max_bad_steps}); checkpoint saved to {path}"
+                f"(fit.max_bad_steps={self.max_bad_steps}); checkpoint saved to {path}"
             )
 
     def forward(self, input_ids, attention_mask):
@@ -262,27 +242,23 @@ class DistillModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits = self(batch["input_ids"], batch["attention_mask"])
-        if self.kd_ratio > 0:
-            t_logits = self.teacher.logits(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            )
-            loss, terms = word_kd_loss(
-                logits, t_logits, batch["labels"], kd_ratio=self.kd_ratio, chunk_size=self.chunk_size
-            )
-            if not torch.isfinite(loss):
-                self.skip_nonfinite(
-                    "teacher logits or loss" if not torch.isfinite(t_logits).all() else "loss"
+        scored = {}
+
+        def teacher_logits() -> torch.Tensor:  # one teacher pass, only if the loss asks for it
+            if "logits" not in scored:
+                scored["logits"] = self.teacher.logits(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                 )
-                self.log("train/skipped_updates", 1.0)
-                return None  # Lightning skips backward and the optimizer step
-            self.log("train/ce_loss", terms["ce"])
-            self.log("train/kd_kl", terms["kl"])
-        else:
-            loss = sft_loss(logits, batch["labels"])
-            if not torch.isfinite(loss):
-                self.skip_nonfinite("loss")
-                self.log("train/skipped_updates", 1.0)
-                return None
+            return scored["logits"]
+
+        loss, logs = self.loss_fn(logits, batch["labels"], teacher_logits)
+        if not torch.isfinite(loss):
+            bad_teacher = "logits" in scored and not torch.isfinite(scored["logits"]).all()
+            self.skip_nonfinite("teacher logits or loss" if bad_teacher else "loss")
+            self.log("train/skipped_updates", 1.0)
+            return None  # Lightning skips backward and the optimizer step
+        for key, value in logs.items():
+            self.log(f"train/{key}", value)
         self.bad_steps = 0
         self.log("train/skipped_updates", 0.0)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
@@ -321,8 +297,15 @@ class DistillModule(L.LightningModule):
         self.log("val/length", res["length"])
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.student.parameters(), self.cfg.optim)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self._schedule_steps = total
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.cfg.optim, total))
+        optimizer = make_optimizer(self.student.parameters(), self.cfg.optim)
+        self._schedule_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = make_scheduler(optimizer, self.cfg.scheduler, self._schedule_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip the global gradient norm to ``grad_clip`` (the on-policy module clips the same way)."""
+        clip = gradient_clip_val if gradient_clip_val is not None else self.cfg.get("grad_clip")
+        if clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
+            )

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from minillm.errors import MinillmError
-from minillm.module import DistillModule, build_optimizer, lr_lambda
+from minillm.module import DistillModule
 from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
+from minillm.training.optim import make_optimizer, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ def alpha_at(objective_cfg, progress: float) -> float:
 class OnPolicyModule(DistillModule):
     """``objective=reverse_kld`` (MiniLLM) and its on-policy relatives, with manual optimisation."""
 
+    train_data = "prompts"  # the datamodule's training batches hold prompts only: one batch is one round
+
     def __init__(
         self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
     ):
@@ -101,7 +104,7 @@ class OnPolicyModule(DistillModule):
         self.buffer = RolloutBuffer()
         self._round: dict | None = None  # the round in progress (rollouts, minibatch order, sums)
         self._cache_logged: bool | None = None  # the teacher-cache decision last logged
-        self._compiled = None  # torch.compile wrappers for decoding (trainer.compile_decode)
+        self._compiled = None  # torch.compile wrappers for decoding (objective.compile_decode)
 
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
@@ -137,11 +140,9 @@ class OnPolicyModule(DistillModule):
         return rounds * per_round
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.student.parameters(), self.cfg.optim)
+        optimizer = make_optimizer(self.student.parameters(), self.cfg.optim)
         self._schedule_steps = self.total_steps()  # the lr's and (without alpha_steps) the α schedule's
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.cfg.optim, self._schedule_steps)
-        )
+        scheduler = make_scheduler(optimizer, self.cfg.scheduler, self._schedule_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _pretrain_batch(self) -> torch.Tensor:
@@ -224,9 +225,9 @@ class OnPolicyModule(DistillModule):
         }
 
     def _decoders(self):
-        """The models the rollout calls: themselves, or with ``trainer.compile_decode`` their
+        """The models the rollout calls: themselves, or with ``objective.compile_decode`` their
         ``torch.compile`` wrappers (same parameters, so the compiled student follows the updates)."""
-        if not self.cfg.trainer.get("compile_decode"):
+        if not self.obj.get("compile_decode"):
             return self.student, self.teacher.model
         if self._compiled is None:
             self._compiled = (
@@ -325,7 +326,7 @@ class OnPolicyModule(DistillModule):
             return None
         self.manual_backward(loss)
         grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.student.parameters(), self.cfg.optim.grad_clip or float("inf")
+            self.student.parameters(), self.cfg.get("grad_clip") or float("inf")
         )
         if not torch.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from minillm.data.datamodule import InstructionDataModule, load_records
 from minillm.errors import MinillmError
 from minillm.evaluation.callbacks import make_eval_callbacks
 from minillm.evaluation.evaluate import evaluate_model
 from minillm.evaluation.intervals import paired_bootstrap_diff
-from minillm.loggers import make_loggers
+from minillm.loggers import loggers_from_config
 from minillm.models.loading import (
     check_same_tokenizer,
     check_same_vocab,
@@ -35,7 +36,6 @@ from minillm.models.loading import (
 from minillm.models.tokenizers import resolve_tokenizer
 from minillm.resume import (
     AtomicCheckpointIO,
-    GracefulStop,
     RunInterrupted,
     check_checkpoint,
     check_config,
@@ -75,70 +75,72 @@ def objective_needs_teacher(cfg) -> bool:
     return bool(cfg.objective.get("needs_teacher", False)) or float(cfg.objective.get("kd_ratio", 0) or 0) > 0
 
 
-def build_module(cfg, student, teacher, tokenizer, dm):
-    kind = cfg.objective.kind
-    val = dict(val_examples=dm.examples["valid"], val_records=dm.records["valid"])
-    if kind == "supervised":
-        from minillm.module import DistillModule
+def module_class(cfg):
+    """The LightningModule class ``objective.module._target_`` names (its ``train_data`` says what the
+    datamodule's training batches hold)."""
+    target = cfg.objective.get("module", {}).get("_target_")
+    try:
+        return get_class(str(target))
+    except Exception:
+        raise MinillmError(
+            f"objective.module._target_={target!r}: not an importable LightningModule class "
+            "(e.g. minillm.module.DistillModule)"
+        ) from None
 
-        return DistillModule(student, cfg, tokenizer, teacher=teacher, **val)
-    if kind == "on_policy":
-        from minillm.on_policy import OnPolicyModule
 
-        return OnPolicyModule(student, cfg, tokenizer, teacher=teacher, datamodule=dm, **val)
-    raise MinillmError(f"objective.kind={kind!r}; choose one of ['on_policy', 'supervised']")
+def teacher_dtype(cfg) -> torch.dtype | None:
+    """``fit.teacher_dtype``: auto = the half type of a bf16 / fp16 mixed precision, else as loaded."""
+    choice = OmegaConf.select(cfg, "fit.teacher_dtype", default="auto")
+    if choice in (None, "auto"):
+        precision = str(cfg.trainer.precision)
+        choice = "bf16" if precision.startswith("bf16") else "fp16" if precision.startswith("16") else None
+    return TEACHER_DTYPES[choice] if choice else None
 
 
-def make_trainer(cfg, run_dir: Path, loggers, manual: bool) -> tuple[L.Trainer, ModelCheckpoint]:
-    t = cfg.trainer
-    checkpoint = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        monitor=cfg.select.monitor,
-        mode=cfg.select.mode,
-        save_top_k=1,
-        filename="best",
-    )
-    # Lightning 2.6's save_last only rewrites last.ckpt when a new best is saved; this one keeps the latest
-    # state at every validation, which is what resuming after a crash needs.
-    latest = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"),
-        monitor=None,
-        save_top_k=1,
-        filename="last",
-        enable_version_counter=False,
-    )
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        precision=t.precision,
-        max_epochs=t.max_epochs,
-        max_steps=t.max_steps,
-        max_time=t.get("max_time"),
-        val_check_interval=t.val_check_interval,
-        check_val_every_n_epoch=t.check_val_every_n_epoch,
-        limit_val_batches=t.limit_val_batches,
-        log_every_n_steps=t.log_every_n_steps,
-        num_sanity_val_steps=t.num_sanity_val_steps,
-        enable_progress_bar=t.enable_progress_bar,
-        gradient_clip_val=None if manual else cfg.optim.grad_clip,
-        deterministic=t.deterministic,
+def redirect_run_dir(cfg, run_dir: Path) -> None:
+    """Point ``output_dir`` and every callback folder under it (the checkpoints) at ``run_dir``."""
+    old = Path(cfg.output_dir)
+    with open_dict(cfg):
+        cfg.output_dir = str(run_dir)
+        for node in cfg.callbacks.values():
+            folder = node.get("dirpath")
+            if folder and Path(folder).is_relative_to(old):
+                node.dirpath = str(run_dir / Path(folder).relative_to(old))
+
+
+def make_trainer(cfg, loggers, extra_callbacks=()) -> tuple[L.Trainer, ModelCheckpoint]:
+    """``trainer`` (lightning.Trainer's arguments, whole) with the ``callbacks`` node's callbacks, the
+    loggers and the atomic checkpoint writer; returns it with the ModelCheckpoint that selects the run's
+    student (the one monitoring ``select.monitor``)."""
+    callbacks = []
+    for name, node in cfg.callbacks.items():
+        try:
+            callbacks.append(instantiate(node, _convert_="all"))
+        except Exception as err:
+            cause = err.__cause__ or err
+            raise MinillmError(f"callbacks.{name}: cannot build {node.get('_target_')!r} ({cause})") from None
+    callbacks.extend(extra_callbacks)
+    selecting = [
+        c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == str(cfg.select.monitor)
+    ]
+    if not selecting:
+        raise MinillmError(
+            f"callbacks: no ModelCheckpoint monitors select.monitor={cfg.select.monitor} "
+            "(the run selects its student with it)"
+        )
+    trainer = instantiate(cfg.trainer, _convert_="all")(
         logger=loggers,
-        callbacks=[
-            checkpoint,
-            latest,
-            GracefulStop(t.get("stop_at_step")),
-        ],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        default_root_dir=str(run_dir),
-        enable_model_summary=False,
+        default_root_dir=str(cfg.output_dir),
     )
-    return trainer, checkpoint
+    return trainer, selecting[0]
 
 
 def resume_log_step(ckpt: dict) -> int:
     """The logging step training goes on from: metrics logged at or after it are logged again."""
     meta = ckpt.get("minillm") or {}
-    if meta.get("log_step") is not None:  # stopped between updates (a signal or trainer.stop_at_step)
+    if meta.get("log_step") is not None:  # stopped between updates (a signal or fit.stop_at_step)
         return int(meta["log_step"])
     loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
     # saved by ModelCheckpoint after a batch's update, before Lightning counted it (Lightning adds 1)
@@ -304,6 +306,7 @@ def train(cfg) -> dict:
         # the user pointed at that run's checkpoint: the run goes on writing into its own directory
         run_dir = ckpt_path.parent.parent
         log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
+        redirect_run_dir(cfg, run_dir)
     # read (safely: a file holding anything but our types is refused) before any model is built, and
     # check the objective and the config
     resumed = read_checkpoint(ckpt_path) if ckpt_path is not None else None
@@ -313,8 +316,8 @@ def train(cfg) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    if cfg.trainer.get("num_threads"):
-        torch.set_num_threads(int(cfg.trainer.num_threads))  # 1 is faster for tiny models on a busy CPU
+    if cfg.fit.get("num_threads"):
+        torch.set_num_threads(int(cfg.fit.num_threads))  # 1 is faster for tiny models on a busy CPU
 
     records = load_records(cfg.data, cfg.cache_dir)
     tokenizer = resolve_tokenizer(cfg, records)
@@ -340,19 +343,19 @@ def train(cfg) -> dict:
             )
         )
         check_same_vocab(teacher, student, tokenizer)
-        teacher_dtype = cfg.trainer.get("teacher_dtype")
-        if teacher_dtype:  # inference only: reduced-precision weights halve its memory (CUDA)
-            teacher.to(TEACHER_DTYPES[teacher_dtype])
+        dtype = teacher_dtype(cfg)
+        if dtype is not None:  # inference only: reduced-precision weights halve its memory (CUDA)
+            teacher.to(dtype)
         if cfg.teacher.get("path"):
             check_same_tokenizer(tokenizer, cfg.teacher.path, "teacher.path")
 
-    on_policy = cfg.objective.kind == "on_policy"
+    module_cls = module_class(cfg)
     dm = InstructionDataModule(
         cfg.data,
         tokenizer,
         records,
         seed=cfg.seed,
-        train_mode="prompts" if on_policy else "sft",
+        train_mode=module_cls.train_data,
         prompt_batch_size=cfg.objective.get("num_rollouts"),
     )
     results: dict = {
@@ -374,12 +377,20 @@ def train(cfg) -> dict:
             cfg, student, tokenizer, dm, "student init", cache=bool(cfg.student.get("path"))
         )
 
-    if cfg.objective.name == "seqkd":
+    if cfg.objective.get("train_on_teacher_samples"):
         from minillm.data.seqkd import teacher_samples
 
         dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
 
-    module = build_module(cfg, student, teacher if objective_needs_teacher(cfg) else None, tokenizer, dm)
+    module = instantiate(cfg.objective.module)(
+        student,
+        cfg,
+        tokenizer,
+        teacher=teacher if objective_needs_teacher(cfg) else None,
+        datamodule=dm,
+        val_examples=dm.examples["valid"],
+        val_records=dm.records["valid"],
+    )
     resume_step = None
     if resumed is not None:
         check_checkpoint(resumed, ckpt_path, str(cfg.objective.name), module)
@@ -390,9 +401,8 @@ def train(cfg) -> dict:
         if ckpt_path.parent.name == "checkpoints" and ckpt_path.parents[1] != run_dir:
             continue_csv(ckpt_path.parents[1], run_dir)
         del resumed
-    loggers = make_loggers(cfg, run_dir, resume_step=resume_step)
-    trainer, checkpoint = make_trainer(cfg, run_dir, loggers, manual=on_policy)
-    trainer.callbacks.extend(make_eval_callbacks(cfg, dm, tokenizer, teacher))
+    loggers = loggers_from_config(cfg, run_dir, resume_step=resume_step)
+    trainer, checkpoint = make_trainer(cfg, loggers, make_eval_callbacks(cfg, dm, tokenizer, teacher))
     started = time.perf_counter()
     try:
         trainer.fit(

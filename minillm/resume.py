@@ -79,7 +79,7 @@ class GracefulStop(Callback):
 
     def __init__(self, stop_at_step: int | None = None) -> None:
         self.requested: int | None = None
-        self.stop_at_step = stop_at_step  # trainer.stop_at_step: pause there as if signalled
+        self.stop_at_step = stop_at_step  # fit.stop_at_step: pause there as if signalled
         self._previous: dict[int, object] = {}
 
     def should_stop(self, global_step: int) -> bool:
@@ -139,10 +139,11 @@ RUN_BOUND_KEYS = (
     "trainer.max_steps",
     "trainer.max_epochs",
     "trainer.max_time",
-    "trainer.stop_at_step",
+    "fit.stop_at_step",
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
-    "trainer.num_threads",
+    "fit.num_threads",
+    "callbacks",
     "eval.compare",
     "eval.splits",
     "eval.num_samples",

@@ -43,8 +43,8 @@ def test_validation_names_the_key(compose):
     cfg = compose(["objective=forward_kld", "objective.kd_ratio=1.5"])
     with pytest.raises(MinillmError, match=r"objective\.kd_ratio=1\.5: must be in \[0\.0, 1\.0\]"):
         validate_config(cfg)
-    cfg = compose(["optim.schedule=linear"])
-    with pytest.raises(MinillmError, match="optim.schedule='linear'"):
+    cfg = compose(["scheduler.decay=linear"])
+    with pytest.raises(MinillmError, match="scheduler.decay='linear'"):
         validate_config(cfg)
 
 

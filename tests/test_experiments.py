@@ -230,10 +230,10 @@ def test_toy_sequences_mode_seeking_puts_less_mass_on_sequences_the_teacher_neve
 
 
 def test_toy_recipes_run_through_the_entry_point(compose, tmp_path):
-    """Both toys through run_toy: their files, trainer.num_threads applied, and results that are right:
+    """Both toys through run_toy: their files, fit.num_threads applied, and results that are right:
     the target's moments in closed form, each fit lowering the divergence it minimises from its start,
     the exact reverse-KL descent lowering the reverse KL."""
-    cfg = compose(["experiment=toy_gmm", "toy.steps=50", "trainer.num_threads=2"], run_dir=tmp_path / "gmm")
+    cfg = compose(["experiment=toy_gmm", "toy.steps=50", "fit.num_threads=2"], run_dir=tmp_path / "gmm")
     try:
         run_toy(cfg)
         assert torch.get_num_threads() == 2

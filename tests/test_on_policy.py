@@ -144,7 +144,7 @@ def module_config(compose, *overrides):
             "objective.mini_batch_size=4",
             "objective.ppo_epochs=1",
             "objective.max_new_tokens=6",
-            "optim.grad_clip=0",  # no clipping: p.grad after an update is the loss's own gradient
+            "grad_clip=0",  # no clipping: p.grad after an update is the loss's own gradient
             *overrides,
         ]
     )

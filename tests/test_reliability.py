@@ -98,7 +98,7 @@ def test_every_bad_input_is_one_clear_line(compose, tmp_path, tokenizer_dir, tin
         ),
         (["objective.chunk_size=0"], "objective.chunk_size=0: must be a positive integer"),
         (["objective.teacher_cache_mb=-1"], "objective.teacher_cache_mb=-1: must be a size in MiB"),
-        (["trainer.teacher_dtype=int8"], r"trainer.teacher_dtype='int8'; choose one of"),
+        (["fit.teacher_dtype=int8"], r"fit.teacher_dtype='int8'; choose one of"),
         (
             ["student=hf", "student.path=/no/such/model"],
             "student.path=/no/such/model: model path does not exist",
@@ -152,7 +152,7 @@ def test_a_nan_teacher_stops_the_run_with_a_checkpoint(
     compose, tmp_path, tokenizer_dir, tiny_tokenizer, objective
 ):
     """NaN teacher log-probs (rollout mixing and rewards, or the KD target): every update is skipped,
-    and after trainer.max_bad_steps in a row the run stops with a checkpoint and one clear line."""
+    and after fit.max_bad_steps in a row the run stops with a checkpoint and one clear line."""
     teacher = hf_teacher(tmp_path / "nan-teacher", tiny_tokenizer, nan=True)
     with pytest.raises(MinillmError, match=r"3 consecutive updates with non-finite .* checkpoint saved to"):
         run(
@@ -162,7 +162,7 @@ def test_a_nan_teacher_stops_the_run_with_a_checkpoint(
             "teacher=hf",
             f"teacher.path={teacher}",
             f"tokenizer.path={tokenizer_dir}",
-            "trainer.max_bad_steps=3",
+            "fit.max_bad_steps=3",
             "eval.compare=false",
         )
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -192,7 +192,7 @@ def test_wandb_server_error_falls_back_to_offline(compose, tmp_path, monkeypatch
     # against real local servers).
     cfg = compose(smoke_overrides(tmp_path, "logger=wandb", "logger.probe_timeout=0"))
     with caplog.at_level(logging.WARNING, logger="minillm.loggers"):
-        loggers = minillm.loggers.make_loggers(cfg, tmp_path / "run")
+        loggers = minillm.loggers.loggers_from_config(cfg, tmp_path / "run")
     try:
         assert modes == ["online", "offline"]
         assert any("logging offline instead" in r.message for r in caplog.records)
@@ -251,7 +251,9 @@ def test_a_resumed_run_continues_the_same_wandb_run(compose, tmp_path):
     cfg = compose(smoke_overrides(tmp_path, "logger=wandb"))
     ids = []
     for _ in range(2):  # the first run, then the resumed one
-        loggers = minillm.loggers.make_loggers(cfg, tmp_path / "run", resume_step=None if not ids else 3)
+        loggers = minillm.loggers.loggers_from_config(
+            cfg, tmp_path / "run", resume_step=None if not ids else 3
+        )
         wb = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger")
         ids.append(wb.experiment.id)
         for lg in loggers:

@@ -53,7 +53,7 @@ def csv_rows(run_dir):
 def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):
     straight = run(compose, tmp_path, "straight", *extra)
     with pytest.raises(RunInterrupted) as stopped:
-        run(compose, tmp_path, "stopped", *extra, f"trainer.stop_at_step={stop_at}")
+        run(compose, tmp_path, "stopped", *extra, f"fit.stop_at_step={stop_at}")
     assert stopped.value.step == stop_at
     ckpt = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     assert stopped.value.checkpoint == ckpt
@@ -71,7 +71,7 @@ def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):
 def test_resume_from_a_validation_checkpoint_equals_straight_run(compose, tmp_path):
     """The crash case: no stop request, only the last.ckpt that validation wrote. A first run that ends
     at step 4 stands in for one killed there (constant lr, so its schedule does not depend on max_steps)."""
-    constant = [*SUPERVISED, "optim.schedule=constant"]
+    constant = [*SUPERVISED, "scheduler=constant"]
     run(compose, tmp_path, "first", *constant, "trainer.max_steps=4")  # validation at step 4: last.ckpt
     straight = run(compose, tmp_path, "straight", *constant)
     resumed = run(
@@ -87,7 +87,7 @@ def test_ckpt_path_last_in_a_new_folder_resumes_the_run_beside_it_and_writes_her
     one (same config but the pause) and goes on in this run's folder; the stopped run's is only read."""
     runs = tmp_path / "runs"
     with pytest.raises(RunInterrupted):
-        run(compose, runs, "a", *SUPERVISED, "trainer.stop_at_step=2")
+        run(compose, runs, "a", *SUPERVISED, "fit.stop_at_step=2")
     resumed = run(compose, runs, "b", *SUPERVISED, "ckpt_path=last")
     assert resumed["global_step"] == 9
     assert (runs / "b" / "results.json").is_file()
@@ -100,7 +100,7 @@ def test_checkpoint_from_another_objective_or_model_is_refused(compose, tmp_path
     from minillm.errors import MinillmError
 
     with pytest.raises(RunInterrupted):
-        run(compose, tmp_path, "a", *SUPERVISED, "trainer.stop_at_step=2")
+        run(compose, tmp_path, "a", *SUPERVISED, "fit.stop_at_step=2")
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     with pytest.raises(
         MinillmError, match="checkpoint is from objective=forward_kld, this run is objective=sft"
@@ -154,7 +154,7 @@ def test_sigterm_stops_a_real_process_with_a_checkpoint_and_it_resumes(tmp_path)
         "trainer.max_epochs=100",
         "logger=csv",
         "eval.compare=false",
-        "trainer.num_threads=1",
+        "fit.num_threads=1",
     ]
     proc = subprocess.Popen(
         [*base, f"hydra.run.dir={tmp_path / 'run'}"],

@@ -21,13 +21,13 @@ from minillm.errors import MinillmError, RunInterrupted
 
 from .test_resume import csv_rows, run
 
-SFT = ["objective=sft", "optim.schedule=constant"]
+SFT = ["objective=sft", "scheduler=constant"]
 # 4 prompts per round in minibatches of 2, 2 inner epochs: 4 updates per round
 ON_POLICY = [
     "objective=reverse_kld",
     "objective.mini_batch_size=2",
     "objective.ppo_epochs=2",
-    "optim.schedule=constant",
+    "scheduler=constant",
 ]
 
 
@@ -62,7 +62,7 @@ def test_last_resumes_this_runs_own_checkpoint_and_leaves_the_run_beside_it_alon
 def test_last_without_its_own_checkpoint_takes_only_a_run_of_the_same_config(compose, tmp_path, caplog):
     runs = tmp_path / "runs"
     with pytest.raises(RunInterrupted):
-        run(compose, runs, "other-lr", *SFT, "optim.lr=0.002", "trainer.stop_at_step=2")
+        run(compose, runs, "other-lr", *SFT, "optim.lr=0.002", "fit.stop_at_step=2")
     with pytest.raises(MinillmError) as refused:
         run(compose, runs, "b", *SFT, "ckpt_path=last")
     message = str(refused.value)
@@ -72,7 +72,7 @@ def test_last_without_its_own_checkpoint_takes_only_a_run_of_the_same_config(com
     assert not (runs / "b" / "checkpoints").exists()
 
     with pytest.raises(RunInterrupted):  # same config; stop_at_step only bounds the run
-        run(compose, runs, "same", *SFT, "trainer.stop_at_step=2")
+        run(compose, runs, "same", *SFT, "fit.stop_at_step=2")
     other = runs / "other-lr/checkpoints/last.ckpt"
     other.touch()  # the run of another config is the newest: it must still be passed over
     before = {name: snapshot(runs / name) for name in ("same", "other-lr")}
@@ -89,7 +89,7 @@ def test_last_without_its_own_checkpoint_takes_only_a_run_of_the_same_config(com
 
 def test_explicit_checkpoint_of_another_config_is_refused_unless_allowed(compose, tmp_path, caplog):
     with pytest.raises(RunInterrupted):
-        run(compose, tmp_path, "a", *SFT, "trainer.stop_at_step=2")
+        run(compose, tmp_path, "a", *SFT, "fit.stop_at_step=2")
     ckpt = tmp_path / "a/checkpoints/last.ckpt"
     with pytest.raises(MinillmError) as refused:
         run(compose, tmp_path, "b", *SFT, "data.batch_size=2", f"ckpt_path={ckpt}")

@@ -87,7 +87,7 @@ def test_every_reader_refuses_it_in_one_line_naming_file_and_type(compose, tmp_p
         read_checkpoint(path)  # ckpt_path=…, before the run builds anything
     assert "\n" not in str(err.value)
     # what trainer.fit(ckpt_path=…) calls: the strategy's checkpoint IO, here asked for weights_only=False
-    trainer, _ = make_trainer(compose(smoke_overrides(tmp_path)), tmp_path / "run", [], manual=False)
+    trainer, _ = make_trainer(compose(smoke_overrides(tmp_path)), [])
     with pytest.raises(MinillmError, match="^ckpt_path" + expected):
         trainer.strategy.load_checkpoint(path, weights_only=False)
     cfg = compose([*smoke_overrides(tmp_path), f"evaluate.path={path}"], config_name="evaluate")

@@ -203,14 +203,14 @@ def test_memory_options_train_the_same_student(compose, tmp_path, caplog):
 
 
 def test_reduced_precision_teacher_runs_end_to_end(compose, tmp_path):
-    """The CUDA setting trainer.teacher_dtype=bf16 (here on CPU, slow but tiny): bf16 teacher logits go
+    """The CUDA setting fit.teacher_dtype=bf16 (here on CPU, slow but tiny): bf16 teacher logits go
     through mixed sampling, the cached-logit single-step term and L_PT's KD without a dtype error."""
     cfg = compose(
         smoke_overrides(
             tmp_path,
             "objective=reverse_kld",
             "objective.pt_coef=1.0",
-            "trainer.teacher_dtype=bf16",
+            "fit.teacher_dtype=bf16",
             "logger=csv",
             "eval.compare=false",
         )
@@ -223,10 +223,10 @@ def test_reduced_precision_teacher_runs_end_to_end(compose, tmp_path):
 
 @pytest.mark.slow
 def test_compiled_decoding_trains_the_same_student(compose, tmp_path):
-    """trainer.compile_decode (meant for CUDA) wraps the rollout's models in torch.compile: the same
+    """objective.compile_decode (meant for CUDA) wraps the rollout's models in torch.compile: the same
     rollouts and updates as eager decoding, up to float rounding (slow: compiling takes minutes on CPU)."""
     rows = {}
-    for name, extra in (("eager", []), ("compiled", ["trainer.compile_decode=true"])):
+    for name, extra in (("eager", []), ("compiled", ["objective.compile_decode=true"])):
         cfg = compose(
             smoke_overrides(tmp_path, "objective=reverse_kld", "logger=csv", "eval.compare=false", *extra),
             run_dir=tmp_path / name,

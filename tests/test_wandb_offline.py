@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from minillm.loggers import make_loggers, wandb_server_unreachable
+from minillm.loggers import loggers_from_config, wandb_server_unreachable
 
 from .conftest import ROOT
 from .test_smoke import smoke_overrides
@@ -100,7 +100,7 @@ def wandb_loggers(compose, tmp_path, caplog, *overrides):
     cfg = compose(smoke_overrides(tmp_path, "logger=wandb", *overrides))
     start = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="minillm.loggers"):
-        loggers = make_loggers(cfg, tmp_path / "run")
+        loggers = loggers_from_config(cfg, tmp_path / "run")
     seconds = time.monotonic() - start
     wandb_logger = next(lg for lg in loggers if type(lg).__name__ == "WandbLogger")
     warnings = [r.getMessage() for r in caplog.records if r.name == "minillm.loggers"]

@@ -396,7 +396,7 @@ def _calibrations(cfg, model, tokenizer, records, template, run_dir: Path) -> di
 
 def _log(cfg, run_dir: Path, results: dict) -> None:
     """Scalars to every logger (CSV always); with W&B also the breakdowns, the curve and the figures."""
-    from minillm.loggers import make_loggers
+    from minillm.loggers import loggers_from_config
 
     split, name = results["split"], results["model"]
     metrics = results["eval"][name][split]
@@ -414,7 +414,7 @@ def _log(cfg, run_dir: Path, results: dict) -> None:
             ["step", "exaccerr", "student_rows", "teacher_rows"],
             list(zip(*(curve[k] for k in keys), strict=True)),
         )
-    for lg in make_loggers(cfg, run_dir):
+    for lg in loggers_from_config(cfg, run_dir):
         lg.log_metrics(scalars, step=0)
         if type(lg).__name__ == "WandbLogger":
             for key, (columns, data) in tables.items():

@@ -6,9 +6,12 @@ prompt and padding; the shift by one (position t predicts token t+1) happens her
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
+from minillm.errors import MinillmError
 from minillm.objectives.divergences import forward_kl
 
 # The label of positions that carry no loss (prompt, padding): PyTorch's cross-entropy convention, and
@@ -51,3 +54,29 @@ def word_kd_loss(
     kl = forward_kl(s_logits, teacher_logits[:, :-1], mask, reduction="mean", chunk_size=chunk_size)
     loss = (1.0 - kd_ratio) * ce + kd_ratio * kl
     return loss, {"ce": ce.detach(), "kl": kl.detach()}
+
+
+def supervised_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    *,
+    kd_ratio: float = 0.0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The supervised objectives' loss (``objective.loss`` of sft, forward_kld and seqkd).
+
+    ``kd_ratio`` = 0: :func:`sft_loss`, no teacher needed; > 0: :func:`word_kd_loss`. ``teacher_logits`` is
+    a (B, T, V) tensor or a function returning it, called only when the KD term needs it (so SFT costs
+    no teacher pass). Returns the loss and the terms to log (``ce_loss``, ``kd_kl``; none for SFT).
+    """
+    if not kd_ratio:
+        return sft_loss(student_logits, labels), {}
+    if callable(teacher_logits):
+        teacher_logits = teacher_logits()
+    if teacher_logits is None:
+        raise MinillmError(f"objective.kd_ratio={kd_ratio}: the KD term needs a teacher (set teacher.path)")
+    loss, terms = word_kd_loss(
+        student_logits, teacher_logits, labels, kd_ratio=kd_ratio, chunk_size=chunk_size
+    )
+    return loss, {"ce_loss": terms["ce"], "kd_kl": terms["kl"]}

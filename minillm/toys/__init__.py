@@ -25,7 +25,7 @@ def run_toy(cfg) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = OmegaConf.to_container(cfg.toy, resolve=True)
-    torch.set_num_threads(int(cfg.trainer.get("num_threads") or 1))
+    torch.set_num_threads(int(cfg.fit.get("num_threads") or 1))
     started = time.perf_counter()
     if task == "toy_gmm":
         from minillm.toys.gmm import plot_gmm, run_gmm

@@ -1,0 +1,80 @@
+"""The optimizer and learning-rate schedule, built from the ``optim`` and ``scheduler`` config nodes.
+
+Both nodes are ``_partial_`` Hydra targets completed here: the optimizer with the student's parameter
+groups, the schedule with the run's number of optimizer steps (known only once the trainer is set up).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from minillm.errors import MinillmError
+
+
+def parameter_groups(params, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not on norms and biases); frozen parameters are left out."""
+    params = [p for p in params if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def _instantiate(node: DictConfig, key: str):
+    try:
+        return instantiate(node, _convert_="all")
+    except Exception as err:  # a mistyped _target_ or argument: name the config node
+        cause = err.__cause__ or err
+        raise MinillmError(f"{key}: cannot build {node.get('_target_')!r} ({cause})") from None
+
+
+def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
+    """``optim`` (a ``_partial_`` optimizer class, e.g. torch.optim.AdamW) over :func:`parameter_groups`."""
+    factory = _instantiate(optim_cfg, "optim")
+    kwargs = dict(getattr(factory, "keywords", {}))
+    if isinstance(kwargs.get("betas"), list):
+        kwargs["betas"] = tuple(kwargs["betas"])
+    groups = parameter_groups(params, float(kwargs.pop("weight_decay", 0.0) or 0.0))
+    return factory.func(groups, **kwargs)
+
+
+def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int):
+    """``scheduler`` (a ``_partial_`` function of the optimizer) over ``num_training_steps`` steps."""
+    factory = _instantiate(scheduler_cfg, "scheduler")
+    return factory(optimizer, num_training_steps=num_training_steps)
+
+
+def is_constant(scheduler_cfg: DictConfig) -> bool:
+    """True when the schedule keeps the learning rate constant after its warm-up."""
+    target = str(scheduler_cfg.get("_target_", ""))
+    return scheduler_cfg.get("decay") == "constant" or "constant" in target.rsplit(".", 1)[-1]
+
+
+def warmup_schedule(
+    optimizer,
+    num_training_steps: int,
+    *,
+    num_warmup_steps: int,
+    decay: str = "cosine",
+    min_lr_rate: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``num_warmup_steps`` (the first step at lr / num_warmup_steps), then a constant
+    learning rate or a cosine decay to ``min_lr_rate`` × lr at ``num_training_steps``."""
+    if decay not in ("cosine", "constant"):
+        raise MinillmError(f"scheduler.decay={decay!r}; choose one of ['constant', 'cosine']")
+    warmup = max(0, int(num_warmup_steps))
+    floor = float(min_lr_rate)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if decay == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, num_training_steps - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
