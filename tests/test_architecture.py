@@ -6,7 +6,8 @@ functions (a lazy import is still a dependency). The rules:
 - ``minillm/objectives/`` holds pure losses over tensors: of the project it imports only
   ``minillm.errors`` and its own modules (no data, evaluation, rollout, models, training modules,
   Lightning or entry points);
-- ``minillm/rollout/`` imports no objective;
+- ``minillm/rollout/`` imports no objective, no data and no evaluation module;
+- ``minillm/data/`` imports no evaluation module (SeqKD samples through ``minillm.rollout``);
 - nothing under ``minillm/`` imports an entry point, nor ``minillm.pipeline`` (the body of
   ``minillm.run``) unless it is an entry point itself.
 """
@@ -116,6 +117,32 @@ def test_rollout_imports_no_objective():
         if within(name, "minillm.rollout")
         for dep in sorted(imports)
         if within(dep, "minillm.objectives")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_data_imports_nothing_from_evaluation():
+    """Evaluation reads data (examples, records, checkers); data never reads evaluation back. SeqKD's
+    teacher samples come from ``minillm.rollout``, as evaluation's own samples do."""
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.data")
+        for dep in sorted(imports)
+        if within(dep, "minillm.evaluation")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_rollout_imports_neither_data_nor_evaluation():
+    """Rollout decodes token ids with models; what the ids are (data) and what is scored (evaluation)
+    sit above it."""
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.rollout")
+        for dep in sorted(imports)
+        if within(dep, "minillm.data") or within(dep, "minillm.evaluation")
     ]
     assert not bad, "\n".join(bad)
 

@@ -13,10 +13,9 @@ import statistics
 from collections import defaultdict
 
 import torch
-from tqdm.auto import tqdm
 
 from minillm.data.checkers import is_valid
-from minillm.data.datasets import Example, collate_prompts, collate_sft
+from minillm.data.datasets import Example, collate_sft
 from minillm.evaluation.generation import no_repeat_ngram_processor
 from minillm.evaluation.intervals import bootstrap_ci
 from minillm.evaluation.metrics import (
@@ -28,63 +27,9 @@ from minillm.evaluation.metrics import (
     rouge_l,
 )
 from minillm.objectives.supervised import sft_loss
-from minillm.rollout.sampler import generate
+from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
-
-
-def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
-    """Text of each generated response, without EOS and padding."""
-    eos = tokenizer.eos_token_id
-    texts = []
-    for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True):
-        kept = [t for t, m in zip(ids, mask, strict=True) if m and t != eos]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
-    return texts
-
-
-def sample_responses(
-    model,
-    tokenizer,
-    examples: list[Example],
-    *,
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    desc: str = "generate",
-    progress: bool = True,
-    no_repeat_ngram_size: int = 0,
-) -> tuple[list[str], list[int]]:
-    """Sample one response per example; returns texts and response lengths in tokens (EOS included).
-
-    ``no_repeat_ngram_size`` > 0 forbids repeating any n-gram of that size inside a response.
-    """
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
-    texts, lengths = [], []
-    batches = range(0, len(examples), batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        batch = collate_prompts(examples[start : start + batch_size], tokenizer.pad_token_id)
-        out = generate(
-            model,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            logits_processor=processor,
-        )
-        texts.extend(decode_responses(tokenizer, out.response_ids, out.response_mask))
-        lengths.extend(out.response_mask.sum(dim=1).tolist())
-    return texts, lengths
 
 
 def score_responses(texts: list[str], records: list[dict]) -> list[dict]:
@@ -178,6 +123,7 @@ def evaluate_model(
     per_seed, samples = [], []
     by_prompt = {"rougeL": [[] for _ in examples], "valid": [[] for _ in examples]}
     per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
     for seed in seeds:
         texts, lengths = sample_responses(
             model,
@@ -191,7 +137,7 @@ def evaluate_model(
             seed=seed,
             desc=f"{name} seed {seed}",
             progress=progress,
-            no_repeat_ngram_size=no_repeat_ngram_size,
+            logits_processor=processor,
         )
         scored = score_responses(texts, refs)
         per_seed.append(
