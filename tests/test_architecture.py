@@ -171,7 +171,7 @@ def test_objectives_and_data_agree_on_the_ignored_label():
     "source, expected",
     [
         ("import minillm.run", {"minillm.run"}),
-        ("def f():\n    from minillm.evaluation.evaluate import sample_responses", None),
+        ("def f():\n    from minillm.rollout.generate import sample_responses", None),
         ("from minillm import run", {"minillm", "minillm.run"}),
         ("from ..evaluation import suite", {"minillm.evaluation", "minillm.evaluation.suite"}),
         ("from . import divergences", {"minillm.objectives", "minillm.objectives.divergences"}),
@@ -187,5 +187,5 @@ def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch,
     monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path / "minillm")
     found = imported_modules(path)
     if expected is None:
-        expected = {"minillm.evaluation.evaluate", "minillm.evaluation.evaluate.sample_responses"}
+        expected = {"minillm.rollout.generate", "minillm.rollout.generate.sample_responses"}
     assert found == expected

@@ -4,13 +4,22 @@ length; and the test LM loss on the gold responses.
 Generation follows the paper: temperature 1, no top-k / top-p, several seeds; each metric is averaged
 over records for each seed, then the mean and standard deviation over seeds are reported. Breakdowns by
 category and by gold-response length bucket pool the records of all seeds.
+
+``evaluate_model`` is the one sampling evaluation: ``minillm.run``'s end-of-run table (teacher, student
+init, trained student), validation Rouge-L during training and ``python -m minillm.evaluate`` all call
+it. With a ``cache_dir`` its result is stored under ``<cache_dir>/eval/`` and reused (fixed models: the
+teacher, a student init read from a path).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import statistics
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -26,6 +35,7 @@ from minillm.evaluation.metrics import (
     length_bucket,
     rouge_l,
 )
+from minillm.models.loading import weights_digest
 from minillm.objectives.supervised import sft_loss
 from minillm.rollout.generate import sample_responses
 
@@ -88,6 +98,42 @@ def lm_loss(model, examples: list[Example], pad_token_id: int, *, batch_size: in
     return total / tokens if tokens else None
 
 
+# What a cached evaluation must hold to be reused: entries written before the per-prompt scores existed
+# are evaluated again (and overwritten), since the end-of-run comparison needs them.
+CACHED_EVAL_KEYS = ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95")
+
+
+def sampling_settings(eval_cfg) -> dict:
+    """``evaluate_model``'s sampling arguments from the ``eval`` config node (seeds, batch size, new
+    tokens, temperature, top-k, top-p)."""
+    e = eval_cfg
+    return dict(
+        seeds=tuple(e.seeds),
+        batch_size=e.batch_size,
+        max_new_tokens=e.max_new_tokens,
+        temperature=e.temperature,
+        top_k=e.top_k,
+        top_p=e.top_p,
+    )
+
+
+def cache_path(
+    cache_dir: str | Path, model, examples: list[Example], records: list[dict], settings: dict
+) -> Path:
+    """The cache entry of one evaluation: ``<cache_dir>/eval/<key>.json``, the key hashing the model's
+    weights, the prompts, their references and the settings that change the result."""
+    key = json.dumps(
+        [
+            weights_digest(model),
+            [e.prompt_ids for e in examples],
+            [records[e.index]["response"] for e in examples],
+            settings,
+        ],
+        default=str,
+    )
+    return Path(cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -105,6 +151,7 @@ def evaluate_model(
     keep_samples: int = 5,
     no_repeat_ngram_size: int = 0,
     length_edges: tuple[int, ...] = LENGTH_EDGES,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
 
@@ -114,8 +161,77 @@ def evaluate_model(
     percentile-bootstrap intervals over prompts of the two means (``valid_rate_ci95``, ``rougeL_ci95``:
     ``[lo, hi]``, 2000 resamples, seed 0), breakdowns ``per_category`` and ``by_length`` (gold
     response length in tokens, buckets with inclusive upper ``length_edges``; each bucket's ``n`` counts
-    records) and a few samples. ``distinct4`` is Distinct-4 over the responses of one seed.
+    records), a few samples and ``seconds`` (wall time of the sampling). ``distinct4`` is Distinct-4 over
+    the responses of one seed.
+
+    With ``cache_dir`` the result is written to ``cache_path(...)`` and, on a later call with the same
+    weights, prompts, references and settings, read back instead of sampling again (``seconds`` is then
+    the original evaluation's) — as long as the entry holds every key of ``CACHED_EVAL_KEYS``.
+    ``name`` and ``progress`` only label the progress bar.
     """
+    settings = dict(
+        seeds=tuple(seeds),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    # Off the defaults only: entries written before these options existed keep their keys.
+    extra = dict(
+        no_repeat_ngram_size=(no_repeat_ngram_size, 0),
+        length_edges=(list(length_edges), list(LENGTH_EDGES)),
+        keep_samples=(keep_samples, 5),
+    )
+    cache_settings = {**settings, **{k: v for k, (v, default) in extra.items() if v != default}}
+    path = None
+    if cache_dir is not None:
+        path = cache_path(cache_dir, model, examples, records, cache_settings)
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if all(k in cached for k in CACHED_EVAL_KEYS):
+                log.info("%s: reusing the cached evaluation %s", name, path)
+                return cached
+            log.info("%s: the cached evaluation %s has no per-prompt scores: evaluating again", name, path)
+    started = time.perf_counter()
+    result = _sampled_metrics(
+        model,
+        tokenizer,
+        examples,
+        records,
+        **settings,
+        name=name,
+        progress=progress,
+        keep_samples=keep_samples,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        length_edges=length_edges,
+    )
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    return result
+
+
+def _sampled_metrics(
+    model,
+    tokenizer,
+    examples: list[Example],
+    records: list[dict],
+    *,
+    seeds,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    name: str,
+    progress: bool,
+    keep_samples: int,
+    no_repeat_ngram_size: int,
+    length_edges: tuple[int, ...],
+) -> dict:
+    """``evaluate_model`` without the cache and the timing."""
     was_training = model.training
     model.eval()
     refs = [records[e.index] for e in examples]
