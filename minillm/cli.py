@@ -48,3 +48,11 @@ def user_errors(fn):
             sys.exit(128 + stop.signal if stop.signal else 0)
 
     return wrapper
+
+
+def emit(text: str, out: Path | None) -> None:
+    """A command's markdown on stdout and, with ``--out``, in that file too (its folder created)."""
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")

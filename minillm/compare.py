@@ -2,7 +2,8 @@
 
 Each argument is a ``results.json`` (from ``minillm.run`` or ``minillm.evaluate``) or a folder holding
 one or more (searched recursively, so a multirun folder gives every job). One row per evaluated model,
-columns in the paper's order; columns that no file has are left out.
+columns in the paper's order; columns that no file has are left out. The work is
+``minillm.evaluation.report.comparison_markdown``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minillm.cli import user_errors
-from minillm.evaluation.report import comparison_rows, find_results, metric_table
+from minillm.cli import emit, user_errors
+from minillm.evaluation.report import comparison_markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,11 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
-    table = metric_table(comparison_rows(find_results(args.paths), args.split))
-    print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table + "\n")
+    table = comparison_markdown(args.paths, args.split)
+    emit(table, args.out)
     return table
 
 

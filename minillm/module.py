@@ -274,7 +274,7 @@ class DistillModule(L.LightningModule):
     def on_validation_epoch_end(self):
         if not self.val_examples or self.trainer.sanity_checking:
             return
-        from minillm.evaluation.evaluate import evaluate_model
+        from minillm.evaluation.sampled import evaluate_model
 
         e = self.cfg.eval
         res = evaluate_model(

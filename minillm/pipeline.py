@@ -6,7 +6,6 @@ written to ``results.json`` in the run directory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -24,8 +23,8 @@ from omegaconf import OmegaConf, open_dict
 from minillm.data.datamodule import InstructionDataModule, load_records
 from minillm.errors import MinillmError
 from minillm.evaluation.callbacks import make_eval_callbacks
-from minillm.evaluation.evaluate import evaluate_model
-from minillm.evaluation.intervals import paired_bootstrap_diff
+from minillm.evaluation.sampled import evaluate_model, sampling_settings
+from minillm.evaluation.table import compare_to_init, format_comparison, format_table
 from minillm.loggers import loggers_from_config
 from minillm.models.loading import (
     check_same_tokenizer,
@@ -156,140 +155,23 @@ def continue_csv(source: Path, run_dir: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-# What a cached evaluation must hold to be reused: entries written before the per-prompt scores existed
-# are evaluated again (and overwritten), since the end-of-run comparison needs them.
-CACHED_EVAL_KEYS = ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95")
-
-
-def evaluate(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
-    """Sampling evaluation of ``model`` on each split in eval.splits.
-
-    With ``cache`` (used for the fixed teacher and student init), results are stored under
-    ``cache_dir/eval/`` keyed by the model's weights, the prompts and every sampling setting, and reused
-    when they hold every key of ``CACHED_EVAL_KEYS``.
-    """
+def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
+    """One row of the end-of-run table: ``evaluate_model`` on each split in eval.splits (its first
+    eval.num_samples prompts). ``cache`` (the fixed teacher and a student init read from a path) reuses
+    the evaluation stored under ``cache_dir/eval/``."""
     e = cfg.eval
-    out = {}
-    for split in e.splits:
-        examples = dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split]
-        settings = dict(
-            seeds=tuple(e.seeds),
-            batch_size=e.batch_size,
-            max_new_tokens=e.max_new_tokens,
-            temperature=e.temperature,
-            top_k=e.top_k,
-            top_p=e.top_p,
+    return {
+        split: evaluate_model(
+            model,
+            tokenizer,
+            dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split],
+            dm.records[split],
+            name=name,
+            cache_dir=cfg.cache_dir if cache else None,
+            **sampling_settings(e),
         )
-        path = None
-        if cache:
-            from minillm.models.loading import weights_digest
-
-            key = json.dumps(
-                [
-                    weights_digest(model),
-                    [x.prompt_ids for x in examples],
-                    [dm.records[split][x.index]["response"] for x in examples],
-                    settings,
-                ],
-                default=str,
-            )
-            path = Path(cfg.cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
-            if path.is_file():
-                cached = json.loads(path.read_text())
-                if all(k in cached for k in CACHED_EVAL_KEYS):
-                    log.info("%s: reusing cached %s evaluation from %s", name, split, path)
-                    out[split] = cached
-                    continue
-                log.info(
-                    "%s: the cached %s evaluation %s has no per-prompt scores: evaluating again",
-                    name,
-                    split,
-                    path,
-                )
-        started = time.perf_counter()
-        out[split] = evaluate_model(model, tokenizer, examples, dm.records[split], name=name, **settings)
-        out[split]["seconds"] = round(time.perf_counter() - started, 1)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out[split]))
-    return out
-
-
-def _points(x: float, sign: str = "") -> str:
-    """One decimal, without a "-0.0" for a value that rounds to zero."""
-    text = f"{x:{sign}.1f}"
-    return text.replace("-0.0", "+0.0" if sign else "0.0") if text.lstrip("+-") == "0.0" else text
-
-
-def _ci(ci) -> str:
-    return "" if ci is None else f" [{_points(ci[0])}, {_points(ci[1])}]"
-
-
-def format_table(rows: dict[str, dict], split: str) -> str:
-    """A small text table: one row per model, Rouge-L (mean ± std over the sampling seeds) and validity
-    (mean [95% bootstrap interval over prompts])."""
-    lines = [f"{'model':<22} {'Rouge-L':>14} {'valid % [95% CI]':>20} {'length':>8}", "-" * 67]
-    for name, res in rows.items():
-        r = res.get(split)
-        if r is None:
-            continue
-        if r["valid_rate"] is None:
-            valid = "n/a"
-        elif r.get("valid_rate_ci95") is not None:
-            valid = f"{r['valid_rate']:.1f}{_ci(r['valid_rate_ci95'])}"
-        else:  # a results file from before the intervals
-            valid = f"{r['valid_rate']:.1f} ± {r['valid_rate_std']:.1f}"
-        lines.append(
-            f"{name:<22} {r['rougeL']:>7.1f} ± {r['rougeL_std']:<4.1f} {valid:>20} {r['length']:>8.1f}"
-        )
-    return "\n".join(lines)
-
-
-COMPARED = (("valid", "validity", "valid_per_prompt"), ("rougeL", "Rouge-L", "rougeL_per_prompt"))
-
-
-def compare_to_init(rows: dict[str, dict], split: str) -> dict:
-    """Trained student − student init on the same prompts: ``compare/<metric>_diff`` (points) and
-    ``compare/<metric>_diff_ci95`` (paired bootstrap over prompts), ``compare/<metric>_prompts``; {} when
-    the table has no init row (eval.compare=false)."""
-    init, trained = rows.get("student init", {}).get(split), rows.get("trained student", {}).get(split)
-    if init is None or trained is None:
-        return {}
-    out = {"compare/seeds": len(trained.get("seeds") or [])}
-    for key, _, vector in COMPARED:
-        diff, ci, used = paired_bootstrap_diff(trained[vector], init[vector])
-        out.update(
-            {f"compare/{key}_diff": diff, f"compare/{key}_diff_ci95": ci, f"compare/{key}_prompts": used}
-        )
-    return out
-
-
-def format_comparison(compare: dict, split: str) -> str:
-    """The lines under the table: each difference with its interval, then whether it is beyond noise."""
-    if not compare:
-        return ""
-    seeds = compare["compare/seeds"]
-    lines, verdicts = [], []
-    for key, label, _ in COMPARED:
-        diff, ci = compare[f"compare/{key}_diff"], compare[f"compare/{key}_diff_ci95"]
-        used = compare[f"compare/{key}_prompts"]
-        if diff is None:
-            lines.append(f"trained − init {label}: n/a (no {split} prompt has a checker)")
-            continue
-        lines.append(
-            f"trained − init {label}: {_points(diff, '+')} points{_ci(ci)} (paired bootstrap over the {used} "
-            f"{split} prompts × {seeds} sampling seed{'s' if seeds != 1 else ''})"
-        )
-        if ci[0] > 0 or ci[1] < 0:
-            verdicts.append(f"{label} is {'higher' if diff > 0 else 'lower'} than the init's beyond noise")
-        else:
-            verdicts.append(f"{label} is within noise of the init's")
-    if verdicts:
-        lines.append(
-            f"The trained student's {' and its '.join(verdicts)} "
-            "(beyond noise: the 95% interval of the difference excludes 0)."
-        )
-    return "\n".join(lines)
+        for split in e.splits
+    }
 
 
 def train(cfg) -> dict:
@@ -371,9 +253,9 @@ def train(cfg) -> dict:
     }
     table: dict[str, dict] = {}
     if cfg.eval.compare and teacher is not None:
-        table["teacher"] = evaluate(cfg, teacher, tokenizer, dm, "teacher", cache=True)
+        table["teacher"] = evaluate_splits(cfg, teacher, tokenizer, dm, "teacher", cache=True)
     if cfg.eval.compare:
-        table["student init"] = evaluate(
+        table["student init"] = evaluate_splits(
             cfg, student, tokenizer, dm, "student init", cache=bool(cfg.student.get("path"))
         )
 
@@ -431,7 +313,7 @@ def train(cfg) -> dict:
     if cfg.select.get("save_hf", True):
         student.save_pretrained(run_dir / "best_model")
         tokenizer.save_pretrained(run_dir / "best_model")
-    table["trained student"] = evaluate(cfg, student, tokenizer, dm, "trained student")
+    table["trained student"] = evaluate_splits(cfg, student, tokenizer, dm, "trained student")
 
     results.update(
         {

@@ -6,7 +6,8 @@ functions (a lazy import is still a dependency). The rules:
 - ``minillm/objectives/`` holds pure losses over tensors: of the project it imports only
   ``minillm.errors`` and its own modules (no data, evaluation, rollout, models, training modules,
   Lightning or entry points);
-- ``minillm/rollout/`` imports no objective;
+- ``minillm/rollout/`` imports no objective, no data and no evaluation module;
+- ``minillm/data/`` imports no evaluation module (SeqKD samples through ``minillm.rollout``);
 - nothing under ``minillm/`` imports an entry point, nor ``minillm.pipeline`` (the body of
   ``minillm.run``) unless it is an entry point itself.
 """
@@ -120,6 +121,32 @@ def test_rollout_imports_no_objective():
     assert not bad, "\n".join(bad)
 
 
+def test_data_imports_nothing_from_evaluation():
+    """Evaluation reads data (examples, records, checkers); data never reads evaluation back. SeqKD's
+    teacher samples come from ``minillm.rollout``, as evaluation's own samples do."""
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.data")
+        for dep in sorted(imports)
+        if within(dep, "minillm.evaluation")
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_rollout_imports_neither_data_nor_evaluation():
+    """Rollout decodes token ids with models; what the ids are (data) and what is scored (evaluation)
+    sit above it."""
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.rollout")
+        for dep in sorted(imports)
+        if within(dep, "minillm.data") or within(dep, "minillm.evaluation")
+    ]
+    assert not bad, "\n".join(bad)
+
+
 def test_nothing_in_the_package_imports_an_entry_point():
     bad = []
     for name, imports in project_modules().items():
@@ -144,7 +171,7 @@ def test_objectives_and_data_agree_on_the_ignored_label():
     "source, expected",
     [
         ("import minillm.run", {"minillm.run"}),
-        ("def f():\n    from minillm.evaluation.evaluate import sample_responses", None),
+        ("def f():\n    from minillm.rollout.generate import sample_responses", None),
         ("from minillm import run", {"minillm", "minillm.run"}),
         ("from ..evaluation import suite", {"minillm.evaluation", "minillm.evaluation.suite"}),
         ("from . import divergences", {"minillm.objectives", "minillm.objectives.divergences"}),
@@ -160,5 +187,5 @@ def test_the_import_reader_sees_lazy_and_relative_imports(tmp_path, monkeypatch,
     monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path / "minillm")
     found = imported_modules(path)
     if expected is None:
-        expected = {"minillm.evaluation.evaluate", "minillm.evaluation.evaluate.sample_responses"}
+        expected = {"minillm.rollout.generate", "minillm.rollout.generate.sample_responses"}
     assert found == expected

@@ -87,7 +87,7 @@ def test_kl_of_a_model_with_itself_is_zero(same_object):
 
 def test_probe_samples_the_student_as_evaluate_does_and_the_teacher_independently(tiny_tokenizer):
     from minillm.evaluation.divergence_probe import probe
-    from minillm.evaluation.evaluate import sample_responses
+    from minillm.rollout.generate import sample_responses
 
     teacher = tiny_llama(4, vocab=len(tiny_tokenizer))
     student = copy.deepcopy(teacher)  # the same distribution: every exact KL is 0

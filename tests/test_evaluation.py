@@ -351,11 +351,11 @@ def test_evaluate_model_keeps_per_prompt_scores_and_intervals(monkeypatch):
     """Fixed samples for two seeds (the sampler is the only thing replaced): the per-prompt validity is the
     mean over seeds in example order, None without a checker; its mean is valid_rate; the bootstrap over
     the two checked prompts (100 and 50) can only give means 50, 75, 100, each end with chance >= 1/4."""
-    from minillm.evaluation.evaluate import evaluate_model
+    from minillm.evaluation.sampled import evaluate_model
 
     texts = {0: ["yes", "no", "anything"], 1: ["yes", "yes", "else"]}
     monkeypatch.setattr(
-        "minillm.evaluation.evaluate.sample_responses",
+        "minillm.evaluation.sampled.sample_responses",
         lambda model, tok, examples, *, seed, **kwargs: (texts[seed], [2, 2, 2]),
     )
     exact = {"type": "exact", "answers": ["yes"]}
@@ -379,6 +379,92 @@ def test_evaluate_model_keeps_per_prompt_scores_and_intervals(monkeypatch):
     assert res["rougeL"] == pytest.approx(sum(by_hand) / 3)
     lo, hi = res["rougeL_ci95"]
     assert min(by_hand) <= lo <= res["rougeL"] <= hi <= max(by_hand)
+
+
+def test_evaluation_cache_hits_only_for_the_same_weights_prompts_and_settings(tmp_path, monkeypatch):
+    """With a cache_dir the second identical call samples nothing and returns the first result; other
+    weights or another setting sample again. The key of the default settings is the one minillm.run
+    wrote before the options no_repeat_ngram_size / length_edges / keep_samples were part of it."""
+    import hashlib
+
+    from minillm.evaluation import sampled
+    from minillm.models.loading import weights_digest
+
+    seeds_sampled = []
+
+    def fake(model, tok, examples, *, seed, **kwargs):
+        seeds_sampled.append(seed)
+        return ["yes"] * len(examples), [2] * len(examples)
+
+    monkeypatch.setattr(sampled, "sample_responses", fake)
+    records = [{"instruction": "q", "response": "yes", "check": {"type": "exact", "answers": ["yes"]}}] * 2
+    examples = [Example([5, 6], [7, EOS], i) for i in range(2)]
+    tok, model = SimpleNamespace(eos_token_id=EOS), nn.Linear(1, 1)
+    settings = dict(seeds=(0, 1), batch_size=4, max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0)
+
+    def run(m=model, **changed):
+        kwargs = {**settings, **changed}
+        return sampled.evaluate_model(m, tok, examples, records, progress=False, cache_dir=tmp_path, **kwargs)
+
+    first = run()
+    assert seeds_sampled == [0, 1] and first["valid_rate"] == 100.0
+    key = json.dumps([weights_digest(model), [[5, 6]] * 2, ["yes"] * 2, settings], default=str)
+    (entry,) = (tmp_path / "eval").glob("*.json")
+    assert entry.name == f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+    assert run() == first and seeds_sampled == [0, 1]  # reused, seconds included
+    run(seeds=(0,))
+    run(no_repeat_ngram_size=2)
+    other = nn.Linear(1, 1)
+    with torch.no_grad():
+        other.weight.fill_(3.0)
+    run(m=other)
+    assert seeds_sampled == [0, 1, 0, 0, 1, 0, 1] and len(list((tmp_path / "eval").glob("*.json"))) == 4
+
+
+def test_fixed_model_evaluations_are_cached_across_run_and_evaluate(compose, tmp_path, monkeypatch):
+    """minillm.run's teacher row and `minillm.evaluate evaluate.model=teacher` share one cache entry: the
+    evaluation is sampled once. A student init built from an arch (not a fixed file) is never cached."""
+    from minillm.data.datamodule import InstructionDataModule, load_records
+    from minillm.evaluation import sampled
+    from minillm.evaluation.suite import run_evaluation
+    from minillm.models.loading import load_model
+    from minillm.models.tokenizers import resolve_tokenizer
+    from minillm.pipeline import evaluate_splits
+
+    real, seeds_sampled = sampled.sample_responses, []
+
+    def spy(*args, seed, **kwargs):
+        seeds_sampled.append(seed)
+        return real(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(sampled, "sample_responses", spy)  # called through: the spy only records
+    overrides = [*TINY, f"cache_dir={tmp_path / 'cache'}", "logger=none", "evaluate.metrics=[rouge]",
+                 "eval.seeds=[0,1]"]  # fmt: skip
+    cfg = compose([*overrides, "evaluate.model=teacher"], run_dir=tmp_path / "a", config_name="evaluate")
+    first = run_evaluation(cfg)["eval"]["teacher"]["test"]
+    assert seeds_sampled == [0, 1]
+    again = compose([*overrides, "evaluate.model=teacher"], run_dir=tmp_path / "b", config_name="evaluate")
+    assert run_evaluation(again)["eval"]["teacher"]["test"] == first and seeds_sampled == [0, 1]
+
+    records = load_records(cfg.data, cfg.cache_dir)
+    tokenizer = resolve_tokenizer(cfg, records)
+    dm = InstructionDataModule(cfg.data, tokenizer, records, seed=cfg.seed)
+    teacher = load_model(  # as minillm.run builds it
+        cfg.teacher,
+        key="teacher",
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        seed=cfg.seed + 1,
+    )
+    row = evaluate_splits(cfg, teacher, tokenizer, dm, "teacher", cache=True)["test"]
+    assert seeds_sampled == [0, 1]
+    assert {k: v for k, v in row.items() if k != "seconds"} == first
+
+    for where in ("c", "d"):
+        run_evaluation(
+            compose([*overrides, "evaluate.model=init"], run_dir=tmp_path / where, config_name="evaluate")
+        )
+    assert seeds_sampled == [0, 1, 0, 1, 0, 1]
 
 
 # --------------------------------------------------------------------------- training callbacks

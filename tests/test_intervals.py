@@ -114,7 +114,7 @@ def _row(valid: list, rouge: list, seeds=(0, 1, 2)) -> dict:
 def test_table_and_comparison_state_the_paired_difference():
     """400 prompts: the trained student loses validity on 60 prompts the init got right (−15 points,
     beyond noise) and its Rouge-L moves by +0.1 on every other prompt, −0.1 on the rest (within noise)."""
-    from minillm.pipeline import compare_to_init, format_comparison, format_table
+    from minillm.evaluation.table import compare_to_init, format_comparison, format_table
 
     n = 400
     init_valid = list(100 * shuffled_bits(n, 200, seed=7))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from minillm.errors import MinillmError
-from minillm.report import report_markdown
+from minillm.evaluation.report import report_markdown
 
 
 def write_run(folder, name, rouge, valid, seconds):

@@ -297,7 +297,7 @@ def test_validity_selection_on_a_fixed_validation_slice(compose, tmp_path, monke
     validity; every validation samples the same first eval.val_samples valid prompts with the same seed."""
     import csv
 
-    import minillm.evaluation.evaluate as evaluation
+    import minillm.evaluation.sampled as evaluation
 
     real, calls = evaluation.evaluate_model, []
 

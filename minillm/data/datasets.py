@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import Dataset
 
 from minillm.data.template import PromptTemplate
+from minillm.rollout.generate import left_pad
 
 log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
@@ -179,13 +180,7 @@ def collate_sft(examples: list[Example], pad_token_id: int) -> dict[str, torch.T
 
 def collate_prompts(examples: list[Example], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Left-padded prompts for generation (and the record index, to find references and checkers)."""
-    width = max(len(e.prompt_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.prompt_ids)
-        input_ids[row, width - n :] = torch.tensor(e.prompt_ids)
-        attention_mask[row, width - n :] = 1
+    input_ids, attention_mask = left_pad([e.prompt_ids for e in examples], pad_token_id)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from minillm.errors import MinillmError
-from minillm.evaluation.evaluate import sample_responses
 from minillm.models.loading import weights_digest
+from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from minillm.data.datasets import Example
 from minillm.data.template import PromptTemplate
 from minillm.errors import MinillmError
 from minillm.evaluation.calibration import calibration, items_from_records
-from minillm.evaluation.evaluate import sample_responses
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.metrics import distinct_n
+from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
 CALLBACK_METRICS = ("exaccerr", "ece", "distinct4")

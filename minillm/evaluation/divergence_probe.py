@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 
 from minillm.data.datasets import Example, collate_prompts
-from minillm.evaluation.evaluate import decode_responses, score_responses
+from minillm.evaluation.sampled import score_responses
 from minillm.objectives.divergences import forward_kl, reverse_kl
+from minillm.rollout.generate import decode_responses
 from minillm.rollout.sampler import Rollout, generate, response_logits, sampled_logprobs
 
 SOURCES = ("student", "teacher", "gold")

@@ -1,15 +1,20 @@
-"""Markdown views of results: the side-by-side metric table (``minillm.compare``) and ``summary.md``.
+"""Markdown views of results: the side-by-side metric table (``python -m minillm.compare``), the study
+report of a multirun (``python -m minillm.report``) and the ``summary.md`` of one evaluation.
 
-Both read the one results layout shared by ``minillm.run`` and ``minillm.evaluate``:
+All read the one results layout shared by ``minillm.run`` and ``minillm.evaluate``:
 ``results["eval"][model name][split]`` holds a model's scalar metrics on a split.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import statistics
+from collections import defaultdict
 from pathlib import Path
 
 from minillm.errors import MinillmError
+from minillm.evaluation.plots import alpha_plot, learning_curves, scaling_plot
 
 # (header, key, std key, format) in the paper's order: quality, then exposure bias, calibration, diversity.
 COLUMNS = (
@@ -117,6 +122,148 @@ def comparison_rows(paths: list[Path], split: str | None = None) -> list[tuple[s
     if not rows:
         raise MinillmError("no evaluated model in the given results files")
     return rows
+
+
+def comparison_markdown(paths: list[str | Path], split: str | None = None) -> str:
+    """``python -m minillm.compare``: the metric table of every model in the results files ``paths``
+    (files or run folders), on ``split`` (default: each model's first)."""
+    return metric_table(comparison_rows(find_results(paths), split))
+
+
+# --------------------------------------------------------------------------- the study report of a multirun
+
+# (results key, header, format): the trained student's columns of COLUMNS that every run records, then
+# the cost of the run.
+STUDY_COLUMNS = [
+    *(
+        (key, header, fmt)
+        for header, key, _, fmt in COLUMNS
+        if key in ("rougeL", "exact_match", "valid_rate", "distinct4", "length")
+    ),
+    ("train_seconds", "train s", "{:.0f}"),
+    ("global_step", "steps", "{:.0f}"),
+]
+
+
+def group_name(results: dict) -> str:
+    """The run name without its seed: ``<objective>-s<seed>`` → ``<objective>``."""
+    name = str(results.get("config", {}).get("run_name") or "run")
+    return re.sub(r"-s\d+$", "", name)
+
+
+def job_metrics(job: Path, split: str = "test") -> dict | None:
+    """The trained student's metrics of one run folder, with its cost and model sizes; None if absent."""
+    path = job / "results.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text())
+    student = (data.get("eval") or {}).get("trained student", {}).get(split)
+    if student is None:
+        return None
+    flat = {k: student.get(k) for k, _, _ in STUDY_COLUMNS}
+    config = data.get("config", {})
+    flat.update(
+        train_seconds=data.get("train_seconds"),
+        global_step=data.get("global_step"),
+        objective=config.get("objective"),
+        student_params=config.get("student_params"),
+        teacher_params=config.get("teacher_params"),
+        group=group_name(data),
+    )
+    return flat
+
+
+def collect_jobs(root: Path, split: str = "test") -> dict[str, list[Path]]:
+    """Run folders with results, per group (run name without the seed)."""
+    jobs: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("results.json")):
+        metrics = job_metrics(path.parent, split)
+        if metrics is not None:
+            jobs[metrics["group"]].append(path.parent)
+    return jobs
+
+
+def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], list[str]]:
+    """Per group, one flat metrics dict per seed; and the folders of jobs without results."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for name, jobs in collect_jobs(root, split).items():
+        groups[name] = [job_metrics(job, split) for job in jobs]
+    failed = []
+    for p in sorted(root.rglob(".hydra")):
+        job = p.parent
+        if (job / "results.json").is_file():
+            continue
+        name = str(job.relative_to(root))
+        record = job / "failed.json"
+        if record.is_file():  # written by minillm.run when a sweep job fails
+            info = json.loads(record.read_text())
+            name += f" ({info.get('run_name')}: {info.get('error')})"
+        else:
+            name += " (no results: still running, killed, or stopped to resume)"
+        failed.append(name)
+    return groups, failed
+
+
+PAPER_ROWS = ("sft", "forward_kld", "seqkd", "reverse_kld")  # Table 1: SFT w/o KD, KD, SeqKD, MiniLLM
+
+
+def row_order(name: str, runs: list[dict]) -> tuple:
+    """The paper's row order by objective; within an objective (and for other objectives), by name."""
+    objective = runs[0].get("objective") if runs else None
+    rank = PAPER_ROWS.index(objective) if objective in PAPER_ROWS else len(PAPER_ROWS)
+    return (rank, name)
+
+
+def _seeds_cell(values: list, fmt: str) -> str:
+    """Mean ± standard deviation over the training seeds (the mean alone for one seed)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    mean = statistics.mean(values)
+    if len(values) == 1:
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {fmt.format(statistics.stdev(values))}"
+
+
+def report_markdown(root: Path, split: str = "test") -> str:
+    """The study table: one row per run group (mean ± std over seeds), then the jobs without results."""
+    groups, failed = collect(root, split)
+    if not groups and not failed:
+        raise MinillmError(f"{root}: no results.json found below this folder")
+    header = "| run | seeds | " + " | ".join(h for _, h, _ in STUDY_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(STUDY_COLUMNS) + 2)]
+    for name, runs in sorted(groups.items(), key=lambda item: row_order(item[0], item[1])):
+        cells = [_seeds_cell([r[k] for r in runs], fmt) for k, _, fmt in STUDY_COLUMNS]
+        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
+    text = f"{split} split, mean ± std over training seeds\n\n" + "\n".join(lines)
+    if failed:
+        text += "\n\nJobs without results:\n" + "\n".join(f"- {f}" for f in failed)
+    return text
+
+
+def write_plots(root: Path, folder: Path, split: str = "test") -> list[Path]:
+    """Learning curves, and the α and scaling plots where the sweep varies α or model sizes."""
+    jobs = collect_jobs(root, split)
+    written = [
+        learning_curves(jobs, folder / "learning_curves.png"),
+        alpha_plot(jobs, lambda job: job_metrics(job, split), folder / "alpha.png"),
+        scaling_plot(jobs, lambda job: job_metrics(job, split), folder / "scaling.png"),
+    ]
+    return [p for p in written if p is not None]
+
+
+def study_report(root: Path, split: str = "test", plots: Path | None = None) -> str:
+    """``python -m minillm.report``: the study table of the runs below ``root``; with ``plots``, the
+    figures written into that folder and linked under the table."""
+    if not root.is_dir():
+        raise MinillmError(f"{root}: not a folder")
+    text = report_markdown(root, split)
+    if plots is not None:
+        plots.mkdir(parents=True, exist_ok=True)
+        written = write_plots(root, plots, split)
+        if written:
+            text += "\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in written)
+    return text
 
 
 # --------------------------------------------------------------------------- summary.md of one evaluation

@@ -21,10 +21,10 @@ from minillm.data.datasets import tokenize_records
 from minillm.data.template import PromptTemplate
 from minillm.errors import MinillmError
 from minillm.evaluation.calibration import calibration, items_from_records, read_labelled_jsonl
-from minillm.evaluation.evaluate import evaluate_model, lm_loss
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
+from minillm.evaluation.sampled import evaluate_model, lm_loss, sampling_settings
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
 from minillm.models.tokenizers import resolve_tokenizer
 from minillm.safe_load import load_checkpoint
@@ -291,26 +291,23 @@ def run_evaluation(cfg) -> dict:
         return out
 
     if "rouge" in e.metrics:
-        metrics.update(
-            timed(
-                "rouge",
-                lambda: evaluate_model(
-                    model,
-                    tokenizer,
-                    subset,
-                    records[split],
-                    seeds=tuple(ev.seeds),
-                    batch_size=ev.batch_size,
-                    max_new_tokens=ev.max_new_tokens,
-                    temperature=ev.temperature,
-                    top_k=ev.top_k,
-                    top_p=ev.top_p,
-                    name=name,
-                    no_repeat_ngram_size=e.no_repeat_ngram_size,
-                    length_edges=tuple(e.length_buckets),
-                ),
-            )
+        # the config's teacher, or a student init read from a path: fixed weights, cached as minillm.run does
+        fixed = not e.get("path") and (e.model == "teacher" or bool(cfg.student.get("path")))
+        sampled = timed(
+            "rouge",
+            lambda: evaluate_model(
+                model,
+                tokenizer,
+                subset,
+                records[split],
+                name=name,
+                no_repeat_ngram_size=e.no_repeat_ngram_size,
+                length_edges=tuple(e.length_buckets),
+                cache_dir=cfg.cache_dir if fixed else None,
+                **sampling_settings(ev),
+            ),
         )
+        metrics.update({k: v for k, v in sampled.items() if k != "seconds"})  # timed: results["seconds"]
     if "loss" in e.metrics:
         metrics["test_loss"] = timed(
             "loss", lambda: lm_loss(model, subset, tokenizer.pad_token_id, batch_size=ev.batch_size)

@@ -4,19 +4,27 @@ length; and the test LM loss on the gold responses.
 Generation follows the paper: temperature 1, no top-k / top-p, several seeds; each metric is averaged
 over records for each seed, then the mean and standard deviation over seeds are reported. Breakdowns by
 category and by gold-response length bucket pool the records of all seeds.
+
+``evaluate_model`` is the one sampling evaluation: ``minillm.run``'s end-of-run table (teacher, student
+init, trained student), validation Rouge-L during training and ``python -m minillm.evaluate`` all call
+it. With a ``cache_dir`` its result is stored under ``<cache_dir>/eval/`` and reused (fixed models: the
+teacher, a student init read from a path).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import statistics
+import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from minillm.data.checkers import is_valid
-from minillm.data.datasets import Example, collate_prompts, collate_sft
+from minillm.data.datasets import Example, collate_sft
 from minillm.evaluation.generation import no_repeat_ngram_processor
 from minillm.evaluation.intervals import bootstrap_ci
 from minillm.evaluation.metrics import (
@@ -27,64 +35,11 @@ from minillm.evaluation.metrics import (
     length_bucket,
     rouge_l,
 )
+from minillm.models.loading import weights_digest
 from minillm.objectives.supervised import sft_loss
-from minillm.rollout.sampler import generate
+from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
-
-
-def decode_responses(tokenizer, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
-    """Text of each generated response, without EOS and padding."""
-    eos = tokenizer.eos_token_id
-    texts = []
-    for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True):
-        kept = [t for t, m in zip(ids, mask, strict=True) if m and t != eos]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
-    return texts
-
-
-def sample_responses(
-    model,
-    tokenizer,
-    examples: list[Example],
-    *,
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int = 0,
-    desc: str = "generate",
-    progress: bool = True,
-    no_repeat_ngram_size: int = 0,
-) -> tuple[list[str], list[int]]:
-    """Sample one response per example; returns texts and response lengths in tokens (EOS included).
-
-    ``no_repeat_ngram_size`` > 0 forbids repeating any n-gram of that size inside a response.
-    """
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
-    texts, lengths = [], []
-    batches = range(0, len(examples), batch_size)
-    for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
-        batch = collate_prompts(examples[start : start + batch_size], tokenizer.pad_token_id)
-        out = generate(
-            model,
-            batch["input_ids"].to(device),
-            batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-            logits_processor=processor,
-        )
-        texts.extend(decode_responses(tokenizer, out.response_ids, out.response_mask))
-        lengths.extend(out.response_mask.sum(dim=1).tolist())
-    return texts, lengths
 
 
 def score_responses(texts: list[str], records: list[dict]) -> list[dict]:
@@ -143,6 +98,42 @@ def lm_loss(model, examples: list[Example], pad_token_id: int, *, batch_size: in
     return total / tokens if tokens else None
 
 
+# What a cached evaluation must hold to be reused: entries written before the per-prompt scores existed
+# are evaluated again (and overwritten), since the end-of-run comparison needs them.
+CACHED_EVAL_KEYS = ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95")
+
+
+def sampling_settings(eval_cfg) -> dict:
+    """``evaluate_model``'s sampling arguments from the ``eval`` config node (seeds, batch size, new
+    tokens, temperature, top-k, top-p)."""
+    e = eval_cfg
+    return dict(
+        seeds=tuple(e.seeds),
+        batch_size=e.batch_size,
+        max_new_tokens=e.max_new_tokens,
+        temperature=e.temperature,
+        top_k=e.top_k,
+        top_p=e.top_p,
+    )
+
+
+def cache_path(
+    cache_dir: str | Path, model, examples: list[Example], records: list[dict], settings: dict
+) -> Path:
+    """The cache entry of one evaluation: ``<cache_dir>/eval/<key>.json``, the key hashing the model's
+    weights, the prompts, their references and the settings that change the result."""
+    key = json.dumps(
+        [
+            weights_digest(model),
+            [e.prompt_ids for e in examples],
+            [records[e.index]["response"] for e in examples],
+            settings,
+        ],
+        default=str,
+    )
+    return Path(cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -160,6 +151,7 @@ def evaluate_model(
     keep_samples: int = 5,
     no_repeat_ngram_size: int = 0,
     length_edges: tuple[int, ...] = LENGTH_EDGES,
+    cache_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
 
@@ -169,8 +161,77 @@ def evaluate_model(
     percentile-bootstrap intervals over prompts of the two means (``valid_rate_ci95``, ``rougeL_ci95``:
     ``[lo, hi]``, 2000 resamples, seed 0), breakdowns ``per_category`` and ``by_length`` (gold
     response length in tokens, buckets with inclusive upper ``length_edges``; each bucket's ``n`` counts
-    records) and a few samples. ``distinct4`` is Distinct-4 over the responses of one seed.
+    records), a few samples and ``seconds`` (wall time of the sampling). ``distinct4`` is Distinct-4 over
+    the responses of one seed.
+
+    With ``cache_dir`` the result is written to ``cache_path(...)`` and, on a later call with the same
+    weights, prompts, references and settings, read back instead of sampling again (``seconds`` is then
+    the original evaluation's) — as long as the entry holds every key of ``CACHED_EVAL_KEYS``.
+    ``name`` and ``progress`` only label the progress bar.
     """
+    settings = dict(
+        seeds=tuple(seeds),
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+    )
+    # Off the defaults only: entries written before these options existed keep their keys.
+    extra = dict(
+        no_repeat_ngram_size=(no_repeat_ngram_size, 0),
+        length_edges=(list(length_edges), list(LENGTH_EDGES)),
+        keep_samples=(keep_samples, 5),
+    )
+    cache_settings = {**settings, **{k: v for k, (v, default) in extra.items() if v != default}}
+    path = None
+    if cache_dir is not None:
+        path = cache_path(cache_dir, model, examples, records, cache_settings)
+        if path.is_file():
+            cached = json.loads(path.read_text())
+            if all(k in cached for k in CACHED_EVAL_KEYS):
+                log.info("%s: reusing the cached evaluation %s", name, path)
+                return cached
+            log.info("%s: the cached evaluation %s has no per-prompt scores: evaluating again", name, path)
+    started = time.perf_counter()
+    result = _sampled_metrics(
+        model,
+        tokenizer,
+        examples,
+        records,
+        **settings,
+        name=name,
+        progress=progress,
+        keep_samples=keep_samples,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        length_edges=length_edges,
+    )
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result))
+    return result
+
+
+def _sampled_metrics(
+    model,
+    tokenizer,
+    examples: list[Example],
+    records: list[dict],
+    *,
+    seeds,
+    batch_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    name: str,
+    progress: bool,
+    keep_samples: int,
+    no_repeat_ngram_size: int,
+    length_edges: tuple[int, ...],
+) -> dict:
+    """``evaluate_model`` without the cache and the timing."""
     was_training = model.training
     model.eval()
     refs = [records[e.index] for e in examples]
@@ -178,6 +239,7 @@ def evaluate_model(
     per_seed, samples = [], []
     by_prompt = {"rougeL": [[] for _ in examples], "valid": [[] for _ in examples]}
     per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
+    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
     for seed in seeds:
         texts, lengths = sample_responses(
             model,
@@ -191,7 +253,7 @@ def evaluate_model(
             seed=seed,
             desc=f"{name} seed {seed}",
             progress=progress,
-            no_repeat_ngram_size=no_repeat_ngram_size,
+            logits_processor=processor,
         )
         scored = score_responses(texts, refs)
         per_seed.append(
