@@ -63,9 +63,6 @@ def validate_config(cfg) -> None:
         raise MinillmError(f"data.template={cfg.data.template!r}; choose one of ['alpaca', 'short']")
     if cfg.select.mode not in ("min", "max"):
         raise MinillmError(f"select.mode={cfg.select.mode!r}; choose one of ['max', 'min']")
-    decay = _get(cfg, "scheduler.decay")
-    if decay is not None and decay not in ("cosine", "constant"):
-        raise MinillmError(f"scheduler.decay={decay!r}; choose one of ['constant', 'cosine']")
     if not cfg.eval.seeds:
         raise MinillmError("eval.seeds: give at least one sampling seed")
     if cfg.trainer.accelerator == "cpu" and "bf16" in str(cfg.trainer.precision):
@@ -112,11 +109,31 @@ def validate_config(cfg) -> None:
                 f"{model}.path={path} and {model}.arch are both set: the path is loaded and {model}.arch is "
                 f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
             )
+    check_targets(cfg)
     check_unread_keys(cfg)
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise MinillmError(f"hydra.run.dir={out}: output directory cannot be written")
+
+
+def check_targets(cfg) -> None:
+    """Every ``_target_`` the run will instantiate names something importable (else one line naming the
+    key, before any model is loaded)."""
+    from hydra._internal.utils import _locate
+
+    nodes = ["optim", "scheduler", "logger", "trainer", "objective.module", "objective.loss"]
+    nodes += [f"callbacks.{name}" for name in (_get(cfg, "callbacks") or {})]
+    for key in nodes:
+        node = _get(cfg, key)
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            continue
+        try:
+            _locate(str(node._target_))
+        except Exception:
+            raise MinillmError(
+                f"{key}._target_={node._target_}: cannot be imported (check its spelling)"
+            ) from None
 
 
 # --- keys that the chosen config of their group never reads -------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from minillm.errors import MinillmError
-from minillm.module import DistillModule
+from minillm.training.supervised import SupervisedModule
 from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
@@ -78,7 +78,7 @@ def alpha_at(objective_cfg, progress: float) -> float:
     )
 
 
-class OnPolicyModule(DistillModule):
+class OnPolicyModule(SupervisedModule):
     """``objective=reverse_kld`` (MiniLLM) and its on-policy relatives, with manual optimisation."""
 
     train_data = "prompts"  # the datamodule's training batches hold prompts only: one batch is one round

@@ -83,7 +83,7 @@ def module_class(cfg):
     except Exception:
         raise MinillmError(
             f"objective.module._target_={target!r}: not an importable LightningModule class "
-            "(e.g. minillm.module.DistillModule)"
+            "(e.g. minillm.training.supervised.SupervisedModule)"
         ) from None
 
 

@@ -43,8 +43,15 @@ def test_validation_names_the_key(compose):
     cfg = compose(["objective=forward_kld", "objective.kd_ratio=1.5"])
     with pytest.raises(MinillmError, match=r"objective\.kd_ratio=1\.5: must be in \[0\.0, 1\.0\]"):
         validate_config(cfg)
-    cfg = compose(["scheduler.decay=linear"])
-    with pytest.raises(MinillmError, match="scheduler.decay='linear'"):
+    cfg = compose(["scheduler._target_=transformers.get_linear_schedule_with_warmupp"])
+    with pytest.raises(
+        MinillmError, match=r"^scheduler\._target_=transformers\.get_linear_schedule_with_warmupp: cannot"
+    ):
+        validate_config(cfg)
+    cfg = compose(["objective=sft", "objective.module._target_=minillm.training.supervised.NoSuchModule"])
+    with pytest.raises(
+        MinillmError, match=r"^objective\.module\._target_=minillm\.training\.supervised\.NoSuchModule: cannot"
+    ):
         validate_config(cfg)
 
 

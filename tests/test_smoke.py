@@ -334,7 +334,7 @@ def test_validity_monitor_needs_a_checker_in_the_validation_slice():
 
     from minillm.data.datasets import Example
     from minillm.errors import MinillmError
-    from minillm.module import check_sampled_monitor
+    from minillm.training.supervised import check_sampled_monitor
 
     cfg = OmegaConf.create({"select": {"monitor": "val/valid_rate"}, "eval": {"val_samples": 2}})
     examples = [Example([5], [1], 0), Example([6], [1], 1)]

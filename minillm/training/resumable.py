@@ -1,0 +1,171 @@
+"""Exact resume, graceful stop and non-finite skipping, as a mixin of the training modules.
+
+What a checkpoint carries beside Lightning's own state (``checkpoint["minillm"]``): the resolved config
+(a resume compares it), the RNG states, the data position, the schedules' horizon, the count of skipped
+updates and whatever the module adds (``extra_state``: the MiniLLM round in progress). A stop requested
+by a signal or ``fit.stop_at_step`` writes ``last.ckpt`` between updates and ends the run; so do
+``fit.max_bad_steps`` non-finite updates in a row.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from minillm.errors import MinillmError
+from minillm.resume import (
+    RunInterrupted,
+    fix_epoch_end_checkpoint,
+    rng_state,
+    set_rng_state,
+    stop_callback,
+)
+from minillm.training.optim import is_constant
+
+log = logging.getLogger(__name__)
+
+
+class ResumableMixin:
+    """Mixed into a LightningModule that has ``cfg``; call :meth:`init_resume_state` in ``__init__``."""
+
+    def init_resume_state(self, cfg) -> None:
+        self.max_bad_steps = int(OmegaConf.select(cfg, "fit.max_bad_steps", default=5) or 5)
+        self.bad_steps = 0  # consecutive updates skipped for non-finite values
+        self._in_batch = False  # between on_train_batch_start and on_train_batch_end
+        self._resume_state: dict | None = None
+        self._stop_log_step: int | None = None
+        self._schedule_steps: int | None = None  # optimizer steps the schedules span (configure_optimizers)
+        self._config: dict | None = None  # the resolved config, as plain containers, for the checkpoint
+        self._resume_log_step: int | None = None  # set at the first batch after a resume
+
+    def _sampler(self):
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        return getattr(dm, "train_sampler", None)
+
+    def extra_state(self) -> dict:
+        """What a subclass adds to the checkpoint's ``minillm`` state (generators, a round in progress)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        sampler = self._sampler()
+        data = sampler.state_dict() if sampler is not None else None
+        if data is not None and self._in_batch and not self.batch_in_progress():
+            data["consumed"] += 1  # saved at the end of this batch, after its update
+        if self._config is None:
+            from omegaconf import OmegaConf
+
+            self._config = OmegaConf.to_container(self.cfg, resolve=True)
+        checkpoint["minillm"] = {
+            "objective": str(self.cfg.objective.name),
+            # plain dicts / lists / scalars: readable with torch.load(weights_only=True); a resume compares it
+            "config": self._config,
+            "schedule_steps": self._schedule_steps,
+            "rng": rng_state(),
+            "data": data,
+            "bad_steps": self.bad_steps,
+            "log_step": self._stop_log_step,
+            **self.extra_state(),
+        }
+        if self._stop_log_step is not None:
+            # Saved between updates, where Lightning's restart adds one to its logging-step counter
+            # (it expects checkpoints written after a batch); pre-compensate so the steps line up.
+            loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
+            if loop is not None:
+                loop["_batches_that_stepped"] = self._stop_log_step - 1
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get("minillm")
+        if state is None:
+            return
+        self._resume_state = state
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and state.get("data") is not None and hasattr(dm, "train_batches_in_epoch"):
+            # written at the end of the run's last epoch: training goes on past it, to this run's limits
+            where = fix_epoch_end_checkpoint(
+                checkpoint, dm.train_batches_in_epoch(int(state["data"]["epoch"]))
+            )
+            if where == "inside":
+                log.info(
+                    "the checkpoint's epoch was cut short by the run's limit: training goes on inside it"
+                )
+        if dm is not None and state.get("data") is not None:
+            if getattr(dm, "train_sampler", None) is not None:
+                dm.train_sampler.load_state_dict(state["data"])
+            else:
+                dm.pending_sampler_state = state["data"]
+
+    def on_train_start(self):
+        state, self._resume_state = self._resume_state, None
+        if state is None:
+            return
+        # after Lightning's own restore and on_fit_start, so nothing overwrites these afterwards
+        set_rng_state(state["rng"])
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.load_extra_state(state)
+        self._resume_log_step = state.get("log_step")
+        log.info("resumed at step %d with the saved RNG, data position and state", self.global_step)
+        saved = state.get("schedule_steps")
+        if saved is not None and saved != self._schedule_steps:
+            log.warning(
+                "the schedule's horizon changed: the checkpoint's schedules spanned %d optimizer steps, "
+                "this run's span %d (scheduler: %s%s)",
+                saved,
+                self._schedule_steps,
+                self.cfg.scheduler.get("_target_"),
+                ", constant after its warm-up: the learning rate is unchanged"
+                if is_constant(self.cfg.scheduler)
+                else "",
+            )
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._resume_log_step is not None:
+            # the logging step the checkpoint goes on from, whatever Lightning's restart counted
+            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_log_step
+            self._resume_log_step = None
+        if not self.batch_in_progress():
+            self.stop_if_requested()
+        self._in_batch = True
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        sampler = self._sampler()
+        if sampler is not None:
+            sampler.consumed += 1
+        self._in_batch = False
+
+    def batch_in_progress(self) -> bool:
+        """True while a resumed MiniLLM round still has updates to run (the batch is redone)."""
+        return False
+
+    def save_stop_checkpoint(self) -> Path:
+        """Write ``last.ckpt`` now (atomically) and return its path."""
+        callback = self.trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(".")
+        path = folder / "last.ckpt"
+        self._stop_log_step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        try:
+            self.trainer.save_checkpoint(str(path), weights_only=False)  # the whole state, to resume
+        finally:
+            self._stop_log_step = None
+        return path
+
+    def stop_if_requested(self) -> None:
+        stop = stop_callback(self.trainer)
+        if stop is not None and stop.should_stop(self.global_step):
+            path = self.save_stop_checkpoint()
+            raise RunInterrupted(path, self.global_step, stop.requested)
+
+    def skip_nonfinite(self, what: str) -> None:
+        """Count a skipped update; after ``fit.max_bad_steps`` in a row, save and stop."""
+        self.bad_steps += 1
+        log.warning("non-finite %s at step %d: update skipped", what, self.global_step)
+        if self.bad_steps >= self.max_bad_steps:
+            path = self.save_stop_checkpoint()
+            raise MinillmError(
+                f"{self.bad_steps} consecutive updates with non-finite {what} at step {self.global_step} "
+                f"(fit.max_bad_steps={self.max_bad_steps}); checkpoint saved to {path}"
+            )

@@ -1,0 +1,165 @@
+"""The supervised LightningModule (sft, forward_kld, seqkd): a trainable student, a frozen teacher, a loss.
+
+The module wires the pure loss functions of ``minillm.objectives`` to the models; it computes no
+loss itself. The teacher is held outside the module's registered children, so it never receives
+gradients, never enters the optimizer and is never written into a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+
+from minillm.errors import MinillmError
+from minillm.objectives.supervised import sft_loss
+from minillm.training.optim import make_optimizer, make_scheduler
+from minillm.training.resumable import ResumableMixin
+
+log = logging.getLogger(__name__)
+
+
+class FrozenTeacher:
+    """Holds the teacher without registering it as a submodule (so checkpoints hold only the student)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def to(self, device):
+        if self.model is not None:
+            self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def logits(self, **inputs) -> torch.Tensor:
+        return self.model(**inputs).logits
+
+
+SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
+
+
+def check_sampled_monitor(cfg, val_examples, val_records) -> None:
+    """Refuse, before training, a ``select.monitor`` on sampled validation metrics that no validation
+    will log (Lightning would stop at the first validation with a traceback)."""
+    monitor = str(cfg.select.monitor)
+    if monitor not in SAMPLED_METRICS:
+        return
+    if not val_examples:
+        raise MinillmError(
+            f"select.monitor={monitor}: needs validation generations, but eval.val_samples="
+            f"{cfg.eval.val_samples} and {len(val_examples)} valid prompts are sampled; set eval.val_samples > 0"
+        )
+    if monitor == "val/valid_rate" and not any(val_records[e.index].get("check") for e in val_examples):
+        raise MinillmError(
+            f"select.monitor=val/valid_rate: none of the first {len(val_examples)} valid prompts "
+            "(eval.val_samples) has a validity checker ('check'), so val/valid_rate is never logged"
+        )
+
+
+class SupervisedModule(ResumableMixin, L.LightningModule):
+    """Supervised objectives on teacher-forced data: ``sft`` / ``seqkd`` (CE) and ``forward_kld`` (KD).
+
+    Validation: ``val/loss`` (cross-entropy on gold responses) each validation run, and ``val/rougeL``
+    and ``val/valid_rate`` from sampled responses to the first ``eval.val_samples`` valid prompts.
+    """
+
+    train_data = "sft"  # what the datamodule's training batches hold: tokenized prompt + response
+
+    def __init__(
+        self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
+    ):
+        super().__init__()
+        self.student = student
+        self.teacher = FrozenTeacher(teacher)
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        # a fixed slice (the first eval.val_samples valid prompts) sampled with a fixed seed at every
+        # validation, so the val/rougeL and val/valid_rate curves move only with the weights
+        self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
+        self.val_records = val_records
+        if val_examples is not None:  # built with validation data (a run): the monitor must be loggable
+            check_sampled_monitor(cfg, self.val_examples, val_records)
+        # the objective's loss: a pure function (student logits, labels, teacher logits) -> (loss, logs)
+        self.loss_fn = instantiate(cfg.objective.loss, _convert_="all") if "loss" in cfg.objective else None
+        # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
+        self.chunk_size = cfg.objective.get("chunk_size")
+        self.init_resume_state(cfg)
+
+    def on_fit_start(self):
+        self.teacher.to(self.device)
+        self.student.train()  # from_pretrained returns eval mode; Lightning keeps the mode it finds
+
+    def forward(self, input_ids, attention_mask):
+        return self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def training_step(self, batch, batch_idx):
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        scored = {}
+
+        def teacher_logits() -> torch.Tensor:  # one teacher pass, only if the loss asks for it
+            if "logits" not in scored:
+                scored["logits"] = self.teacher.logits(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                )
+            return scored["logits"]
+
+        loss, logs = self.loss_fn(logits, batch["labels"], teacher_logits)
+        if not torch.isfinite(loss):
+            bad_teacher = "logits" in scored and not torch.isfinite(scored["logits"]).all()
+            self.skip_nonfinite("teacher logits or loss" if bad_teacher else "loss")
+            self.log("train/skipped_updates", 1.0)
+            return None  # Lightning skips backward and the optimizer step
+        for key, value in logs.items():
+            self.log(f"train/{key}", value)
+        self.bad_steps = 0
+        self.log("train/skipped_updates", 0.0)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self(batch["input_ids"], batch["attention_mask"])
+        self.log(
+            "val/loss", sft_loss(logits, batch["labels"]), prog_bar=True, batch_size=len(batch["input_ids"])
+        )
+
+    def on_validation_epoch_end(self):
+        if not self.val_examples or self.trainer.sanity_checking:
+            return
+        from minillm.evaluation.sampled import evaluate_model
+
+        e = self.cfg.eval
+        res = evaluate_model(
+            self.student,
+            self.tokenizer,
+            self.val_examples,
+            self.val_records,
+            seeds=(0,),
+            batch_size=e.batch_size,
+            max_new_tokens=e.max_new_tokens,
+            temperature=e.temperature,
+            top_k=e.top_k,
+            top_p=e.top_p,
+            name="val",
+            progress=False,
+        )
+        self.log("val/rougeL", res["rougeL"], prog_bar=True)
+        if res["valid_rate"] is not None:
+            self.log("val/valid_rate", res["valid_rate"])
+        self.log("val/length", res["length"])
+
+    def configure_optimizers(self):
+        optimizer = make_optimizer(self.student.parameters(), self.cfg.optim)
+        self._schedule_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = make_scheduler(optimizer, self.cfg.scheduler, self._schedule_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip the global gradient norm to ``grad_clip`` (the on-policy module clips the same way)."""
+        clip = gradient_clip_val if gradient_clip_val is not None else self.cfg.get("grad_clip")
+        if clip:
+            self.clip_gradients(
+                optimizer, gradient_clip_val=clip, gradient_clip_algorithm=gradient_clip_algorithm or "norm"
+            )
