@@ -6,7 +6,7 @@ groups, the schedule with the run's number of optimizer steps (known only once t
 
 from __future__ import annotations
 
-import math
+import inspect
 
 import torch
 from hydra.utils import instantiate
@@ -43,38 +43,14 @@ def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
 
 
 def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int):
-    """``scheduler`` (a ``_partial_`` function of the optimizer) over ``num_training_steps`` steps."""
+    """``scheduler`` (a ``_partial_`` function of the optimizer, e.g. one of transformers' warm-up
+    schedules) over ``num_training_steps`` steps, when it takes that argument."""
     factory = _instantiate(scheduler_cfg, "scheduler")
-    return factory(optimizer, num_training_steps=num_training_steps)
+    if "num_training_steps" in inspect.signature(factory.func).parameters:
+        return factory(optimizer, num_training_steps=num_training_steps)
+    return factory(optimizer)
 
 
 def is_constant(scheduler_cfg: DictConfig) -> bool:
     """True when the schedule keeps the learning rate constant after its warm-up."""
-    target = str(scheduler_cfg.get("_target_", ""))
-    return scheduler_cfg.get("decay") == "constant" or "constant" in target.rsplit(".", 1)[-1]
-
-
-def warmup_schedule(
-    optimizer,
-    num_training_steps: int,
-    *,
-    num_warmup_steps: int,
-    decay: str = "cosine",
-    min_lr_rate: float = 0.0,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over ``num_warmup_steps`` (the first step at lr / num_warmup_steps), then a constant
-    learning rate or a cosine decay to ``min_lr_rate`` × lr at ``num_training_steps``."""
-    if decay not in ("cosine", "constant"):
-        raise MinillmError(f"scheduler.decay={decay!r}; choose one of ['constant', 'cosine']")
-    warmup = max(0, int(num_warmup_steps))
-    floor = float(min_lr_rate)
-
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if decay == "constant":
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, num_training_steps - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return "constant" in str(scheduler_cfg.get("_target_", "")).rsplit(".", 1)[-1]
