@@ -570,9 +570,9 @@ def topk_divergence(
     Both distributions are coarsened to k + 1 outcomes: the teacher's k most likely tokens (its
     :class:`TeacherTopK`), and "any other token", whose probability is the remaining mass. The student's
     probabilities are gathered at the teacher's indices and its own remaining mass fills the last bucket,
-    so both sum to 1 and the result is a true divergence between the two coarsened distributions (by the
-    data-processing inequality it is at most the full-vocabulary one for the f-divergences; it equals it
-    when k = V).
+    so both sum to 1 and the result is a true divergence between the two coarsened distributions. It equals
+    the full-vocabulary value when k = V; for the KLs, JSD, the skews and TVD (f-divergences) it is never
+    above it (data-processing inequality), for ab_divergence in general it can be.
 
     Args:
         student_logits: (B, T, V), q = softmax.
@@ -597,16 +597,19 @@ def topk_divergence(
         )
     per_position = factory(**params)
     indices, top, tail = teacher
-    b, t = student_logits.shape[:2]
-    if student_logits.dim() != 3 or indices.shape[:2] != (b, t) or top.shape != indices.shape:
+    if student_logits.dim() != 3 or indices.dim() != 3 or top.shape != indices.shape:
         raise MinillmError(
             f"student logits {tuple(student_logits.shape)} must be (B, T, V) and the teacher top-k indices "
-            f"{tuple(indices.shape)} and log-probs {tuple(top.shape)} (B, T, k) with the same B, T"
+            f"{tuple(indices.shape)} and log-probs {tuple(top.shape)} (B, T, k)"
         )
-    if tail.shape != (b, t):
-        raise MinillmError(f"teacher top-k log_tail {tuple(tail.shape)} must be (B, T) = {(b, t)}")
-    if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < student_logits.shape[-1]:
-        raise MinillmError(f"teacher top-k indices must lie in [0, {student_logits.shape[-1]})")
+    (b, t, vocab), k = student_logits.shape, indices.shape[-1]
+    if indices.shape[:2] != (b, t) or tail.shape != (b, t) or k > vocab:
+        raise MinillmError(
+            f"teacher top-k indices {tuple(indices.shape)} and log_tail {tuple(tail.shape)} must match the "
+            f"student logits {tuple(student_logits.shape)}: same B, T, and k <= V"
+        )
+    if ((indices < 0) | (indices >= vocab)).any():  # a cache written with another vocabulary
+        raise MinillmError(f"teacher top-k indices must lie in [0, {vocab}) (the student's vocabulary)")
     dtype = _compute_dtype(student_logits, top, tail)
 
     def values(s: torch.Tensor, idx: torch.Tensor, log_p_top: torch.Tensor, log_p_tail: torch.Tensor):
