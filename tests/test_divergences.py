@@ -10,6 +10,8 @@ import torch
 from minillm.errors import MinillmError
 from minillm.objectives.divergences import (
     DIVERGENCES,
+    ab_divergence,
+    akl,
     chunked,
     forward_kl,
     jsd,
@@ -55,6 +57,10 @@ def test_reference_values_match_plain_python() -> None:
         (tvd, {}, 0.4),
         (skew_forward_kl, {"alpha": 0.1}, 0.397169),  # KL(p ‖ 0.1 p + 0.9 q)
         (skew_reverse_kl, {"alpha": 0.1}, 0.430559),  # KL(q ‖ 0.1 q + 0.9 p)
+        (ab_divergence, {"alpha": 0.5, "beta": 0.5}, 0.519932),  # 2 Σ (√p − √q)²
+        (ab_divergence, {"alpha": 1.0, "beta": 0.0}, 0.498224),  # forward KL
+        (ab_divergence, {"alpha": 0.0, "beta": 1.0}, 0.584996),  # reverse KL
+        (akl, {"mu": 0.5}, 0.541610),  # head {0}: gaps 0.4 | 0 + 0.4 → ½ FKL + ½ RKL
     ],
 )
 def test_pinned_values(fn, kwargs, expected) -> None:
@@ -183,7 +189,8 @@ def test_minus_inf_logits_give_no_nan(name: str) -> None:
     assert torch.isfinite(s.grad).all()
     assert torch.equal(s.grad[..., 0], torch.zeros_like(s.grad[..., 0]))
     # The entry masked in both is simply absent: same value as dropping it from the vocabulary.
-    if name != "reverse_kl":  # reverse KL is +inf here (student mass where the teacher has none)
+    # Reverse KL (also AKL's tail term) is +inf here: student mass where the teacher has none.
+    if name not in ("reverse_kl", "akl"):
         dropped = DIVERGENCES[name](s.detach()[..., 1:], t[..., 1:], reduction="none")
         assert torch.allclose(value.detach(), dropped, atol=1e-6)
 
@@ -222,6 +229,13 @@ def test_forward_kl_gradient_equals_cross_entropy_gradient() -> None:
     # ... while the values differ by exactly the teacher entropy.
     entropy = (-(p * p.log()).sum(-1) * mask).sum() / mask.sum()
     assert torch.allclose(ce - entropy, forward_kl(s, t, mask), atol=1e-12)
+
+
+def test_registry_holds_the_beyond_divergences_with_the_shared_call_shape() -> None:
+    assert {"ab_divergence", "akl"} <= set(DIVERGENCES)
+    s, t = _random_logits((2, 3, 4), seed=23), _random_logits((2, 3, 4), seed=24)
+    for name, fn in DIVERGENCES.items():
+        assert fn(s, t, None, reduction="none", chunk_size=2).shape == (2, 3), name
 
 
 def test_reverse_kl_gradient_matches_finite_differences() -> None:
