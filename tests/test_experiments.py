@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shlex
 
 import pytest
 import torch
@@ -227,6 +228,39 @@ def test_sweep_dir_resolves_before_hydra_runtime_exists(study):
         cfg = compose(config_name="config", overrides=[f"experiment={study}"], return_hydra_config=True)
     HydraConfig.instance().cfg = None  # as in the sweeper: no job has started
     assert str(cfg.hydra.sweep.dir)  # raises InterpolationResolutionError on a runtime-only interpolation
+
+
+def readme_commands() -> list:
+    """Every `python -m minillm.run` command of the committed results' READMEs, as written there."""
+    found = []
+    for readme in sorted((ROOT / "experiments" / "results").glob("*/README.md")):
+        for line in readme.read_text().replace("\\\n", " ").splitlines():
+            if line.startswith("python -m minillm.run "):
+                args = shlex.split(line, comments=True)[3:]
+                found.append(pytest.param(args, id=f"{readme.parent.name}-{len(found)}"))
+    return found
+
+
+@pytest.mark.parametrize("args", readme_commands())
+def test_the_committed_study_commands_still_run_the_same_jobs(compose, args):
+    """Each job of each README command composes and validates; a study's jobs are runs of its recipe and set
+    what STUDY_RUNS says, but for the keys the command sets itself (trainer.max_time=...)."""
+    jobs = multirun_jobs([a for a in args if a != "-m"]) if "-m" in args else [args]
+    own = {a.partition("=")[0].lstrip("+~") for a in args}
+    for job in distinct_up_to_seed(jobs):
+        cfg = compose([o for o in job if not o.startswith("hydra.")])
+        validate_config(cfg)
+        studies = [s for s in STUDIES if s.split("/")[0] == cfg.experiment_name]
+        if not studies:
+            continue  # a run of its own (teacher_gap's control)
+        expected = {
+            without_seed(name): dict(zip(STUDY_KEYS[s], v, strict=True))
+            for s in studies
+            for name, v in STUDY_RUNS[s].items()
+        }
+        assert without_seed(cfg.run_name) in expected
+        want = {k: v for k, v in expected[without_seed(cfg.run_name)].items() if k not in own}
+        assert dict(zip(want, values(cfg, want), strict=True)) == want
 
 
 def logged_rows(run_dir) -> list[dict[str, float]]:
