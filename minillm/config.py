@@ -241,7 +241,7 @@ def _user_keys(hydra_cfg) -> list[tuple[str, str]]:
     found = []
     for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
         if override.is_delete() or override.package is not None or override.key_or_group in choices:
-            continue  # a deletion or a group choice (data=jsonl, +arm=full)
+            continue  # a deletion or a group choice (data=jsonl, +arm=validity_drop/full)
         if override.is_sweep_override() or override.value() is not None:
             found.append((override.key_or_group, "on the command line"))
     for group in ("experiment", "arm"):

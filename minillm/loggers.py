@@ -137,8 +137,8 @@ def make_loggers(
 
 
 def swept_values() -> list[str]:
-    """In a multirun, the job's own overrides (``+arm=full``, ``seed=1``) as W&B tags, so the dashboard
-    groups runs the way the sweep varied them."""
+    """In a multirun, the job's own overrides (``+arm=ablation_stabilizers/full``, ``seed=1``) as W&B tags,
+    so the dashboard groups runs the way the sweep varied them."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -14,7 +15,10 @@ from .conftest import CONF, ROOT
 
 
 def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """The choices of a config group, nested ones as folder/name (experiment=alpha_sweep/schedules)."""
+    return sorted(
+        p.relative_to(CONF / group).with_suffix("").as_posix() for p in (CONF / group).rglob("*.yaml")
+    )
 
 
 @pytest.mark.parametrize(
@@ -34,6 +38,22 @@ def test_every_choice_of_every_group_composes(compose, group):
         assert cfg.objective.name and cfg.data.template in ("short", "alpaca")
         if group in ("teacher", "student") and cfg[group].path is None and cfg[group].arch is None:
             assert choice == "none"
+
+
+def test_architecture_presets_fill_either_slot(compose):
+    """Teacher architectures are teacher presets; `make assets` trains the shipped teacher's one in the
+    student's place (student=tiny_llama_teacher_size) and the scaling study its other teachers (teacher@student
+    in conf/arm/scaling_models/); the model is the same in either slot."""
+    for size in ("", "_xs", "_s", "_l"):
+        teacher = compose([f"teacher=tiny_llama{size}"]).teacher
+        assert teacher.path is None and teacher.arch.model_type == "llama"
+        if size:
+            built = compose(["experiment=scaling_models", f"+arm=scaling_models/build_teacher{size}"]).student
+            assert built.arch == teacher.arch and built.path is None and built.name == f"teacher{size}"
+    assert compose(["student=tiny_llama_teacher_size"]).student == compose(["teacher=tiny_llama"]).teacher
+    shipped = json.loads((ROOT / "assets" / "embedded" / "teacher" / "config.json").read_text())
+    arch = compose(["teacher=tiny_llama"]).teacher.arch
+    assert {key: shipped[key] for key in arch} == arch  # the shipped teacher's architecture
 
 
 def test_validation_names_the_key(compose):
@@ -115,12 +135,16 @@ def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
             r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld, and objective=sft ignores",
         ),
         (
-            ["objective=sft", "+arm=alpha05"],
-            r"^objective\.teacher_mix_alpha \(set by arm=alpha05\) is read only by objective=reverse_kld",
+            ["objective=sft", "+arm=alpha_sweep/linear"],
+            r"^objective\.teacher_mix_alpha \(set by arm=alpha_sweep/linear\) is read only by objective=reverse_kld",
         ),
         (
-            ["experiment=alpha_sweep", "objective=seqkd", "+arm=no_single_step"],
-            r"^objective\.single_step \(set by arm=no_single_step\) is read only by objective=reverse_kld",
+            [
+                "experiment=ablation_stabilizers",
+                "objective=seqkd",
+                "+arm=ablation_stabilizers/no_single_step",
+            ],
+            r"^objective\.single_step \(set by arm=ablation_stabilizers/no_single_step\) is read only by objective=",
         ),
         (
             ["logger=csv", "+logger.project=mine"],
@@ -161,10 +185,11 @@ def test_a_key_the_chosen_config_ignores_is_refused(compose, overrides, message)
         ["objective=seqkd", "objective.kd_ratio=0.5", "objective.chunk_size=64"],
         ["student=tiny_llama", "+student.arch.rope_theta=10000.0"],  # arch is passed whole to the model
         ["teacher=embedded", "teacher.path=/models/x"],
-        ["experiment=alpha_sweep", "+arm=alpha_cosine", "logger=csv"],  # the study's W&B tags: harmless
-        ["experiment=objectives_compare", "objective=sft", "+arm=equal_steps"],
-        ["experiment=scaling", "objective=seqkd", "+arm=student_m"],
-        ["experiment=scaling_models", "+arm=build_teacher_s"],
+        ["experiment=alpha_sweep/schedules", "+arm=alpha_sweep/cosine", "logger=csv"],  # W&B tags: harmless
+        ["experiment=objectives_compare", "objective=sft", "+arm=objectives_compare/equal_steps"],
+        ["experiment=scaling", "objective=seqkd", "+arm=scaling/student_m"],
+        ["experiment=scaling_models", "+arm=scaling_models/build_teacher_s"],  # a teacher@student preset
+        ["experiment=scaling_models", "+arm=scaling_models/build_student_m"],  # override /student
     ],
 )
 def test_keys_the_chosen_config_reads_are_accepted(compose, overrides):

@@ -5,37 +5,220 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import shlex
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
+from minillm.config import validate_config
 from minillm.pipeline import train
 from minillm.toys import run_toy
 from minillm.toys.gmm import run_gmm
 from minillm.toys.sequences import ChainStudent, Toy, train_student
 
-from .conftest import CONF
+from .conftest import CONF, ROOT
 from .test_smoke import smoke_overrides
 
-STUDIES = ("ablation_stabilizers", "alpha_sweep", "objectives_compare", "scaling", "scaling_models")
+# Every recipe, nested ones too (alpha_sweep/schedules).
+STUDIES = sorted(
+    p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+    for p in (CONF / "experiment").rglob("*.yaml")
+)
+
+# What each study's jobs train, as the committed results ran them: run name (training seed 0) -> the values of
+# the keys its arms and sweeps set. Composed from the configs before the arms moved into study folders and the
+# α arms became a sweep over objective.teacher_mix_alpha; only names changed (alpha01 -> alpha0.1,
+# alpha_linear -> alpha0.5_linear; the scaling_models arms are named build_* as their folders).
+ALPHA_KEYS = (
+    "objective.teacher_mix_alpha",
+    "objective.alpha_schedule",
+    "objective.alpha_end",
+    "objective.alpha_steps",
+)
+STUDY_KEYS = {
+    "ablation_stabilizers": (
+        "objective.variant",
+        "objective.teacher_mix_alpha",
+        "objective.single_step",
+        "objective.length_norm",
+    ),
+    "alpha_sweep": ALPHA_KEYS,
+    "alpha_sweep/schedules": ALPHA_KEYS,
+    "objectives_compare": ("objective.name", "optim.lr", "trainer.max_time", "trainer.max_steps"),
+    "scaling": ("objective.name", "optim.lr", "teacher.path", "student.path"),
+    "scaling_models": (
+        "student.name",
+        "student.arch.hidden_size",
+        "student.arch.num_hidden_layers",
+        "trainer.max_epochs",
+        "optim.lr",
+    ),
+    "toy_gmm": ("task",),
+    "toy_sequences": ("task",),
+    "validity_drop": (
+        "objective.name",
+        "objective.teacher_mix_alpha",
+        "objective.alpha_schedule",
+        "objective.variant",
+        "objective.single_step",
+        "objective.ppo_epochs",
+        "optim.lr",
+        "trainer.val_check_interval",
+        "select.monitor",
+    ),
+}
+BUILT = "multirun/scaling_models/build_{}/best_model"
+TEACHER, INIT = "assets/embedded/teacher", "assets/embedded/student_init"
+STUDY_RUNS = {
+    "ablation_stabilizers": {
+        "full-s0": ("code", 0.2, True, None),
+        "no_length_norm-s0": ("code", 0.2, True, "none"),
+        "no_teacher_mix-s0": ("code", 0.0, True, None),
+        "no_single_step-s0": ("code", 0.2, False, None),
+        "paper-s0": ("paper", 0.2, True, None),
+    },
+    "alpha_sweep": {
+        "alpha0-s0": (0, "constant", None, None),
+        "alpha0.1-s0": (0.1, "constant", None, None),
+        "alpha0.2-s0": (0.2, "constant", None, None),
+        "alpha0.3-s0": (0.3, "constant", None, None),
+        "alpha0.5-s0": (0.5, "constant", None, None),
+    },
+    "alpha_sweep/schedules": {
+        "alpha0.5_linear-s0": (0.5, "linear", 0.0, 200),
+        "alpha0.5_cosine-s0": (0.5, "cosine", 0.0, 200),
+    },
+    "objectives_compare": {
+        f"{objective}-{budget}-s0": (objective, lr, *limits)
+        for objective, lr in (("sft", 5e-4), ("forward_kld", 5e-4), ("seqkd", 5e-4), ("reverse_kld", 1e-4))
+        for budget, limits in (("equal_time", ("00:00:02:00", -1)), ("equal_steps", (None, 300)))
+    },
+    "scaling": {
+        f"{arm}-{objective}-s0": (objective, lr, teacher, student)
+        for arm, teacher, student in (
+            ("teacher_xs", BUILT.format("teacher_xs"), INIT),
+            ("teacher_s", BUILT.format("teacher_s"), INIT),
+            ("embedded", TEACHER, INIT),
+            ("teacher_l", BUILT.format("teacher_l"), INIT),
+            ("student_m", TEACHER, BUILT.format("student_m")),
+            ("student_l", TEACHER, BUILT.format("student_l")),
+        )
+        for objective, lr in (("reverse_kld", 1e-4), ("seqkd", 1e-3))
+    },
+    "scaling_models": {  # run name = the folder experiment=scaling loads the model from
+        "build_teacher_xs": ("teacher_xs", 96, 2, 16, 2e-3),
+        "build_teacher_s": ("teacher_s", 128, 3, 16, 2e-3),
+        "build_teacher_l": ("teacher_l", 256, 6, 16, 2e-3),
+        "build_student_m": ("student_m", 48, 2, 30, 3e-3),
+        "build_student_l": ("student_l", 96, 3, 30, 3e-3),
+    },
+    "toy_gmm": {"toy_gmm-s0": ("toy_gmm",)},
+    "toy_sequences": {"toy_sequences-s0": ("toy_sequences",)},
+    "validity_drop": {
+        "full-s0": ("reverse_kld", 0.2, "constant", "code", True, 4, 1e-4, 4, "val/rougeL"),
+        "alpha0-s0": ("reverse_kld", 0.0, "constant", "code", True, 4, 1e-4, 4, "val/rougeL"),
+        "alpha_decay-s0": ("reverse_kld", 0.2, "linear", "code", True, 4, 1e-4, 4, "val/rougeL"),
+        "paper-s0": ("reverse_kld", 0.2, "constant", "paper", True, 4, 1e-4, 4, "val/rougeL"),
+        "no_single_step-s0": ("reverse_kld", 0.2, "constant", "code", False, 4, 1e-4, 4, "val/rougeL"),
+        "lr3e-5-s0": ("reverse_kld", 0.2, "constant", "code", True, 4, 3e-5, 4, "val/rougeL"),
+        "ppo1-s0": ("reverse_kld", 0.2, "constant", "code", True, 1, 1e-4, 16, "val/rougeL"),
+        "select_valid-s0": ("reverse_kld", 0.2, "constant", "code", True, 4, 1e-4, 4, "val/valid_rate"),
+        # the control, outside the sweep: objective=sft +arm=validity_drop/sft
+        "sft-s0": ("sft", None, None, None, None, None, 5e-4, 0.2, "val/rougeL"),
+    },
+}
+# Jobs a study runs beside its sweep (its README's commands).
+CONTROLS = {"validity_drop": [["objective=sft", "+arm=validity_drop/sft"]]}
+SEEDS = {"scaling_models": set(), "toy_gmm": set(), "toy_sequences": set()}  # the others sweep seed=0,1,2
 
 
-def sweep_arms(name: str) -> list[str]:
-    params = OmegaConf.load(CONF / "experiment" / f"{name}.yaml").hydra.sweeper.params
-    return str(params["+arm"]).split(",")
+def multirun_jobs(args: list[str]) -> list[list[str]]:
+    """The jobs of `python -m minillm.run -m ARGS`, each as its list of overrides: the product Hydra's basic
+    sweeper takes of the recipe's hydra.sweeper.params and the command line's overrides (a key in both: the
+    command line's values). ``hydra.*`` overrides change the recipe (hydra.sweeper.params.seed=0), not a job."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    fixed = [a for a in args if not parser.parse_override(a).is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+    params = [f"{key}={values}" for key, values in (cfg.hydra.sweeper.params or {}).items()]
+    task = [a for a in args if not a.startswith("hydra.")]
+    [jobs] = BasicSweeper.split_arguments(parser.parse_overrides([*params, *task]), None)
+    return jobs
+
+
+def distinct_up_to_seed(jobs: list[list[str]]) -> list[list[str]]:
+    """One job per combination of everything but the training seed (the seed changes nothing else)."""
+    first = {}
+    for job in jobs:
+        first.setdefault(tuple(o for o in job if not o.startswith("seed=")), job)
+    return list(first.values())
+
+
+def values(cfg, keys) -> tuple:
+    """The values of dotted keys, paths inside the checkout relative to it."""
+    found = (OmegaConf.select(cfg, key) for key in keys)
+    return tuple(v.removeprefix(f"{ROOT}/") if isinstance(v, str) else v for v in found)
+
+
+def without_seed(run_name: str) -> str:
+    return run_name.rsplit("-s", 1)[0] if "-s" in run_name else run_name
+
+
+def test_every_recipe_has_its_expected_runs():
+    assert sorted(STUDY_RUNS) == sorted(STUDY_KEYS) == STUDIES
 
 
 @pytest.mark.parametrize("study", STUDIES)
-def test_every_arm_of_every_study_composes(compose, tmp_path, study):
-    for arm in sweep_arms(study):
-        cfg = compose([f"experiment={study}", f"+arm={arm}"])
-        assert cfg.arm_name == arm.removeprefix("build_") or cfg.arm_name == arm
-        assert cfg.experiment_name == study
-        assert cfg.arm_name in str(cfg.run_name)
+def test_every_job_of_a_study_composes_and_trains_what_it_did(compose, study):
+    """Each job of the recipe's sweep (and its controls) composes, passes validation, and sets what the
+    committed results ran with (STUDY_RUNS), for each training seed the recipe sweeps."""
+    jobs = multirun_jobs([f"experiment={study}"])
+    for control in CONTROLS.get(study, []):
+        jobs += multirun_jobs([f"experiment={study}", *control])
+    found = {}
+    for job in distinct_up_to_seed(jobs):
+        cfg = compose(job)
+        validate_config(cfg)
+        assert cfg.experiment_name == study.split("/")[0]  # alpha_sweep/schedules: into alpha_sweep's folder
+        found[cfg.run_name] = values(cfg, STUDY_KEYS[study])
+    assert found == STUDY_RUNS[study]
+    assert {o for job in jobs for o in job if o.startswith("seed=")} == SEEDS.get(
+        study, {"seed=0", "seed=1", "seed=2"}
+    )
+    assert len(jobs) == len(found) * max(1, len(SEEDS.get(study, range(3))))
 
 
-@pytest.mark.parametrize("study", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_each_arm_is_in_its_studys_folder_and_an_arm_name_names_one_change():
+    """conf/arm/<study>/NAME.yaml, run by that study; two arms that set the same arm_name (the ablation's and
+    validity_drop's full, paper, no_single_step) set the same keys to the same values, so a run name or a W&B
+    filter on arm_name never means two different things (as build_student_l and student_l once did)."""
+    arms = {
+        p.relative_to(CONF / "arm").with_suffix("").as_posix(): OmegaConf.to_container(OmegaConf.load(p))
+        for p in sorted((CONF / "arm").rglob("*.yaml"))
+    }
+    run = {
+        o.partition("=")[2]
+        for study in STUDIES
+        for args in ([], *CONTROLS.get(study, []))
+        for job in multirun_jobs([f"experiment={study}", *args])
+        for o in job
+        if o.startswith("+arm=")
+    }
+    assert sorted(run) == sorted(arms), "an arm that no study runs, or a study's arm that is missing"
+    by_name: dict[str, dict[str, str]] = {}
+    for arm, content in arms.items():
+        assert arm.partition("/")[0] in STUDIES, f"conf/arm/{arm}.yaml: not in a study's folder"
+        by_name.setdefault(content.pop("arm_name"), {})[arm] = json.dumps(content, sort_keys=True)
+    for name, changes in by_name.items():
+        assert len(set(changes.values())) == 1, f"arm_name {name} is set by {sorted(changes)}, which differ"
+
+
+@pytest.mark.parametrize("study", STUDIES)
 def test_sweep_dir_resolves_before_hydra_runtime_exists(study):
     """Hydra's sweeper reads hydra.sweep.dir before the runtime (``${hydra:runtime.cwd}``) is set."""
     from hydra import compose, initialize_config_dir
@@ -47,30 +230,37 @@ def test_sweep_dir_resolves_before_hydra_runtime_exists(study):
     assert str(cfg.hydra.sweep.dir)  # raises InterpolationResolutionError on a runtime-only interpolation
 
 
-def test_objectives_compare_budgets_and_per_objective_lr(compose):
-    def cfg(objective, arm):
-        return compose(["experiment=objectives_compare", f"objective={objective}", f"+arm={arm}"])
+def readme_commands() -> list:
+    """Every `python -m minillm.run` command of the committed results' READMEs, as written there."""
+    found = []
+    for readme in sorted((ROOT / "experiments" / "results").glob("*/README.md")):
+        for line in readme.read_text().replace("\\\n", " ").splitlines():
+            if line.startswith("python -m minillm.run "):
+                args = shlex.split(line, comments=True)[3:]
+                found.append(pytest.param(args, id=f"{readme.parent.name}-{len(found)}"))
+    return found
 
-    for objective, lr in (("sft", 5e-4), ("forward_kld", 5e-4), ("seqkd", 5e-4), ("reverse_kld", 1e-4)):
-        timed, stepped = cfg(objective, "equal_time"), cfg(objective, "equal_steps")
-        assert timed.optim.lr == stepped.optim.lr == lr
-        assert (timed.trainer.max_time, timed.trainer.max_steps) == ("00:00:02:00", -1)
-        assert (stepped.trainer.max_time, stepped.trainer.max_steps) == (None, 300)
-        assert stepped.run_name == f"{objective}-equal_steps-s0"
 
-
-def test_arms_change_what_they_say(compose):
-    def objective(arm, study="ablation_stabilizers"):
-        return compose([f"experiment={study}", f"+arm={arm}"]).objective
-
-    assert objective("no_length_norm").length_norm == "none"
-    assert objective("no_teacher_mix").teacher_mix_alpha == 0.0
-    assert objective("no_single_step").single_step is False
-    assert objective("paper").variant == "paper"
-    assert objective("full").variant == "code" and objective("full").teacher_mix_alpha == 0.2
-    assert objective("alpha03", "alpha_sweep").teacher_mix_alpha == 0.3
-    cosine = objective("alpha_cosine", "alpha_sweep")
-    assert (cosine.alpha_schedule, cosine.teacher_mix_alpha, cosine.alpha_end) == ("cosine", 0.5, 0.0)
+@pytest.mark.parametrize("args", readme_commands())
+def test_the_committed_study_commands_still_run_the_same_jobs(compose, args):
+    """Each job of each README command composes and validates; a study's jobs are runs of its recipe and set
+    what STUDY_RUNS says, but for the keys the command sets itself (trainer.max_time=...)."""
+    jobs = multirun_jobs([a for a in args if a != "-m"]) if "-m" in args else [args]
+    own = {a.partition("=")[0].lstrip("+~") for a in args}
+    for job in distinct_up_to_seed(jobs):
+        cfg = compose([o for o in job if not o.startswith("hydra.")])
+        validate_config(cfg)
+        studies = [s for s in STUDIES if s.split("/")[0] == cfg.experiment_name]
+        if not studies:
+            continue  # a run of its own (teacher_gap's control)
+        expected = {
+            without_seed(name): dict(zip(STUDY_KEYS[s], v, strict=True))
+            for s in studies
+            for name, v in STUDY_RUNS[s].items()
+        }
+        assert without_seed(cfg.run_name) in expected
+        want = {k: v for k, v in expected[without_seed(cfg.run_name)].items() if k not in own}
+        assert dict(zip(want, values(cfg, want), strict=True)) == want
 
 
 def logged_rows(run_dir) -> list[dict[str, float]]:
@@ -112,18 +302,18 @@ def check_equal_steps_arm(cfg, results, rows) -> None:
 @pytest.mark.parametrize(
     "study, arm, extra, name, check",
     [
-        ("ablation_stabilizers", "paper", [], "paper-s0", check_paper_arm),
+        ("ablation_stabilizers", "ablation_stabilizers/paper", [], "paper-s0", check_paper_arm),
         (
-            "alpha_sweep",
-            "alpha_linear",
+            "alpha_sweep/schedules",
+            "alpha_sweep/linear",
             ["objective.ppo_epochs=1"],
-            "alpha_linear-s0",
+            "alpha0.5_linear-s0",
             check_alpha_linear_arm,
         ),
         # the arm's 300 steps cut to smoke size on the command line, as a user would for a quick look
         (
             "objectives_compare",
-            "equal_steps",
+            "objectives_compare/equal_steps",
             ["objective=forward_kld", "trainer.max_steps=3"],
             "forward_kld-equal_steps-s0",
             check_equal_steps_arm,
@@ -149,7 +339,7 @@ def test_scaling_builds_its_models_then_distils_with_them(compose, tmp_path):
         smoke_overrides(
             tmp_path,
             "experiment=scaling_models",
-            "+arm=build_teacher_s",
+            "+arm=scaling_models/build_teacher_s",
             f"scaling_models={models}",
             "logger=csv",
             "tokenizer.path=null",
@@ -163,7 +353,7 @@ def test_scaling_builds_its_models_then_distils_with_them(compose, tmp_path):
         smoke_overrides(
             tmp_path,
             "experiment=scaling",
-            "+arm=teacher_s",
+            "+arm=scaling/teacher_s",
             "objective=reverse_kld",
             f"scaling_models={models}",
             "student=tiny_llama",
@@ -271,7 +461,7 @@ def test_the_cluster_switch_selects_the_submitit_slurm_launcher():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.gpus_per_node == 1
     assert cfg.trainer.accelerator == "gpu"
-    assert str(cfg.hydra.sweeper.params["+arm"]).startswith("alpha0,")  # the same sweep, sent elsewhere
+    assert cfg.hydra.sweeper.params["objective.teacher_mix_alpha"] == "0,0.1,0.2,0.3,0.5"  # the same sweep
 
 
 @pytest.mark.slow  # about a minute on a quiet 2-core machine: make test-slow
