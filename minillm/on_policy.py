@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from minillm.errors import MinillmError
-from minillm.training.supervised import SupervisedModule
 from minillm.objectives.divergences import forward_kl
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
 from minillm.training.optim import make_optimizer, make_scheduler
+from minillm.training.supervised import SupervisedModule
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +83,8 @@ class OnPolicyModule(SupervisedModule):
 
     train_data = "prompts"  # the datamodule's training batches hold prompts only: one batch is one round
 
-    def __init__(
-        self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
-    ):
-        super().__init__(
-            student, cfg, tokenizer, teacher=teacher, val_examples=val_examples, val_records=val_records
-        )
+    def __init__(self, student, cfg, tokenizer, teacher=None, datamodule=None):
+        super().__init__(student, cfg, tokenizer, teacher=teacher, datamodule=datamodule)
         if teacher is None:
             raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
         self.automatic_optimization = False

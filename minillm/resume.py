@@ -385,3 +385,83 @@ def fix_epoch_end_checkpoint(ckpt: dict, batches_in_epoch: int) -> str | None:
     if "total" in val:
         _zero(val["total"])
     return "next"
+
+
+def redirect_run_dir(cfg, run_dir: Path) -> None:
+    """Point ``output_dir`` and every callback folder under it (the checkpoints) at ``run_dir``."""
+    from omegaconf import open_dict
+
+    old = Path(cfg.output_dir)
+    with open_dict(cfg):
+        cfg.output_dir = str(run_dir)
+        for node in (cfg.get("callbacks") or {}).values():
+            folder = node.get("dirpath")
+            if folder and Path(folder).is_relative_to(old):
+                node.dirpath = str(run_dir / Path(folder).relative_to(old))
+
+
+def resume_log_step(ckpt: dict) -> int:
+    """The logging step training goes on from: metrics logged at or after it are logged again."""
+    meta = ckpt.get("minillm") or {}
+    if meta.get("log_step") is not None:  # stopped between updates (a signal or fit.stop_at_step)
+        return int(meta["log_step"])
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    # saved by ModelCheckpoint after a batch's update, before Lightning counted it (Lightning adds 1)
+    return int(loop.get("_batches_that_stepped", 0)) + 1
+
+
+def continue_csv(source: Path, run_dir: Path) -> None:
+    """``ckpt_path=last`` picked a run beside this one: this run's CSV starts with that run's rows (those
+    after the checkpoint are dropped by the logger); that run's folder is only read."""
+    import shutil
+
+    src, dst = source / "csv" / "metrics.csv", run_dir / "csv" / "metrics.csv"
+    if src.is_file() and not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+class Resume:
+    """Where a run writes and which checkpoint it goes on from (``ckpt_path``: null, a path, or ``last``).
+
+    :meth:`plan` runs before any model is built: it finds the checkpoint, reads it safely (a file holding
+    anything but our types is refused) and checks its objective and config. :meth:`attach` runs once the
+    module exists and returns the logging step the loggers go on from.
+    """
+
+    def __init__(self, run_dir: Path, ckpt_path: Path | None, checkpoint: dict | None):
+        self.run_dir, self.ckpt_path, self.checkpoint = run_dir, ckpt_path, checkpoint
+
+    @classmethod
+    def plan(cls, cfg) -> Resume:
+        from omegaconf import OmegaConf
+
+        run_dir = Path(cfg.output_dir)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        allow_change = bool((cfg.get("resume") or {}).get("allow_config_change", False))
+        ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, config, allow_change)
+        explicit = ckpt_path is not None and str(cfg.get("ckpt_path")) != "last"
+        if explicit and ckpt_path.parent.name == "checkpoints":
+            # the user pointed at that run's checkpoint: the run goes on writing into its own directory
+            run_dir = ckpt_path.parent.parent
+            log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
+            redirect_run_dir(cfg, run_dir)
+        checkpoint = read_checkpoint(ckpt_path) if ckpt_path is not None else None
+        if checkpoint is not None:
+            check_checkpoint(checkpoint, ckpt_path, str(cfg.objective.name))
+            check_config(checkpoint, ckpt_path, config, allow_change)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return cls(run_dir, ckpt_path, checkpoint)
+
+    def attach(self, cfg, module, dm) -> int | None:
+        """Check the checkpoint against the module; the logging step to go on from (None: a fresh run)."""
+        if self.checkpoint is None:
+            return None
+        ckpt, self.checkpoint = self.checkpoint, None  # Lightning reads the file again in fit
+        check_checkpoint(ckpt, self.ckpt_path, str(cfg.objective.name), module)
+        data = (ckpt.get("minillm") or {}).get("data")
+        if data is not None:  # as the module does when Lightning loads it (the logging step depends on it)
+            fix_epoch_end_checkpoint(ckpt, dm.train_batches_in_epoch(int(data["epoch"])))
+        if self.ckpt_path.parent.name == "checkpoints" and self.ckpt_path.parents[1] != self.run_dir:
+            continue_csv(self.ckpt_path.parents[1], self.run_dir)
+        return resume_log_step(ckpt)

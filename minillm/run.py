@@ -1,5 +1,9 @@
 """Hydra entry point: ``python -m minillm.run [group=choice ...] [key=value ...]``.
 
+``train(cfg)`` is one run, top to bottom: validate → data, tokenizer, models → the baseline rows of the
+table → the objective's module, loggers and trainer (all instantiated from the config) → fit → select the
+best checkpoint → evaluate the trained student → ``results.json``.
+
 Returns the run's ``test/rougeL`` to a Hydra sweeper, so Optuna and other sweepers can optimise it.
 In a multirun a failing job is recorded (``failed.json`` in its folder, one line on stderr) and the
 sweep goes on; ``python -m minillm.report`` lists it.
@@ -12,12 +16,16 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig
 
 from minillm.cli import CONF_DIR, quiet_libraries, user_errors
 from minillm.errors import MinillmError, RunInterrupted
+
+if TYPE_CHECKING:
+    import lightning as L
 
 quiet_libraries()
 log = logging.getLogger("minillm.run")
@@ -53,14 +61,125 @@ def record_failure(cfg: DictConfig, err: Exception) -> None:
     )
 
 
+def train(cfg: DictConfig) -> dict:
+    """Run one configuration end to end; returns (and writes) results.json."""
+    import lightning as L
+    import torch
+
+    from minillm.config import validate_config
+    from minillm.data.datamodule import InstructionDataModule, load_records
+    from minillm.evaluation.callbacks import make_eval_callbacks
+    from minillm.evaluation.sampled import evaluate_splits
+    from minillm.loggers import loggers_from_config
+    from minillm.models.loading import load_models, weights_digest
+    from minillm.models.tokenizers import resolve_tokenizer
+    from minillm.resume import Resume
+    from minillm.safe_load import load_checkpoint
+    from minillm.training.trainer import build_module, fit, make_trainer, module_class
+
+    validate_config(cfg)
+    resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    if cfg.fit.get("num_threads"):
+        torch.set_num_threads(int(cfg.fit.num_threads))  # 1 is faster for tiny models on a busy CPU
+
+    records = load_records(cfg.data, cfg.cache_dir)
+    tokenizer = resolve_tokenizer(cfg, records)
+    student, teacher = load_models(cfg, tokenizer)
+    dm = InstructionDataModule(
+        cfg.data,
+        tokenizer,
+        records,
+        seed=cfg.seed,
+        train_mode=module_class(cfg).train_data,
+        prompt_batch_size=cfg.objective.get("num_rollouts"),
+    )
+    table: dict[str, dict] = {}  # the end-of-run table: teacher and init first (cached: fixed models)
+    if cfg.eval.compare and teacher is not None:
+        table["teacher"] = evaluate_splits(cfg, teacher, tokenizer, dm, "teacher", cache=True)
+    if cfg.eval.compare:
+        init_cached = bool(cfg.student.get("path"))
+        table["student init"] = evaluate_splits(
+            cfg, student, tokenizer, dm, "student init", cache=init_cached
+        )
+    if cfg.objective.get("train_on_teacher_samples"):  # SeqKD
+        from minillm.data.seqkd import teacher_samples
+
+        dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
+
+    module = build_module(cfg, student, teacher, tokenizer, dm)
+    loggers = loggers_from_config(cfg, resume.run_dir, resume_step=resume.attach(cfg, module, dm))
+    trainer, checkpoint = make_trainer(cfg, loggers, make_eval_callbacks(cfg, dm, tokenizer, teacher))
+    train_seconds = fit(cfg, trainer, module, dm, resume.ckpt_path, loggers)
+    final_weights = weights_digest(student)  # the weights training ended with (before best selection)
+
+    if checkpoint.best_model_path:
+        log.info(
+            "selected %s (%s=%s)", checkpoint.best_model_path, cfg.select.monitor, checkpoint.best_model_score
+        )
+        module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
+    if cfg.select.get("save_hf", True):
+        student.save_pretrained(resume.run_dir / "best_model")
+        tokenizer.save_pretrained(resume.run_dir / "best_model")
+    table["trained student"] = evaluate_splits(cfg, student, tokenizer, dm, "trained student")
+
+    results = {
+        "config": {
+            "objective": cfg.objective.name,
+            "seed": cfg.seed,
+            "run_name": cfg.run_name,
+            "teacher": cfg.teacher.get("path"),
+            "student": cfg.student.get("path"),
+            "student_params": sum(p.numel() for p in student.parameters()),
+            "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
+        },
+        "train_seconds": round(train_seconds, 1),
+        "global_step": trainer.global_step,
+        "final_weights_sha1": final_weights,
+        "best_checkpoint": checkpoint.best_model_path or None,
+        "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+        "eval": table,
+    }
+    write_results(cfg, resume.run_dir, results, loggers, trainer)
+    return results
+
+
+def write_results(cfg: DictConfig, run_dir: Path, results: dict, loggers: list, trainer: L.Trainer) -> None:
+    """Add the headline metrics, log them, write results.json and config.yaml, print the table."""
+    from omegaconf import OmegaConf
+
+    from minillm.evaluation.table import format_comparison, format_table, headline_metrics
+
+    split = cfg.eval.splits[0]
+    results.update(headline_metrics(results["eval"], split))
+    for lg in loggers:
+        lg.log_metrics(  # scalars only: the intervals ([lo, hi]) are in results.json
+            {
+                k: v
+                for k, v in results.items()
+                if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            step=trainer.global_step,
+        )
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    print(f"\n{split} split, {cfg.eval.num_samples or 'all'} prompts, seeds {list(cfg.eval.seeds)}:")
+    print(format_table(results["eval"], split))
+    comparison = format_comparison({k: v for k, v in results.items() if k.startswith("compare/")}, split)
+    if comparison:
+        print(comparison)
+    print(f"results: {run_dir / 'results.json'}")
+    for lg in loggers:
+        lg.finalize("success")
+
+
 def run_task(cfg: DictConfig) -> float | None:
     """The training pipeline (returns test/rougeL), or a toy problem (returns its headline number)."""
     if cfg.get("task", "train") != "train":
         from minillm.toys import run_toy
 
         return run_toy(cfg)["metric"]
-    from minillm.pipeline import train
-
     return train(cfg).get("test/rougeL")
 
 

@@ -8,8 +8,9 @@ functions (a lazy import is still a dependency). The rules:
   Lightning or entry points);
 - ``minillm/rollout/`` imports no objective, no data and no evaluation module;
 - ``minillm/data/`` imports no evaluation module (SeqKD samples through ``minillm.rollout``);
-- nothing under ``minillm/`` imports an entry point, nor ``minillm.pipeline`` (the body of
-  ``minillm.run``) unless it is an entry point itself.
+- ``minillm/training/`` (the LightningModules, the round, the trainer) imports no evaluation module:
+  validation metrics are callbacks that evaluation supplies;
+- nothing under ``minillm/`` imports an entry point.
 """
 
 from __future__ import annotations
@@ -32,9 +33,6 @@ ENTRY_POINTS = {
     "minillm.models.assets",
     "minillm.diagnose",
 }
-
-# The body of ``minillm.run`` (its training recipe), kept in its own module: only entry points import it.
-ENTRY_POINT_BODIES = {"minillm.pipeline"}
 
 # Third-party packages an objective must not reach for (losses take tensors, not trainers or models).
 OBJECTIVE_FORBIDDEN_LIBRARIES = ("lightning", "pytorch_lightning", "transformers", "hydra", "omegaconf")
@@ -147,14 +145,23 @@ def test_rollout_imports_neither_data_nor_evaluation():
     assert not bad, "\n".join(bad)
 
 
+def test_training_imports_no_evaluation():
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.training")
+        for dep in sorted(imports)
+        if within(dep, "minillm.evaluation")
+    ]
+    assert not bad, "\n".join(bad)
+
+
 def test_nothing_in_the_package_imports_an_entry_point():
     bad = []
     for name, imports in project_modules().items():
         for dep in sorted(imports):
             if any(within(dep, entry) for entry in ENTRY_POINTS - {name}):
                 bad.append(f"{name} imports {dep}")
-            elif name not in ENTRY_POINTS and any(within(dep, body) for body in ENTRY_POINT_BODIES - {name}):
-                bad.append(f"{name} imports {dep}, the body of an entry point")
     assert not bad, "entry points are run, never imported:\n" + "\n".join(bad)
 
 

@@ -70,7 +70,8 @@ def test_validation_names_the_key(compose):
         validate_config(cfg)
     cfg = compose(["objective=sft", "objective.module._target_=minillm.training.supervised.NoSuchModule"])
     with pytest.raises(
-        MinillmError, match=r"^objective\.module\._target_=minillm\.training\.supervised\.NoSuchModule: cannot"
+        MinillmError,
+        match=r"^objective\.module\._target_=minillm\.training\.supervised\.NoSuchModule: cannot",
     ):
         validate_config(cfg)
 

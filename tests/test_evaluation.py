@@ -426,10 +426,10 @@ def test_fixed_model_evaluations_are_cached_across_run_and_evaluate(compose, tmp
     evaluation is sampled once. A student init built from an arch (not a fixed file) is never cached."""
     from minillm.data.datamodule import InstructionDataModule, load_records
     from minillm.evaluation import sampled
+    from minillm.evaluation.sampled import evaluate_splits
     from minillm.evaluation.suite import run_evaluation
     from minillm.models.loading import load_model
     from minillm.models.tokenizers import resolve_tokenizer
-    from minillm.pipeline import evaluate_splits
 
     real, seeds_sampled = sampled.sample_responses, []
 
@@ -472,14 +472,16 @@ def test_fixed_model_evaluations_are_cached_across_run_and_evaluate(compose, tmp
 
 def test_behaviour_callback_logs_on_every_nth_validation(compose, tmp_path, tiny_tokenizer, monkeypatch):
     from minillm.data.datamodule import InstructionDataModule, load_records
-    from minillm.evaluation.callbacks import make_eval_callbacks
+    from minillm.evaluation.callbacks import BehaviourMetricsCallback, SampledValidation, make_eval_callbacks
 
     overrides = [*TINY, f"cache_dir={tmp_path / 'cache'}", "eval.callbacks.n_prompts=2",
                  "eval.callbacks.max_new_tokens=16", "eval.callbacks.n_calibration=4"]  # fmt: skip
     cfg = compose(overrides)
-    assert make_eval_callbacks(cfg, None, tiny_tokenizer, None) == []  # off by default
-    cfg = compose([*overrides, "eval.callbacks.enabled=true", "eval.callbacks.every_n_val=2"])
     records = load_records(cfg.data, cfg.cache_dir)
+    dm = InstructionDataModule(cfg.data, tiny_tokenizer, records)
+    # off by default: only the sampled validation metrics (val/rougeL, ...)
+    assert [type(c) for c in make_eval_callbacks(cfg, dm, tiny_tokenizer, None)] == [SampledValidation]
+    cfg = compose([*overrides, "eval.callbacks.enabled=true", "eval.callbacks.every_n_val=2"])
     records["valid"] = (
         records["valid"] + [r for r in records["train"] if r["category"] == "classification"][:2]
     )
@@ -488,7 +490,8 @@ def test_behaviour_callback_logs_on_every_nth_validation(compose, tmp_path, tiny
     # A random model writes byte soup with no 4 words in a row; fix the samples to check the wiring.
     sampled = (["a b c d e", "a b c d f"], [5, 5])
     monkeypatch.setattr("minillm.evaluation.callbacks.sample_responses", lambda *args, **kwargs: sampled)
-    (callback,) = make_eval_callbacks(cfg, dm, tiny_tokenizer, teacher)
+    callback, last = make_eval_callbacks(cfg, dm, tiny_tokenizer, teacher)
+    assert isinstance(callback, BehaviourMetricsCallback) and isinstance(last, SampledValidation)
     logged: list[dict] = []
     module = SimpleNamespace(student=student, device=torch.device("cpu"))
     trainer = SimpleNamespace(sanity_checking=False)

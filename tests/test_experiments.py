@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minillm.config import validate_config
-from minillm.pipeline import train
+from minillm.run import train
 from minillm.toys import run_toy
 from minillm.toys.gmm import run_gmm
 from minillm.toys.sequences import ChainStudent, Toy, train_student

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from minillm.errors import MinillmError
-from minillm.pipeline import train
+from minillm.run import train
 
 from .conftest import ROOT
 from .test_smoke import smoke_overrides
@@ -113,12 +113,12 @@ def test_every_bad_input_is_one_clear_line(compose, tmp_path, tokenizer_dir, tin
 
 
 def test_validation_comes_before_any_model_is_loaded(compose, tmp_path, monkeypatch):
-    import minillm.pipeline
+    import minillm.models.loading
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded before the config was validated")
 
-    monkeypatch.setattr(minillm.pipeline, "load_model", no_loading)
+    monkeypatch.setattr(minillm.models.loading, "load_model", no_loading)
     for bad in (["objective.clip_eps=-1"], ["objective.variant=x"], ["ckpt_path=/no/such.ckpt"]):
         with pytest.raises(MinillmError):
             run(compose, tmp_path, *bad)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from minillm.errors import RunInterrupted
-from minillm.pipeline import train
 from minillm.resume import AtomicCheckpointIO
+from minillm.run import train
 
 from .conftest import ROOT
 from .test_smoke import smoke_overrides

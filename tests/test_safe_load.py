@@ -76,7 +76,7 @@ def test_the_crafted_checkpoint_does_run_code_when_unpickled(tmp_path):
 @pytest.mark.parametrize("payload", list(PAYLOADS))
 def test_every_reader_refuses_it_in_one_line_naming_file_and_type(compose, tmp_path, payload):
     from minillm.evaluation.suite import load_evaluated_model
-    from minillm.pipeline import make_trainer
+    from minillm.training.trainer import make_trainer
 
     marker = tmp_path / "marker"
     path = write_evil_checkpoint(tmp_path / "evil.ckpt", marker, payload)
@@ -97,20 +97,21 @@ def test_every_reader_refuses_it_in_one_line_naming_file_and_type(compose, tmp_p
 
 
 def test_a_run_refuses_it_before_building_any_model(compose, tmp_path, evil, monkeypatch):
-    import minillm.pipeline as pipeline
+    import minillm.models.loading
+    import minillm.run
 
     path, marker = evil
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was built before the checkpoint was refused")
 
-    monkeypatch.setattr(pipeline, "load_model", no_model)
+    monkeypatch.setattr(minillm.models.loading, "load_model", no_model)
     cfg = compose(smoke_overrides(tmp_path, "objective=sft", "logger=none", f"ckpt_path={path}"))
     with pytest.raises(
         MinillmError,
         match=re.escape(f"ckpt_path={path}: refused, the file holds {os.system.__module__}.system"),
     ):
-        pipeline.train(cfg)
+        minillm.run.train(cfg)
     assert not marker.exists()
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from minillm.pipeline import train
+from minillm.run import train
 
 from .conftest import ROOT
 
@@ -334,7 +334,7 @@ def test_validity_monitor_needs_a_checker_in_the_validation_slice():
 
     from minillm.data.datasets import Example
     from minillm.errors import MinillmError
-    from minillm.training.supervised import check_sampled_monitor
+    from minillm.evaluation.callbacks import check_sampled_monitor
 
     cfg = OmegaConf.create({"select": {"monitor": "val/valid_rate"}, "eval": {"val_samples": 2}})
     examples = [Example([5], [1], 0), Example([6], [1], 1)]

@@ -151,11 +151,70 @@ class BehaviourMetricsCallback(Callback):
         self.val_runs = int(state_dict.get("val_runs", 0))
 
 
+SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
+
+
+def check_sampled_monitor(cfg, val_examples, val_records) -> None:
+    """Refuse, before training, a ``select.monitor`` on sampled validation metrics that no validation
+    will log (Lightning would stop at the first validation with a traceback)."""
+    monitor = str(cfg.select.monitor)
+    if monitor not in SAMPLED_METRICS:
+        return
+    if not val_examples:
+        raise MinillmError(
+            f"select.monitor={monitor}: needs validation generations, but eval.val_samples="
+            f"{cfg.eval.val_samples} and {len(val_examples)} valid prompts are sampled; set eval.val_samples > 0"
+        )
+    if monitor == "val/valid_rate" and not any(val_records[e.index].get("check") for e in val_examples):
+        raise MinillmError(
+            f"select.monitor=val/valid_rate: none of the first {len(val_examples)} valid prompts "
+            "(eval.val_samples) has a validity checker ('check'), so val/valid_rate is never logged"
+        )
+
+
+class SampledValidation(Callback):
+    """``val/rougeL``, ``val/valid_rate`` and ``val/length`` at every validation: the student's samples
+    for a fixed slice (the first ``eval.val_samples`` valid prompts) with a fixed seed, so the curves move
+    only with the weights; scored by :func:`minillm.evaluation.sampled.evaluate_model`."""
+
+    def __init__(self, cfg, tokenizer, examples: list[Example], records: list[dict]):
+        self.examples = list(examples)[: cfg.eval.val_samples or 0]
+        check_sampled_monitor(cfg, self.examples, records)
+        self.records, self.tokenizer, self.eval_cfg = records, tokenizer, cfg.eval
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self.examples or trainer.sanity_checking:
+            return
+        from minillm.evaluation.sampled import evaluate_model
+
+        e = self.eval_cfg
+        res = evaluate_model(
+            pl_module.student,
+            self.tokenizer,
+            self.examples,
+            self.records,
+            seeds=(0,),
+            batch_size=e.batch_size,
+            max_new_tokens=e.max_new_tokens,
+            temperature=e.temperature,
+            top_k=e.top_k,
+            top_p=e.top_p,
+            name="val",
+            progress=False,
+        )
+        pl_module.log("val/rougeL", res["rougeL"], prog_bar=True)
+        if res["valid_rate"] is not None:
+            pl_module.log("val/valid_rate", res["valid_rate"])
+        pl_module.log("val/length", res["length"])
+
+
 def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
-    """The callbacks that ``eval.callbacks`` asks for (none when ``enabled`` is false or the node is absent)."""
+    """The validation callbacks: the behaviour metrics that ``eval.callbacks`` asks for (none when
+    ``enabled`` is false or the node is absent), then the sampled validation metrics (:class:`SampledValidation`)."""
+    sampled = SampledValidation(cfg, tokenizer, datamodule.examples["valid"], datamodule.records["valid"])
     c = cfg.eval.get("callbacks")
     if not c or not c.get("enabled", False):
-        return []
+        return [sampled]
     prompts = datamodule.examples["valid"][: c.n_prompts]
     items = items_from_records(datamodule.records["valid"])[: c.n_calibration]
     return [
@@ -172,5 +231,6 @@ def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
             batch_size=c.batch_size,
             seed=c.seed,
             bins=c.bins,
-        )
+        ),
+        sampled,
     ]

@@ -304,3 +304,22 @@ def _sampled_metrics(
     result["by_length"] = {b: breakdown(per_len[b]) for b in bucket_names(length_edges)}
     result["samples"] = samples
     return result
+
+
+def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
+    """One row of the end-of-run table: :func:`evaluate_model` on each split in eval.splits (its first
+    eval.num_samples prompts). ``cache`` (the fixed teacher and a student init read from a path) reuses
+    the evaluation stored under ``cache_dir/eval/``."""
+    e = cfg.eval
+    return {
+        split: evaluate_model(
+            model,
+            tokenizer,
+            dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split],
+            dm.records[split],
+            name=name,
+            cache_dir=cfg.cache_dir if cache else None,
+            **sampling_settings(e),
+        )
+        for split in e.splits
+    }

@@ -84,3 +84,19 @@ def format_comparison(compare: dict, split: str) -> str:
             "(beyond noise: the 95% interval of the difference excludes 0)."
         )
     return "\n".join(lines)
+
+
+ROW_PREFIX = {"trained student": "test", "teacher": "teacher", "student init": "init"}
+
+
+def headline_metrics(table: dict[str, dict], split: str) -> dict:
+    """``test/…``, ``teacher/…``, ``init/…`` (Rouge-L, validity and its interval) of the table's rows on
+    ``split``, and the trained − init comparison (``compare/…``)."""
+    out = {}
+    for name, res in table.items():
+        prefix = ROW_PREFIX[name]
+        out[f"{prefix}/rougeL"] = res[split]["rougeL"]
+        out[f"{prefix}/valid_rate"] = res[split]["valid_rate"]
+        out[f"{prefix}/valid_rate_ci95"] = res[split].get("valid_rate_ci95")
+    out.update(compare_to_init(table, split))
+    return out

@@ -118,3 +118,53 @@ def weights_digest(model) -> str:
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+TEACHER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def objective_needs_teacher(cfg) -> bool:
+    """The objective trains against the teacher (``objective.needs_teacher``, or a KD term)."""
+    return bool(cfg.objective.get("needs_teacher", False)) or float(cfg.objective.get("kd_ratio", 0) or 0) > 0
+
+
+def teacher_dtype(cfg) -> torch.dtype | None:
+    """``fit.teacher_dtype``: auto = the half type of a bf16 / fp16 mixed precision, else as loaded."""
+    choice = (cfg.get("fit") or {}).get("teacher_dtype", "auto")
+    if choice in (None, "auto"):
+        precision = str(cfg.trainer.precision)
+        choice = "bf16" if precision.startswith("bf16") else "fp16" if precision.startswith("16") else None
+    return TEACHER_DTYPES[choice] if choice else None
+
+
+def load_models(cfg, tokenizer):
+    """The student (``student``) and, when the objective or the comparison table needs it, the frozen
+    teacher (``teacher``; else None), checked to share the tokenizer."""
+    student = load_model(
+        cfg.student,
+        key="student",
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        seed=cfg.seed,
+    )
+    has_teacher = bool(cfg.teacher.get("path") or cfg.teacher.get("arch"))
+    if not (objective_needs_teacher(cfg) or (cfg.eval.compare and has_teacher)):
+        return student, None
+    if not has_teacher:
+        raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
+    teacher = freeze(
+        load_model(
+            cfg.teacher,
+            key="teacher",
+            vocab_size=len(tokenizer),
+            eos_token_id=tokenizer.eos_token_id,
+            seed=cfg.seed + 1,
+        )
+    )
+    check_same_vocab(teacher, student, tokenizer)
+    dtype = teacher_dtype(cfg)
+    if dtype is not None:  # inference only: reduced-precision weights halve its memory (CUDA)
+        teacher.to(dtype)
+    if cfg.teacher.get("path"):
+        check_same_tokenizer(tokenizer, cfg.teacher.path, "teacher.path")
+    return student, teacher

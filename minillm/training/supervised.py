@@ -13,7 +13,6 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from minillm.errors import MinillmError
 from minillm.objectives.supervised import sft_loss
 from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.resumable import ResumableMixin
@@ -37,27 +36,6 @@ class FrozenTeacher:
         return self.model(**inputs).logits
 
 
-SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
-
-
-def check_sampled_monitor(cfg, val_examples, val_records) -> None:
-    """Refuse, before training, a ``select.monitor`` on sampled validation metrics that no validation
-    will log (Lightning would stop at the first validation with a traceback)."""
-    monitor = str(cfg.select.monitor)
-    if monitor not in SAMPLED_METRICS:
-        return
-    if not val_examples:
-        raise MinillmError(
-            f"select.monitor={monitor}: needs validation generations, but eval.val_samples="
-            f"{cfg.eval.val_samples} and {len(val_examples)} valid prompts are sampled; set eval.val_samples > 0"
-        )
-    if monitor == "val/valid_rate" and not any(val_records[e.index].get("check") for e in val_examples):
-        raise MinillmError(
-            f"select.monitor=val/valid_rate: none of the first {len(val_examples)} valid prompts "
-            "(eval.val_samples) has a validity checker ('check'), so val/valid_rate is never logged"
-        )
-
-
 class SupervisedModule(ResumableMixin, L.LightningModule):
     """Supervised objectives on teacher-forced data: ``sft`` / ``seqkd`` (CE) and ``forward_kld`` (KD).
 
@@ -67,20 +45,12 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
 
     train_data = "sft"  # what the datamodule's training batches hold: tokenized prompt + response
 
-    def __init__(
-        self, student, cfg, tokenizer, teacher=None, datamodule=None, val_examples=None, val_records=None
-    ):
+    def __init__(self, student, cfg, tokenizer, teacher=None, datamodule=None):
         super().__init__()
         self.student = student
         self.teacher = FrozenTeacher(teacher)
         self.cfg = cfg
         self.tokenizer = tokenizer
-        # a fixed slice (the first eval.val_samples valid prompts) sampled with a fixed seed at every
-        # validation, so the val/rougeL and val/valid_rate curves move only with the weights
-        self.val_examples = list(val_examples or [])[: cfg.eval.val_samples or 0]
-        self.val_records = val_records
-        if val_examples is not None:  # built with validation data (a run): the monitor must be loggable
-            check_sampled_monitor(cfg, self.val_examples, val_records)
         # the objective's loss: a pure function (student logits, labels, teacher logits) -> (loss, logs)
         self.loss_fn = instantiate(cfg.objective.loss, _convert_="all") if "loss" in cfg.objective else None
         # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
@@ -124,31 +94,6 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
         self.log(
             "val/loss", sft_loss(logits, batch["labels"]), prog_bar=True, batch_size=len(batch["input_ids"])
         )
-
-    def on_validation_epoch_end(self):
-        if not self.val_examples or self.trainer.sanity_checking:
-            return
-        from minillm.evaluation.sampled import evaluate_model
-
-        e = self.cfg.eval
-        res = evaluate_model(
-            self.student,
-            self.tokenizer,
-            self.val_examples,
-            self.val_records,
-            seeds=(0,),
-            batch_size=e.batch_size,
-            max_new_tokens=e.max_new_tokens,
-            temperature=e.temperature,
-            top_k=e.top_k,
-            top_p=e.top_p,
-            name="val",
-            progress=False,
-        )
-        self.log("val/rougeL", res["rougeL"], prog_bar=True)
-        if res["valid_rate"] is not None:
-            self.log("val/valid_rate", res["valid_rate"])
-        self.log("val/length", res["length"])
 
     def configure_optimizers(self):
         optimizer = make_optimizer(self.student.parameters(), self.cfg.optim)
