@@ -1,12 +1,14 @@
 """MiniLLM's training loop: rollouts from the teacher-mixed policy, then PPO-style inner epochs.
 
-One ``training_step`` is one round, written top to bottom:
+One ``training_step`` is one round, ``minillm.training.round.MiniLLMRound`` (the same function
+``make bench`` times), with Lightning's parts passed in:
 1. sample ``num_rollouts`` responses, student and teacher decoding in lockstep (the rewards' teacher
    log-probs and, if they fit, the teacher's full distributions are recorded during sampling);
 2. ``ppo_epochs`` passes over the round in minibatches of ``mini_batch_size``; each minibatch is one
    optimizer step on L = L_MiniLLM + pt_coef · L_PT;
 3. round-level metrics are logged once (``rollout/…`` and the minibatch means of ``train/…``).
-The losses are the pure functions of ``minillm.objectives.policy_gradient``; this module only wires them.
+This module holds what is Lightning's or the run's: logging, the optimizer and scheduler, the α schedule,
+the pre-training data, stop requests, non-finite skips, and the round in progress in the checkpoint.
 """
 
 from __future__ import annotations
@@ -15,66 +17,13 @@ import logging
 import math
 
 import torch
-import torch.nn.functional as F
 
 from minillm.errors import MinillmError
 from minillm.module import DistillModule, build_optimizer, lr_lambda
-from minillm.objectives.divergences import forward_kl
-from minillm.objectives.policy_gradient import PGOptions, minillm_loss
-from minillm.rollout.buffer import RolloutBuffer
-from minillm.rollout.sampler import response_logits, sample_rollouts, sampled_logprobs
+from minillm.training.options import RoundOptions, alpha_at, keep_teacher_logits, pg_options
+from minillm.training.round import MiniLLMRound, RoundHooks, RoundState, compile_decoders, pretrain_loss
 
 log = logging.getLogger(__name__)
-
-VARIANTS = ("code", "paper")
-PG_KEYS = (
-    "gamma",
-    "include_current",
-    "length_norm",
-    "whiten",
-    "reward_scale",
-    "reward_clip",
-    "clip_eps",
-    "single_step",
-    "single_step_weighted",
-    "ratio_weighted",
-)
-
-
-def pg_options(objective_cfg) -> PGOptions:
-    """The estimator's options: the ``variant`` preset, then any key the config sets explicitly."""
-    variant = objective_cfg.get("variant", "code")
-    if variant not in VARIANTS:
-        raise MinillmError(f"objective.variant={variant!r}; choose one of {list(VARIANTS)}")
-    single_step = bool(objective_cfg.get("single_step", True))
-    base = PGOptions.code() if variant == "code" else PGOptions.paper(single_step=single_step)
-    values = {k: getattr(base, k) for k in PG_KEYS}
-    for key in PG_KEYS:
-        if objective_cfg.get(key) is not None:
-            values[key] = objective_cfg[key]
-    try:
-        return PGOptions(**values)
-    except MinillmError as err:
-        raise MinillmError(str(err).replace("PGOptions.", "objective.")) from None
-
-
-def alpha_at(objective_cfg, progress: float) -> float:
-    """Teacher-mix α at training progress in [0, 1]: constant, linear or cosine from α to alpha_end."""
-    start = float(objective_cfg.teacher_mix_alpha)
-    end = float(
-        objective_cfg.get("alpha_end", start) if objective_cfg.get("alpha_end") is not None else start
-    )
-    schedule = objective_cfg.get("alpha_schedule", "constant")
-    progress = min(max(progress, 0.0), 1.0)
-    if schedule == "constant":
-        return start
-    if schedule == "linear":
-        return start + (end - start) * progress
-    if schedule == "cosine":
-        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise MinillmError(
-        f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
-    )
 
 
 class OnPolicyModule(DistillModule):
@@ -98,8 +47,7 @@ class OnPolicyModule(DistillModule):
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self._pt_iter = None
         self._pt_taken = 0  # pre-training batches drawn, to restore the position on resume
-        self.buffer = RolloutBuffer()
-        self._round: dict | None = None  # the round in progress (rollouts, minibatch order, sums)
+        self._round: RoundState | None = None  # the round in progress (rollouts, minibatch order, sums)
         self._cache_logged: bool | None = None  # the teacher-cache decision last logged
         self._compiled = None  # torch.compile wrappers for decoding (trainer.compile_decode)
 
@@ -114,19 +62,6 @@ class OnPolicyModule(DistillModule):
             )
         # the mode is set at each round and each update (not here: Lightning would warn about
         # modules in eval mode at the start of training)
-
-    def _set_update_mode(self) -> None:
-        """Put the student in the mode the updates run in.
-
-        Rollouts are sampled in eval mode. With ``objective.disable_dropout`` (the default) the updates
-        run in eval mode too, as in the authors' code: every form of dropout is then off, not only
-        ``nn.Dropout`` modules but also the dropout Hugging Face models apply functionally from config
-        floats when ``self.training`` (OPT's dropout, activation_dropout and layerdrop, Llama's and
-        Qwen's attention_dropout), so the PPO ratio q_θ/q_old of the first inner step is 1 (up to float
-        rounding between the decoding and the teacher-forced pass). Gradients flow in eval mode as in train mode. Set before every update, so nothing that
-        changes the mode in between (validation, a callback) can turn dropout back on.
-        """
-        self.student.train(not self.disable_dropout)
 
     def total_steps(self) -> int:
         """Optimizer steps in the whole run (for the schedules)."""
@@ -155,73 +90,67 @@ class OnPolicyModule(DistillModule):
         while True:
             yield from loader
 
+    def _pretrain_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_PT on the next pre-training batch (``minillm.training.round.pretrain_loss``)."""
+        return pretrain_loss(
+            self.student,
+            self.teacher.model,
+            self._pretrain_batch(),
+            kd_ratio=float(self.obj.get("pt_kd_ratio", 0.0) or 0.0),
+            chunk_size=self.chunk_size,
+        )
+
     # ---------------------------------------------------------------- one round
     def training_step(self, batch, batch_idx):
+        runner = self._round_runner()
         if self._round is None:  # else: a round resumed from a checkpoint, redone with its own rollouts
-            self._start_round(batch)
-        state = self._round
-        self.log_dict(state["rollout_logs"], on_step=True)
-        while state["next"] < len(state["order"]):
-            if 0 < self.trainer.max_steps <= self.global_step:
-                break  # max_steps counts optimizer steps, and may end a round early
-            logs = self._update(self.buffer.minibatch(state["order"][state["next"]]))
-            state["next"] += 1
-            if logs is None:
-                state["skipped"] += 1
-            else:
-                for key, value in logs.items():
-                    state["sums"][key] = state["sums"].get(key, 0.0) + float(value)
-                state["count"] += 1
-            if state["next"] < len(state["order"]):
-                self.stop_if_requested()  # mid-round: the checkpoint carries the round
+            # α's schedule runs over objective.alpha_steps optimizer steps when set (time-budgeted runs,
+            # where the total is unknown), else over the whole run
+            horizon = self.obj.get("alpha_steps") or self.total_steps()
+            self._round = runner.start(
+                batch["input_ids"],
+                batch["attention_mask"],
+                alpha=alpha_at(self.obj, self.global_step / max(1, horizon)),
+                rollout_gen=self.rollout_gen,
+                shuffle_gen=self.shuffle_gen,
+            )
+        self.log_dict(self._round.rollout_logs, on_step=True)
+        means = runner.run(self._round)  # between updates a stop request saves the round and raises
         self._round = None
-        self.buffer.clear()  # the round's tensors are freed before the next rollout
-        means = {f"train/{k}": v / max(state["count"], 1) for k, v in state["sums"].items()}
-        means["train/skipped_updates"] = float(state["skipped"])
         self.log("train/loss", means.pop("train/loss", float("nan")), prog_bar=True)
         self.log_dict(means, on_step=True)
 
-    def _start_round(self, batch) -> None:
-        """Sample the round's rollouts and fix the order of all its minibatches."""
-        # α's schedule runs over objective.alpha_steps optimizer steps when set (time-budgeted runs, where the
-        # total is unknown), else over the whole run
-        horizon = self.obj.get("alpha_steps") or self.total_steps()
-        alpha = alpha_at(self.obj, self.global_step / max(1, horizon))
-        student, teacher = self._decoders()
-        rollout = sample_rollouts(
-            student,
-            teacher,
-            batch["input_ids"],
-            batch["attention_mask"],
-            max_new_tokens=self.obj.max_new_tokens,
-            alpha=alpha,
+    def _round_runner(self) -> MiniLLMRound:
+        """The round as training runs it: Lightning's optimizer, scheduler and backward, the module's
+        stop, skip and L_PT handling."""
+        options = RoundOptions.from_config(
+            self.obj,
+            self.cfg.optim,
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
-            temperature=self.obj.get("temperature", 1.0),
-            top_k=self.obj.get("top_k", 0),
-            top_p=self.obj.get("top_p", 1.0),
-            generator=self.rollout_gen,
             keep_teacher_logits=self.cache_teacher_logits(),
         )
-        self._set_update_mode()
-        self.buffer.clear()
-        self.buffer.add(rollout)
-        n, size = len(rollout), self.obj.mini_batch_size
-        order = []
-        for _ in range(self.obj.ppo_epochs):
-            perm = torch.randperm(n, generator=self.shuffle_gen)
-            order.extend(perm[i : i + size] for i in range(0, n, size))
-        self._round = {
-            "order": order,
-            "next": 0,
-            "sums": {},
-            "count": 0,
-            "skipped": 0,
-            "rollout_logs": {
-                **self._rollout_logs(rollout, alpha),
-                "train/lr": float(self.optimizers().param_groups[0]["lr"]),
-            },
-        }
+        hooks = RoundHooks(
+            backward=self.manual_backward,
+            skipped=self.skip_nonfinite,
+            stepped=self._reset_bad_steps,
+            between_updates=self.stop_if_requested,  # mid-round: the checkpoint carries the round
+            out_of_steps=lambda: 0 < self.trainer.max_steps <= self.global_step,
+            pretrain_loss=self._pretrain_loss,
+        )
+        return MiniLLMRound(
+            self.student,
+            self.teacher.model,
+            self.optimizers(),
+            self.lr_schedulers(),
+            options,
+            hooks,
+            decoders=self._decoders(),
+            device=self.device,
+        )
+
+    def _reset_bad_steps(self) -> None:
+        self.bad_steps = 0
 
     def _decoders(self):
         """The models the rollout calls: themselves, or with ``trainer.compile_decode`` their
@@ -229,10 +158,7 @@ class OnPolicyModule(DistillModule):
         if not self.cfg.trainer.get("compile_decode"):
             return self.student, self.teacher.model
         if self._compiled is None:
-            self._compiled = (
-                torch.compile(self.student, dynamic=True),
-                torch.compile(self.teacher.model, dynamic=True),
-            )
+            self._compiled = compile_decoders(self.student, self.teacher.model)
         return self._compiled
 
     def cache_teacher_logits(self) -> bool:
@@ -242,20 +168,14 @@ class OnPolicyModule(DistillModule):
         the single-step term re-scores each minibatch with one teacher pass."""
         if not self.obj.get("cache_teacher_logits", True):
             return False
-        budget = self.obj.get("teacher_cache_mb")
-        teacher = self.teacher.model
-        head = teacher.get_output_embeddings().weight
-        need_mib = (
-            self.obj.num_rollouts * self.obj.max_new_tokens * head.shape[0] * head.element_size() / 2**20
-        )
-        keep = budget is None or need_mib <= float(budget)
+        keep, need_mib = keep_teacher_logits(self.obj, self.teacher.model)
         if self._cache_logged != keep:
             self._cache_logged = keep
             log.info(
                 "teacher distributions %s: %.1f MiB per round (objective.teacher_cache_mb=%s)",
                 "kept from the rollout" if keep else "re-scored with one teacher pass per minibatch",
                 need_mib,
-                budget,
+                self.obj.get("teacher_cache_mb"),
             )
         return keep
 
@@ -263,15 +183,12 @@ class OnPolicyModule(DistillModule):
         return self._round is not None
 
     def extra_state(self) -> dict:
-        state = {
+        return {
             "rollout_gen": None if self.rollout_gen is None else self.rollout_gen.get_state(),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "pt_batches": self._pt_taken,
-            "round": None,
+            "round": None if self._round is None else self._round.state_dict(),
         }
-        if self._round is not None:
-            state["round"] = {**self._round, "buffer": self.buffer.state_dict()}
-        return state
 
     def load_extra_state(self, state: dict) -> None:
         if state.get("rollout_gen") is not None:
@@ -280,106 +197,5 @@ class OnPolicyModule(DistillModule):
         self._pt_iter, self._pt_taken = None, 0
         for _ in range(int(state.get("pt_batches", 0))):
             self._pretrain_batch()
-        saved = state.get("round")
-        if saved is not None:
-            saved = dict(saved)
-            self.buffer.load_state_dict(saved.pop("buffer"))
-            self._round = saved
-
-    def _update(self, mb) -> dict[str, torch.Tensor] | None:
-        """One optimizer step on one minibatch of rollouts (plus a pre-training batch).
-
-        A non-finite loss or gradient norm skips the step (``skip_nonfinite``) and returns None.
-        """
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        self._set_update_mode()
-        mb = mb.to(self.device)
-        logits = response_logits(self.student, mb)
-        mask = mb.response_mask
-        logprobs = sampled_logprobs(logits, mb.response_ids)
-        if mb.teacher_logits is not None:
-            teacher_logits = mb.teacher_logits
-        else:
-            with torch.no_grad():
-                teacher_logits = response_logits(self.teacher.model, mb)
-        loss, logs = minillm_loss(
-            logits,
-            teacher_logits,
-            logprobs,
-            mb.student_logprobs,
-            mb.teacher_logprobs,
-            mb.mix_logprobs,
-            mask,
-            self.options,
-            chunk_size=self.chunk_size,
-        )
-        pt_coef = float(self.obj.get("pt_coef", 0.0) or 0.0)
-        if pt_coef > 0:
-            pt_loss, pt_logs = self._pretrain_loss()
-            loss = loss + pt_coef * pt_loss
-            logs.update(pt_logs)
-        optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.skip_nonfinite("teacher log-probs, rewards or loss")
-            return None
-        self.manual_backward(loss)
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.student.parameters(), self.cfg.optim.grad_clip or float("inf")
-        )
-        if not torch.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
-            self.skip_nonfinite("gradient norm")
-            return None
-        self.bad_steps = 0
-        optimizer.step()
-        scheduler.step()
-        logs.update(loss=loss.detach(), grad_norm=grad_norm.detach())
-        return logs
-
-    def _pretrain_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L_PT on one block batch: LM loss, mixed with forward KD to the teacher (authors' code: 0.5/0.5)."""
-        block = self._pretrain_batch()
-        logits = self.student(input_ids=block).logits[:, :-1]
-        targets = block[:, 1:]
-        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1))
-        kd_ratio = float(self.obj.get("pt_kd_ratio", 0.0) or 0.0)
-        logs = {"pt_lm_loss": lm.detach()}
-        if kd_ratio <= 0:
-            logs["pt_loss"] = lm.detach()
-            return lm, logs
-        with torch.no_grad():
-            t_logits = self.teacher.model(input_ids=block).logits[:, :-1]
-        kd = forward_kl(logits, t_logits, reduction="mean", chunk_size=self.chunk_size)
-        pt = (1 - kd_ratio) * lm + kd_ratio * kd
-        logs.update(pt_kd_kl=kd.detach(), pt_loss=pt.detach())
-        return pt, logs
-
-    @torch.no_grad()
-    def _rollout_logs(self, rollout, alpha: float) -> dict[str, float]:
-        mask = rollout.response_mask.float()
-        n = mask.sum().clamp(min=1)
-        reward = ((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum() / n
-        weights = torch.exp(rollout.student_logprobs - rollout.mix_logprobs) * mask
-        lengths = mask.sum(dim=1)
-        finished = (rollout.response_ids == self.tokenizer.eos_token_id).logical_and(
-            rollout.response_mask.bool()
-        )
-        logs = {
-            "rollout/reward": reward,
-            # per token: the mean of log q − log p over the sampled tokens. At α = 0 a Monte Carlo estimate of
-            # the student's token-level KL(q‖p) on these prefixes; at α > 0 the tokens come from p̃, which
-            # puts more mass on the teacher's choices, so it reads lower than that KL
-            "rollout/reverse_kl": -reward,
-            # the same with the per-token importance weight w_t = q/p̃: an estimate of KL(q‖p) on these
-            # prefixes at any α (equal to rollout/reverse_kl at α = 0). The exact value: minillm.diagnose
-            "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum()
-            / n,
-            "rollout/length": lengths.mean(),
-            "rollout/finished": finished.any(dim=1).float().mean(),
-            "rollout/importance_weight": weights.sum() / n,
-            "rollout/importance_weight_max": weights.max(),
-        }
-        logs = {k: float(v) for k, v in logs.items()}
-        logs["rollout/alpha"] = float(alpha)
-        return logs
+        if state.get("round") is not None:
+            self._round = RoundState.from_state_dict(state["round"])
