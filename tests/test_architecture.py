@@ -8,7 +8,10 @@ functions (a lazy import is still a dependency). The rules:
   Lightning or entry points);
 - ``minillm/rollout/`` imports no objective;
 - nothing under ``minillm/`` imports an entry point, nor ``minillm.pipeline`` (the body of
-  ``minillm.run``) unless it is an entry point itself.
+  ``minillm.run``) unless it is an entry point itself; the modules of ``minillm/bench/`` (the package
+  behind ``python -m minillm.bench``) import each other, and nothing outside it imports them;
+- ``minillm/training/`` imports objectives, rollout, data, models and errors of the project, never
+  evaluation nor an entry point.
 """
 
 from __future__ import annotations
@@ -27,13 +30,25 @@ ENTRY_POINTS = {
     "minillm.evaluate",
     "minillm.compare",
     "minillm.report",
-    "minillm.bench",
+    "minillm.bench.__main__",
     "minillm.models.assets",
     "minillm.diagnose",
 }
 
 # The body of ``minillm.run`` (its training recipe), kept in its own module: only entry points import it.
 ENTRY_POINT_BODIES = {"minillm.pipeline"}
+
+# Packages of an entry point's own modules: only their own modules import them.
+ENTRY_POINT_PACKAGES = {"minillm.bench"}
+
+# What ``minillm/training/`` may import of the project.
+TRAINING_ALLOWED = (
+    "minillm.training",
+    "minillm.objectives",
+    "minillm.rollout",
+    "minillm.data",
+    "minillm.models",
+)
 
 # Third-party packages an objective must not reach for (losses take tensors, not trainers or models).
 OBJECTIVE_FORBIDDEN_LIBRARIES = ("lightning", "pytorch_lightning", "transformers", "hydra", "omegaconf")
@@ -128,7 +143,23 @@ def test_nothing_in_the_package_imports_an_entry_point():
                 bad.append(f"{name} imports {dep}")
             elif name not in ENTRY_POINTS and any(within(dep, body) for body in ENTRY_POINT_BODIES - {name}):
                 bad.append(f"{name} imports {dep}, the body of an entry point")
+            elif any(within(dep, p) and not within(name, p) for p in ENTRY_POINT_PACKAGES):
+                bad.append(f"{name} imports {dep}, a module of an entry point's package")
     assert not bad, "entry points are run, never imported:\n" + "\n".join(bad)
+
+
+def test_training_imports_only_objectives_rollout_data_and_models():
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.training")
+        for dep in sorted(imports)
+        if within(dep, "minillm")
+        and dep != "minillm"
+        and not within(dep, "minillm.errors")
+        and not any(within(dep, allowed) for allowed in TRAINING_ALLOWED)
+    ]
+    assert not bad, "\n".join(bad)
 
 
 def test_objectives_and_data_agree_on_the_ignored_label():
