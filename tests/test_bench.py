@@ -1,4 +1,5 @@
-"""`make bench` on a tiny configuration: it runs, writes its JSON, and counts forward tokens exactly.
+"""`make bench` on a tiny configuration: it runs, writes its JSON, counts forward tokens exactly, and
+times training's own round (``MiniLLMRound``) with the options the composed ``objective`` group gives.
 
 Speed is never asserted here (see docs/benchmarks.md); only the bookkeeping is. The chunked
 full-vocabulary divergence equals the plain one in tests/test_divergences.py::test_chunked_equals_plain.
@@ -9,13 +10,14 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from minillm.bench import bench, render, run_bench, trl_target, write_results
+from minillm.bench.app import bench, run_bench, write_results
+from minillm.bench.tables import render
+from minillm.bench.trl_gkd import trl_target
 from minillm.errors import MinillmError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -36,11 +38,11 @@ TINY = [
     "tokenizer_path=null",
     "vocab_size=50",
     *TINY_ARCH,
-    "batch_size=4",
+    "objective.num_rollouts=4",
     "prompt_len=3",
     "response_len=5",
-    "mini_batch_size=3",  # 2 minibatches (3 + 1 rows) per inner epoch
-    "ppo_epochs=2",
+    "objective.mini_batch_size=3",  # 2 minibatches (3 + 1 rows) per inner epoch
+    "objective.ppo_epochs=2",
     "repeats=1",
     "warmup=1",
     "sweep.response_lens=[2,4]",
@@ -176,16 +178,18 @@ def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
     """TRL's GKDTrainer step and ours run in turn in this process, and the ratio is median ÷ median of
     those timings: no figure from another time or machine enters it."""
     pytest.importorskip("trl")
-    from minillm.bench import TRL_STEP, gkd_settings, load_models, make_runtime, step_settings
-    from minillm.bench import trl_gkd_comparison as compare
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import gkd_one_pass, make_runtime, step_settings
+    from minillm.bench.trl_gkd import TRL_STEP
+    from minillm.bench.trl_gkd import trl_gkd_comparison as compare
 
     cfg = compose_bench(TRL_TINY, tmp_path)
     runtime = make_runtime(cfg)
     models = load_models(cfg, runtime)
-    s = replace(gkd_settings(step_settings(cfg)), teacher_after_rollout=True)
+    s = gkd_one_pass(step_settings(cfg, models.teacher, models.eos_token_id))
     out = compare(models, runtime, cfg, s)
 
-    assert out["ours"] == TRL_STEP and out["settings"]["teacher_after_rollout"]
+    assert out["ours"] == TRL_STEP and out["settings"]["round"]["teacher_after_decoding"]
     assert not out["activation_checkpointing"]  # TRL's default (True) would recompute the forward
     timeline = out["timeline"]
     assert [e["side"] for e in timeline] == ["trl", "ours"] * 4  # 1 warm-up pair + 3 timed, alternating
@@ -223,8 +227,13 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
         (["device=cuda"], "device=cuda: no CUDA device"),
         (["dtype=bf16"], "dtype=bf16: part of the CUDA path"),
         (["compile=true"], "compile=True: part of the CUDA path"),
-        (["alpha=1.5"], r"alpha=1.5: must lie in \[0, 1\]"),
-        (["batch_size=0"], "batch_size=0: must be a positive integer"),
+        (["objective.teacher_mix_alpha=1.5"], r"objective.teacher_mix_alpha=1.5: must lie in \[0, 1\]"),
+        (["objective.num_rollouts=0"], "objective.num_rollouts=0: must be a positive integer"),
+        (
+            ["objective.max_new_tokens=9"],
+            "objective.max_new_tokens=9: make bench decodes exactly response_len=5",
+        ),
+        (["objective.pt_coef=1.0"], "objective.pt_coef=1.0: make bench times the round without L_PT"),
         (["teacher_path=/nonexistent/teacher", "random_init_fallback=false"], "teacher_path=/nonexistent"),
     ],
 )
@@ -236,10 +245,56 @@ def test_bad_settings_fail_clearly(tmp_path, overrides, message):
         run_bench(cfg)
 
 
+def test_a_supervised_objective_is_refused(tmp_path):
+    tiny = [o for o in TINY if not o.startswith("objective.")]  # sft has no minibatches nor inner epochs
+    with pytest.raises(MinillmError, match="objective=sft: make bench times the on-policy round"):
+        run_bench(compose_bench([*tiny, "objective=sft"], tmp_path))
+
+
 def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        bench(compose_bench([*TINY, "batch_size=0"], tmp_path))
+        bench(compose_bench([*TINY, "objective.num_rollouts=0"], tmp_path))
     assert exit_info.value.code == 2
     assert (
-        capsys.readouterr().err.strip().splitlines()[-1] == "error: batch_size=0: must be a positive integer"
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "error: objective.num_rollouts=0: must be a positive integer"
     )
+
+
+def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, monkeypatch):
+    """The timed round is training's ``MiniLLMRound`` (every update goes through it), with the options a run
+    builds from the same ``objective`` and ``optim`` keys: here a non-default variant, minibatch and clip."""
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import measure_step
+    from minillm.objectives.policy_gradient import PGOptions
+    from minillm.training.options import RoundOptions
+    from minillm.training.round import MiniLLMRound
+
+    overrides = ["objective.variant=paper", "objective.mini_batch_size=2", "optim.grad_clip=0.5"]
+    cfg = compose_bench([*TINY, *overrides], tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = step_settings(cfg, models.teacher, models.eos_token_id)
+    expected = RoundOptions.from_config(
+        cfg.objective,
+        cfg.optim,
+        eos_token_id=None,
+        pad_token_id=models.eos_token_id,
+        keep_teacher_logits=True,
+    )
+    assert s.round == expected
+    assert (s.round.pg, s.round.mini_batch_size, s.round.grad_clip) == (PGOptions.paper(), 2, 0.5)
+    assert s.round.disable_dropout and s.round.max_new_tokens == s.response_len == 5
+
+    updates = []
+    real = MiniLLMRound.update
+
+    def update(self, mb):
+        updates.append((self.options, len(mb)))
+        return real(self, mb)
+
+    monkeypatch.setattr(MiniLLMRound, "update", update)
+    out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=False)
+    assert updates == [(s.round, 2)] * 4  # 2 inner epochs × 2 minibatches of 2 of the 4 rollouts
+    assert out["updates"] == 4

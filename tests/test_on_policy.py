@@ -1,7 +1,8 @@
 """The MiniLLM training module's wiring: presets, α schedules, the training forward pass agreeing
 with the rollout's recorded log-probs (so the PPO ratio starts at exactly 1), dropout off in the
-updates, and a real update (through Lightning, L_PT included) against an independent float64
-computation on a hand-built round with padded rows."""
+updates, a real update (through Lightning, L_PT included) against an independent float64
+computation on a hand-built round with padded rows, and the round run without Lightning (as
+``make bench`` runs it) training the same weights as the module."""
 
 from __future__ import annotations
 
@@ -16,8 +17,11 @@ from omegaconf import OmegaConf
 from minillm.errors import MinillmError
 from minillm.models.tiny import build_model
 from minillm.objectives.policy_gradient import PGOptions
-from minillm.on_policy import alpha_at, pg_options, response_logits, sampled_logprobs
-from minillm.rollout.sampler import Rollout, sample_rollouts
+from minillm.rollout.sampler import Rollout, response_logits, sample_rollouts, sampled_logprobs
+from minillm.training.options import RoundOptions, alpha_at, pg_options
+from minillm.training.round import MiniLLMRound
+
+REAL_UPDATE = MiniLLMRound.update  # the tests below wrap it (probe_updates)
 
 
 def objective(**overrides):
@@ -150,17 +154,21 @@ def module_config(compose, *overrides):
     )
 
 
-def make_module(cfg, student, teacher, probe, datamodule=None):
-    """An OnPolicyModule with ``probe`` mixed in before it (a class whose ``_update`` calls super)."""
+def make_module(cfg, student, teacher, datamodule=None):
     from types import SimpleNamespace
 
-    from minillm.on_policy import OnPolicyModule
+    from minillm.training.on_policy import OnPolicyModule
 
-    cls = type("Probed", (probe, OnPolicyModule), {})
     tokenizer = SimpleNamespace(eos_token_id=EOS, pad_token_id=EOS)
-    module = cls(student, cfg, tokenizer, teacher=teacher, datamodule=datamodule)
-    module.record = []
-    return module
+    return OnPolicyModule(student, cfg, tokenizer, teacher=teacher, datamodule=datamodule)
+
+
+def probe_updates(monkeypatch, probe):
+    """Every update of the round (``MiniLLMRound.update``) goes through ``probe(round, mb, update)``, which
+    calls ``update(mb)`` (the real one) and returns its logs."""
+    monkeypatch.setattr(
+        MiniLLMRound, "update", lambda self, mb: probe(self, mb, lambda m: REAL_UPDATE(self, m))
+    )
 
 
 def fit(module, max_steps: int, validate: bool = False):
@@ -190,44 +198,49 @@ def fit(module, max_steps: int, validate: bool = False):
     return trainer
 
 
-class DropoutProbe:
+def dropout_probe(record, forwards):
     """Records, for each update, the log-ratio log q_θ − log q_old of the update's own first forward
-    (a forward hook sees it), the student's mode, and whether two more forwards in that mode agree."""
+    (a forward hook fills ``forwards``), and whether two more forwards in the update's mode agree."""
 
-    def _update(self, mb):
-        from minillm.on_policy import response_logits, sampled_logprobs
-
-        start = len(self.forwards)
-        logs = super()._update(mb)
-        logits = self.forwards[start][:, : mb.response_ids.shape[1]]
+    def probe(rnd, mb, update):
+        start = len(forwards)
+        logs = update(mb)
+        logits = forwards[start][:, : mb.response_ids.shape[1]]
         mask = mb.response_mask.bool()
         log_ratio = sampled_logprobs(logits, mb.response_ids) - mb.student_logprobs
-        first, second = (response_logits(self.student, mb) for _ in range(2))
-        self.record.append(
+        first, second = (response_logits(rnd.student, mb) for _ in range(2))
+        record.append(
             dict(logs=logs, log_ratio=log_ratio[mask], same=torch.equal(first, second), n=int(mask.sum()))
         )
         return logs
 
+    return probe
+
+
+def probed_dropout_fit(compose, monkeypatch, model_type, *overrides, max_steps, validate=False):
+    cfg = module_config(compose, "objective.teacher_mix_alpha=0.0", *overrides)  # w_t = 1: ratio is q/q_old
+    student = build_model(DROPOUT_STUDENTS[model_type], VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    record, forwards = [], []
+    probe_updates(monkeypatch, dropout_probe(record, forwards))
+    student.register_forward_hook(
+        lambda m, args, out: forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
+    )
+    fit(make_module(cfg, student, teacher), max_steps=max_steps, validate=validate)
+    return cfg, record
+
 
 @pytest.mark.parametrize("model_type", sorted(DROPOUT_STUDENTS))
-def test_dropout_is_off_in_the_updates(compose, model_type):
+def test_dropout_is_off_in_the_updates(compose, monkeypatch, model_type):
     """Rollouts are sampled in eval mode; with objective.disable_dropout (the default) the updates must
     see the same function whatever form the student's dropout takes (OPT's dropout and Llama's / Qwen's
     attention dropout are functional, read from config floats): the PPO ratio of each round's first
     inner step is 1 up to float rounding, and two forwards in the update's mode agree bit for bit.
     Two rounds with a validation run between them (Lightning restores modes after validating)."""
-    cfg = module_config(compose, "objective.teacher_mix_alpha=0.0")  # w_t = 1: the logged ratio is q/q_old
+    cfg, record = probed_dropout_fit(compose, monkeypatch, model_type, max_steps=2, validate=True)
     assert cfg.objective.disable_dropout is True
-    student = build_model(DROPOUT_STUDENTS[model_type], VOCAB, eos_token_id=EOS, seed=1)
-    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
-    module = make_module(cfg, student, teacher, DropoutProbe)
-    module.forwards = []
-    student.register_forward_hook(
-        lambda m, args, out: module.forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
-    )
-    fit(module, max_steps=2, validate=True)
-    assert len(module.record) == 2
-    for update in module.record:
+    assert len(record) == 2
+    for update in record:
         assert update["n"] > 4
         worst = update["log_ratio"].abs().max().item()
         assert worst < 1e-5, f"first inner step: |log q_θ - log q_old| up to {worst:.3g} (dropout on?)"
@@ -236,31 +249,27 @@ def test_dropout_is_off_in_the_updates(compose, model_type):
         assert float(update["logs"]["clip_frac"]) == 0.0
 
 
-def test_dropout_stays_on_when_disable_dropout_is_false(compose):
+def test_dropout_stays_on_when_disable_dropout_is_false(compose, monkeypatch):
     """The switch does something: with objective.disable_dropout=false an OPT student's updates do
     run with its dropout (so the test above can tell the two apart)."""
-    cfg = module_config(compose, "objective.teacher_mix_alpha=0.0", "objective.disable_dropout=false")
-    student = build_model(DROPOUT_STUDENTS["opt"], VOCAB, eos_token_id=EOS, seed=1)
-    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
-    module = make_module(cfg, student, teacher, DropoutProbe)
-    module.forwards = []
-    student.register_forward_hook(
-        lambda m, args, out: module.forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
+    _, record = probed_dropout_fit(
+        compose, monkeypatch, "opt", "objective.disable_dropout=false", max_steps=1
     )
-    fit(module, max_steps=1)
-    (update,) = module.record
+    (update,) = record
     assert not update["same"]
     assert update["log_ratio"].abs().max().item() > 1e-3
 
 
-class UpdateProbe:
+def update_probe(record):
     """Records each update's minibatch, logs and the gradient it stepped with (no clipping configured)."""
 
-    def _update(self, mb):
-        logs = super()._update(mb)
-        grads = {n: p.grad.detach().clone() for n, p in self.student.named_parameters()}
-        self.record.append(dict(mb=mb, logs=logs, grads=grads))
+    def probe(rnd, mb, update):
+        logs = update(mb)
+        grads = {n: p.grad.detach().clone() for n, p in rnd.student.named_parameters()}
+        record.append(dict(mb=mb, logs=logs, grads=grads))
         return logs
+
+    return probe
 
 
 def hand_built_rollout(student, teacher, garbage_seed: int | None = None) -> Rollout:
@@ -304,8 +313,8 @@ PT_BLOCK = torch.tensor(
 
 
 def run_one_update(compose, monkeypatch, student, teacher, rollout, *overrides):
-    """One real round through Lightning (training_step → _start_round → _update) on ``rollout`` in
-    place of sampling, with the L_PT term on PT_BLOCK; returns the update's record."""
+    """One real round through Lightning (training_step → MiniLLMRound.start / run / update) on ``rollout``
+    in place of sampling, with the L_PT term on PT_BLOCK; returns the update's record."""
     from types import SimpleNamespace
 
     def sample(*args, keep_teacher_logits, **kwargs):
@@ -313,12 +322,13 @@ def run_one_update(compose, monkeypatch, student, teacher, rollout, *overrides):
             rollout, teacher_logits=rollout.teacher_logits if keep_teacher_logits else None
         )
 
-    monkeypatch.setattr("minillm.on_policy.sample_rollouts", sample)
+    monkeypatch.setattr("minillm.training.round.sample_rollouts", sample)
     cfg = module_config(compose, "objective.pt_coef=0.7", "objective.pt_batch_size=2", *overrides)
     data = SimpleNamespace(pretrain_loader=lambda batch_size: [PT_BLOCK])
-    module = make_module(cfg, student, teacher, UpdateProbe, datamodule=data)
-    fit(module, max_steps=1)
-    (update,) = module.record
+    record = []
+    probe_updates(monkeypatch, update_probe(record))
+    fit(make_module(cfg, student, teacher, datamodule=data), max_steps=1)
+    (update,) = record
     return cfg, update
 
 
@@ -367,7 +377,7 @@ def flat(grads: dict) -> torch.Tensor:
 def test_an_update_through_the_module_equals_an_independent_float64_computation(
     compose, monkeypatch, variant, cached
 ):
-    """``_update`` and the L_PT term as wired in the module, on a hand-built round with padded rows and
+    """The round's update and the L_PT term as wired in the module, on a hand-built round with padded rows and
     rollout-time log-probs that differ from the current ones: the loss it steps on and the gradient it
     steps with equal the reference's (teacher distributions kept from the rollout, or re-scored)."""
     student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
@@ -414,9 +424,7 @@ def test_an_update_ignores_everything_after_eos(compose, monkeypatch):
 def test_rollout_reverse_kl_logs_estimate_the_students_kl_at_any_alpha():
     """One decision, tokens sampled from p̃ = α·p + (1−α)·q: the importance-weighted log estimates KL(q‖p)
     exactly in expectation; the plain mean of log q − log p estimates E_p̃[log q − log p], a different number."""
-    from types import SimpleNamespace
-
-    from minillm.on_policy import OnPolicyModule
+    from minillm.training.round import rollout_logs
 
     q = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
     p = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
@@ -434,10 +442,50 @@ def test_rollout_reverse_kl_logs_estimate_the_students_kl_at_any_alpha():
         teacher_logprobs=col(p),
         mix_logprobs=col(mix),
     )
-    fake = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=0))
-    logs = OnPolicyModule._rollout_logs(fake, rollout, alpha)
+    logs = rollout_logs(rollout, alpha, eos_token_id=0)
     kl = float((q * (q / p).log()).sum())  # 0.8958...
     plain = float((mix * (q / p).log()).sum())  # what the unweighted mean estimates: 0.2045...
     assert logs["rollout/reverse_kl_iw"] == pytest.approx(kl, abs=0.02)
     assert logs["rollout/reverse_kl"] == pytest.approx(plain, abs=0.02)
     assert abs(kl - plain) > 0.5  # the two logs measure different things at α > 0
+
+
+def test_the_round_without_lightning_trains_the_same_weights_as_the_module(compose):
+    """``MiniLLMRound`` called directly, as ``make bench`` calls it (plain backward, optimizer and scheduler,
+    no Lightning), on the same models, prompts, generators and options as the module: one round of 2 inner
+    epochs × 2 minibatches, clipped, gives bit-identical weights and the same logged means."""
+    from minillm.module import build_optimizer, lr_lambda
+
+    cfg = module_config(
+        compose, "objective.mini_batch_size=2", "objective.ppo_epochs=2", "optim.grad_clip=0.05"
+    )
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    updates = 4  # one round: max_steps ends the fit after it
+
+    module = make_module(cfg, copy.deepcopy(student), teacher)
+    trainer = fit(module, max_steps=updates)
+    assert trainer.global_step == updates
+
+    direct = copy.deepcopy(student).train()  # the mode Lightning's on_fit_start leaves it in
+    optimizer = build_optimizer(direct.parameters(), cfg.optim)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.optim, updates))
+    options = RoundOptions.from_config(
+        cfg.objective, cfg.optim, eos_token_id=EOS, pad_token_id=EOS, keep_teacher_logits=True
+    )
+    logs = MiniLLMRound(direct, teacher, optimizer, scheduler, options)(
+        PROMPTS,
+        PROMPT_MASK,
+        alpha=alpha_at(cfg.objective, 0.0),
+        rollout_gen=torch.Generator().manual_seed(cfg.seed + 3),
+        shuffle_gen=torch.Generator().manual_seed(cfg.seed + 2),
+    )
+
+    trained = dict(module.student.named_parameters())
+    assert not torch.equal(trained["lm_head.weight"], student.lm_head.weight)  # the round did train
+    for name, param in direct.named_parameters():
+        assert torch.equal(param, trained[name]), name
+    logged = trainer.callback_metrics
+    assert logs["train/skipped_updates"] == 0.0 and logs["train/grad_norm"] > 0.05  # clipping was active
+    for key in ("train/loss", "train/pg_loss", "train/single_step_loss", "train/grad_norm", "rollout/reward"):
+        assert float(logged[key]) == logs[key], key

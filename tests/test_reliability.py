@@ -125,9 +125,9 @@ def test_validation_comes_before_any_model_is_loaded(compose, tmp_path, monkeypa
 
 
 def test_a_few_non_finite_updates_are_skipped_and_training_goes_on(compose, tmp_path, monkeypatch):
-    import minillm.on_policy
+    import minillm.training.round
 
-    real = minillm.on_policy.minillm_loss
+    real = minillm.training.round.minillm_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
@@ -135,7 +135,7 @@ def test_a_few_non_finite_updates_are_skipped_and_training_goes_on(compose, tmp_
         calls["n"] += 1
         return (loss * float("nan"), logs) if calls["n"] <= 2 else (loss, logs)
 
-    monkeypatch.setattr(minillm.on_policy, "minillm_loss", sometimes_nan)
+    monkeypatch.setattr(minillm.training.round, "minillm_loss", sometimes_nan)
     # 4 updates per round (4 inner epochs of one minibatch): round 1 = 2 skipped + 2 taken
     results = run(compose, tmp_path, "objective=reverse_kld", "trainer.max_steps=4", "eval.compare=false")
     assert results["global_step"] == 4

@@ -183,7 +183,7 @@ def test_memory_options_train_the_same_student(compose, tmp_path, caplog):
             smoke_overrides(tmp_path, "objective=reverse_kld", "logger=csv", "eval.compare=false", *extra),
             run_dir=run_dir,
         )
-        with caplog.at_level(logging.INFO, logger="minillm.on_policy"):
+        with caplog.at_level(logging.INFO, logger="minillm.training.on_policy"):
             caplog.clear()
             train(cfg)
         runs[name] = (_train_rows(run_dir), caplog.text)

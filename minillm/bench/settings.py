@@ -1,0 +1,162 @@
+"""What one timed round runs (``StepSettings``, from the composed ``objective`` and ``optim`` groups) and
+where it runs (``Runtime``: device, precision, compile)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, replace
+
+import torch
+from omegaconf import DictConfig
+
+from minillm.errors import MinillmError
+from minillm.training.options import RoundOptions, keep_teacher_logits
+
+
+def positive(node, key: str, name: str | None = None) -> int:
+    """``node[key]`` as a positive integer, else an error naming ``name`` (default: ``key``)."""
+    value = node.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise MinillmError(f"{name or key}={value!r}: must be a positive integer")
+    return value
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """One timed round: the prompts' shape, α, and the round's options as training builds them."""
+
+    batch_size: int  # rollouts per round (objective.num_rollouts)
+    prompt_len: int
+    response_len: int  # every row decodes exactly this many tokens (= round.max_new_tokens)
+    alpha: float  # teacher-mix α of the rollout (objective.teacher_mix_alpha)
+    pg_term: bool  # False: the single-step term (token reverse KL) alone, as GKD
+    round: RoundOptions  # objective.* and grad_clip, as OnPolicyModule reads them
+
+    def __post_init__(self) -> None:
+        if self.round.max_new_tokens != self.response_len:
+            raise ValueError("StepSettings: round.max_new_tokens must equal response_len")
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.batch_size * self.response_len
+
+    def resized(self, *, batch_size: int, response_len: int) -> StepSettings:
+        """The same round on another batch size and response length (minibatch size unchanged)."""
+        return replace(
+            self,
+            batch_size=batch_size,
+            response_len=response_len,
+            round=replace(self.round, max_new_tokens=response_len),
+        )
+
+    def with_round(self, **changes) -> StepSettings:
+        return replace(self, round=replace(self.round, **changes))
+
+    def needed_tokens(self) -> dict[str, int]:
+        """Forward tokens the algorithm needs per round.
+
+        Teacher: every prompt token and every response token but the last (whose next-token
+        distribution nobody uses), once, in the rollout. Student: the same in the rollout, plus one
+        teacher-forced pass over prompt + response per row per inner epoch.
+        """
+        rollout = self.batch_size * (self.prompt_len + self.response_len - 1)
+        per_epoch = self.batch_size * (self.prompt_len + self.response_len)
+        return {"teacher": rollout, "student": rollout + self.round.ppo_epochs * per_epoch}
+
+
+def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) -> StepSettings:
+    """The main round: ``objective.*`` (``num_rollouts``, ``mini_batch_size``, ``ppo_epochs``,
+    ``teacher_mix_alpha``, ``cache_teacher_logits`` within ``teacher_cache_mb``, ``variant`` and the
+    estimator's keys, ``temperature``, ``chunk_size``, ``disable_dropout``), ``grad_clip``, and bench's
+    own ``prompt_len``, ``response_len`` and ``pg_term``. Rows never stop at EOS (fixed lengths)."""
+    obj = cfg.objective
+    if obj.get("kind") != "on_policy":
+        raise MinillmError(
+            f"objective={obj.get('name')}: make bench times the on-policy round; use objective=reverse_kld"
+        )
+    batch_size = positive(obj, "num_rollouts", "objective.num_rollouts")
+    positive(obj, "mini_batch_size", "objective.mini_batch_size")
+    positive(obj, "ppo_epochs", "objective.ppo_epochs")
+    response_len = positive(cfg, "response_len")
+    if obj.max_new_tokens != response_len:
+        raise MinillmError(
+            f"objective.max_new_tokens={obj.max_new_tokens}: make bench decodes exactly response_len="
+            f"{response_len} tokens per row; set response_len instead"
+        )
+    alpha = float(obj.teacher_mix_alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise MinillmError(f"objective.teacher_mix_alpha={alpha}: must lie in [0, 1]")
+    if float(obj.get("pt_coef", 0.0) or 0.0) > 0:
+        raise MinillmError(
+            f"objective.pt_coef={obj.pt_coef}: make bench times the round without L_PT (it has no "
+            "pre-training text); set objective.pt_coef=0"
+        )
+    keep, _ = keep_teacher_logits(obj, teacher)
+    options = RoundOptions.from_config(
+        obj,
+        grad_clip=cfg.get("grad_clip"),
+        eos_token_id=None,
+        pad_token_id=eos_token_id,
+        keep_teacher_logits=keep,
+    )
+    return StepSettings(
+        batch_size=batch_size,
+        prompt_len=positive(cfg, "prompt_len"),
+        response_len=response_len,
+        alpha=alpha,
+        pg_term=bool(cfg.pg_term),
+        round=options,
+    )
+
+
+def gkd_settings(main: StepSettings) -> StepSettings:
+    """GKD's step on our machinery: α = 0, one update per batch, the token reverse KL alone, the teacher
+    decoding in lockstep (``gkd_one_pass`` scores with one teacher pass instead, as training does at α = 0)."""
+    return replace(main, alpha=0.0, pg_term=False).with_round(
+        ppo_epochs=1, mini_batch_size=main.batch_size, keep_teacher_logits=True, teacher_after_decoding=False
+    )
+
+
+def gkd_one_pass(main: StepSettings) -> StepSettings:
+    """The GKD-equivalent round as training runs it at α = 0: the student decodes alone, then one teacher
+    pass scores the responses."""
+    return gkd_settings(main).with_round(teacher_after_decoding=True)
+
+
+@dataclass
+class Runtime:
+    """Where and how the models run; ``autocast()`` wraps every timed region (Lightning's precision
+    plugin does this in training)."""
+
+    device: torch.device
+    dtype: str  # fp32 | bf16
+    compile: bool
+
+    def autocast(self):
+        if self.dtype == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def make_runtime(cfg: DictConfig) -> Runtime:
+    device = str(cfg.device)
+    if device not in ("cpu", "cuda"):
+        raise MinillmError(f"device={device!r}: choose one of ['cpu', 'cuda']")
+    if cfg.dtype not in ("fp32", "bf16"):
+        raise MinillmError(f"dtype={cfg.dtype!r}: choose one of ['bf16', 'fp32']")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise MinillmError(
+            "device=cuda: no CUDA device is available here (torch.cuda.is_available() is False)"
+        )
+    if device != "cuda":
+        for key, value, off in (("dtype", cfg.dtype, "fp32"), ("compile", bool(cfg.compile), False)):
+            if value != off:
+                raise MinillmError(
+                    f"{key}={value}: part of the CUDA path; it needs device=cuda and a CUDA device "
+                    f"(on CPU use {key}={str(off).lower()})"
+                )
+    return Runtime(device=torch.device(device), dtype=str(cfg.dtype), compile=bool(cfg.compile))

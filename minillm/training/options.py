@@ -1,0 +1,132 @@
+"""The MiniLLM round's options, read from the ``objective`` and ``optim`` config groups.
+
+Training (``OnPolicyModule``) and ``make bench`` build them with the same functions, so a key means the
+same thing to both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from minillm.errors import MinillmError
+from minillm.objectives.policy_gradient import PGOptions
+
+VARIANTS = ("code", "paper")
+PG_KEYS = (
+    "gamma",
+    "include_current",
+    "length_norm",
+    "whiten",
+    "reward_scale",
+    "reward_clip",
+    "clip_eps",
+    "single_step",
+    "single_step_weighted",
+    "ratio_weighted",
+)
+
+
+def pg_options(objective_cfg) -> PGOptions:
+    """The estimator's options: the ``variant`` preset, then any key the config sets explicitly."""
+    variant = objective_cfg.get("variant", "code")
+    if variant not in VARIANTS:
+        raise MinillmError(f"objective.variant={variant!r}; choose one of {list(VARIANTS)}")
+    single_step = bool(objective_cfg.get("single_step", True))
+    base = PGOptions.code() if variant == "code" else PGOptions.paper(single_step=single_step)
+    values = {k: getattr(base, k) for k in PG_KEYS}
+    for key in PG_KEYS:
+        if objective_cfg.get(key) is not None:
+            values[key] = objective_cfg[key]
+    try:
+        return PGOptions(**values)
+    except MinillmError as err:
+        raise MinillmError(str(err).replace("PGOptions.", "objective.")) from None
+
+
+def alpha_at(objective_cfg, progress: float) -> float:
+    """Teacher-mix α at training progress in [0, 1]: constant, linear or cosine from α to alpha_end."""
+    start = float(objective_cfg.teacher_mix_alpha)
+    end = float(
+        objective_cfg.get("alpha_end", start) if objective_cfg.get("alpha_end") is not None else start
+    )
+    schedule = objective_cfg.get("alpha_schedule", "constant")
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "constant":
+        return start
+    if schedule == "linear":
+        return start + (end - start) * progress
+    if schedule == "cosine":
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise MinillmError(
+        f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
+    )
+
+
+@dataclass(frozen=True)
+class RoundOptions:
+    """What one round does besides its models, optimizer and α (``objective.*`` unless said otherwise)."""
+
+    mini_batch_size: int  # rollouts per optimizer step
+    ppo_epochs: int  # passes over the round's rollouts
+    max_new_tokens: int  # most tokens sampled per rollout
+    pg: PGOptions = field(default_factory=PGOptions.code)  # the estimator (variant preset + overrides)
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    eos_token_id: int | None = None  # the tokenizer's; None: rows stop only at max_new_tokens
+    pad_token_id: int = 0
+    # keep the teacher's distributions from the rollout (objective.cache_teacher_logits, within
+    # objective.teacher_cache_mb); False: one teacher pass per minibatch for the single-step term
+    keep_teacher_logits: bool = True
+    # at α = 0: the student decodes alone and one teacher pass scores the responses (training always);
+    # False decodes the teacher in lockstep anyway (make bench times both)
+    teacher_after_decoding: bool = True
+    disable_dropout: bool = True  # the updates run the student in eval mode
+    grad_clip: float | None = None  # the config's grad_clip (global norm); None or 0: no clipping
+    pt_coef: float = 0.0  # weight of L_PT (the round needs a pre-training loss callable when > 0)
+    chunk_size: int | None = None  # positions per chunk of the full-vocabulary terms; None: one pass
+
+    @classmethod
+    def from_config(
+        cls,
+        objective_cfg,
+        *,
+        grad_clip: float | None,
+        eos_token_id: int | None,
+        pad_token_id: int,
+        keep_teacher_logits: bool,
+    ) -> RoundOptions:
+        return cls(
+            mini_batch_size=int(objective_cfg.mini_batch_size),
+            ppo_epochs=int(objective_cfg.ppo_epochs),
+            max_new_tokens=int(objective_cfg.max_new_tokens),
+            pg=pg_options(objective_cfg),
+            temperature=objective_cfg.get("temperature", 1.0),
+            top_k=objective_cfg.get("top_k", 0),
+            top_p=objective_cfg.get("top_p", 1.0),
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            keep_teacher_logits=keep_teacher_logits,
+            disable_dropout=bool(objective_cfg.get("disable_dropout", True)),
+            grad_clip=grad_clip,
+            pt_coef=float(objective_cfg.get("pt_coef", 0.0) or 0.0),
+            chunk_size=objective_cfg.get("chunk_size"),
+        )
+
+
+def teacher_cache_mib(num_rollouts: int, max_new_tokens: int, teacher) -> float:
+    """MiB of one round's kept teacher distributions: num_rollouts × max_new_tokens × vocabulary, in the
+    dtype of the teacher's output layer."""
+    head = teacher.get_output_embeddings().weight
+    return num_rollouts * max_new_tokens * head.shape[0] * head.element_size() / 2**20
+
+
+def keep_teacher_logits(objective_cfg, teacher) -> tuple[bool, float]:
+    """Whether the round keeps the teacher's distributions from the rollout: ``objective.cache_teacher_logits``
+    and the round's logits fit ``objective.teacher_cache_mb`` (null: no limit). Returns (keep, MiB needed)."""
+    need_mib = teacher_cache_mib(int(objective_cfg.num_rollouts), int(objective_cfg.max_new_tokens), teacher)
+    if not objective_cfg.get("cache_teacher_logits", True):
+        return False, need_mib
+    budget = objective_cfg.get("teacher_cache_mb")
+    return budget is None or need_mib <= float(budget), need_mib

@@ -1,0 +1,354 @@
+"""One MiniLLM round, without Lightning: the rollouts, then ``ppo_epochs`` inner epochs of minibatch updates.
+
+``OnPolicyModule.training_step`` runs it, passing Lightning's parts in as callables (``backward`` is its
+``manual_backward``, ``skipped`` its count of non-finite updates, ``between_updates`` its stop handling), and
+``make bench`` times it, passing a timer; so the benchmark times what training runs. A round, top to bottom:
+
+1. ``start``: sample one response per prompt from p̃ = α·p + (1−α)·q, student and teacher decoding in
+   lockstep (the rewards' teacher log-probs and, when kept, the teacher's distributions are recorded while
+   sampling; at α = 0 the student decodes alone and one teacher pass scores the responses), then fix the
+   order of every minibatch of the round's ``ppo_epochs`` inner epochs;
+2. ``run``: one optimizer step per minibatch on L = L_MiniLLM + pt_coef · L_PT (``update``), until the
+   round is done; returns the means of what the updates logged.
+
+The round in progress (``RoundState``: its rollouts, minibatch order, next index and sums) can be saved
+between two updates and resumed. The losses are the pure functions of ``minillm.objectives``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from minillm.errors import MinillmError
+from minillm.objectives.policy_gradient import minillm_loss
+from minillm.objectives.pretrain import pretrain_loss as objective_pretrain_loss
+from minillm.rollout.buffer import RolloutBuffer
+from minillm.rollout.sampler import (
+    Rollout,
+    response_logits,
+    sample_rollouts,
+    sampled_logprobs,
+    score_with_teacher,
+)
+from minillm.training.options import RoundOptions
+
+LossFn = Callable[[Tensor, Tensor, Rollout], tuple[Tensor, dict[str, Tensor]]]
+
+
+def _backward(loss: Tensor) -> None:
+    loss.backward()
+
+
+def _nothing(*args) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+def _no_timer(name: str) -> AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+@dataclass
+class RoundHooks:
+    """What the caller does at the round's decision points; the defaults run a round on its own."""
+
+    backward: Callable[[Tensor], None] = _backward  # Lightning: the module's manual_backward
+    # a non-finite loss or gradient norm: the update is skipped (the argument says which); may raise
+    skipped: Callable[[str], None] = _nothing
+    stepped: Callable[[], None] = _nothing  # just before each optimizer step
+    between_updates: Callable[[], None] = _nothing  # may raise to stop mid-round (the state can be saved)
+    out_of_steps: Callable[[], bool] = _never  # True ends the round before its next update (max_steps)
+    # L_PT and its logs on one pre-training batch (see ``pretrain_loss``); needed when pt_coef > 0
+    pretrain_loss: Callable[[], tuple[Tensor, dict[str, Tensor]]] | None = None
+    # wraps the round's parts: "rollout", "teacher_scoring", "student_fwd_bwd", "optimizer" (make bench)
+    timer: Callable[[str], AbstractContextManager] = _no_timer
+
+
+@dataclass
+class RoundState:
+    """A round in progress: its rollouts, the order of all its minibatches, and its updates' sums so far."""
+
+    buffer: RolloutBuffer
+    order: list[Tensor]  # row indices of every minibatch, all inner epochs one after the other
+    rollout_logs: dict[str, float]  # ``rollout/…`` and ``train/lr``, logged once per round
+    next: int = 0  # the next minibatch to update on
+    sums: dict[str, float] = field(default_factory=dict)  # per log key, over the updates taken
+    count: int = 0  # updates taken
+    skipped: int = 0  # updates skipped for non-finite values
+
+    def state_dict(self) -> dict:
+        """Plain containers and tensors, for the checkpoint."""
+        return {
+            "order": self.order,
+            "next": self.next,
+            "sums": self.sums,
+            "count": self.count,
+            "skipped": self.skipped,
+            "rollout_logs": self.rollout_logs,
+            "buffer": self.buffer.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> RoundState:
+        buffer = RolloutBuffer()
+        buffer.load_state_dict(state["buffer"])
+        return cls(
+            buffer=buffer,
+            order=list(state["order"]),
+            rollout_logs=dict(state["rollout_logs"]),
+            next=int(state["next"]),
+            sums=dict(state["sums"]),
+            count=int(state["count"]),
+            skipped=int(state["skipped"]),
+        )
+
+
+def minillm_minibatch_loss(options: RoundOptions) -> LossFn:
+    """The MiniLLM loss of one minibatch (``minillm_loss``: policy-gradient and single-step terms)."""
+
+    def loss(logits: Tensor, teacher_logits: Tensor, mb: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+        return minillm_loss(
+            logits,
+            teacher_logits,
+            sampled_logprobs(logits, mb.response_ids),
+            mb.student_logprobs,
+            mb.teacher_logprobs,
+            mb.mix_logprobs,
+            mb.response_mask,
+            options.pg,
+            chunk_size=options.chunk_size,
+        )
+
+    return loss
+
+
+def pretrain_loss(
+    student: nn.Module, teacher: nn.Module, block: Tensor, *, kd_ratio: float, chunk_size: int | None
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """L_PT (:func:`minillm.objectives.pretrain.pretrain_loss`) on one (B, L) block of pre-training text:
+    the student's logits, and the teacher's only when the KD term needs them."""
+    logits = student(input_ids=block).logits[:, :-1]
+    teacher_logits = None
+    if kd_ratio > 0:
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids=block).logits[:, :-1]
+    return objective_pretrain_loss(
+        logits, block[:, 1:], teacher_logits, kd_ratio=kd_ratio, chunk_size=chunk_size
+    )
+
+
+@torch.no_grad()
+def rollout_logs(rollout: Rollout, alpha: float, eos_token_id: int | None) -> dict[str, float]:
+    """The round's ``rollout/…`` metrics."""
+    mask = rollout.response_mask.float()
+    n = mask.sum().clamp(min=1)
+    reward = ((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum() / n
+    weights = torch.exp(rollout.student_logprobs - rollout.mix_logprobs) * mask
+    lengths = mask.sum(dim=1)
+    if eos_token_id is None:
+        finished = torch.zeros_like(rollout.response_mask, dtype=torch.bool)
+    else:
+        finished = (rollout.response_ids == eos_token_id).logical_and(rollout.response_mask.bool())
+    logs = {
+        "rollout/reward": reward,
+        # per token: the mean of log q − log p over the sampled tokens. At α = 0 a Monte Carlo estimate of
+        # the student's token-level KL(q‖p) on these prefixes; at α > 0 the tokens come from p̃, which
+        # puts more mass on the teacher's choices, so it reads lower than that KL
+        "rollout/reverse_kl": -reward,
+        # the same with the per-token importance weight w_t = q/p̃: an estimate of KL(q‖p) on these
+        # prefixes at any α (equal to rollout/reverse_kl at α = 0). The exact value: minillm.diagnose
+        "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum() / n,
+        "rollout/length": lengths.mean(),
+        "rollout/finished": finished.any(dim=1).float().mean(),
+        "rollout/importance_weight": weights.sum() / n,
+        "rollout/importance_weight_max": weights.max(),
+    }
+    logs = {k: float(v) for k, v in logs.items()}
+    logs["rollout/alpha"] = float(alpha)
+    return logs
+
+
+def compile_decoders(student: nn.Module, teacher: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """``torch.compile`` wrappers of both models for decoding (``trainer.compile_decode``; make bench's
+    ``compile``): same parameters, so the compiled student follows the updates."""
+    return torch.compile(student, dynamic=True), torch.compile(teacher, dynamic=True)
+
+
+class MiniLLMRound:
+    """Runs MiniLLM rounds for one student, teacher, optimizer and scheduler.
+
+    Args:
+        student: the trained model; teacher: the frozen one (never stepped, only run under no_grad).
+        optimizer, scheduler: stepped once per update (scheduler per optimizer step).
+        options: the round's options (``RoundOptions.from_config``).
+        hooks: the caller's parts (Lightning's backward, stop and skip handling; a timer).
+        decoders: the (student, teacher) the rollout calls, e.g. ``compile_decoders``; None: the models.
+        loss: ``loss(logits, teacher_logits, minibatch) -> (loss, logs)``; None: the MiniLLM loss.
+        device: where minibatches go (a resumed round's rollouts are loaded on CPU); None: the student's.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        optimizer,
+        scheduler,
+        options: RoundOptions,
+        hooks: RoundHooks | None = None,
+        *,
+        decoders: tuple[nn.Module, nn.Module] | None = None,
+        loss: LossFn | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.student, self.teacher = student, teacher
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.options = options
+        self.hooks = hooks or RoundHooks()
+        self.decoders = decoders or (student, teacher)
+        self.loss = loss or minillm_minibatch_loss(options)
+        self.device = device if device is not None else next(student.parameters()).device
+        if options.pt_coef > 0 and self.hooks.pretrain_loss is None:
+            raise MinillmError(
+                f"objective.pt_coef={options.pt_coef}: L_PT needs pre-training batches, and none are given here"
+            )
+
+    def __call__(
+        self, prompt_ids: Tensor, prompt_mask: Tensor, *, alpha: float, rollout_gen, shuffle_gen
+    ) -> dict[str, float]:
+        """One whole round on a batch of prompts; returns its ``rollout/…`` logs and ``train/…`` means."""
+        state = self.start(
+            prompt_ids, prompt_mask, alpha=alpha, rollout_gen=rollout_gen, shuffle_gen=shuffle_gen
+        )
+        return {**state.rollout_logs, **self.run(state)}
+
+    def set_update_mode(self) -> None:
+        """Put the student in the mode the updates run in.
+
+        Rollouts are sampled in eval mode. With ``disable_dropout`` (the default) the updates run in eval
+        mode too, as in the authors' code: every form of dropout is then off, not only ``nn.Dropout``
+        modules but also the dropout Hugging Face models apply functionally from config floats when
+        ``self.training`` (OPT's dropout, activation_dropout and layerdrop, Llama's and Qwen's
+        attention_dropout), so the PPO ratio q_θ/q_old of the first inner step is 1 (up to float rounding
+        between the decoding and the teacher-forced pass). Gradients flow in eval mode as in train mode.
+        Set before every update, so nothing that changes the mode in between (validation, a callback) can
+        turn dropout back on.
+        """
+        self.student.train(not self.options.disable_dropout)
+
+    def start(
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        *,
+        alpha: float,
+        rollout_gen: torch.Generator | None,
+        shuffle_gen: torch.Generator | None,
+    ) -> RoundState:
+        """Sample the round's rollouts and fix the order of all its minibatches."""
+        o, timer = self.options, self.hooks.timer
+        student, teacher = self.decoders
+        # At α = 0 the teacher never affects what is sampled: the student decodes alone, then ONE teacher
+        # pass scores the finished responses (what sample_rollouts does itself with teacher_after_decoding;
+        # done here so that the teacher's pass is timed as teacher scoring)
+        score_after = alpha == 0.0 and o.teacher_after_decoding
+        with timer("rollout"):
+            rollout = sample_rollouts(
+                student,
+                None if score_after else teacher,
+                prompt_ids,
+                prompt_mask,
+                max_new_tokens=o.max_new_tokens,
+                alpha=alpha,
+                eos_token_id=o.eos_token_id,
+                pad_token_id=o.pad_token_id,
+                temperature=o.temperature,
+                top_k=o.top_k,
+                top_p=o.top_p,
+                generator=rollout_gen,
+                keep_teacher_logits=o.keep_teacher_logits and not score_after,
+                teacher_after_decoding=False,
+            )
+        if score_after:
+            with timer("teacher_scoring"):
+                rollout = score_with_teacher(teacher, rollout, keep_teacher_logits=o.keep_teacher_logits)
+        self.set_update_mode()
+        buffer = RolloutBuffer()
+        buffer.add(rollout)
+        n, size = len(rollout), o.mini_batch_size
+        order = []
+        for _ in range(o.ppo_epochs):
+            perm = torch.randperm(n, generator=shuffle_gen)
+            order.extend(perm[i : i + size] for i in range(0, n, size))
+        logs = {
+            **rollout_logs(rollout, alpha, o.eos_token_id),
+            "train/lr": float(self.optimizer.param_groups[0]["lr"]),
+        }
+        return RoundState(buffer=buffer, order=order, rollout_logs=logs)
+
+    def run(self, state: RoundState) -> dict[str, float]:
+        """The round's remaining updates; returns the means of their logs (``train/…``) and
+        ``train/skipped_updates``. Stops early when ``hooks.out_of_steps()``; ``hooks.between_updates``
+        may raise to stop mid-round, leaving ``state`` ready to be saved and resumed."""
+        while state.next < len(state.order):
+            if self.hooks.out_of_steps():
+                break  # max_steps counts optimizer steps, and may end a round early
+            logs = self.update(state.buffer.minibatch(state.order[state.next]))
+            state.next += 1
+            if logs is None:
+                state.skipped += 1
+            else:
+                for key, value in logs.items():
+                    state.sums[key] = state.sums.get(key, 0.0) + float(value)
+                state.count += 1
+            if state.next < len(state.order):
+                self.hooks.between_updates()
+        state.buffer.clear()  # the round's tensors are freed before the next rollout
+        means = {f"train/{k}": v / max(state.count, 1) for k, v in state.sums.items()}
+        means["train/skipped_updates"] = float(state.skipped)
+        return means
+
+    def update(self, mb: Rollout) -> dict[str, Tensor] | None:
+        """One optimizer step on one minibatch of rollouts (plus a pre-training batch when pt_coef > 0).
+
+        A non-finite loss or gradient norm skips the step (``hooks.skipped``) and returns None.
+        """
+        o, hooks, timer = self.options, self.hooks, self.hooks.timer
+        self.set_update_mode()
+        mb = mb.to(self.device)
+        with timer("student_fwd_bwd"):
+            logits = response_logits(self.student, mb)
+        teacher_logits = mb.teacher_logits
+        if teacher_logits is None:
+            with timer("teacher_scoring"), torch.no_grad():
+                teacher_logits = response_logits(self.teacher, mb)
+        with timer("student_fwd_bwd"):
+            loss, logs = self.loss(logits, teacher_logits, mb)
+            if o.pt_coef > 0:
+                pt_loss, pt_logs = hooks.pretrain_loss()
+                loss = loss + o.pt_coef * pt_loss
+                logs.update(pt_logs)
+            self.optimizer.zero_grad(set_to_none=True)
+            if not torch.isfinite(loss):
+                hooks.skipped("teacher log-probs, rewards or loss")
+                return None
+            hooks.backward(loss)
+        with timer("optimizer"):
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip or float("inf"))
+            if not torch.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                hooks.skipped("gradient norm")
+                return None
+            hooks.stepped()
+            self.optimizer.step()
+            self.scheduler.step()
+        logs.update(loss=loss.detach(), grad_norm=grad_norm.detach())
+        return logs
