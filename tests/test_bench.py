@@ -271,14 +271,14 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     from minillm.training.options import RoundOptions
     from minillm.training.round import MiniLLMRound
 
-    overrides = ["objective.variant=paper", "objective.mini_batch_size=2", "optim.grad_clip=0.5"]
+    overrides = ["objective.variant=paper", "objective.mini_batch_size=2", "grad_clip=0.5"]
     cfg = compose_bench([*TINY, *overrides], tmp_path)
     runtime = make_runtime(cfg)
     models = load_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     expected = RoundOptions.from_config(
         cfg.objective,
-        cfg.optim,
+        grad_clip=cfg.grad_clip,
         eos_token_id=None,
         pad_token_id=models.eos_token_id,
         keep_teacher_logits=True,

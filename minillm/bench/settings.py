@@ -70,7 +70,7 @@ def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) 
     estimator's keys, ``temperature``, ``chunk_size``, ``disable_dropout``), ``grad_clip``, and bench's
     own ``prompt_len``, ``response_len`` and ``pg_term``. Rows never stop at EOS (fixed lengths)."""
     obj = cfg.objective
-    if obj.get("kind") != "on_policy":
+    if "OnPolicyModule" not in str((obj.get("module") or {}).get("_target_", "")):
         raise MinillmError(
             f"objective={obj.get('name')}: make bench times the on-policy round; use objective=reverse_kld"
         )

@@ -164,7 +164,7 @@ def alpha_plot(jobs: dict[str, list[Path]], metric_of, path: Path) -> Path | Non
     for js in jobs.values():
         for job in js:
             cfg = _job_config(job)
-            if cfg is None or cfg.objective.get("kind") != "on_policy":
+            if cfg is None or "teacher_mix_alpha" not in cfg.objective:  # MiniLLM-style runs only
                 continue
             metrics = metric_of(job)
             if metrics is None:
