@@ -66,3 +66,15 @@ def test_constant_schedule_takes_no_step_count(compose):
     cfg = compose(["objective=sft", "scheduler=constant", "optim.lr=2.0", "scheduler.num_warmup_steps=2"])
     assert _lrs(cfg, total=5, steps=6) == pytest.approx([0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
     assert is_constant(cfg.scheduler)
+
+
+def test_the_strategy_group_instantiates_a_lightning_strategy(compose):
+    from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+    from minillm.training.trainer import make_trainer
+
+    trainer, checkpoint = make_trainer(compose(["objective=sft"]), [])
+    assert isinstance(trainer.strategy, SingleDeviceStrategy)  # trainer.strategy=auto, one CPU device
+    assert checkpoint.monitor == "val/loss" and checkpoint is trainer.checkpoint_callback
+    trainer, _ = make_trainer(compose(["objective=sft", "strategy=ddp"]), [])
+    assert isinstance(trainer.strategy, DDPStrategy)
