@@ -21,6 +21,7 @@ flow only through the current log-probs / logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ from minillm.objectives.divergences import masked_reduce, reverse_kl
 
 __all__ = [
     "LENGTH_NORMS",
+    "LOCAL",
+    "RankPool",
     "PGOptions",
     "advantages",
     "importance_weights",
@@ -55,6 +58,46 @@ def _zero_masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _float(values: torch.Tensor) -> torch.Tensor:
     """Upcast half precision to float32; keep float32 / float64."""
     return values if values.dtype in (torch.float32, torch.float64) else values.float()
+
+
+def _same(values: torch.Tensor) -> torch.Tensor:
+    return values
+
+
+@dataclass(frozen=True)
+class RankPool:
+    """How a minibatch's statistics pool across data-parallel ranks.
+
+    ``sum`` and ``max`` take a detached tensor and return its sum / maximum over all ranks (e.g. an
+    all-reduce); the default (:data:`LOCAL`) is one process, where both return their input. With them,
+    N ranks holding B rollouts each compute what one process holding all N·B computes: whitening uses the
+    global mean and spread, every loss term is divided by the global count of response tokens, and the
+    logged statistics are global. Each rank's loss is then its SHARE of the global loss (the shares sum to
+    it), so the gradient of the global loss is the SUM of the ranks' gradients: a caller whose strategy
+    averages gradients over ranks (DDP, FSDP) multiplies the loss by the world size before backward.
+    """
+
+    sum: Callable[[torch.Tensor], torch.Tensor] = _same
+    max: Callable[[torch.Tensor], torch.Tensor] = _same
+
+
+LOCAL = RankPool()
+
+
+def pooled_mean(values: torch.Tensor, mask: torch.Tensor, pool: RankPool = LOCAL) -> torch.Tensor:
+    """This rank's share of the mean of ``values`` (B, T) over the masked entries of all ranks: the local
+    masked sum over the global count (0 when no rank has an entry). Gradients flow through ``values``."""
+    count = pool.sum(mask.bool().sum().detach())
+    return masked_reduce(values, mask, "sum") / count.clamp(min=1).to(values.dtype)
+
+
+def pooled_max(values: torch.Tensor, mask: torch.Tensor, pool: RankPool = LOCAL) -> torch.Tensor:
+    """The maximum of ``values`` over the masked entries of all ranks (0 when none has an entry)."""
+    if pool is LOCAL:
+        return _masked_max(values, mask)
+    local = values[mask.bool()].max() if mask.bool().any() else values.new_tensor(float("-inf"))
+    top = pool.max(local.detach())
+    return torch.where(torch.isinf(top), torch.zeros_like(top), top)
 
 
 # --------------------------------------------------------------------------- rewards and returns
@@ -163,14 +206,18 @@ def returns_to_go(
 
 
 def whiten(
-    values: torch.Tensor, mask: torch.Tensor, *, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    pool: RankPool = LOCAL,
 ) -> torch.Tensor:
     """(x − mean) / (std + eps) over the masked entries of the whole batch (authors' code).
 
-    The mean and (population) standard deviation are taken over all masked entries together. With
-    ``shift_mean=False`` the batch mean is added back (trlx convention): only the spread is rescaled.
-    No masked entries → zeros. Statistics are over this process's tensor; the authors' code pools
-    them across data-parallel ranks, which a distributed caller must do itself.
+    The mean and (population) standard deviation are taken over all masked entries together, of every
+    data-parallel rank with ``pool`` (as the authors' code does). With ``shift_mean=False`` the batch
+    mean is added back (trlx convention): only the spread is rescaled. No masked entries → zeros.
 
     Args:
         values: (B, T).
@@ -181,11 +228,11 @@ def whiten(
     """
     values = _float(values.detach())
     mask_f = mask.to(values.dtype)
-    count = mask_f.sum()
+    count = pool.sum(mask_f.sum())
     if count == 0:
         return torch.zeros_like(values)
-    mean = (values * mask_f).sum() / count
-    var = (((values - mean) * mask_f) ** 2).sum() / count
+    mean = pool.sum((values * mask_f).sum()) / count
+    var = pool.sum((((values - mean) * mask_f) ** 2).sum()) / count
     out = (values - mean) / (var.sqrt() + eps)
     if not shift_mean:
         out = out + mean
@@ -269,7 +316,8 @@ def policy_gradient_loss(
 
     Returns:
         (loss, stats): stats holds detached scalars ``clip_frac`` (fraction of masked tokens where the
-        clipped branch is taken) and ``ratio_mean`` / ``ratio_max`` over masked tokens.
+        clipped branch is taken) and ``ratio_mean`` / ``ratio_max`` over masked tokens, and the (B, T)
+        ``clip_taken`` and ``ratio`` they are means of (0 outside the mask).
     """
     if clip_eps is not None and clip_eps <= 0:
         raise MinillmError(f"clip_eps must be > 0 or None, got {clip_eps}")
@@ -291,6 +339,8 @@ def policy_gradient_loss(
             "clip_frac": masked_reduce(clip_taken, mask, "mean"),
             "ratio_mean": masked_reduce(ratio.detach(), mask, "mean"),
             "ratio_max": _masked_max(ratio.detach(), mask),
+            "clip_taken": _zero_masked(clip_taken, mask),  # (B, T), for statistics pooled across ranks
+            "ratio": _zero_masked(ratio.detach(), mask),
         }
     return masked_reduce(loss, mask, reduction), stats
 
@@ -408,7 +458,9 @@ class PGOptions:
         )
 
 
-def advantages(rewards: torch.Tensor, mask: torch.Tensor, options: PGOptions) -> torch.Tensor:
+def advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, options: PGOptions, pool: RankPool = LOCAL
+) -> torch.Tensor:
     """Rewards → advantages as configured: scale / clip → return-to-go (γ, include_current, length
     normalisation; paper Eq. 2, 5, 7 or authors' code) → optional batch whitening (authors' code).
 
@@ -416,6 +468,7 @@ def advantages(rewards: torch.Tensor, mask: torch.Tensor, options: PGOptions) ->
         rewards: (B, T) per-token rewards from :func:`token_rewards`.
         mask: (B, T).
         options: a :class:`PGOptions`.
+        pool: how whitening's statistics pool across data-parallel ranks (:class:`RankPool`).
 
     Returns:
         (B, T) detached advantages, 0 outside the mask.
@@ -429,7 +482,7 @@ def advantages(rewards: torch.Tensor, mask: torch.Tensor, options: PGOptions) ->
         length_norm=options.length_norm,
     )
     if options.whiten:
-        adv = whiten(adv, mask)
+        adv = whiten(adv, mask, pool=pool)
     return adv
 
 
@@ -444,6 +497,7 @@ def minillm_loss(
     options: PGOptions,
     *,
     chunk_size: int | None = None,
+    pool: RankPool = LOCAL,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """MiniLLM's distillation loss on one minibatch of rollouts (pre-training term excluded).
 
@@ -462,6 +516,9 @@ def minillm_loss(
         options: a :class:`PGOptions`.
         chunk_size: sequence positions per chunk for the full-vocabulary single-step term (same value
             and gradient as one pass; memory bounded for large vocabularies), or None.
+        pool: data-parallel ranks (:class:`RankPool`): whitening, the token-count normalisation of both
+            terms and the logged statistics are then global, and ``total`` is this rank's share of the
+            global loss (see :class:`RankPool` for the gradient's scale).
 
     Returns:
         (total, logs): ``total`` a scalar with gradient; ``logs`` detached scalars ``pg_loss``,
@@ -470,35 +527,41 @@ def minillm_loss(
     """
     weights = importance_weights(old_logprobs, mix_logprobs, mask)
     rewards = token_rewards(teacher_logprobs, old_logprobs, mask)
-    adv = advantages(rewards, mask, options)
-    pg, pg_stats = policy_gradient_loss(
+    adv = advantages(rewards, mask, options, pool)
+    pg_tokens, pg_stats = policy_gradient_loss(
         logprobs,
         old_logprobs,
         adv,
         mask,
         clip_eps=options.clip_eps,
         importance_weight=weights if options.ratio_weighted else None,
-        reduction="mean",
+        reduction="none",
     )
+    pg = pooled_mean(pg_tokens, mask, pool)
     if options.single_step:
         kl_tokens = single_step_loss(logits, teacher_logits, mask, chunk_size=chunk_size)  # (B, T), with grad
         ss_tokens = kl_tokens * weights if options.single_step_weighted else kl_tokens
-        single = masked_reduce(ss_tokens, mask, "mean")
+        single = pooled_mean(ss_tokens, mask, pool)
     else:
         with torch.no_grad():  # logged only
             kl_tokens = reverse_kl(logits, teacher_logits, mask, reduction="none", chunk_size=chunk_size)
         single = torch.zeros((), dtype=pg.dtype, device=pg.device)
     total = pg + single
     with torch.no_grad():
+
+        def mean(values: torch.Tensor) -> torch.Tensor:  # over the masked tokens of every rank
+            return pool.sum(pooled_mean(values.detach(), mask, pool))
+
+        clip_taken = pg_stats["clip_taken"]
         logs = {
-            "pg_loss": pg.detach(),
-            "single_step_loss": single.detach(),
-            "clip_frac": pg_stats["clip_frac"],
-            "ratio_mean": pg_stats["ratio_mean"],
-            "iw_mean": masked_reduce(weights, mask, "mean"),
-            "iw_max": _masked_max(weights, mask),
-            "reward_mean": masked_reduce(rewards, mask, "mean"),
-            "advantage_mean": masked_reduce(adv, mask, "mean"),
-            "reverse_kl": masked_reduce(kl_tokens.detach(), mask, "mean"),
+            "pg_loss": pool.sum(pg.detach()),
+            "single_step_loss": pool.sum(single.detach()),
+            "clip_frac": mean(clip_taken),
+            "ratio_mean": mean(pg_stats["ratio"]),
+            "iw_mean": mean(weights),
+            "iw_max": pooled_max(weights, mask, pool),
+            "reward_mean": mean(rewards),
+            "advantage_mean": mean(adv),
+            "reverse_kl": mean(kl_tokens),
         }
     return total, logs

@@ -21,7 +21,14 @@ import torch
 from minillm.errors import MinillmError
 from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.options import RoundOptions, alpha_at, keep_teacher_logits, pg_options
-from minillm.training.round import MiniLLMRound, RoundHooks, RoundState, compile_decoders, pretrain_loss
+from minillm.training.round import (
+    MiniLLMRound,
+    RoundHooks,
+    RoundState,
+    compile_decoders,
+    distributed_pool,
+    pretrain_loss,
+)
 from minillm.training.supervised import SupervisedModule
 
 log = logging.getLogger(__name__)
@@ -135,6 +142,9 @@ class OnPolicyModule(SupervisedModule):
             out_of_steps=lambda: 0 < self.trainer.max_steps <= self.global_step,
             pretrain_loss=self._pretrain_loss,
         )
+        pool, world_size = (
+            distributed_pool()
+        )  # DDP / FSDP: global statistics, the gradient of all ranks' loss
         return MiniLLMRound(
             self.student,
             self.teacher.model,
@@ -144,6 +154,8 @@ class OnPolicyModule(SupervisedModule):
             hooks,
             decoders=self._decoders(),
             device=self.device,
+            pool=pool,
+            world_size=world_size,
         )
 
     def _reset_bad_steps(self) -> None:

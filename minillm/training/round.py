@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.errors import MinillmError
-from minillm.objectives.policy_gradient import minillm_loss
+from minillm.objectives.policy_gradient import LOCAL, RankPool, minillm_loss
 from minillm.objectives.pretrain import pretrain_loss as objective_pretrain_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import (
@@ -112,8 +112,28 @@ class RoundState:
         )
 
 
-def minillm_minibatch_loss(options: RoundOptions) -> LossFn:
-    """The MiniLLM loss of one minibatch (``minillm_loss``: policy-gradient and single-step terms)."""
+def distributed_pool() -> tuple[RankPool, int]:
+    """The :class:`RankPool` of the running process group (all-reduce sum / max of detached tensors) and
+    its world size; ``(LOCAL, 1)`` in one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return LOCAL, 1
+
+    def reduce(op):
+        def pooled(value: Tensor) -> Tensor:
+            value = value.detach().clone()
+            dist.all_reduce(value, op=op)
+            return value
+
+        return pooled
+
+    return RankPool(sum=reduce(dist.ReduceOp.SUM), max=reduce(dist.ReduceOp.MAX)), dist.get_world_size()
+
+
+def minillm_minibatch_loss(options: RoundOptions, pool: RankPool = LOCAL) -> LossFn:
+    """The MiniLLM loss of one minibatch (``minillm_loss``: policy-gradient and single-step terms); with a
+    ``pool`` of data-parallel ranks, this rank's share of the loss of all ranks' minibatches."""
 
     def loss(logits: Tensor, teacher_logits: Tensor, mb: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
         return minillm_loss(
@@ -126,6 +146,7 @@ def minillm_minibatch_loss(options: RoundOptions) -> LossFn:
             mb.response_mask,
             options.pg,
             chunk_size=options.chunk_size,
+            pool=pool,
         )
 
     return loss
@@ -147,11 +168,14 @@ def pretrain_loss(
 
 
 @torch.no_grad()
-def rollout_logs(rollout: Rollout, alpha: float, eos_token_id: int | None) -> dict[str, float]:
-    """The round's ``rollout/…`` metrics."""
+def rollout_logs(
+    rollout: Rollout, alpha: float, eos_token_id: int | None, pool: RankPool = LOCAL
+) -> dict[str, float]:
+    """The round's ``rollout/…`` metrics (over the rollouts of every rank with a ``pool``)."""
     mask = rollout.response_mask.float()
-    n = mask.sum().clamp(min=1)
-    reward = ((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum() / n
+    n = pool.sum(mask.sum()).clamp(min=1)
+    rows = pool.sum(torch.tensor(float(mask.shape[0]), device=mask.device)).clamp(min=1)
+    reward = pool.sum(((rollout.teacher_logprobs - rollout.student_logprobs) * mask).sum()) / n
     weights = torch.exp(rollout.student_logprobs - rollout.mix_logprobs) * mask
     lengths = mask.sum(dim=1)
     if eos_token_id is None:
@@ -166,11 +190,14 @@ def rollout_logs(rollout: Rollout, alpha: float, eos_token_id: int | None) -> di
         "rollout/reverse_kl": -reward,
         # the same with the per-token importance weight w_t = q/p̃: an estimate of KL(q‖p) on these
         # prefixes at any α (equal to rollout/reverse_kl at α = 0). The exact value: minillm.diagnose
-        "rollout/reverse_kl_iw": (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum() / n,
-        "rollout/length": lengths.mean(),
-        "rollout/finished": finished.any(dim=1).float().mean(),
-        "rollout/importance_weight": weights.sum() / n,
-        "rollout/importance_weight_max": weights.max(),
+        "rollout/reverse_kl_iw": pool.sum(
+            (weights * (rollout.student_logprobs - rollout.teacher_logprobs)).sum()
+        )
+        / n,
+        "rollout/length": pool.sum(lengths.sum()) / rows,
+        "rollout/finished": pool.sum(finished.any(dim=1).float().sum()) / rows,
+        "rollout/importance_weight": pool.sum(weights.sum()) / n,
+        "rollout/importance_weight_max": pool.max(weights.max()),
     }
     logs = {k: float(v) for k, v in logs.items()}
     logs["rollout/alpha"] = float(alpha)
@@ -194,6 +221,10 @@ class MiniLLMRound:
         decoders: the (student, teacher) the rollout calls, e.g. ``compile_decoders``; None: the models.
         loss: ``loss(logits, teacher_logits, minibatch) -> (loss, logs)``; None: the MiniLLM loss.
         device: where minibatches go (a resumed round's rollouts are loaded on CPU); None: the student's.
+        pool, world_size: the data-parallel ranks (:func:`distributed_pool`). The MiniLLM loss is then this
+            rank's share of the loss of every rank's minibatch (global whitening and token counts), and its
+            backward is scaled by the world size, since DDP / FSDP average gradients over ranks; L_PT stays
+            a per-rank mean that the strategy averages. Logged values are global.
     """
 
     def __init__(
@@ -208,13 +239,16 @@ class MiniLLMRound:
         decoders: tuple[nn.Module, nn.Module] | None = None,
         loss: LossFn | None = None,
         device: torch.device | str | None = None,
+        pool: RankPool = LOCAL,
+        world_size: int = 1,
     ) -> None:
         self.student, self.teacher = student, teacher
         self.optimizer, self.scheduler = optimizer, scheduler
         self.options = options
         self.hooks = hooks or RoundHooks()
         self.decoders = decoders or (student, teacher)
-        self.loss = loss or minillm_minibatch_loss(options)
+        self.pool, self.world_size = pool, int(world_size)
+        self.loss = loss or minillm_minibatch_loss(options, pool)
         self.device = device if device is not None else next(student.parameters()).device
         if options.pt_coef > 0 and self.hooks.pretrain_loss is None:
             raise MinillmError(
@@ -289,7 +323,7 @@ class MiniLLMRound:
             perm = torch.randperm(n, generator=shuffle_gen)
             order.extend(perm[i : i + size] for i in range(0, n, size))
         logs = {
-            **rollout_logs(rollout, alpha, o.eos_token_id),
+            **rollout_logs(rollout, alpha, o.eos_token_id, self.pool),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
         }
         return RoundState(buffer=buffer, order=order, rollout_logs=logs)
@@ -331,16 +365,25 @@ class MiniLLMRound:
             with timer("teacher_scoring"), torch.no_grad():
                 teacher_logits = response_logits(self.teacher, mb)
         with timer("student_fwd_bwd"):
-            loss, logs = self.loss(logits, teacher_logits, mb)
+            share, logs = self.loss(logits, teacher_logits, mb)
+            # the gradient of the loss of every rank's minibatch is the sum of the shares' gradients; the
+            # strategy averages over ranks, so the share is scaled by the world size (1: unchanged)
+            objective = share if self.world_size == 1 else share * self.world_size
+            loss = share if self.pool is LOCAL else self.pool.sum(share.detach())  # logged: global
             if o.pt_coef > 0:
                 pt_loss, pt_logs = hooks.pretrain_loss()
-                loss = loss + o.pt_coef * pt_loss
+                objective = objective + o.pt_coef * pt_loss
+                pt_mean = pt_loss if self.pool is LOCAL else self.pool.sum(pt_loss.detach()) / self.world_size
+                loss = loss + o.pt_coef * pt_mean
                 logs.update(pt_logs)
             self.optimizer.zero_grad(set_to_none=True)
-            if not torch.isfinite(loss):
+            finite = torch.isfinite(objective.detach())
+            if self.pool is not LOCAL:  # every rank skips together (a lone skip would stall DDP's all-reduce)
+                finite = self.pool.max((~finite).float()) == 0
+            if not finite:
                 hooks.skipped("teacher log-probs, rewards or loss")
                 return None
-            hooks.backward(loss)
+            hooks.backward(objective)
         with timer("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip or float("inf"))
             if not torch.isfinite(grad_norm):

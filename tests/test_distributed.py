@@ -1,0 +1,236 @@
+"""MiniLLM's statistics across data-parallel ranks (issue 14): 2 processes over gloo on CPU.
+
+N ranks holding B rollouts each, with ``RankPool`` all-reduces and DDP's gradient averaging, must compute
+what one process holding all N·B rollouts computes: the same whitened advantages, the same loss and the
+same gradient — here with responses of different lengths, and padded to different widths on the two ranks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from minillm.objectives.policy_gradient import PGOptions, advantages, minillm_loss, token_rewards
+from minillm.training.round import distributed_pool
+
+V, B = 7, 3
+WIDTHS = (5, 8)  # response positions on rank 0 and rank 1
+LENGTHS = ((5, 2, 4), (8, 1, 6))  # valid response tokens per row (EOS included)
+
+
+def rank_inputs(rank: int) -> dict[str, torch.Tensor]:
+    """Rank ``rank``'s rollouts, float64, from a seed of its own."""
+    gen = torch.Generator().manual_seed(100 + rank)
+    t = WIDTHS[rank]
+    mask = torch.zeros(B, t)
+    for row, n in enumerate(LENGTHS[rank]):
+        mask[row, :n] = 1
+    base = torch.randn(B, t, V, generator=gen, dtype=torch.float64)
+    teacher_logits = torch.randn(B, t, V, generator=gen, dtype=torch.float64)
+    ids = torch.randint(0, V, (B, t), generator=gen)
+    old = base.log_softmax(-1).gather(-1, ids[..., None])[..., 0] + 0.1 * torch.randn(B, t, generator=gen)
+    mix = old - 0.3 * torch.rand(B, t, generator=gen, dtype=torch.float64)  # w = q_old / p̃ in [1, e^0.3]
+    teacher_lp = teacher_logits.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
+    return dict(
+        base=base, teacher_logits=teacher_logits, ids=ids, old=old, mix=mix, teacher=teacher_lp, mask=mask
+    )
+
+
+def pad_to(x: torch.Tensor, t: int) -> torch.Tensor:
+    pad = [0, 0] * (x.dim() - 2) + [0, t - x.shape[1]]
+    return torch.nn.functional.pad(x, pad)
+
+
+def loss_and_grad(inputs, theta, options, pool=None):
+    """The MiniLLM loss with logits = base + θ (θ: one shared (V,) parameter, like a model's bias)."""
+    logits = inputs["base"] + theta
+    logprobs = logits.log_softmax(-1).gather(-1, inputs["ids"][..., None])[..., 0]
+    kwargs = {} if pool is None else {"pool": pool}
+    loss, logs = minillm_loss(
+        logits,
+        inputs["teacher_logits"],
+        logprobs,
+        inputs["old"],
+        inputs["teacher"],
+        inputs["mix"],
+        inputs["mask"],
+        options,
+        **kwargs,
+    )
+    return loss, logs
+
+
+def options_under_test() -> PGOptions:
+    return PGOptions.code()  # whitening, γ 0.95, remaining-length normalisation, clipping, ratio weights
+
+
+def worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        pool, size = distributed_pool()
+        assert size == world
+        inputs = rank_inputs(rank)
+        options = options_under_test()
+        adv = advantages(
+            token_rewards(inputs["teacher"], inputs["old"], inputs["mask"]), inputs["mask"], options, pool
+        )
+        theta = torch.zeros(V, dtype=torch.float64, requires_grad=True)
+        model = torch.nn.parallel.DistributedDataParallel(_Bias(theta))
+        share, logs = loss_and_grad(inputs, model(), options, pool)
+        (share * size).backward()  # DDP averages over ranks: the share's gradient times the world size
+        torch.save(
+            {
+                "adv": adv,
+                "loss": pool.sum(share.detach()),
+                "grad": model.module.theta.grad.clone(),
+                "logs": logs,
+            },
+            f"{out}/rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+class _Bias(torch.nn.Module):
+    def __init__(self, theta: torch.Tensor) -> None:
+        super().__init__()
+        self.theta = torch.nn.Parameter(theta.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.theta
+
+
+def test_two_ranks_compute_what_one_process_computes_on_their_union(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(
+        worker,
+        args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+    # one process with both ranks' rollouts, padded to the wider width
+    parts = [rank_inputs(r) for r in range(2)]
+    width = max(WIDTHS)
+    union = {k: torch.cat([pad_to(p[k], width) for p in parts]) for k in parts[0]}
+    options = options_under_test()
+    adv = advantages(token_rewards(union["teacher"], union["old"], union["mask"]), union["mask"], options)
+    theta = torch.zeros(V, dtype=torch.float64, requires_grad=True)
+    loss, logs = loss_and_grad(union, theta, options)
+    loss.backward()
+
+    for r in range(2):  # whitened advantages: each rank's rows of the union's
+        torch.testing.assert_close(ranks[r]["adv"], adv[r * B : (r + 1) * B, : WIDTHS[r]])
+        torch.testing.assert_close(ranks[r]["loss"], loss.detach())
+        torch.testing.assert_close(ranks[r]["grad"], theta.grad)  # DDP-synchronised: the union's gradient
+        for key in (
+            "pg_loss",
+            "single_step_loss",
+            "clip_frac",
+            "ratio_mean",
+            "iw_mean",
+            "iw_max",
+            "reward_mean",
+        ):
+            torch.testing.assert_close(ranks[r]["logs"][key], logs[key], msg=key)
+    # the check can fail: whitening on one rank alone differs from the union's
+    alone = advantages(
+        token_rewards(parts[0]["teacher"], parts[0]["old"], parts[0]["mask"]), parts[0]["mask"], options
+    )
+    assert not torch.allclose(alone, adv[:B, : WIDTHS[0]])
+    assert float(theta.grad.abs().max()) > 0
+
+
+def test_one_process_has_the_local_pool():
+    from minillm.objectives.policy_gradient import LOCAL
+
+    assert not dist.is_initialized()
+    assert distributed_pool() == (LOCAL, 1)
+    assert os.environ.get("WORLD_SIZE") in (None, "1")
+
+
+# --------------------------------------------------------------------------- one MiniLLM update under DDP
+
+ARCH = dict(
+    model_type="llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+)
+RVOCAB, REOS, ROWS = 40, 0, 4  # ROWS rollouts in all, ROWS // 2 per rank
+
+
+def shared_rollout():
+    """The same models and rollouts in every process (fixed seeds): 4 prompts of different lengths."""
+    from minillm.models.tiny import build_model
+    from minillm.rollout.sampler import sample_rollouts
+
+    student = build_model(ARCH, RVOCAB, eos_token_id=REOS, seed=1)
+    teacher = build_model(ARCH, RVOCAB, eos_token_id=REOS, seed=2).eval()
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(1, RVOCAB, (ROWS, 6), generator=gen)
+    mask = torch.ones_like(ids)
+    for row, n in enumerate((6, 2, 4, 3)):  # left padding
+        mask[row, : 6 - n] = 0
+        ids[row, : 6 - n] = REOS
+    rollout = sample_rollouts(
+        student.eval(), teacher, ids, mask, max_new_tokens=5, alpha=0.3, eos_token_id=REOS,
+        pad_token_id=REOS, generator=torch.Generator().manual_seed(3), keep_teacher_logits=True,
+    )  # fmt: skip
+    return student, teacher, rollout
+
+
+def one_update(student, teacher, rollout, pool=None, world=1):
+    """One ``MiniLLMRound.update`` with plain SGD (AdamW would hide a wrongly scaled gradient)."""
+    from minillm.training.options import RoundOptions
+    from minillm.training.round import MiniLLMRound
+
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    options = RoundOptions(
+        mini_batch_size=ROWS, ppo_epochs=1, max_new_tokens=5, eos_token_id=REOS, grad_clip=None
+    )
+    kwargs = {} if pool is None else {"pool": pool, "world_size": world}
+    runner = MiniLLMRound(student, teacher, optimizer, scheduler, options, **kwargs)
+    return runner.update(rollout)
+
+
+def update_worker(rank: int, world: int, init: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        student, teacher, rollout = shared_rollout()
+        half = ROWS // world
+        mine = rollout.select(list(range(rank * half, (rank + 1) * half)))
+        model = torch.nn.parallel.DistributedDataParallel(student)
+        pool, size = distributed_pool()
+        logs = one_update(model, teacher, mine, pool, size)
+        torch.save({"state": student.state_dict(), "logs": logs}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_minillm_update_under_ddp_equals_one_process_on_the_union(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(
+        update_worker,
+        args=(2, f"file://{tmp_path / 'rv'}", str(out)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    student, teacher, rollout = shared_rollout()
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    logs = one_update(student, teacher, rollout)
+    after = student.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)  # the update did move the weights
+    for r in range(2):
+        got = torch.load(out / f"rank{r}.pt", weights_only=False)
+        for key, value in after.items():
+            torch.testing.assert_close(got["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
+        for key in ("loss", "pg_loss", "single_step_loss", "grad_norm", "reward_mean", "iw_max"):
+            torch.testing.assert_close(got["logs"][key], logs[key], rtol=1e-5, atol=1e-6, msg=key)
