@@ -66,6 +66,8 @@ def train(cfg: DictConfig) -> dict:
     import lightning as L
     import torch
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     from minillm.config import validate_config
     from minillm.data.datamodule import InstructionDataModule, load_records
     from minillm.evaluation.callbacks import make_eval_callbacks
@@ -95,10 +97,12 @@ def train(cfg: DictConfig) -> dict:
         train_mode=module_class(cfg).train_data,
         prompt_batch_size=cfg.objective.get("num_rollouts"),
     )
+    # data-parallel (strategy=ddp/fsdp): every rank trains; only rank zero evaluates and writes
+    zero = rank_zero_only.rank == 0
     table: dict[str, dict] = {}  # the end-of-run table: teacher and init first (cached: fixed models)
-    if cfg.eval.compare and teacher is not None:
+    if zero and cfg.eval.compare and teacher is not None:
         table["teacher"] = evaluate_splits(cfg, teacher, tokenizer, dm, "teacher", cache=True)
-    if cfg.eval.compare:
+    if zero and cfg.eval.compare:
         init_cached = bool(cfg.student.get("path"))
         table["student init"] = evaluate_splits(
             cfg, student, tokenizer, dm, "student init", cache=init_cached
@@ -113,6 +117,8 @@ def train(cfg: DictConfig) -> dict:
     trainer, checkpoint = make_trainer(cfg, loggers, make_eval_callbacks(cfg, dm, tokenizer, teacher))
     train_seconds = fit(cfg, trainer, module, dm, resume.ckpt_path, loggers)
     final_weights = weights_digest(student)  # the weights training ended with (before best selection)
+    if not zero:
+        return {"global_step": trainer.global_step, "final_weights_sha1": final_weights}
 
     if checkpoint.best_model_path:
         log.info(

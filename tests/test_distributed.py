@@ -234,3 +234,50 @@ def test_a_minillm_update_under_ddp_equals_one_process_on_the_union(tmp_path):
             torch.testing.assert_close(got["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
         for key in ("loss", "pg_loss", "single_step_loss", "grad_norm", "reward_mean", "iw_max"):
             torch.testing.assert_close(got["logs"][key], logs[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# --------------------------------------------------------------------------- the data, sharded
+
+
+@pytest.mark.parametrize("lengths", [None, [3, 9, 4, 7, 1, 8, 2, 6, 5, 9, 3, 4, 6, 2]])
+def test_ranks_slice_the_batches_one_process_draws_at_the_global_size(lengths):
+    """Rank r's batches are the r-th slices of the batches one process draws at batch_size × world; a
+    global batch too small to give every rank a full slice is dropped."""
+    from minillm.data.datasets import ResumableBatches
+
+    n, per_rank, world = 14, 2, 3
+    one = ResumableBatches(n, per_rank * world, seed=5, lengths=lengths)
+    ranks = [
+        ResumableBatches(n, per_rank, seed=5, lengths=lengths, rank=r, world_size=world) for r in range(world)
+    ]
+    for epoch in (0, 1):
+        full = [b for b in one.batches(epoch) if len(b) == per_rank * world]
+        assert len(full) == n // (per_rank * world) == len(ranks[0])
+        for r, sampler in enumerate(ranks):
+            assert sampler.batches(epoch) == [b[r * per_rank : (r + 1) * per_rank] for b in full]
+
+
+@pytest.mark.slow
+def test_minillm_runs_under_ddp_on_two_processes_and_only_rank_zero_writes(tmp_path):
+    """`strategy=ddp trainer.devices=2` end to end (Lightning launches the second process): results.json
+    and the table come from rank zero only; training saw both ranks' shards (global step as configured)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "MINILLM_CACHE": str(tmp_path / "cache"),
+    }
+    cmd = [sys.executable, "-m", "minillm.run", "debug=smoke", "objective=reverse_kld", "strategy=ddp",
+           "trainer.devices=2", "logger=csv", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["global_step"] == 3 and results["test/rougeL"] is not None
+    assert done.stdout.count("\nresults: ") == 1  # one table and one results.json: rank one evaluates nothing

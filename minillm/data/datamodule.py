@@ -140,25 +140,36 @@ class InstructionDataModule(L.LightningDataModule):
     def train_dataloader(self):
         """Train batches from one ResumableBatches sampler, kept for the whole run (it carries the
         data position through checkpoints)."""
+        train = self.examples["train"]
+        trainer = self.trainer
+        # data-parallel: this rank's slice of each global batch (trainer.use_distributed_sampler is off)
+        shard = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        old = self.train_sampler
+        if old is not None and (old.rank, old.world_size) != shard:  # built before the trainer was attached
+            self.train_sampler = None
         if self.train_sampler is None:
-            train = self.examples["train"]
+            rank, world = shard
             if self.train_mode == "prompts":
                 self.train_sampler = ResumableBatches(
-                    len(train), self.prompt_batch_size, self.seed, drop_last=True
+                    len(train), self.prompt_batch_size, self.seed, drop_last=True, rank=rank, world_size=world
                 )
             else:
                 lengths = None
                 if self.cfg.get("group_by_length", True):
                     lengths = [len(e.prompt_ids) + len(e.response_ids) for e in train]
                 self.train_sampler = ResumableBatches(
-                    len(train), self.cfg.batch_size, self.seed, lengths=lengths
+                    len(train), self.cfg.batch_size, self.seed, lengths=lengths, rank=rank, world_size=world
                 )
+            if old is not None:  # the same position, now sharded
+                self.train_sampler.epoch, self.train_sampler.consumed = old.epoch, old.consumed
+                self.train_sampler._skip = old._skip
             if self.pending_sampler_state is not None:
                 self.train_sampler.load_state_dict(self.pending_sampler_state)
                 self.pending_sampler_state = None
             if len(self.train_sampler) == 0:
                 raise MinillmError(
-                    f"data: {len(train)} train examples make no full batch of {self.train_sampler.batch_size}"
+                    f"data: {len(train)} train examples make no full batch of "
+                    f"{self.train_sampler.batch_size * self.train_sampler.world_size}"
                 )
         return ResumableLoader(
             ListDataset(self.examples["train"]),

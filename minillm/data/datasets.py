@@ -109,6 +109,11 @@ class ResumableBatches(torch.utils.data.Sampler):
     that training has finished (the module advances it); ``state_dict`` / ``load_state_dict`` carry
     (epoch, consumed) through a checkpoint, and the next ``__iter__`` after a load skips the batches
     already trained on. ``lengths`` given: length-grouped batches; otherwise plain shuffled ones.
+
+    Data-parallel (``world_size`` > 1): the batches are drawn as one process would draw batches of
+    ``batch_size × world_size`` (same seed, same order), and rank ``rank`` takes its contiguous
+    ``batch_size`` slice of each; a last global batch too small to give every rank a full slice is
+    dropped. So N ranks with B per batch see, together, what one process with N·B sees.
     """
 
     def __init__(
@@ -119,21 +124,30 @@ class ResumableBatches(torch.utils.data.Sampler):
         *,
         lengths: list[int] | None = None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         self.n = n
         self.batch_size = batch_size
         self.seed = seed
         self.lengths = lengths
         self.drop_last = drop_last
+        self.rank, self.world_size = int(rank), int(world_size)
         self.epoch = -1  # the epoch being iterated; -1 before the first
         self.consumed = 0
         self._skip = 0
 
     def batches(self, epoch: int) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        size = self.batch_size * self.world_size
         if self.lengths is not None:
-            return length_grouped_batches(self.lengths, self.batch_size, generator)
-        return shuffled_batches(self.n, self.batch_size, generator, self.drop_last)
+            batches = length_grouped_batches(self.lengths, size, generator)
+        else:
+            batches = shuffled_batches(self.n, size, generator, self.drop_last)
+        if self.world_size == 1:
+            return batches
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        return [b[mine] for b in batches if len(b) == size]
 
     def __iter__(self):
         self.epoch += 1
@@ -146,9 +160,10 @@ class ResumableBatches(torch.utils.data.Sampler):
         yield from batches[start:]
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.n // self.batch_size
-        return (self.n + self.batch_size - 1) // self.batch_size
+        size = self.batch_size * self.world_size
+        if self.drop_last or self.world_size > 1:
+            return self.n // size
+        return (self.n + size - 1) // size
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed}
