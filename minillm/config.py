@@ -109,12 +109,53 @@ def validate_config(cfg) -> None:
                 f"{model}.path={path} and {model}.arch are both set: the path is loaded and {model}.arch is "
                 f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
             )
+    check_lora(cfg)
     check_targets(cfg)
     check_unread_keys(cfg)
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise MinillmError(f"hydra.run.dir={out}: output directory cannot be written")
+
+
+def check_lora(cfg) -> None:
+    """``student.lora``: only its own keys, and when ``r`` is set a positive rank and alpha, a dropout in [0, 1), target modules
+    as ``all-linear`` or a list of names, an export mode. The names are checked against the model when it
+    is wrapped (minillm.models.lora)."""
+    lora = _get(cfg, "student.lora")
+    if lora is None:
+        return
+    unknown = sorted(set(lora) - {"r", "alpha", "dropout", "target_modules", "export"})
+    if unknown:
+        raise MinillmError(
+            f"student.lora.{unknown[0]}: not a LoRA setting; they are r, alpha, dropout, target_modules, export"
+        )
+    if lora.get("r") is None:
+        return
+    r = lora.r
+    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+        raise MinillmError(f"student.lora.r={r!r}: must be a positive integer (null: no LoRA)")
+    alpha = lora.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
+        raise MinillmError(f"student.lora.alpha={alpha!r}: must be a number > 0")
+    dropout = lora.get("dropout")
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise MinillmError(f"student.lora.dropout={dropout!r}: must be in [0, 1)")
+    targets = lora.get("target_modules")
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            raise MinillmError(
+                f"student.lora.target_modules={targets!r}: use all-linear or a list of module names "
+                f"(student.lora.target_modules=[{targets}])"
+            )
+    elif not targets or not all(isinstance(t, str) and t for t in targets):
+        raise MinillmError(
+            f"student.lora.target_modules={targets!r}: use all-linear or a non-empty list of module names"
+        )
+    if lora.get("export") not in ("merged", "adapters"):
+        raise MinillmError(
+            f"student.lora.export={lora.get('export')!r}; choose one of ['adapters', 'merged']"
+        )
 
 
 def check_targets(cfg) -> None:
@@ -142,7 +183,9 @@ def check_targets(cfg) -> None:
 # code reads. A key the user sets under that group — on the command line (also with + or ++), in the
 # experiment file or in the arm file — that the chosen yaml does not declare would be accepted and ignored
 # (data.path with data=bundled trained on the bundled data). Such a key is refused, naming the choice that
-# reads it. The debug presets are exempt: they set sizes for whichever choice is active.
+# reads it. The debug presets are exempt: they set sizes for whichever choice is active. A key that the root
+# config.yaml declares under a group and that no choice of the group declares is read by every choice
+# (student.lora); one that some choice declares is that choice's (data.path is data=jsonl's).
 
 
 def _config_file(sources, group: str, choice: str):
@@ -227,6 +270,15 @@ def _declared_keys(sources, group: str, choice: str, seen: frozenset = frozenset
     return keys | set(_flatten(content))
 
 
+def _root_declared_keys(sources, group: str) -> set[str]:
+    """The dotted keys (below the group's node) that the root ``config.yaml`` declares under ``group``."""
+    file = _config_file(sources, "", "config")
+    if file is None:
+        return set()
+    node = _load_yaml(file)[1].get(group)
+    return set(_flatten(node)) if isinstance(node, dict) else set()
+
+
 def _is_declared(key: str, declared: set[str]) -> bool:
     """``arch.hidden_size`` is declared when ``arch`` is: a declared mapping is read as a whole."""
     parts = key.split(".")
@@ -285,6 +337,8 @@ def check_unread_keys(cfg) -> None:
             for other in _choices_of(sources, group)
             if other != choice and _is_declared(rest, _declared_keys(sources, group, other) or set())
         ]
+        if not readers and _is_declared(rest, _root_declared_keys(sources, group)):
+            continue  # declared in config.yaml for every choice of the group (student.lora)
         if readers:
             raise MinillmError(
                 f"{key} (set {where}) is read only by {' or '.join(readers)}, and {group}={choice} ignores "

@@ -308,7 +308,7 @@ def check_checkpoint(ckpt: dict, path: Path, objective: str, module=None) -> Non
         )
     if module is None:
         return
-    have = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in module.checkpoint_state_dict().items()}  # LoRA: the adapters
     saved = {k: tuple(v.shape) for k, v in ckpt.get("state_dict", {}).items()}
     if have != saved:
         diff = sorted(set(have.items()) ^ set(saved.items()))

@@ -65,7 +65,6 @@ def train(cfg: DictConfig) -> dict:
     """Run one configuration end to end; returns (and writes) results.json."""
     import lightning as L
     import torch
-
     from lightning.pytorch.utilities import rank_zero_only
 
     from minillm.config import validate_config
@@ -74,6 +73,7 @@ def train(cfg: DictConfig) -> dict:
     from minillm.evaluation.sampled import evaluate_splits
     from minillm.loggers import loggers_from_config
     from minillm.models.loading import load_models, weights_digest
+    from minillm.models.lora import export_student
     from minillm.models.tokenizers import resolve_tokenizer
     from minillm.resume import Resume
     from minillm.safe_load import load_checkpoint
@@ -119,15 +119,16 @@ def train(cfg: DictConfig) -> dict:
     final_weights = weights_digest(student)  # the weights training ended with (before best selection)
     if not zero:
         return {"global_step": trainer.global_step, "final_weights_sha1": final_weights}
+    student_params = sum(p.numel() for p in student.parameters())  # with LoRA: base and adapters
+    trained_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
 
     if checkpoint.best_model_path:
         log.info(
             "selected %s (%s=%s)", checkpoint.best_model_path, cfg.select.monitor, checkpoint.best_model_score
         )
         module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
-    if cfg.select.get("save_hf", True):
-        student.save_pretrained(resume.run_dir / "best_model")
-        tokenizer.save_pretrained(resume.run_dir / "best_model")
+    if cfg.select.get("save_hf", True):  # a LoRA student: merged, or adapters + base (student.lora.export)
+        student = export_student(student, tokenizer, resume.run_dir / "best_model", cfg.student.get("lora"))
     table["trained student"] = evaluate_splits(cfg, student, tokenizer, dm, "trained student")
 
     results = {
@@ -137,7 +138,8 @@ def train(cfg: DictConfig) -> dict:
             "run_name": cfg.run_name,
             "teacher": cfg.teacher.get("path"),
             "student": cfg.student.get("path"),
-            "student_params": sum(p.numel() for p in student.parameters()),
+            "student_params": student_params,
+            "student_trained_params": trained_params,  # fewer than student_params with LoRA (the adapters)
             "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
         },
         "train_seconds": round(train_seconds, 1),

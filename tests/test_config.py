@@ -50,7 +50,9 @@ def test_architecture_presets_fill_either_slot(compose):
         if size:
             built = compose(["experiment=scaling_models", f"+arm=scaling_models/build_teacher{size}"]).student
             assert built.arch == teacher.arch and built.path is None and built.name == f"teacher{size}"
-    assert compose(["student=tiny_llama_teacher_size"]).student == compose(["teacher=tiny_llama"]).teacher
+    student = compose(["student=tiny_llama_teacher_size"]).student
+    assert student.pop("lora").r is None  # config.yaml's LoRA settings (off) are every student's
+    assert student == compose(["teacher=tiny_llama"]).teacher
     shipped = json.loads((ROOT / "assets" / "embedded" / "teacher" / "config.json").read_text())
     arch = compose(["teacher=tiny_llama"]).teacher.arch
     assert {key: shipped[key] for key in arch} == arch  # the shipped teacher's architecture

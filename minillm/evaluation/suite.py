@@ -88,6 +88,12 @@ def validate_evaluate_config(cfg) -> None:
 # --------------------------------------------------------------------------- which model
 
 
+def _is_model_folder(folder: Path) -> bool:
+    """A Hugging Face model folder, or a peft adapter folder (a LoRA run's best_model/ exported with
+    student.lora.export=adapters; transformers loads its base from adapter_config.json)."""
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+
+
 def _has_tokenizer(folder: Path) -> bool:
     return (folder / "tokenizer.json").is_file() or (folder / "tokenizer_config.json").is_file()
 
@@ -123,6 +129,11 @@ def _load_ckpt(cfg, path: Path, records, node: str = "evaluate"):
         raise MinillmError(f"{node}.path={path}: checkpoint has no 'student.*' weights in its state_dict")
     run_dir = _run_dir_of(path)
     exported = run_dir / "best_model" if run_dir else None
+    saved = ((ckpt.get("minillm") or {}).get("config") or {}) if isinstance(ckpt, dict) else {}
+    if ((saved.get("student") or {}).get("lora") or {}).get("r") is not None:
+        found = exported is not None and _has_tokenizer(exported)
+        tokenizer = load_tokenizer(str(exported)) if found else resolve_tokenizer(cfg, records)
+        return _lora_checkpoint_model(saved, weights, tokenizer, node, path), tokenizer
     if exported is not None and (exported / "config.json").is_file():
         model = load_model(OmegaConf.create({"path": str(exported)}), key=node)
         tokenizer = (
@@ -141,6 +152,26 @@ def _load_ckpt(cfg, path: Path, records, node: str = "evaluate"):
             f"{node}.path={path}: its weights do not fit the model of {where} ({first})"
         ) from None
     return model, tokenizer
+
+
+def _lora_checkpoint_model(saved: dict, weights: dict, tokenizer, node: str, path: Path):
+    """A LoRA run's checkpoint holds only its adapters: the run's own student (its config, saved in the
+    checkpoint) wrapped as it was, with the adapters loaded, merged into a plain model."""
+    from minillm.models.lora import apply_lora
+
+    spec = OmegaConf.create(saved["student"])
+    base = load_model(
+        spec, key=node, vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id, seed=saved["seed"]
+    )
+    model = apply_lora(base, spec.lora, seed=saved["seed"])
+    state = model.state_dict()
+    wrong = sorted({k for k in state if ".lora_" in k} ^ weights.keys())
+    if wrong:
+        raise MinillmError(
+            f"{node}.path={path}: its LoRA adapters do not fit the run's student (first mismatch: {wrong[0]})"
+        )
+    model.load_state_dict({**state, **weights})
+    return model.merge_and_unload()
 
 
 def _config_model(cfg, key: str, tokenizer):
@@ -175,8 +206,8 @@ def load_evaluated_model(cfg, records, node: str = "evaluate"):
             raise MinillmError(f"{node}.path={raw}: a file that is not a Lightning .ckpt")
         model, tokenizer = _load_ckpt(cfg, path, records, node)
         return model, tokenizer, str(path)
-    if path.is_dir() and not (path / "config.json").is_file():
-        if (path / "best_model" / "config.json").is_file():
+    if path.is_dir() and not _is_model_folder(path):
+        if _is_model_folder(path / "best_model"):
             path = path / "best_model"
         elif (path / "checkpoints" / "best.ckpt").is_file():
             model, tokenizer = _load_ckpt(cfg, path / "checkpoints" / "best.ckpt", records, node)

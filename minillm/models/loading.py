@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from minillm.errors import MinillmError
+from minillm.models.lora import apply_lora, lora_settings
 from minillm.models.tiny import build_model
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,9 @@ def teacher_dtype(cfg) -> torch.dtype | None:
 
 
 def load_models(cfg, tokenizer):
-    """The student (``student``) and, when the objective or the comparison table needs it, the frozen
-    teacher (``teacher``; else None), checked to share the tokenizer."""
+    """The student (``student``; with ``student.lora.r`` set, wrapped with LoRA adapters, the only part
+    that trains) and, when the objective or the comparison table needs it, the frozen teacher
+    (``teacher``; else None), checked to share the tokenizer."""
     student = load_model(
         cfg.student,
         key="student",
@@ -147,6 +149,9 @@ def load_models(cfg, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         seed=cfg.seed,
     )
+    lora = lora_settings(cfg.student)
+    if lora is not None:
+        student = apply_lora(student, lora, seed=cfg.seed)
     has_teacher = bool(cfg.teacher.get("path") or cfg.teacher.get("arch"))
     if not (objective_needs_teacher(cfg) or (cfg.eval.compare and has_teacher)):
         return student, None

@@ -5,6 +5,9 @@ What a checkpoint carries beside Lightning's own state (``checkpoint["minillm"]`
 updates and whatever the module adds (``extra_state``: the MiniLLM round in progress). A stop requested
 by a signal or ``fit.stop_at_step`` writes ``last.ckpt`` between updates and ends the run; so do
 ``fit.max_bad_steps`` non-finite updates in a row.
+
+With a LoRA student (``student.lora.r``) the checkpoint's ``state_dict`` holds only the trainable tensors,
+the adapters: the frozen weights are the student's as loaded, and loading fills them in from the model.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from minillm.errors import MinillmError
+from minillm.models.lora import is_lora
 from minillm.resume import (
     RunInterrupted,
     fix_epoch_end_checkpoint,
@@ -28,9 +32,13 @@ log = logging.getLogger(__name__)
 
 
 class ResumableMixin:
-    """Mixed into a LightningModule that has ``cfg``; call :meth:`init_resume_state` in ``__init__``."""
+    """Mixed into a LightningModule that has ``cfg`` and ``student``; call :meth:`init_resume_state` in
+    ``__init__``."""
 
     def init_resume_state(self, cfg) -> None:
+        # LoRA: checkpoints lack the frozen weights. Our load_state_dict fills them in and checks the keys
+        # itself; Lightning's FSDP2 strategy loads through torch.distributed and needs strict off to skip them.
+        self.strict_loading = not is_lora(self.student)
         self.max_bad_steps = int(OmegaConf.select(cfg, "fit.max_bad_steps", default=5) or 5)
         self.bad_steps = 0  # consecutive updates skipped for non-finite values
         self._in_batch = False  # between on_train_batch_start and on_train_batch_end
@@ -43,6 +51,35 @@ class ResumableMixin:
     def _sampler(self):
         dm = self.trainer.datamodule if self._trainer is not None else None
         return getattr(dm, "train_sampler", None)
+
+    def _trained_keys(self) -> set[str] | None:
+        """The state-dict keys of the trainable tensors when the student is a LoRA one (else None)."""
+        if not is_lora(self.student):
+            return None
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def checkpoint_state_dict(self, state_dict: dict | None = None) -> dict:
+        """What a checkpoint holds of the module's ``state_dict`` (or of ``state_dict``): all of it, or with a
+        LoRA student only the adapters."""
+        state = self.state_dict() if state_dict is None else state_dict
+        keep = self._trained_keys()
+        return state if keep is None else {k: v for k, v in state.items() if k in keep}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; with a LoRA student the checkpoint's adapters must be exactly this
+        student's, and the frozen weights are kept as loaded."""
+        keep = self._trained_keys()
+        if keep is not None:
+            own = self.state_dict()
+            missing, extra = sorted(keep - state_dict.keys()), sorted(state_dict.keys() - own.keys())
+            if missing or extra:
+                first = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+                raise MinillmError(
+                    f"the checkpoint's LoRA adapters do not fit this student ({first}): student.lora and the "
+                    "student must be those of the run that wrote it"
+                )
+            state_dict = {**own, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def extra_state(self) -> dict:
         """What a subclass adds to the checkpoint's ``minillm`` state (generators, a round in progress)."""
@@ -60,6 +97,7 @@ class ResumableMixin:
             from omegaconf import OmegaConf
 
             self._config = OmegaConf.to_container(self.cfg, resolve=True)
+        checkpoint["state_dict"] = self.checkpoint_state_dict(checkpoint["state_dict"])
         checkpoint["minillm"] = {
             "objective": str(self.cfg.objective.name),
             # plain dicts / lists / scalars: readable with torch.load(weights_only=True); a resume compares it
