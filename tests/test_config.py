@@ -50,7 +50,8 @@ def test_validation_names_the_key(compose):
         validate_config(cfg)
     cfg = compose(["objective=sft", "objective.module._target_=minillm.training.supervised.NoSuchModule"])
     with pytest.raises(
-        MinillmError, match=r"^objective\.module\._target_=minillm\.training\.supervised\.NoSuchModule: cannot"
+        MinillmError,
+        match=r"^objective\.module\._target_=minillm\.training\.supervised\.NoSuchModule: cannot",
     ):
         validate_config(cfg)
 
@@ -112,15 +113,16 @@ def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
         ),
         (
             ["objective=sft", "+objective.teacher_mix_alpha=0.5"],
-            r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld, and objective=sft ignores",
+            r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld or objective=onpolicy_rkl, and "
+            r"objective=sft ignores",
         ),
         (
             ["objective=sft", "+arm=alpha05"],
-            r"^objective\.teacher_mix_alpha \(set by arm=alpha05\) is read only by objective=reverse_kld",
+            r"^objective\.teacher_mix_alpha \(set by arm=alpha05\) is read only by objective=reverse_kld or",
         ),
         (
             ["experiment=alpha_sweep", "objective=seqkd", "+arm=no_single_step"],
-            r"^objective\.single_step \(set by arm=no_single_step\) is read only by objective=reverse_kld",
+            r"^objective\.single_step \(set by arm=no_single_step\) is read only by objective=reverse_kld or",
         ),
         (
             ["logger=csv", "+logger.project=mine"],
