@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def validate_config(cfg) -> None:
                 f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
             )
     check_lora(cfg)
+    check_beyond_keys(cfg)
     check_targets(cfg)
     check_unread_keys(cfg)
     out = Path(cfg.output_dir)
@@ -156,6 +158,79 @@ def check_lora(cfg) -> None:
         raise MinillmError(
             f"student.lora.export={lora.get('export')!r}; choose one of ['adapters', 'merged']"
         )
+
+
+# The divergences' parameters and their ranges (objective=token_kd, gkd, distillm): key -> (low, high, open).
+_DIVERGENCE_RANGES = {
+    ("jsd", "beta"): (0.0, 1.0, False),
+    ("skew_forward_kl", "alpha"): (0.0, 1.0, False),
+    ("skew_reverse_kl", "alpha"): (0.0, 1.0, False),
+    ("ab_divergence", "alpha"): (-math.inf, math.inf, True),
+    ("ab_divergence", "beta"): (-math.inf, math.inf, True),
+    ("akl", "mu"): (0.0, 1.0, True),
+}
+
+
+def _number(cfg, key: str):
+    value = _get(cfg, key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise MinillmError(f"{key}={value!r}: must be a number")
+    return value
+
+
+def check_beyond_keys(cfg) -> None:
+    """The keys of the objectives beyond the paper (token_kd, gkd, distillm, distillm2, taid)."""
+    divergence = _get(cfg, "objective.divergence")
+    if divergence is not None:
+        from minillm.objectives.token_kd import DIVERGENCE_PARAMS
+
+        if divergence not in DIVERGENCE_PARAMS:
+            raise MinillmError(
+                f"objective.divergence={divergence!r}; choose one of {sorted(DIVERGENCE_PARAMS)}"
+            )
+        for name in ("alpha", "beta", "mu"):
+            value = _number(cfg, f"objective.{name}")
+            if value is None:
+                continue
+            if name not in DIVERGENCE_PARAMS[divergence]:
+                takes = " and ".join(DIVERGENCE_PARAMS[divergence]) or "no parameter"
+                raise MinillmError(
+                    f"objective.{name}={value}: divergence={divergence} takes {takes}; set objective.{name}=null"
+                )
+            low, high, open_ = _DIVERGENCE_RANGES[(divergence, name)]
+            inside = low < value < high if open_ else low <= value <= high
+            if not inside or not math.isfinite(value):
+                where = f"({low}, {high})" if open_ else f"[{low}, {high}]"
+                where = "a finite number" if math.isinf(low) else f"in {where}"
+                raise MinillmError(f"objective.{name}={value}: {divergence}'s {name} must be {where}")
+        top_k = _get(cfg, "objective.teacher_top_k")
+        _positive_int(cfg, "objective.teacher_top_k")
+        if top_k is not None and divergence == "akl":
+            raise MinillmError(
+                f"objective.teacher_top_k={top_k}: divergence=akl needs the full distributions (top-k works "
+                "with every other divergence)"
+            )
+    elif _get(cfg, "objective.name") == "distillm2":
+        _in_range(cfg, "objective.alpha", 0.0, 1.0)
+    for key in ("objective.on_policy_fraction", "objective.init_threshold", "objective.threshold_step"):
+        _in_range(cfg, key, 0.0, 1.0)
+    for key in ("objective.t_start", "objective.t_end"):
+        _in_range(cfg, key, 0.0, 1.0)
+    t_start, t_end = _get(cfg, "objective.t_start"), _get(cfg, "objective.t_end")
+    if t_start is not None and t_end is not None and t_start > t_end:
+        raise MinillmError(f"objective.t_start={t_start}: must not exceed objective.t_end={t_end}")
+    for key in ("objective.loss_eps", "objective.t_alpha", "objective.temperature"):
+        value = _number(cfg, key)
+        if value is not None and value < 0:
+            raise MinillmError(f"{key}={value}: must be >= 0")
+    momentum = _number(cfg, "objective.t_momentum")
+    if momentum is not None and not 0.0 <= momentum < 1.0:
+        raise MinillmError(f"objective.t_momentum={momentum}: must be in [0, 1)")
+    for key in ("objective.replay_capacity", "objective.schedule_steps"):
+        _positive_int(cfg, key)
+    responses = _get(cfg, "objective.student_responses")
+    if responses is not None and responses not in ("batch", "epoch"):
+        raise MinillmError(f"objective.student_responses={responses!r}; choose one of ['batch', 'epoch']")
 
 
 def check_targets(cfg) -> None:
@@ -279,6 +354,15 @@ def _root_declared_keys(sources, group: str) -> set[str]:
     return set(_flatten(node)) if isinstance(node, dict) else set()
 
 
+def _builds_on(sources, group: str, choice: str) -> int:
+    """How many same-group configs ``group=choice`` lists in its defaults (0 for a base config)."""
+    file = _config_file(sources, group, choice)
+    if file is None:
+        return 0
+    entries = _load_yaml(file)[1].get("defaults") or []
+    return sum(isinstance(e, str) and e != "_self_" and "/" not in e for e in entries)
+
+
 def _is_declared(key: str, declared: set[str]) -> bool:
     """``arch.hidden_size`` is declared when ``arch`` is: a declared mapping is read as a whole."""
     parts = key.split(".")
@@ -332,13 +416,15 @@ def check_unread_keys(cfg) -> None:
         declared = _declared_keys(sources, group, choice)
         if declared is None or _is_declared(rest, declared):
             continue
-        readers = [
-            f"{group}={other}"
+        others = [
+            other
             for other in _choices_of(sources, group)
             if other != choice and _is_declared(rest, _declared_keys(sources, group, other) or set())
         ]
-        if not readers and _is_declared(rest, _root_declared_keys(sources, group)):
+        if not others and _is_declared(rest, _root_declared_keys(sources, group)):
             continue  # declared in config.yaml for every choice of the group (student.lora)
+        # a config that builds on another (objective=onpolicy_rkl on reverse_kld) is named after its base
+        readers = [f"{group}={o}" for o in sorted(others, key=lambda o: (_builds_on(sources, group, o), o))]
         if readers:
             raise MinillmError(
                 f"{key} (set {where}) is read only by {' or '.join(readers)}, and {group}={choice} ignores "

@@ -135,7 +135,8 @@ def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
         ),
         (
             ["objective=sft", "+objective.teacher_mix_alpha=0.5"],
-            r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld, and objective=sft ignores",
+            r"^objective\.teacher_mix_alpha .* read only by objective=reverse_kld or objective=onpolicy_rkl, and "
+            r"objective=sft ignores",
         ),
         (
             ["objective=sft", "+arm=alpha_sweep/linear"],

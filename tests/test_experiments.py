@@ -46,6 +46,7 @@ STUDY_KEYS = {
     "alpha_sweep": ALPHA_KEYS,
     "alpha_sweep/schedules": ALPHA_KEYS,
     "objectives_compare": ("objective.name", "optim.lr", "trainer.max_time", "trainer.max_steps"),
+    "methods_compare": ("objective.name", "optim.lr", "trainer.max_time", "trainer.max_steps"),
     "scaling": ("objective.name", "optim.lr", "teacher.path", "student.path"),
     "scaling_models": (
         "student.name",
@@ -71,6 +72,28 @@ STUDY_KEYS = {
 BUILT = "multirun/scaling_models/build_{}/best_model"
 TEACHER, INIT = "assets/embedded/teacher", "assets/embedded/student_init"
 STUDY_RUNS = {
+    "methods_compare": {
+        "distillm-equal_steps-s0": ("distillm", 5.0e-4, None, 100),
+        "distillm-equal_time-s0": ("distillm", 5.0e-4, "00:00:00:45", -1),
+        "distillm2-equal_steps-s0": ("distillm2", 5.0e-4, None, 100),
+        "distillm2-equal_time-s0": ("distillm2", 5.0e-4, "00:00:00:45", -1),
+        "gkd-equal_steps-s0": ("gkd", 5.0e-4, None, 100),
+        "gkd-equal_time-s0": ("gkd", 5.0e-4, "00:00:00:45", -1),
+        "kd-equal_steps-s0": ("forward_kld", 5.0e-4, None, 100),
+        "kd-equal_time-s0": ("forward_kld", 5.0e-4, "00:00:00:45", -1),
+        "minillm-equal_steps-s0": ("reverse_kld", 3.0e-5, None, 100),
+        "minillm-equal_time-s0": ("reverse_kld", 3.0e-5, "00:00:00:45", -1),
+        "onpolicy_rkl-equal_steps-s0": ("onpolicy_rkl", 3.0e-5, None, 100),
+        "onpolicy_rkl-equal_time-s0": ("onpolicy_rkl", 3.0e-5, "00:00:00:45", -1),
+        "seqkd-equal_steps-s0": ("seqkd", 5.0e-4, None, 100),
+        "seqkd-equal_time-s0": ("seqkd", 5.0e-4, "00:00:00:45", -1),
+        "sft-equal_steps-s0": ("sft", 5.0e-4, None, 100),
+        "sft-equal_time-s0": ("sft", 5.0e-4, "00:00:00:45", -1),
+        "taid-equal_steps-s0": ("taid", 5.0e-4, None, 100),
+        "taid-equal_time-s0": ("taid", 5.0e-4, "00:00:00:45", -1),
+        "token_kd-equal_steps-s0": ("token_kd", 5.0e-4, None, 100),
+        "token_kd-equal_time-s0": ("token_kd", 5.0e-4, "00:00:00:45", -1),
+    },
     "ablation_stabilizers": {
         "full-s0": ("code", 0.2, True, None),
         "no_length_norm-s0": ("code", 0.2, True, "none"),
@@ -194,9 +217,11 @@ def test_every_job_of_a_study_composes_and_trains_what_it_did(compose, study):
 
 
 def test_each_arm_is_in_its_studys_folder_and_an_arm_name_names_one_change():
-    """conf/arm/<study>/NAME.yaml, run by that study; two arms that set the same arm_name (the ablation's and
-    validity_drop's full, paper, no_single_step) set the same keys to the same values, so a run name or a W&B
-    filter on arm_name never means two different things (as build_student_l and student_l once did)."""
+    """conf/arm/<study>/NAME.yaml, run by that study; within one experiment (its W&B group and multirun
+    folder) two arms that set the same arm_name set the same keys to the same values, so a run name or a W&B
+    filter on arm_name never means two different things there. Across experiments a name may recur with
+    another meaning (methods_compare's sft and validity_drop's sft are both the continued-SFT control, with
+    their study's own budget and selection)."""
     arms = {
         p.relative_to(CONF / "arm").with_suffix("").as_posix(): OmegaConf.to_container(OmegaConf.load(p))
         for p in sorted((CONF / "arm").rglob("*.yaml"))
@@ -213,7 +238,11 @@ def test_each_arm_is_in_its_studys_folder_and_an_arm_name_names_one_change():
     by_name: dict[str, dict[str, str]] = {}
     for arm, content in arms.items():
         assert arm.partition("/")[0] in STUDIES, f"conf/arm/{arm}.yaml: not in a study's folder"
-        by_name.setdefault(content.pop("arm_name"), {})[arm] = json.dumps(content, sort_keys=True)
+        study = OmegaConf.load(CONF / "experiment" / f"{arm.partition('/')[0]}.yaml")
+        experiment = study.get("experiment_name", arm.partition("/")[0])
+        by_name.setdefault((experiment, content.pop("arm_name")), {})[arm] = json.dumps(
+            content, sort_keys=True
+        )
     for name, changes in by_name.items():
         assert len(set(changes.values())) == 1, f"arm_name {name} is set by {sorted(changes)}, which differ"
 

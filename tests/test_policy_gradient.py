@@ -92,6 +92,9 @@ MASK = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]])
         # Authors' code: always divide by the tokens remaining from t inclusive.
         ({"include_current": False, "length_norm": "remaining"}, [5 / 3, 3 / 2, 0.0, 0.0]),
         ({"gamma": 0.5, "length_norm": "remaining"}, [2.75 / 3, 3.5 / 2, 3.0, 0.0]),
+        # γ = 0 (plain on-policy distillation): each token's own reward; from t+1: the next token's.
+        ({"gamma": 0.0}, [1.0, 2.0, 3.0, 0.0]),
+        ({"gamma": 0.0, "include_current": False}, [2.0, 3.0, 0.0, 0.0]),
     ],
 )
 def test_returns_to_go_by_hand(kwargs: dict, expected_row: list[float]) -> None:
@@ -124,7 +127,7 @@ def test_returns_to_go_against_brute_force() -> None:
     lengths = torch.tensor([6, 3, 1, 0])
     m = (torch.arange(6)[None] < lengths[:, None]).long()
     for gamma, inc, norm in itertools.product(
-        (1.0, 0.95, 0.3), (True, False), ("none", "summed", "remaining")
+        (1.0, 0.95, 0.3, 0.0), (True, False), ("none", "summed", "remaining")
     ):
         got = returns_to_go(r, m, gamma=gamma, include_current=inc, length_norm=norm)
         torch.testing.assert_close(got, _returns_brute_force(r, m, gamma, inc, norm), rtol=0, atol=1e-12)
@@ -132,7 +135,7 @@ def test_returns_to_go_against_brute_force() -> None:
 
 def test_returns_to_go_rejects_bad_options() -> None:
     with pytest.raises(MinillmError, match="gamma"):
-        returns_to_go(REWARDS, MASK, gamma=0.0)
+        returns_to_go(REWARDS, MASK, gamma=-0.1)
     with pytest.raises(MinillmError, match="length_norm"):
         returns_to_go(REWARDS, MASK, length_norm="tokens")
 
@@ -276,7 +279,7 @@ def test_pg_options_presets_and_validation() -> None:
     for field, value in [
         ("clip_eps", 0.0),
         ("clip_eps", -0.1),
-        ("gamma", 0.0),
+        ("gamma", -0.1),
         ("gamma", 1.5),
         ("length_norm", "tokens"),
         ("reward_scale", 0.0),

@@ -155,7 +155,8 @@ def returns_to_go(
 ) -> torch.Tensor:
     """Discounted return from each position (paper Eq. 2, 7; authors' code).
 
-    - ``include_current=True``: R_t = Σ_{k≥t} γ^{k−t} r_k (Eq. 2 with γ = 1; the code with γ = 0.95).
+    - ``include_current=True``: R_t = Σ_{k≥t} γ^{k−t} r_k (Eq. 2 with γ = 1; the code with γ = 0.95;
+      γ = 0 gives r_t alone).
     - ``include_current=False``: R_{t+1} = Σ_{k>t} γ^{k−t−1} r_k, the long-term part of the
       single-step decomposition (Eq. 5).
 
@@ -177,8 +178,8 @@ def returns_to_go(
     Returns:
         (B, T) detached returns, 0 outside the mask.
     """
-    if not 0.0 < gamma <= 1.0:
-        raise MinillmError(f"gamma must lie in (0, 1], got {gamma}")
+    if not 0.0 <= gamma <= 1.0:
+        raise MinillmError(f"gamma must lie in [0, 1], got {gamma}")
     if length_norm not in LENGTH_NORMS:
         raise MinillmError(f"length_norm must be one of {LENGTH_NORMS}, got {length_norm!r}")
     mask_f = mask.to(_float(rewards).dtype)
@@ -188,7 +189,7 @@ def returns_to_go(
     returns = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in reversed(range(rewards.shape[1])):
-        running = rewards[:, t] + gamma * running
+        running = rewards[:, t] + gamma * running if gamma else rewards[:, t]
         returns[:, t] = running
     # remaining[t] = number of valid tokens at positions ≥ t.
     remaining = mask_f.flip(1).cumsum(1).flip(1)
@@ -392,7 +393,8 @@ class PGOptions:
     """Knobs of MiniLLM's estimator. The defaults are the authors' released code (``PGOptions.code()``).
 
     Attributes:
-        gamma: discount in (0, 1] for the return (code 0.95, paper 1).
+        gamma: discount in [0, 1] for the return (code 0.95, paper 1; 0: each token's own reward, the
+            advantage of plain on-policy distillation).
         include_current: whether the return at t includes r_t (code True; paper False, since the
             single-step term covers step t). With ``single_step`` also on, step t is counted twice in
             expectation — the authors' code does this.
@@ -419,8 +421,8 @@ class PGOptions:
     ratio_weighted: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.gamma <= 1.0:
-            raise MinillmError(f"PGOptions.gamma must lie in (0, 1], got {self.gamma}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise MinillmError(f"PGOptions.gamma must lie in [0, 1], got {self.gamma}")
         if self.length_norm not in LENGTH_NORMS:
             raise MinillmError(
                 f"PGOptions.length_norm must be one of {LENGTH_NORMS}, got {self.length_norm!r}"
