@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from minillm.run import train
 
 from minillm.config import validate_config
 from minillm.data.datasets import IGNORE_INDEX, Example, collate_sft
@@ -22,6 +21,7 @@ from minillm.errors import MinillmError, RunInterrupted
 from minillm.objectives.divergences import TOPK_DIVERGENCES
 from minillm.objectives.token_kd import token_kd_loss
 from minillm.rollout.sampler import generate
+from minillm.run import train
 from minillm.training.token_kd import TokenKDModule, collate_examples, prompts_of, sample_student_examples
 
 from .test_smoke import smoke_overrides
@@ -287,9 +287,8 @@ def test_each_new_key_is_validated_naming_it(compose, overrides, message):
 
 
 def test_onpolicy_rkl_is_reverse_kld_with_per_token_rewards_and_no_stabilisers(compose):
-    from minillm.training.options import pg_options
-
     from minillm.objectives.policy_gradient import PGOptions
+    from minillm.training.options import pg_options
 
     cfg = compose(["objective=onpolicy_rkl"])
     validate_config(cfg)
