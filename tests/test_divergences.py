@@ -304,3 +304,37 @@ def test_word_kd_loss_by_hand_and_chunked() -> None:
         (g_chunk,) = torch.autograd.grad(chunked_loss, s)
         torch.testing.assert_close(chunked_loss, loss, atol=1e-12, rtol=0)
         torch.testing.assert_close(g_chunk, g_plain, atol=1e-12, rtol=0)
+
+
+def test_temperature_kd_loss_matches_the_hand_computation_and_is_word_kd_at_temperature_one():
+    """Hinton KD (objective=hinton_kd) against float64 by hand; τ = 1 equals the paper's KD baseline."""
+    import math
+
+    from minillm.objectives.supervised import temperature_kd_loss, word_kd_loss
+
+    gen = torch.Generator().manual_seed(3)
+    student = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(2, 4, 5, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([[-100, 2, 4, 1], [-100, -100, 3, -100]])  # prompt and padding at -100
+    r, tau = 0.3, 2.0
+    loss, logs = temperature_kd_loss(student, labels, lambda: teacher, kd_ratio=r, temperature=tau)
+    ce, kl, n = 0.0, 0.0, 0
+    for b in range(2):
+        for t in range(3):  # position t predicts labels[b, t + 1]
+            target = int(labels[b, t + 1])
+            if target == -100:
+                continue
+            s = [float(x) for x in student[b, t]]
+            p_ = [float(x) for x in teacher[b, t]]
+            ce += math.log(sum(math.exp(x) for x in s)) - s[target]
+            zs = math.log(sum(math.exp(x / tau) for x in s))
+            zp = math.log(sum(math.exp(x / tau) for x in p_))
+            kl += sum(math.exp(p_[v] / tau - zp) * ((p_[v] / tau - zp) - (s[v] / tau - zs)) for v in range(5))
+            n += 1
+    ce, kl = ce / n, kl / n
+    assert float(logs["ce_loss"]) == pytest.approx(ce, rel=1e-6)  # the cross-entropy runs in float32
+    assert float(logs["kd_kl"]) == pytest.approx(kl, rel=1e-6)
+    assert float(loss) == pytest.approx((1 - r) * ce + r * tau**2 * kl, rel=1e-6)
+    at_one, _ = temperature_kd_loss(student, labels, teacher, kd_ratio=r, temperature=1.0)
+    word, _ = word_kd_loss(student, teacher, labels, kd_ratio=r)
+    torch.testing.assert_close(at_one, word)

@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     assert "Traceback" not in out.stderr
 
 
-@pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld"])
+@pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld", "hinton_kd"])
 def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
     extra = ["objective.pt_coef=1.0"] if objective == "reverse_kld" else []  # exercise the L_PT path too
     cfg = compose(

@@ -80,3 +80,29 @@ def supervised_loss(
         student_logits, teacher_logits, labels, kd_ratio=kd_ratio, chunk_size=chunk_size
     )
     return loss, {"ce_loss": terms["ce"], "kd_kl": terms["kl"]}
+
+
+def temperature_kd_loss(
+    student_logits: torch.Tensor,
+    labels: torch.Tensor,
+    teacher_logits: torch.Tensor | Callable[[], torch.Tensor],
+    *,
+    kd_ratio: float = 0.5,
+    temperature: float = 2.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Hinton et al. (2015), "Distilling the Knowledge in a Neural Network": word-level KD at temperature τ,
+    (1 − kd_ratio)·CE + kd_ratio·τ²·KL(softmax(t/τ) ‖ softmax(s/τ)) over response tokens (τ² keeps the soft
+    term's gradient on the scale of the hard one). τ = 1 is :func:`word_kd_loss`.
+
+    Shapes as :func:`supervised_loss`; ``teacher_logits`` may be a function returning them. Logs ``ce_loss``
+    and ``kd_kl`` (the true KL between the softened distributions, before the τ² factor).
+    """
+    if temperature <= 0:
+        raise MinillmError(f"objective.temperature={temperature}: must be > 0")
+    if callable(teacher_logits):
+        teacher_logits = teacher_logits()
+    s_logits, _, mask = shift_for_next_token(student_logits, labels)
+    ce = sft_loss(student_logits, labels)
+    kl = forward_kl(s_logits / temperature, teacher_logits[:, :-1] / temperature, mask, reduction="mean")
+    loss = (1.0 - kd_ratio) * ce + kd_ratio * temperature**2 * kl
+    return loss, {"ce_loss": ce.detach(), "kd_kl": kl.detach()}
