@@ -141,6 +141,7 @@ def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
     metrics = (tmp_path / "run" / "csv" / "metrics.csv").read_text()
     expected = {
         "forward_kld": ["train/kd_kl", "train/ce_loss"],
+        "hinton_kd": ["train/kd_kl", "train/ce_loss"],
         "seqkd": ["train/loss"],
         "reverse_kld": [
             "rollout/reward",
