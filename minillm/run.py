@@ -72,7 +72,7 @@ def train(cfg: DictConfig) -> dict:
     from minillm.evaluation.callbacks import make_eval_callbacks
     from minillm.evaluation.sampled import evaluate_splits
     from minillm.loggers import loggers_from_config
-    from minillm.models.loading import load_models, weights_digest
+    from minillm.models.loading import gathered_student, load_models, weights_digest
     from minillm.models.lora import export_student
     from minillm.models.tokenizers import resolve_tokenizer
     from minillm.resume import Resume
@@ -116,6 +116,7 @@ def train(cfg: DictConfig) -> dict:
     loggers = loggers_from_config(cfg, resume.run_dir, resume_step=resume.attach(cfg, module, dm))
     trainer, checkpoint = make_trainer(cfg, loggers, make_eval_callbacks(cfg, dm, tokenizer, teacher))
     train_seconds = fit(cfg, trainer, module, dm, resume.ckpt_path, loggers)
+    student = gathered_student(module, cfg, tokenizer)  # strategy=fsdp: the shards gathered on every rank
     final_weights = weights_digest(student)  # the weights training ended with (before best selection)
     if not zero:
         return {"global_step": trainer.global_step, "final_weights_sha1": final_weights}

@@ -138,10 +138,8 @@ def teacher_dtype(cfg) -> torch.dtype | None:
     return TEACHER_DTYPES[choice] if choice else None
 
 
-def load_models(cfg, tokenizer):
-    """The student (``student``; with ``student.lora.r`` set, wrapped with LoRA adapters, the only part
-    that trains) and, when the objective or the comparison table needs it, the frozen teacher
-    (``teacher``; else None), checked to share the tokenizer."""
+def load_student(cfg, tokenizer):
+    """The student as ``student`` (and ``student.lora``) describe it, untrained: its init."""
     student = load_model(
         cfg.student,
         key="student",
@@ -150,8 +148,29 @@ def load_models(cfg, tokenizer):
         seed=cfg.seed,
     )
     lora = lora_settings(cfg.student)
-    if lora is not None:
-        student = apply_lora(student, lora, seed=cfg.seed)
+    return student if lora is None else apply_lora(student, lora, seed=cfg.seed)
+
+
+def gathered_student(module, cfg, tokenizer):
+    """The module's student in one piece. Under ``strategy=fsdp`` its parameters are shards: every rank
+    gathers the full weights (a collective: all ranks call this) into a fresh, unsharded copy, which
+    replaces the sharded one in the module (for the best checkpoint's reload, the export and evaluation)."""
+    from minillm.models.sharding import full_state_dict, is_sharded
+
+    if not is_sharded(module.student):
+        return module.student
+    state = full_state_dict(module.student)
+    fresh = load_student(cfg, tokenizer)
+    fresh.load_state_dict(state)
+    module.student = fresh
+    return fresh
+
+
+def load_models(cfg, tokenizer):
+    """The student (``student``; with ``student.lora.r`` set, wrapped with LoRA adapters, the only part
+    that trains) and, when the objective or the comparison table needs it, the frozen teacher
+    (``teacher``; else None), checked to share the tokenizer."""
+    student = load_student(cfg, tokenizer)
     has_teacher = bool(cfg.teacher.get("path") or cfg.teacher.get("arch"))
     if not (objective_needs_teacher(cfg) or (cfg.eval.compare and has_teacher)):
         return student, None

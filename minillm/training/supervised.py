@@ -12,6 +12,7 @@ import logging
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from minillm.objectives.supervised import sft_loss
 from minillm.training.optim import make_optimizer, make_scheduler
@@ -56,6 +57,21 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
         # positions per chunk of the full-vocabulary divergences (bounded memory, same numbers); None: one pass
         self.chunk_size = cfg.objective.get("chunk_size")
         self.init_resume_state(cfg)
+
+    def configure_model(self) -> None:
+        """Under ``strategy=fsdp`` (Lightning's ModelParallelStrategy), shard the student and the frozen
+        teacher over the data-parallel ranks (FSDP2 per decoder layer); otherwise nothing."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from minillm.models.sharding import is_sharded, shard
+
+        mesh = self.device_mesh["data_parallel"]
+        offload = bool(OmegaConf.select(self.cfg, "fit.cpu_offload", default=False))
+        for model in (self.student, self.teacher.model):
+            if model is not None and not is_sharded(model):
+                shard(model, mesh, cpu_offload=offload)
 
     def on_fit_start(self):
         self.teacher.to(self.device)
