@@ -31,6 +31,7 @@ ENTRY_POINTS = {
     "minillm.report",
     "minillm.bench",
     "minillm.models.assets",
+    "minillm.models.convert",
     "minillm.diagnose",
 }
 
