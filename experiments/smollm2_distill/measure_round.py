@@ -3,7 +3,8 @@
 ``python experiments/smollm2_distill/measure_round.py [overrides of minillm.run ...]`` is ``python -m
 minillm.run`` with a stopwatch around each round of the objective's module (``training_step``: the rollout,
 then the inner epochs of updates) and around its rollout (``_start_round``), and the process's peak resident
-memory (``ru_maxrss``) read before the first round and after each. It writes ``rounds.json`` into the run
+memory (``ru_maxrss``) read before the first round, after each rollout, after each update and after each
+round. It writes ``rounds.json`` into the run
 folder and prints one line per round. Give the run few rounds and no validation inside them (for example
 ``trainer.max_steps`` = rounds × updates per round, ``objective.val_check_interval`` above the rounds), and
 ``eval.compare=false`` so that only training is timed. Commands and numbers: README.md beside this file.
@@ -28,13 +29,20 @@ def peak_rss_mib() -> float:
 
 
 def instrument(module_class, record: list[dict], out: dict) -> None:
-    """Wrap the module's round (``training_step``) and rollout (``_start_round``) with timers."""
-    step, start_round = module_class.training_step, module_class._start_round
+    """Wrap the module's round (``training_step``) and rollout (``_start_round``) with timers, and read the
+    peak memory after the rollout and after each update (``_update``)."""
+    step, start_round, update = module_class.training_step, module_class._start_round, module_class._update
 
     def timed_start_round(self, batch):
         began = time.perf_counter()
         start_round(self, batch)
         out["rollout_s"] = time.perf_counter() - began
+        out["after_rollout_mib"] = peak_rss_mib()
+
+    def measured_update(self, mb):
+        result = update(self, mb)
+        out.setdefault("after_updates_mib", []).append(round(peak_rss_mib()))
+        return result
 
     def timed_step(self, batch, batch_idx):
         if not record:
@@ -48,6 +56,9 @@ def instrument(module_class, record: list[dict], out: dict) -> None:
             "rollout_seconds": round(out.pop("rollout_s", float("nan")), 2),
             "global_step": int(self.global_step),
             "peak_rss_mib": round(peak_rss_mib()),
+            # the peak is monotone: the phase after which it rose is where the memory went
+            "peak_rss_after_rollout_mib": round(out.pop("after_rollout_mib", float("nan"))),
+            "peak_rss_after_each_update_mib": out.pop("after_updates_mib", []),
         }
         record.append(row)
         print(f"round {row['round']}: {row}", flush=True)
@@ -55,6 +66,7 @@ def instrument(module_class, record: list[dict], out: dict) -> None:
 
     module_class.training_step = timed_step
     module_class._start_round = timed_start_round
+    module_class._update = measured_update
 
 
 def main() -> None:
