@@ -8,16 +8,17 @@ OUT=experiments/results/smollm2_distill/rounds
 mkdir -p "$OUT"
 COMMON=(teacher=smollm2_135m student=smollm2_pruned10 objective=reverse_kld logger=none eval.compare=false
   eval.num_samples=1 eval.max_new_tokens=4 select.save_hf=false data.n_train=400 objective.max_new_tokens=64
-  objective.mini_batch_size=8)
+  objective.mini_batch_size=8)  # a later objective.mini_batch_size wins
 declare -A SETTINGS=(
   [r8_cache_1thread]="data.batch_size=8 trainer.max_steps=8 fit.num_threads=1"
   [r8_cache_2threads]="data.batch_size=8 trainer.max_steps=8 fit.num_threads=2"
   [r8_cache_chunk16]="data.batch_size=8 trainer.max_steps=8 fit.num_threads=1 objective.chunk_size=16"
   [r8_rescore]="data.batch_size=8 trainer.max_steps=8 fit.num_threads=1 objective.teacher_cache_mb=0"
   [r16_cache]="data.batch_size=16 trainer.max_steps=16 fit.num_threads=1"
+  [r8_mb4]="data.batch_size=8 trainer.max_steps=16 fit.num_threads=1 objective.mini_batch_size=4"
 )
 NAMES=("$@")
-[ ${#NAMES[@]} -eq 0 ] && NAMES=(r8_cache_1thread r8_cache_chunk16 r8_rescore r16_cache r8_cache_2threads)
+[ ${#NAMES[@]} -eq 0 ] && NAMES=(r8_cache_1thread r8_cache_chunk16 r8_rescore r16_cache r8_cache_2threads r8_mb4)
 for name in "${NAMES[@]}"; do
   run_dir="outputs/smollm2_measure/$name"
   mkdir -p "$(dirname "$run_dir")"
