@@ -162,6 +162,8 @@ def test_smollm2_presets_compose_as_chat_models(compose):
     assert narrow.tokenizer.gguf == "smollm2_135m" and narrow.student.arch.hidden_size == 192
     assert narrow.data.template == "chat"
     assert compose(["teacher=smollm2_135m", "data.template=short"]).data.template == "short"
+    other = compose(["teacher=gguf", "teacher.gguf=/models/m.gguf"])
+    assert other.teacher.gguf == other.teacher.name == "/models/m.gguf" and other.data.template == "short"
 
 
 @pytest.mark.parametrize(
@@ -445,3 +447,49 @@ def test_smoke_run_of_every_objective_with_the_smollm2_teacher(compose, tmp_path
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
     assert Path(saved.teacher.path).name.startswith("SmolLM2-135M-Instruct.Q4_1-")
     assert saved.data.template == "chat"
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_distill_stages_run_end_to_end_in_smoke_mode(compose, tmp_path, smollm2_models):
+    """experiment=smollm2_distill: the teacher SFT (the full model in the student's place), the pruned
+    student's init, then a distillation job that loads both from stage 1's folders."""
+    from minillm.run import train
+
+    stages = tmp_path / "stages"
+    small = [
+        "debug=smoke",
+        "experiment=smollm2_distill",
+        f"smollm2_distill_dir={stages}",
+        f"cache_dir={linked_cache(tmp_path, smollm2_models)}",
+        "logger=none",
+        "data.n_train=8",
+        "data.n_valid=4",
+        "data.n_test=4",
+        "data.batch_size=2",
+        "trainer.max_steps=1",
+        "trainer.val_check_interval=1",
+        "eval.num_samples=2",
+        "eval.seeds=[0]",
+        "eval.max_new_tokens=4",
+        "eval.val_samples=2",
+    ]
+    for arm in ("teacher_sft", "student_init"):
+        cfg = compose([*small, f"+arm=smollm2_distill/{arm}"], run_dir=stages / arm)
+        results = train(cfg)
+        assert (
+            results["config"]["run_name"] == arm and (stages / arm / "best_model" / "config.json").is_file()
+        )
+    assert results["config"]["teacher_params"] == 134_515_008  # the SFT teacher beside the init
+    assert results["config"]["student_params"] == 63_713_088
+    cfg = compose(
+        [*small, "+arm=smollm2_distill/equal_steps24", "objective=reverse_kld", "objective.mini_batch_size=2"]
+    )
+    results = train(cfg)
+    assert results["config"]["teacher"] == str(stages / "teacher_sft" / "best_model")
+    assert results["config"]["student"] == str(stages / "student_init" / "best_model")
+    assert results["global_step"] == 1 and set(results["eval"]) == {
+        "teacher",
+        "student init",
+        "trained student",
+    }
