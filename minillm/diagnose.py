@@ -68,9 +68,11 @@ def run_diagnose(cfg) -> dict:
     from minillm.errors import MinillmError
     from minillm.evaluation.divergence_probe import diagnose_markdown, probe, summarise, summary_table
     from minillm.evaluation.suite import load_evaluated_model, load_teacher
+    from minillm.models.prepare import prepare_models
 
     validate_config(cfg)
     validate_diagnose_config(cfg)
+    prepare_models(cfg)
     d = cfg.diagnose
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +90,7 @@ def run_diagnose(cfg) -> dict:
     examples = tokenize_records(
         records[d.split],
         tokenizer,
-        PromptTemplate.from_name(cfg.data.template),
+        PromptTemplate.from_name(cfg.data.template, tokenizer),
         max_prompt_len=cfg.data.max_prompt_len,
         max_response_len=cfg.data.max_response_len,
         split=d.split,

@@ -74,12 +74,14 @@ def train(cfg: DictConfig) -> dict:
     from minillm.loggers import loggers_from_config
     from minillm.models.loading import gathered_student, load_models, weights_digest
     from minillm.models.lora import export_student
+    from minillm.models.prepare import prepare_models
     from minillm.models.tokenizers import resolve_tokenizer
     from minillm.resume import Resume
     from minillm.safe_load import load_checkpoint
     from minillm.training.trainer import build_module, fit, make_trainer, module_class
 
     validate_config(cfg)
+    prepare_models(cfg)  # GGUF presets converted, pruned students made: once, into cache_dir/models
     resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")

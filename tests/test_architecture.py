@@ -34,6 +34,7 @@ ENTRY_POINTS = {
     "minillm.report",
     "minillm.bench.__main__",
     "minillm.models.assets",
+    "minillm.models.convert",
     "minillm.diagnose",
 }
 

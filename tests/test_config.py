@@ -34,10 +34,12 @@ def test_every_choice_of_every_group_composes(compose, group):
             overrides.append("data.path=/tmp/x.jsonl")
         if choice == "hf":
             overrides.append(f"{group}.path=/tmp/some-model")
+        if choice == "gguf":
+            overrides.append(f"{group}.gguf=/tmp/some-model.gguf")
         cfg = compose(overrides)
-        assert cfg.objective.name and cfg.data.template in ("short", "alpaca")
+        assert cfg.objective.name and cfg.data.template in ("short", "alpaca", "chat")
         if group in ("teacher", "student") and cfg[group].path is None and cfg[group].arch is None:
-            assert choice == "none"
+            assert choice == "none" or cfg[group].gguf  # a GGUF preset: converted on first use
 
 
 def test_architecture_presets_fill_either_slot(compose):

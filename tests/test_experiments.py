@@ -55,6 +55,14 @@ STUDY_KEYS = {
         "trainer.max_epochs",
         "optim.lr",
     ),
+    "smollm2_distill": (
+        "objective.name",
+        "optim.lr",
+        "trainer.max_time",
+        "trainer.max_steps",
+        "teacher.path",
+        "student.path",
+    ),
     "toy_gmm": ("task",),
     "toy_sequences": ("task",),
     "validity_drop": (
@@ -71,6 +79,7 @@ STUDY_KEYS = {
 }
 BUILT = "multirun/scaling_models/build_{}/best_model"
 TEACHER, INIT = "assets/embedded/teacher", "assets/embedded/student_init"
+SMOLLM2 = "multirun/smollm2_distill/{}/best_model"
 STUDY_RUNS = {
     "methods_compare": {
         "distillm-equal_steps-s0": ("distillm", 5.0e-4, None, 100),
@@ -136,6 +145,27 @@ STUDY_RUNS = {
         "build_student_m": ("student_m", 48, 2, 30, 3e-3),
         "build_student_l": ("student_l", 96, 3, 30, 3e-3),
     },
+    "smollm2_distill": {
+        **{
+            f"{objective}-{budget}-s0": (
+                objective,
+                lr,
+                *limits,
+                SMOLLM2.format("teacher_sft"),
+                SMOLLM2.format("student_init"),
+            )
+            for objective, lr in (
+                ("sft", 1e-4),
+                ("forward_kld", 1e-4),
+                ("seqkd", 1e-4),
+                ("reverse_kld", 5e-5),
+            )
+            for budget, limits in (("equal_time5m", ("00:00:05:00", -1)), ("equal_steps24", (None, 24)))
+        },
+        # stage 1, outside the sweep: the teacher SFT-tuned (in the student's place), then the student init
+        "teacher_sft": ("sft", 1e-4, None, 100, None, None),
+        "student_init": ("sft", 3e-4, None, 300, SMOLLM2.format("teacher_sft"), None),
+    },
     "toy_gmm": {"toy_gmm-s0": ("toy_gmm",)},
     "toy_sequences": {"toy_sequences-s0": ("toy_sequences",)},
     "validity_drop": {
@@ -152,8 +182,19 @@ STUDY_RUNS = {
     },
 }
 # Jobs a study runs beside its sweep (its README's commands).
-CONTROLS = {"validity_drop": [["objective=sft", "+arm=validity_drop/sft"]]}
-SEEDS = {"scaling_models": set(), "toy_gmm": set(), "toy_sequences": set()}  # the others sweep seed=0,1,2
+CONTROLS = {
+    "validity_drop": [["objective=sft", "+arm=validity_drop/sft"]],
+    "smollm2_distill": [
+        ["objective=sft", "+arm=smollm2_distill/teacher_sft"],
+        ["objective=sft", "+arm=smollm2_distill/student_init"],
+    ],
+}
+SEEDS = {  # the others sweep seed=0,1,2
+    "scaling_models": set(),
+    "toy_gmm": set(),
+    "toy_sequences": set(),
+    "smollm2_distill": {"seed=0", "seed=1"},
+}
 
 
 def multirun_jobs(args: list[str]) -> list[list[str]]:

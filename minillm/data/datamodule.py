@@ -99,7 +99,7 @@ class InstructionDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_mode = train_mode
         self.prompt_batch_size = prompt_batch_size or data_cfg.batch_size
-        template = PromptTemplate.from_name(data_cfg.template)
+        template = PromptTemplate.from_name(data_cfg.template, tokenizer)
         self.examples = {
             split: tokenize_records(
                 recs,

@@ -222,7 +222,7 @@ def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
             tokenizer=tokenizer,
             prompts=prompts,
             calibration_items=items,
-            template=PromptTemplate.from_name(cfg.data.template),
+            template=PromptTemplate.from_name(cfg.data.template, tokenizer),
             teacher=teacher,
             every_n_val=c.every_n_val,
             metrics=tuple(c.metrics),

@@ -26,6 +26,7 @@ from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
 from minillm.evaluation.sampled import evaluate_model, lm_loss, sampling_settings
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
+from minillm.models.prepare import prepare_models
 from minillm.models.tokenizers import resolve_tokenizer
 from minillm.safe_load import load_checkpoint
 
@@ -263,6 +264,7 @@ def run_evaluation(cfg) -> dict:
 
     validate_config(cfg)
     validate_evaluate_config(cfg)
+    prepare_models(cfg)
     e, ev = cfg.evaluate, cfg.eval
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -275,7 +277,7 @@ def run_evaluation(cfg) -> dict:
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     name, split = e.model, e.split
-    template = PromptTemplate.from_name(cfg.data.template)
+    template = PromptTemplate.from_name(cfg.data.template, tokenizer)
     examples = tokenize_records(
         records[split],
         tokenizer,
