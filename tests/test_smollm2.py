@@ -441,7 +441,9 @@ def test_smoke_run_of_every_objective_with_the_smollm2_teacher(compose, tmp_path
     from minillm.models.loading import objective_needs_teacher
 
     cfg = compose(overrides)
-    needs_teacher = objective_needs_teacher(cfg)  # from the composed objective (gkd, onpolicy_rkl build on others)
+    needs_teacher = objective_needs_teacher(
+        cfg
+    )  # from the composed objective (gkd, onpolicy_rkl build on others)
     results = train(cfg)
     assert results["global_step"] == 1
     assert results["config"]["teacher_params"] == (134_515_008 if needs_teacher else None)
