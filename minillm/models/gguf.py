@@ -99,7 +99,7 @@ def converted_folder(source: str, cache_dir: str | Path, key: str) -> Path:
         return folder
     _check_converter(key, str(source))
     log.info(
-        "converting %s (%.0f MB GGUF) into %s, once (about 30 s on 2 CPU cores)",
+        "converting %s (%.0f MB GGUF) into %s, once (about 40 s on 2 CPU cores)",
         gguf.name,
         gguf.stat().st_size / 1e6,
         folder,
