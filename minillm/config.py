@@ -231,7 +231,7 @@ def check_beyond_keys(cfg) -> None:
     momentum = _number(cfg, "objective.t_momentum")
     if momentum is not None and not 0.0 <= momentum < 1.0:
         raise MinillmError(f"objective.t_momentum={momentum}: must be in [0, 1)")
-    for key in ("objective.replay_capacity", "objective.schedule_steps"):
+    for key in ("objective.replay_capacity", "objective.schedule_steps", "objective.batch_size"):
         _positive_int(cfg, key)
     responses = _get(cfg, "objective.student_responses")
     if responses is not None and responses not in ("batch", "epoch"):
