@@ -7,6 +7,7 @@ same gradient — here with responses of different lengths, and padded to differ
 
 from __future__ import annotations
 
+import gc
 import os
 
 import pytest
@@ -68,31 +69,53 @@ def options_under_test() -> PGOptions:
     return PGOptions.code()  # whitening, γ 0.95, remaining-length normalisation, clipping, ratio weights
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
+def in_process_group(rank: int, body, world: int, init: str, out: str) -> None:
+    """Run ``body(rank, world)`` in a gloo group and save what it returns to ``out/rank{rank}.pt``.
+
+    The group is torn down only after every rank is done and after the DDP wrapper ``body`` made is gone:
+    a process group still referenced (DDP's reducer holds it, in a reference cycle) is destroyed during
+    interpreter shutdown instead, where gloo's threads can abort the process (SIGABRT, seen in CI)."""
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
-        pool, size = distributed_pool()
-        assert size == world
-        inputs = rank_inputs(rank)
-        options = options_under_test()
-        adv = advantages(
-            token_rewards(inputs["teacher"], inputs["old"], inputs["mask"]), inputs["mask"], options, pool
-        )
-        theta = torch.zeros(V, dtype=torch.float64, requires_grad=True)
-        model = torch.nn.parallel.DistributedDataParallel(_Bias(theta))
-        share, logs = loss_and_grad(inputs, model(), options, pool)
-        (share * size).backward()  # DDP averages over ranks: the share's gradient times the world size
-        torch.save(
-            {
-                "adv": adv,
-                "loss": pool.sum(share.detach()),
-                "grad": model.module.theta.grad.clone(),
-                "logs": logs,
-            },
-            f"{out}/rank{rank}.pt",
-        )
+        torch.save(body(rank, world), f"{out}/rank{rank}.pt")
+        dist.barrier()
     finally:
+        gc.collect()
         dist.destroy_process_group()
+
+
+def spawn(body, tmp_path) -> list[dict]:
+    """Run ``body`` on 2 spawned ranks; return what each rank saved."""
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(
+        in_process_group,
+        args=(body, 2, f"file://{tmp_path / 'rendezvous'}", str(out)),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def worker(rank: int, world: int) -> dict:
+    pool, size = distributed_pool()
+    assert size == world
+    inputs = rank_inputs(rank)
+    options = options_under_test()
+    adv = advantages(
+        token_rewards(inputs["teacher"], inputs["old"], inputs["mask"]), inputs["mask"], options, pool
+    )
+    theta = torch.zeros(V, dtype=torch.float64, requires_grad=True)
+    model = torch.nn.parallel.DistributedDataParallel(_Bias(theta))
+    share, logs = loss_and_grad(inputs, model(), options, pool)
+    (share * size).backward()  # DDP averages over ranks: the share's gradient times the world size
+    return {
+        "adv": adv,
+        "loss": pool.sum(share.detach()),
+        "grad": model.module.theta.grad.clone(),
+        "logs": logs,
+    }
 
 
 class _Bias(torch.nn.Module):
@@ -105,16 +128,7 @@ class _Bias(torch.nn.Module):
 
 
 def test_two_ranks_compute_what_one_process_computes_on_their_union(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    mp.start_processes(
-        worker,
-        args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = spawn(worker, tmp_path)
 
     # one process with both ranks' rollouts, padded to the wider width
     parts = [rank_inputs(r) for r in range(2)]
@@ -199,37 +213,25 @@ def one_update(student, teacher, rollout, pool=None, world=1):
     return runner.update(rollout)
 
 
-def update_worker(rank: int, world: int, init: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        student, teacher, rollout = shared_rollout()
-        half = ROWS // world
-        mine = rollout.select(list(range(rank * half, (rank + 1) * half)))
-        model = torch.nn.parallel.DistributedDataParallel(student)
-        pool, size = distributed_pool()
-        logs = one_update(model, teacher, mine, pool, size)
-        torch.save({"state": student.state_dict(), "logs": logs}, f"{out}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def update_worker(rank: int, world: int) -> dict:
+    student, teacher, rollout = shared_rollout()
+    half = ROWS // world
+    mine = rollout.select(list(range(rank * half, (rank + 1) * half)))
+    model = torch.nn.parallel.DistributedDataParallel(student)
+    pool, size = distributed_pool()
+    logs = one_update(model, teacher, mine, pool, size)
+    return {"state": {k: v.clone() for k, v in student.state_dict().items()}, "logs": logs}
 
 
 def test_a_minillm_update_under_ddp_equals_one_process_on_the_union(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    mp.start_processes(
-        update_worker,
-        args=(2, f"file://{tmp_path / 'rv'}", str(out)),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
+    ranks = spawn(update_worker, tmp_path)
     student, teacher, rollout = shared_rollout()
     before = {k: v.clone() for k, v in student.state_dict().items()}
     logs = one_update(student, teacher, rollout)
     after = student.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in after)  # the update did move the weights
     for r in range(2):
-        got = torch.load(out / f"rank{r}.pt", weights_only=False)
+        got = ranks[r]
         for key, value in after.items():
             torch.testing.assert_close(got["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
         for key in ("loss", "pg_loss", "single_step_loss", "grad_norm", "reward_mean", "iw_max"):
