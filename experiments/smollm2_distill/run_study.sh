@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # experiment=smollm2_distill end to end, stage by stage, with each stage's wall-clock time in stages.tsv:
 # stage 1 (teacher SFT, student init), stage 2 (the sweep), the exact KL probe of each trained student against
-# the teacher on held-out (valid) prompts, the report. Usage: bash experiments/smollm2_distill/run_study.sh [ARGS]
+# the teacher on held-out (valid) prompts, the report, the summary table and figures. Usage: bash experiments/smollm2_distill/run_study.sh [ARGS]
 # (ARGS: extra overrides for every minillm.run / minillm.diagnose call, e.g. eval.num_samples=50).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,3 +32,4 @@ for run in "$DIR"/*-s[0-9]; do
     diagnose.num_prompts=48 'diagnose.seeds=[0]' hydra.run.dir="$DIR/diagnose/$name" "$@"
 done
 stage report python -m minillm.report "$DIR" --out "$OUT/report.md"
+stage summary python experiments/smollm2_distill/summarize.py "$DIR" --out "$OUT"
