@@ -485,9 +485,7 @@ def test_smollm2_distill_stages_run_end_to_end_in_smoke_mode(compose, tmp_path, 
         )
     assert results["config"]["teacher_params"] == 134_515_008  # the SFT teacher beside the init
     assert results["config"]["student_params"] == 63_713_088
-    cfg = compose(
-        [*small, "+arm=smollm2_distill/equal_steps24", "objective=reverse_kld", "objective.mini_batch_size=2"]
-    )
+    cfg = compose([*small, "+arm=smollm2_distill/minillm", "objective.mini_batch_size=2"])
     results = train(cfg)
     assert results["config"]["teacher"] == str(stages / "teacher_sft" / "best_model")
     assert results["config"]["student"] == str(stages / "student_init" / "best_model")

@@ -16,13 +16,18 @@ import json
 import statistics
 from pathlib import Path
 
-METHODS = [
+METHODS = [  # (arm, name): stage 2, then issue 16's methods (stage 3)
     ("sft", "SFT, continued (control)"),
-    ("forward_kld", "KD (forward KL, kd_ratio 0.5)"),
+    ("kd", "KD (forward KL, kd_ratio 0.5)"),
     ("seqkd", "SeqKD"),
-    ("reverse_kld", "MiniLLM (reverse_kld, variant code, α 0.2)"),
+    ("minillm", "MiniLLM (reverse_kld, variant code, α 0.2)"),
+    ("onpolicy_rkl", "on-policy reverse KL (γ 0)"),
+    ("gkd", "GKD (JSD 0.5, λ 0.5)"),
+    ("distillm", "DistiLLM (skew KL 0.1, adaptive replay)"),
+    ("taid", "TAID"),
+    ("distillm2", "DistiLLM-2 (on-policy student side)"),
 ]
-BUDGETS = [("equal_time5m", "equal time (5 min)"), ("equal_steps24", "equal steps (24)")]
+BUDGETS = [("equal_time", "equal time (3 min)"), ("equal_steps", "equal steps (16)")]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -63,8 +68,8 @@ def summary(folder: Path) -> tuple[str, dict]:
     stages = {}
     if (folder / "stages.tsv").is_file():
         for line in (folder / "stages.tsv").read_text().splitlines():
-            name, seconds, status = line.split("\t")
-            stages[name] = (int(seconds), int(status))
+            name, seconds, status, *load = line.split("\t")
+            stages[name] = (int(seconds), int(status), load[0] if load else "")
     lines = [
         f"Teacher zero-shot: Rouge-L {zero['rougeL']:.1f}, valid {zero['valid_rate']:.1f} %; after SFT "
         f"({teacher['global_step']} steps): {t_eval['rougeL']:.1f}, {t_eval['valid_rate']:.1f} %. Student init "
@@ -81,10 +86,10 @@ def summary(folder: Path) -> tuple[str, dict]:
             "",
         ]
     head = (
-        "| method | budget | Rouge-L | valid % | steps | train s | reverse KL (own samples) | "
+        "| method | budget | Rouge-L | valid % | steps | train s | s / step | reverse KL (own samples) | "
         "forward KL (teacher samples) |"
     )
-    lines += [head, "|---|---|---|---|---|---|---|---|"]
+    lines += [head, "|---|---|---|---|---|---|---|---|---|"]
     for budget, budget_name in BUDGETS:
         for objective, name in METHODS:
             rs = runs.get((objective, budget), [])
@@ -94,12 +99,13 @@ def summary(folder: Path) -> tuple[str, dict]:
                 f"| {name} | {budget_name} | {fmt([r['test/rougeL'] for r in rs])} | "
                 f"{fmt([r['test/valid_rate'] for r in rs])} | {fmt([r['global_step'] for r in rs], 0)} | "
                 f"{fmt([r['train_seconds'] for r in rs], 0)} | "
+                f"{fmt([r['train_seconds'] / max(1, r['global_step']) for r in rs], 1)} | "
                 f"{fmt([kl_of(r['kl'], 'student', 'reverse_kl') for r in rs], 3)} | "
                 f"{fmt([kl_of(r['kl'], 'teacher', 'forward_kl') for r in rs], 3)} |"
             )
     if stages:
-        lines += ["", "| stage | seconds | exit status |", "|---|---|---|"]
-        lines += [f"| {name} | {s} | {status} |" for name, (s, status) in stages.items()]
+        lines += ["", "| stage | seconds | exit status | load average at its start |", "|---|---|---|---|"]
+        lines += [f"| {name} | {s} | {status} | {load} |" for name, (s, status, load) in stages.items()]
     data = {"runs": runs, "teacher": t_eval, "init": i_eval, "init_kl": init_kl}
     return "\n".join(lines) + "\n", data
 
@@ -125,10 +131,12 @@ def plots(data: dict, out: Path) -> None:
                     ax.hlines(statistics.mean(values), x - 0.12, x + 0.12, color=f"C{b}")
         ax.axhline(data["teacher"][ref_key], color="k", ls="--", lw=1, label="teacher (SFT)")
         ax.axhline(data["init"][ref_key], color="gray", ls=":", lw=1, label="student init")
-        ax.set_xticks(range(len(METHODS)), [o for o, _ in METHODS])
+        ax.set_xticks(range(len(METHODS)), [o for o, _ in METHODS], rotation=30, fontsize=8)
         ax.set_ylabel(label)
     axes[0].legend(fontsize=8)
-    fig.suptitle("SmolLM2-135M-Instruct (SFT) → every-3rd-layer student (63.7M): 2 training seeds")
+    fig.suptitle(
+        "SmolLM2-135M-Instruct (SFT) → every-3rd-layer student (63.7M): 2 training seeds (methods after minillm: 1)"
+    )
     fig.tight_layout()
     fig.savefig(out / "scores.png", dpi=120)
     plt.close(fig)
@@ -146,7 +154,7 @@ def plots(data: dict, out: Path) -> None:
                 ax.scatter([x] * len(values), values, color=f"C{b}", label=budget_name if m == 0 else None)
         if data["init_kl"]:
             ax.axhline(data["init_kl"][side][kind], color="gray", ls=":", lw=1, label="student init")
-        ax.set_xticks(range(len(METHODS)), [o for o, _ in METHODS])
+        ax.set_xticks(range(len(METHODS)), [o for o, _ in METHODS], rotation=30, fontsize=8)
         ax.set_ylabel(f"{label} (nats/token)")
     axes[0].legend(fontsize=8)
     fig.suptitle("Exact token-level KL to the teacher on held-out valid prompts (lower is closer)")
