@@ -19,6 +19,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import OmegaConf
 
@@ -76,6 +77,8 @@ class ResumableCSVLogger(CSVLogger):
     def experiment(self):
         if self._experiment is not None:
             return self._experiment
+        if rank_zero_only.rank != 0:  # data-parallel: rank zero alone owns the file (another rank's rename
+            return super().experiment  # would hide the earlier rows from it); Lightning's no-op writer
         path = Path(self.log_dir) / "metrics.csv"
         kept: list[dict] = []
         if self._resume_step is not None and path.is_file():

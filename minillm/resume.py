@@ -125,6 +125,14 @@ def stop_callback(trainer) -> GracefulStop | None:
 # Keys that bound a run, name it, or say where its files and logs go: a checkpoint resumes with other values
 # of these (a longer run, another output folder, no W&B). Every other key changes what training does, and a
 # checkpoint trained with another value is refused unless resume.allow_config_change=true.
+# Where the run trains, not what it computes: a checkpoint moves across world sizes and strategies.
+LAYOUT_KEYS = (
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.accelerator",
+    "fit.cpu_offload",
+)
 RUN_BOUND_KEYS = (
     "ckpt_path",
     "resume",
@@ -149,6 +157,7 @@ RUN_BOUND_KEYS = (
     "eval.num_samples",
     "eval.seeds",
     "select.save_hf",
+    *LAYOUT_KEYS,
 )
 LIMIT_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")
 _ABSENT = "<absent>"
@@ -225,7 +234,16 @@ def check_config(ckpt: dict, path: Path, current: dict, allow_change: bool = Fal
             "resume.allow_config_change=true: resuming a checkpoint trained with another config (%s)",
             "; ".join(f"{k}: {a} -> {b}" for k, a, b in diffs),
         )
-    limits = [d for d in config_differences(saved, current, bound=True) if d[0] in LIMIT_KEYS]
+    bound = config_differences(saved, current, bound=True)
+    layout = [d for d in bound if any(d[0] == k or d[0].startswith(k + ".") for k in LAYOUT_KEYS)]
+    if layout:
+        log.warning(
+            "resuming on another layout (%s): weights, optimizer, schedule and step carry over; at another "
+            "world size the data position is rescaled to the examples seen and the run is no longer "
+            "bit-identical to an uninterrupted one",
+            ", ".join(f"{k} {a} -> {b}" for k, a, b in layout),
+        )
+    limits = [d for d in bound if d[0] in LIMIT_KEYS]
     if limits:
         log.info(
             "the run's limits changed since the checkpoint: %s",
@@ -323,6 +341,26 @@ def _zero(counters: dict) -> None:
             _zero(value)
         elif isinstance(value, int) and not isinstance(value, bool):
             counters[key] = 0
+
+
+def rescale_data_position(ckpt: dict, global_batch: int) -> tuple[int, int] | None:
+    """Move a checkpoint's data position to another global batch size (another world size, or another
+    per-rank batch): the batches already trained on in the epoch, ``consumed`` of ``data["global_batch"]``
+    examples each, become ``consumed × old // new`` batches of ``global_batch`` (a partial batch is trained
+    again, never skipped), and Lightning's in-epoch batch counters move by the same amount. Returns
+    ``(old consumed, new consumed)``, or None when nothing changes (same size, or a checkpoint that does
+    not say its size)."""
+    data = (ckpt.get("minillm") or {}).get("data")
+    if data is None or data.get("global_batch") in (None, global_batch):
+        return None
+    old = int(data["consumed"])
+    new = old * int(data["global_batch"]) // int(global_batch)
+    data["consumed"], data["global_batch"] = new, int(global_batch)
+    progress = ((ckpt.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.batch_progress") or {}
+    for part in ("total", "current"):
+        for key, value in (progress.get(part) or {}).items():
+            progress[part][key] = max(0, int(value) + new - old)
+    return old, new
 
 
 def fix_epoch_end_checkpoint(ckpt: dict, batches_in_epoch: int) -> str | None:

@@ -84,17 +84,26 @@ def in_process_group(rank: int, body, world: int, init: str, out: str) -> None:
         dist.destroy_process_group()
 
 
-def spawn(body, tmp_path) -> list[dict]:
-    """Run ``body`` on 2 spawned ranks; return what each rank saved."""
+def spawn(body, tmp_path, deadline_s: float = 300.0) -> list[dict]:
+    """Run ``body`` on 2 spawned ranks; return what each rank saved. Ranks still running after
+    ``deadline_s`` (a collective one rank never joins) are killed and the test fails."""
+    import time
+
     out = tmp_path / "out"
     out.mkdir()
-    mp.start_processes(
+    context = mp.start_processes(
         in_process_group,
         args=(body, 2, f"file://{tmp_path / 'rendezvous'}", str(out)),
         nprocs=2,
-        join=True,
+        join=False,
         start_method="spawn",
     )
+    end = time.monotonic() + deadline_s
+    while not context.join(timeout=2):
+        if time.monotonic() > end:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the ranks did not finish within {deadline_s:.0f} s (a deadlock)")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
@@ -236,6 +245,65 @@ def test_a_minillm_update_under_ddp_equals_one_process_on_the_union(tmp_path):
             torch.testing.assert_close(got["state"][key], value, rtol=1e-5, atol=1e-6, msg=key)
         for key in ("loss", "pg_loss", "single_step_loss", "grad_norm", "reward_mean", "iw_max"):
             torch.testing.assert_close(got["logs"][key], logs[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# --------------------------------------------------------------------------- decoding with sharded weights
+
+DECODE_STEPS = 6
+
+
+def decode_inputs(rank: int):
+    """Rank ``rank``'s prompts and the rule that shapes its sampling: rank 0 always says EOS (done after one
+    step), rank 1 never does (all ``DECODE_STEPS`` steps)."""
+    gen = torch.Generator().manual_seed(20 + rank)
+    ids = torch.randint(1, RVOCAB, (2, 4), generator=gen)
+
+    def rule(so_far, logits):
+        banned = torch.full_like(logits, float("-inf"))
+        if rank == 0:
+            return banned.index_fill(-1, torch.tensor([REOS]), 0.0)
+        return logits.index_fill(-1, torch.tensor([REOS]), float("-inf"))
+
+    return ids, torch.ones_like(ids), rule
+
+
+def decode(model, rank: int):
+    from minillm.rollout.sampler import generate
+
+    ids, mask, rule = decode_inputs(rank)
+    rollout = generate(
+        model, ids, mask, max_new_tokens=DECODE_STEPS, eos_token_id=REOS, pad_token_id=REOS,
+        generator=torch.Generator().manual_seed(5 + rank), logits_processor=rule,
+    )  # fmt: skip
+    return {"ids": rollout.response_ids, "logprobs": rollout.student_logprobs}
+
+
+def sharded_decode_worker(rank: int, world: int) -> dict:
+    from torch.distributed.device_mesh import init_device_mesh
+
+    from minillm.models.sharding import is_sharded, shard
+    from minillm.models.tiny import build_model
+
+    model = build_model(ARCH, RVOCAB, eos_token_id=REOS, seed=1).eval()
+    shard(model, init_device_mesh("cpu", (world,)))
+    assert is_sharded(model)
+    with torch.no_grad():
+        return decode(model, rank)
+
+
+def test_ranks_decode_in_lockstep_with_sharded_weights_and_sample_what_one_process_samples(tmp_path):
+    """FSDP2: every forward gathers the shards (a collective), so a rank whose rows all finished must keep
+    stepping until every rank is done; each rank's samples are what the unsharded model samples."""
+    from minillm.models.tiny import build_model
+
+    ranks = spawn(sharded_decode_worker, tmp_path, deadline_s=240)
+    model = build_model(ARCH, RVOCAB, eos_token_id=REOS, seed=1).eval()
+    assert ranks[0]["ids"].shape[1] == 1 and ranks[1]["ids"].shape[1] == DECODE_STEPS  # the rules held
+    for rank in range(2):
+        with torch.no_grad():
+            alone = decode(model, rank)
+        assert torch.equal(ranks[rank]["ids"], alone["ids"])
+        torch.testing.assert_close(ranks[rank]["logprobs"], alone["logprobs"], rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- the data, sharded

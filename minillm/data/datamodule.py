@@ -132,6 +132,11 @@ class InstructionDataModule(L.LightningDataModule):
             Example(e.prompt_ids, (r + [eos])[:limit], e.index) for e, r in zip(examples, ids, strict=True)
         ]
 
+    def train_global_batch(self, world_size: int) -> int:
+        """Examples per training step over all ``world_size`` data-parallel ranks."""
+        per_rank = self.prompt_batch_size if self.train_mode == "prompts" else self.cfg.batch_size
+        return int(per_rank) * int(world_size)
+
     def train_batches_in_epoch(self, epoch: int) -> int:
         """How many batches epoch ``epoch`` of the train loader has."""
         self.train_dataloader()  # builds the sampler, which is kept for the whole run

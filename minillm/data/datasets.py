@@ -166,7 +166,12 @@ class ResumableBatches(torch.utils.data.Sampler):
         return (self.n + size - 1) // size
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "consumed": self.consumed}
+        # global_batch: what one consumed batch is worth in examples (a resume at another world size rescales)
+        return {
+            "epoch": self.epoch,
+            "consumed": self.consumed,
+            "global_batch": self.batch_size * self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"]) - 1

@@ -43,6 +43,26 @@ from minillm.errors import MinillmError
 # runs only every few steps there; the extra steps are trimmed away at the end.
 _FINISH_CHECK_EVERY_ACCEL = 4
 
+
+
+def _sharded(model: nn.Module | None) -> bool:
+    """True when ``model`` has parameters sharded over processes (FSDP2: DTensors): every forward is then
+    a collective, and all ranks must run the same number of decoding steps."""
+    if model is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+def _all_ranks(done: bool, device: torch.device) -> bool:
+    """``done`` on every rank (one all-reduce): a rank whose rows all finished keeps stepping, on padding,
+    until the others are done too."""
+    flag = torch.tensor([1 if done else 0], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 # (response ids so far (B, t), logits (B, V)) -> logits (B, V); see `generate`.
 LogitsProcessor = Callable[[Tensor, Tensor], Tensor]
 
@@ -350,6 +370,7 @@ def _decode_loop(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     check_every = 1 if device.type == "cpu" else _FINISH_CHECK_EVERY_ACCEL
+    lockstep = _sharded(student) or _sharded(teacher)  # FSDP: stop when every rank's rows are finished
     caches: list = [None, None]
     input_ids, step_positions = prompt_ids, positions
     steps = 0
@@ -397,8 +418,10 @@ def _decode_loop(
 
             if steps == max_new_tokens:
                 break
-            if eos_ids is not None and steps % check_every == 0 and bool(finished.all()):
-                break
+            if eos_ids is not None and steps % check_every == 0:
+                done = bool(finished.all())
+                if _all_ranks(done, device) if lockstep else done:
+                    break
             # Feed the new token: position = cumsum(mask) − 1 (clamped), as in Rollout.full_input.
             attention_mask[:, prompt_len + t] = alive.to(attention_mask.dtype)
             step_positions = (n_real + alive.long() - 1).clamp(min=0).unsqueeze(-1)

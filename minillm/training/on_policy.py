@@ -60,7 +60,7 @@ class OnPolicyModule(SupervisedModule):
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
         super().on_fit_start()
-        self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 3)
+        self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.rank_seed(3))  # per rank
         if self.disable_dropout and getattr(self.student, "is_activation_checkpointing", False):
             log.warning(
                 "objective.disable_dropout runs the updates in eval mode, where Hugging Face models skip "
@@ -190,6 +190,9 @@ class OnPolicyModule(SupervisedModule):
 
     def batch_in_progress(self) -> bool:
         return self._round is not None
+
+    def rank_generators(self) -> list[torch.Generator]:
+        return [self.rollout_gen]
 
     def extra_state(self) -> dict:
         return {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import OmegaConf
 
 from minillm.errors import MinillmError
@@ -22,6 +23,7 @@ from minillm.models.lora import is_lora
 from minillm.resume import (
     RunInterrupted,
     fix_epoch_end_checkpoint,
+    rescale_data_position,
     rng_state,
     set_rng_state,
     stop_callback,
@@ -47,6 +49,31 @@ class ResumableMixin:
         self._schedule_steps: int | None = None  # optimizer steps the schedules span (configure_optimizers)
         self._config: dict | None = None  # the resolved config, as plain containers, for the checkpoint
         self._resume_log_step: int | None = None  # set at the first batch after a resume
+
+    def _world(self) -> tuple[int, int]:
+        """(this process's rank, the number of data-parallel processes)."""
+        trainer = self._trainer
+        return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
+
+    def rank_generators(self) -> list[torch.Generator]:
+        """The generators that must differ between ranks (the ones that sample responses); a rank that a
+        resume at a larger world size adds re-seeds them. Generators that decide what every rank does
+        together (on-policy or not, fresh or replayed) are the same on all ranks and are not listed."""
+        return []
+
+    def rank_seed(self, offset: int) -> int:
+        """``seed + offset`` on rank 0, a seed of its own on every other rank."""
+        return int(self.cfg.seed) + offset + 1_000_003 * self._world()[0]
+
+    def _rank_states(self) -> list[dict] | None:
+        """Every rank's random state and extra state, gathered on every rank (a collective: all ranks save
+        together, as Lightning's checkpointing does); None in one process."""
+        rank, world = self._world()
+        if world == 1 or not torch.distributed.is_initialized():
+            return None
+        gathered: list = [None] * world
+        torch.distributed.all_gather_object(gathered, {"rng": rng_state(), **self.extra_state()})
+        return gathered
 
     def _sampler(self):
         dm = self.trainer.datamodule if self._trainer is not None else None
@@ -107,7 +134,9 @@ class ResumableMixin:
             "data": data,
             "bad_steps": self.bad_steps,
             "log_step": self._stop_log_step,
-            **self.extra_state(),
+            **self.extra_state(),  # rank 0's (and a one-process run's)
+            "world_size": self._world()[1],
+            "ranks": self._rank_states(),  # data-parallel: each rank's RNG and extra state, in rank order
         }
         if self._stop_log_step is not None:
             # Saved between updates, where Lightning's restart adds one to its logging-step counter
@@ -122,6 +151,14 @@ class ResumableMixin:
             return
         self._resume_state = state
         dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None and state.get("data") is not None and hasattr(dm, "train_global_batch"):
+            moved = rescale_data_position(checkpoint, dm.train_global_batch(self._world()[1]))
+            if moved is not None:
+                log.warning(
+                    "the checkpoint's global batch differs from this run's: %d batches of this epoch done "
+                    "become %d (by examples seen; a partial batch is trained again)",
+                    *moved,
+                )
         if dm is not None and state.get("data") is not None and hasattr(dm, "train_batches_in_epoch"):
             # written at the end of the run's last epoch: training goes on past it, to this run's limits
             where = fix_epoch_end_checkpoint(
@@ -142,9 +179,26 @@ class ResumableMixin:
         if state is None:
             return
         # after Lightning's own restore and on_fit_start, so nothing overwrites these afterwards
-        set_rng_state(state["rng"])
+        rank, world = self._world()
+        ranks = state.get("ranks") or [state]  # each rank's own state; one process: the top level
+        saved_world = int(state.get("world_size") or len(ranks))
+        if saved_world != world and any(r.get("round") is not None for r in ranks):
+            raise MinillmError(
+                f"the checkpoint was written inside a MiniLLM round by {saved_world} process(es); this run has "
+                f"{world}: resume it at {saved_world} (the round's rollouts are per rank), or from a checkpoint "
+                "written between rounds (checkpoints/best.ckpt, or last.ckpt of a run that ended)"
+            )
+        own = ranks[rank] if rank < len(ranks) else ranks[0]
+        set_rng_state(own["rng"])
         self.bad_steps = int(state.get("bad_steps", 0))
-        self.load_extra_state(state)
+        self.load_extra_state(own)
+        if rank >= len(ranks):  # a rank the checkpoint did not have: its own samples from here on
+            step = int(self.global_step)
+            torch.manual_seed(self.rank_seed(step))
+            for i, generator in enumerate(self.rank_generators()):
+                generator.manual_seed(self.rank_seed(step + 1 + i))
+        if saved_world != world and rank == 0:
+            log.warning("the checkpoint was written by %d process(es), this run has %d", saved_world, world)
         self._resume_log_step = state.get("log_step")
         log.info("resumed at step %d with the saved RNG, data position and state", self.global_step)
         saved = state.get("schedule_steps")
@@ -193,7 +247,10 @@ class ResumableMixin:
 
     def stop_if_requested(self) -> None:
         stop = stop_callback(self.trainer)
-        if stop is not None and stop.should_stop(self.global_step):
+        should = stop is not None and stop.should_stop(self.global_step)
+        if self._world()[1] > 1:  # a signal may reach one rank first: all stop together, at the same update
+            should = self.trainer.strategy.reduce_boolean_decision(should, all=False)
+        if should:
             path = self.save_stop_checkpoint()
             raise RunInterrupted(path, self.global_step, stop.requested)
 

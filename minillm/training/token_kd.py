@@ -98,7 +98,10 @@ class TokenKDModule(SupervisedModule):
 
     def on_fit_start(self):
         super().on_fit_start()
-        self.sample_gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 6)
+        self.sample_gen = torch.Generator(device=self.device).manual_seed(self.rank_seed(6))  # per rank
+
+    def rank_generators(self) -> list[torch.Generator]:
+        return [self.sample_gen]
 
     def draw_on_policy(self) -> bool:
         """One Bernoulli(λ) draw: is the next batch on-policy? (No draw at λ = 0 or 1.)"""
