@@ -44,7 +44,6 @@ from minillm.errors import MinillmError
 _FINISH_CHECK_EVERY_ACCEL = 4
 
 
-
 def _sharded(model: nn.Module | None) -> bool:
     """True when ``model`` has parameters sharded over processes (FSDP2: DTensors): every forward is then
     a collective, and all ranks must run the same number of decoding steps."""
