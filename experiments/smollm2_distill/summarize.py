@@ -27,7 +27,7 @@ METHODS = [  # (arm, name): stage 2, then issue 16's methods (stage 3)
     ("taid", "TAID"),
     ("distillm2", "DistiLLM-2 (on-policy student side)"),
 ]
-BUDGETS = [("equal_time", "equal time (3 min)"), ("equal_steps", "equal steps (16)")]
+BUDGETS = [("equal_time", "equal time (max_time 3 min)"), ("equal_steps", "equal steps (16)")]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -38,8 +38,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def fmt(values: list[float], digits: int = 1) -> str:
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    """mean ± std over the training seeds; one seed: its value alone; none: a dash."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    m, s = mean_std(present)
+    return f"{m:.{digits}f}" if len(present) == 1 else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def load_runs(folder: Path) -> dict[tuple[str, str], list[dict]]:
@@ -86,17 +90,17 @@ def summary(folder: Path) -> tuple[str, dict]:
             "",
         ]
     head = (
-        "| method | budget | Rouge-L | valid % | steps | train s | s / step | reverse KL (own samples) | "
+        "| method | budget | seeds | Rouge-L | valid % | steps | train s | s / step | reverse KL (own samples) | "
         "forward KL (teacher samples) |"
     )
-    lines += [head, "|---|---|---|---|---|---|---|---|---|"]
+    lines += [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for budget, budget_name in BUDGETS:
         for objective, name in METHODS:
             rs = runs.get((objective, budget), [])
             if not rs:
                 continue
             lines.append(
-                f"| {name} | {budget_name} | {fmt([r['test/rougeL'] for r in rs])} | "
+                f"| {name} | {budget_name} | {len(rs)} | {fmt([r['test/rougeL'] for r in rs])} | "
                 f"{fmt([r['test/valid_rate'] for r in rs])} | {fmt([r['global_step'] for r in rs], 0)} | "
                 f"{fmt([r['train_seconds'] for r in rs], 0)} | "
                 f"{fmt([r['train_seconds'] / max(1, r['global_step']) for r in rs], 1)} | "
