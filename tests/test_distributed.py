@@ -353,7 +353,6 @@ def test_minillm_runs_under_ddp_on_two_processes_and_only_rank_zero_writes(tmp_p
     assert done.stdout.count("\nresults: ") == 1  # one table and one results.json: rank one evaluates nothing
 
 
-@pytest.mark.slow
 def test_minillm_under_fsdp_matches_ddp_and_keeps_the_teacher_out_of_the_checkpoint(tmp_path):
     """`strategy=fsdp` (FSDP2: student and teacher sharded over 2 processes) against `strategy=ddp`: the same
     logged losses within float tolerance; the checkpoint holds the student's full weights and no teacher."""
