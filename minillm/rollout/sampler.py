@@ -45,13 +45,13 @@ _FINISH_CHECK_EVERY_ACCEL = 4
 
 
 def _sharded(model: nn.Module | None) -> bool:
-    """True when ``model`` has parameters sharded over processes (FSDP2: DTensors): every forward is then
-    a collective, and all ranks must run the same number of decoding steps."""
+    """True when ``model`` has parameters sharded over processes (FSDP2): every forward is then a
+    collective, and all ranks must run the same number of decoding steps."""
     if model is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
         return False
-    from torch.distributed.tensor import DTensor
+    from minillm.models.sharding import is_sharded
 
-    return any(isinstance(p, DTensor) for p in model.parameters())
+    return is_sharded(model)
 
 
 def _all_ranks(done: bool, device: torch.device) -> bool:

@@ -68,7 +68,7 @@ class ResumableMixin:
     def _rank_states(self) -> list[dict] | None:
         """Every rank's random state and extra state, gathered on every rank (a collective: all ranks save
         together, as Lightning's checkpointing does); None in one process."""
-        rank, world = self._world()
+        world = self._world()[1]
         if world == 1 or not torch.distributed.is_initialized():
             return None
         gathered: list = [None] * world
