@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import shlex
 
 import pytest
@@ -345,6 +346,33 @@ def test_the_committed_study_commands_still_run_the_same_jobs(compose, args):
         assert without_seed(cfg.run_name) in expected
         want = {k: v for k, v in expected[without_seed(cfg.run_name)].items() if k not in own}
         assert dict(zip(want, values(cfg, want), strict=True)) == want
+
+
+def readme_eval_commands() -> list:
+    """Every `python -m minillm.evaluate` / `minillm.diagnose` command of the committed results' READMEs,
+    with its placeholders (`<run>`, `<K>`) filled in."""
+    found = []
+    for readme in sorted((ROOT / "experiments" / "results").glob("*/README.md")):
+        for line in readme.read_text().replace("\\\n", " ").splitlines():
+            for program in ("evaluate", "diagnose"):
+                if line.startswith(f"python -m minillm.{program} "):
+                    args = [re.sub(r"<[^>]*>", "0", a) for a in shlex.split(line, comments=True)[3:]]
+                    found.append(
+                        pytest.param(program, args, id=f"{readme.parent.name}-{program}-{len(found)}")
+                    )
+    return found
+
+
+@pytest.mark.parametrize(("program", "args"), readme_eval_commands())
+def test_the_committed_evaluate_and_diagnose_commands_still_compose(compose, program, args):
+    """Each such command composes with its program's config (a renamed key fails here) and passes the checks
+    the program runs before it loads a model."""
+    from minillm.diagnose import validate_diagnose_config
+    from minillm.evaluation.suite import validate_evaluate_config
+
+    cfg = compose(args, config_name=program)
+    validate_config(cfg)
+    (validate_evaluate_config if program == "evaluate" else validate_diagnose_config)(cfg)
 
 
 def logged_rows(run_dir) -> list[dict[str, float]]:

@@ -29,3 +29,30 @@ def test_corrupt_cache_is_regenerated_not_trusted(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"provenance": {}}\n{"index": 0, "resp')
     assert read_cache(path, {"n_prompts": 1}) is None
+
+
+def test_every_setting_that_changes_the_teacher_samples_is_in_the_cache_key():
+    """Two arms that differ only in how the teacher samples must not share a cache (the batch size was missing:
+    batches share one random stream, so another batch size draws other samples)."""
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from minillm.data.seqkd import provenance
+
+    cfg = OmegaConf.create(
+        {
+            "teacher": {"path": "t"},
+            "data": {"template": "plain", "max_prompt_len": 64},
+            "objective": {"temperature": 1.0, "max_new_tokens": 8, "seed": 0, "batch_size": 4},
+        }
+    )
+    record = {"instruction": "say hi", "context": ""}
+    dm = SimpleNamespace(records={"train": [record]}, examples={"train": [object()]})
+    teacher = torch.nn.Linear(2, 2)
+    base = provenance(cfg, teacher, dm)
+    for key, value in [("batch_size", 8), ("seed", 1), ("temperature", 0.7), ("max_new_tokens", 16)]:
+        other = OmegaConf.merge(cfg, {"objective": {key: value}})
+        assert provenance(other, teacher, dm) != base, key
+    assert provenance(OmegaConf.merge(cfg, {}), teacher, dm) == base  # the same settings reuse it

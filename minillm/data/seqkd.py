@@ -39,6 +39,8 @@ def provenance(cfg, teacher, dm) -> dict:
         "top_p": 1.0,
         "max_new_tokens": int(o.max_new_tokens),
         "seed": int(o.seed),
+        # prompts are decoded in batches that share one random stream: another batch size draws other samples
+        "batch_size": int(o.batch_size),
     }
 
 
