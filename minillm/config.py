@@ -119,6 +119,7 @@ def validate_config(cfg) -> None:
     check_beyond_keys(cfg)
     check_targets(cfg)
     check_unread_keys(cfg)
+    check_inert_keys(cfg)
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
@@ -439,3 +440,38 @@ def check_unread_keys(cfg) -> None:
             f"{key} (set {where}) is read by no {group} config ({group}={choice} is chosen): drop it "
             f"or check its spelling"
         )
+
+
+def _inert_reason(cfg, key: str) -> str | None:
+    """Why a key the chosen configs do read has no effect with the other keys' values, or None."""
+    if key in ("objective.alpha_end", "objective.alpha_steps"):
+        if _get(cfg, "objective.alpha_schedule") in (None, "constant"):
+            return "objective.alpha_schedule=constant keeps α at objective.teacher_mix_alpha"
+    if key.startswith("data.pretrain.") or key in ("objective.pt_kd_ratio", "objective.pt_batch_size"):
+        if not float(_get(cfg, "objective.pt_coef") or 0.0) > 0:
+            return f"objective.pt_coef={_get(cfg, 'objective.pt_coef') or 0} leaves L_PT (and its corpus) out"
+    return None
+
+
+def check_inert_keys(cfg) -> None:
+    """A key the user set that another key's value makes inert: ``data.pretrain.path`` without
+    ``data.pretrain.source=file`` is refused (the file would be silently replaced by the bundled corpus);
+    the others are a warning, since a sweep may set them for every job, its control included
+    (``objective.pt_coef=0,1 objective.pt_kd_ratio=0.2``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    if str(cfg.get("output_dir")) != str(hydra_cfg.runtime.get("output_dir")):
+        return  # Hydra's record is of another config composed earlier in this process
+    for key, where in _user_keys(hydra_cfg):
+        if key == "data.pretrain.path" and _get(cfg, "data.pretrain.source") != "file":
+            raise MinillmError(
+                f"data.pretrain.path (set {where}) is read only with data.pretrain.source=file, and "
+                f"data.pretrain.source={_get(cfg, 'data.pretrain.source')}: add data.pretrain.source=file, or "
+                "drop data.pretrain.path"
+            )
+        reason = _inert_reason(cfg, key)
+        if reason:
+            log.warning("%s (set %s) has no effect in this run: %s", key, where, reason)

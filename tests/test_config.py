@@ -200,3 +200,47 @@ def test_a_key_the_chosen_config_ignores_is_refused(compose, overrides, message)
 )
 def test_keys_the_chosen_config_reads_are_accepted(compose, overrides):
     validate_config(compose(overrides))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "warned"),
+    [
+        (["objective=reverse_kld", "objective.alpha_end=0.0"], "objective.alpha_end"),
+        (["objective=reverse_kld", "objective.alpha_steps=50"], "objective.alpha_steps"),
+        (["objective=reverse_kld", "objective.pt_kd_ratio=0.2"], "objective.pt_kd_ratio"),
+        (["objective=reverse_kld", "data.pretrain.source=world"], "data.pretrain.source"),
+        (["objective=reverse_kld", "objective.alpha_schedule=linear", "objective.alpha_end=0.0"], None),
+        (["objective=reverse_kld", "objective.pt_coef=1.0", "objective.pt_kd_ratio=0.2"], None),
+        (["experiment=alpha_sweep/schedules", "+arm=alpha_sweep/cosine", "logger=csv"], None),
+    ],
+)
+def test_a_key_another_keys_value_makes_inert_is_named_in_a_warning(compose, caplog, overrides, warned):
+    """A key the chosen config reads but that another key's value switches off (α's end under a constant
+    schedule, L_PT's settings with pt_coef=0) is said, not silently ignored; a sweep may set it for its
+    control too, so it is a warning, not an error."""
+    with caplog.at_level("WARNING", logger="minillm.config"):
+        validate_config(compose(overrides))
+    inert = [r.getMessage() for r in caplog.records if "has no effect in this run" in r.getMessage()]
+    if warned is None:
+        assert inert == []
+    else:
+        assert len(inert) == 1 and inert[0].startswith(f"{warned} (set on the command line) has no effect")
+
+
+def test_a_pretraining_file_without_source_file_is_refused(compose):
+    """data.pretrain.path with the bundled corpus chosen would train L_PT on the bundled text, not the file."""
+    cfg = compose(["objective=reverse_kld", "objective.pt_coef=1.0", "data.pretrain.path=/x.txt"])
+    with pytest.raises(
+        MinillmError, match=r"^data\.pretrain\.path \(set on the command line\) is read only with "
+    ):
+        validate_config(cfg)
+    validate_config(
+        compose(
+            [
+                "objective=reverse_kld",
+                "objective.pt_coef=1.0",
+                "data.pretrain.source=file",
+                "data.pretrain.path=/x.txt",
+            ]
+        )
+    )
