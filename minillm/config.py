@@ -244,7 +244,16 @@ def check_targets(cfg) -> None:
     key, before any model is loaded)."""
     from hydra._internal.utils import _locate
 
-    nodes = ["optim", "scheduler", "logger", "trainer", "objective.module", "objective.loss"]
+    nodes = [
+        "task",
+        "data.records",
+        "optim",
+        "scheduler",
+        "logger",
+        "trainer",
+        "objective.module",
+        "objective.loss",
+    ]
     nodes += [f"callbacks.{name}" for name in (_get(cfg, "callbacks") or {})]
     for key in nodes:
         node = _get(cfg, key)

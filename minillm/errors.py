@@ -1,4 +1,5 @@
-"""User-facing errors: one line that says what is wrong and where, never a bare traceback."""
+"""User-facing errors: one line that says what is wrong and where, never a bare traceback; and building a
+config node (``_target_``) with such an error naming the node's key."""
 
 from __future__ import annotations
 
@@ -21,3 +22,17 @@ class RunInterrupted(Exception):  # noqa: N818 - it is not an error of the user'
         self.checkpoint = checkpoint
         self.step = step
         self.signal = signal  # None: fit.stop_at_step
+
+
+def instantiate_node(node, key: str):
+    """``hydra.utils.instantiate(node)`` (containers converted to plain ones); a mistyped ``_target_`` or a bad
+    argument becomes a MinillmError naming ``key`` (``optim``, ``data.records``, ``task``)."""
+    from hydra.utils import instantiate
+
+    target = node.get("_target_") if node is not None else None
+    if not target:
+        raise MinillmError(f"{key}._target_: name the function or class to build (see conf/)")
+    try:
+        return instantiate(node, _convert_="all")
+    except Exception as err:
+        raise MinillmError(f"{key}: cannot build {target!r} ({err.__cause__ or err})") from None

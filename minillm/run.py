@@ -185,13 +185,16 @@ def write_results(cfg: DictConfig, run_dir: Path, results: dict, loggers: list, 
         lg.finalize("success")
 
 
-def run_task(cfg: DictConfig) -> float | None:
-    """The training pipeline (returns test/rougeL), or a toy problem (returns its headline number)."""
-    if cfg.get("task", "train") != "train":
-        from minillm.toys import run_toy
-
-        return run_toy(cfg)["metric"]
+def train_task(cfg: DictConfig) -> float | None:
+    """``task``'s default: the distillation pipeline; its test Rouge-L goes back to a sweeper."""
     return train(cfg).get("test/rougeL")
+
+
+def run_task(cfg: DictConfig) -> float | None:
+    """``cfg.task`` (a ``_partial_`` function of the config: the pipeline or a toy problem) on the config."""
+    from minillm.errors import instantiate_node
+
+    return instantiate_node(cfg.get("task"), "task")(cfg)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
@@ -209,4 +212,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # task._target_ names minillm.run.train_task: let it find this module, not import a second copy
+    sys.modules.setdefault("minillm.run", sys.modules["__main__"])
     main()

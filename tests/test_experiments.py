@@ -13,8 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from minillm.config import validate_config
-from minillm.run import train
-from minillm.toys import run_toy
+from minillm.run import run_task, train
 from minillm.toys.gmm import run_gmm
 from minillm.toys.sequences import ChainStudent, Toy, train_student
 
@@ -64,8 +63,8 @@ STUDY_KEYS = {
         "teacher.path",
         "student.path",
     ),
-    "toy_gmm": ("task",),
-    "toy_sequences": ("task",),
+    "toy_gmm": ("task._target_",),
+    "toy_sequences": ("task._target_",),
     "validity_drop": (
         "objective.name",
         "objective.teacher_mix_alpha",
@@ -173,8 +172,8 @@ STUDY_RUNS = {
         "teacher_sft": ("sft", 1e-4, None, 100, None, None),
         "student_init": ("sft", 3e-4, None, 300, SMOLLM2.format("teacher_sft"), None),
     },
-    "toy_gmm": {"toy_gmm-s0": ("toy_gmm",)},
-    "toy_sequences": {"toy_sequences-s0": ("toy_sequences",)},
+    "toy_gmm": {"toy_gmm-s0": ("minillm.toys.gmm_task",)},
+    "toy_sequences": {"toy_sequences-s0": ("minillm.toys.sequences_task",)},
     "validity_drop": {
         "full-s0": ("reverse_kld", 0.2, "constant", "code", True, 4, 1e-4, 4, "val/rougeL"),
         "alpha0-s0": ("reverse_kld", 0.0, "constant", "code", True, 4, 1e-4, 4, "val/rougeL"),
@@ -532,17 +531,18 @@ def test_toy_sequences_mode_seeking_puts_less_mass_on_sequences_the_teacher_neve
 
 
 def test_toy_recipes_run_through_the_entry_point(compose, tmp_path):
-    """Both toys through run_toy: their files, fit.num_threads applied, and results that are right:
-    the target's moments in closed form, each fit lowering the divergence it minimises from its start,
-    the exact reverse-KL descent lowering the reverse KL."""
+    """Both toys through the entry point's task (experiment=toy_… sets task._target_): their files,
+    fit.num_threads applied, and results that are right: the target's moments in closed form, each fit
+    lowering the divergence it minimises from its start, the exact reverse-KL descent lowering the reverse KL."""
     cfg = compose(["experiment=toy_gmm", "toy.steps=50", "fit.num_threads=2"], run_dir=tmp_path / "gmm")
     try:
-        run_toy(cfg)
+        metric = run_task(cfg)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)  # as conftest sets it
     assert (tmp_path / "gmm" / "toy_gmm.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "gmm" / "results.json").read_text())
+    assert metric == saved["reverse_fit"]["reverse_kl"] and saved["config"]["task"] == "toy_gmm"
     assert saved["moments"] == pytest.approx({"mu": 0.0, "sigma": math.sqrt(0.7**2 + 2.5**2)}, abs=1e-12)
     start, _ = run_gmm({**OmegaConf.to_container(cfg.toy), "steps": 0})
     assert saved["forward_fit"]["forward_kl"] < 0.9 * start["forward_fit"]["forward_kl"]
@@ -552,9 +552,10 @@ def test_toy_recipes_run_through_the_entry_point(compose, tmp_path):
     cfg = compose(
         ["experiment=toy_sequences", "toy.steps=5", "toy.seeds=[0]", "toy.length=3"], run_dir=tmp_path / "seq"
     )
-    out = run_toy(cfg)
+    metric = run_task(cfg)
+    out = json.loads((tmp_path / "seq" / "results.json").read_text())
     assert out["world"]["sequences"] == 4**3
-    assert out["metric"] == out["minillm"]["reverse_kl"]
+    assert metric == out["minillm"]["reverse_kl"]
     assert out["reverse_kld_exact"]["reverse_kl"] < out["init"]["reverse_kl"]
     assert out["forward_kld"]["forward_kl"] < out["init"]["forward_kl"]
     assert "| minillm |" in (tmp_path / "seq" / "summary.md").read_text()

@@ -19,9 +19,9 @@ from minillm.data.datasets import (
     pretrain_blocks,
     tokenize_records,
 )
-from minillm.data.records import load_splits
+from minillm.data.records import SPLITS, load_splits, normalise_record
 from minillm.data.template import PromptTemplate
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, instantiate_node
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,40 @@ def bundled_dir(data_cfg, cache_dir: str | Path) -> Path:
     return folder
 
 
+def bundled_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
+    """``data=bundled``: the procedurally generated splits (written once into the cache)."""
+    return load_splits(bundled_dir(data_cfg, cache_dir), valid_size=0, test_size=0, seed=data_cfg.seed)
+
+
+def jsonl_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
+    """``data=jsonl``: the user's JSONL file (split by ``valid_size``/``test_size``) or folder of splits."""
+    if not data_cfg.get("path"):
+        raise MinillmError("data.path: set it to a JSONL file or a folder with train/valid/test.jsonl")
+    return load_splits(
+        data_cfg.path, valid_size=data_cfg.valid_size, test_size=data_cfg.test_size, seed=data_cfg.seed
+    )
+
+
 def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
-    """The three splits as canonical records, from the bundled generator or the user's JSONL."""
-    if data_cfg.source == "bundled":
-        return load_splits(bundled_dir(data_cfg, cache_dir), valid_size=0, test_size=0, seed=data_cfg.seed)
-    if data_cfg.source == "jsonl":
-        if not data_cfg.get("path"):
-            raise MinillmError("data.path: set it to a JSONL file or a folder with train/valid/test.jsonl")
-        return load_splits(
-            data_cfg.path, valid_size=data_cfg.valid_size, test_size=data_cfg.test_size, seed=data_cfg.seed
+    """The three splits as canonical records, from ``data.records``: a ``_partial_`` function of the data
+    config and the cache folder (``bundled_records``, ``jsonl_records``, or one of the user's own, named by
+    ``data.records._target_``) returning ``{"train": [...], "valid": [...], "test": [...]}``."""
+    node = data_cfg.get("records")
+    loader = instantiate_node(node, "data.records")
+    target = node._target_
+    splits = loader(data_cfg, cache_dir)
+    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), list) for s in SPLITS):
+        raise MinillmError(
+            f"data.records._target_={target}: must return a dict of lists of records under {list(SPLITS)}, "
+            f"got {type(splits).__name__}{'' if not isinstance(splits, dict) else ' with ' + str(sorted(splits))}"
         )
-    raise MinillmError(f"data.source={data_cfg.source!r}; choose one of ['bundled', 'jsonl']")
+    empty = [s for s in SPLITS if not splits[s]]
+    if empty:
+        raise MinillmError(f"data.records._target_={target}: returned no {' or '.join(empty)} records")
+    return {
+        s: [normalise_record(r, f"data.records ({target}) {s}[{i}]") for i, r in enumerate(splits[s])]
+        for s in SPLITS
+    }
 
 
 class ResumableLoader(DataLoader):

@@ -111,10 +111,10 @@ def _warn_if_other_data(cfg, run_dir: Path | None) -> None:
     saved = run_dir / "config.yaml" if run_dir else None
     if saved is None or not saved.is_file():
         return
-    run_data = OmegaConf.load(saved).get("data")
-    if run_data is not None and OmegaConf.to_container(run_data, resolve=True) != OmegaConf.to_container(
-        cfg.data, resolve=True
-    ):
+    from minillm.resume import upgrade_config
+
+    run_data = upgrade_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True)).get("data")
+    if run_data is not None and run_data != OmegaConf.to_container(cfg.data, resolve=True):
         log.warning(
             "the data config differs from the one %s was trained with: pass the same data=… overrides",
             run_dir,

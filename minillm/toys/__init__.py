@@ -1,7 +1,8 @@
 """Toy problems small enough to compute exactly: ``experiment=toy_gmm`` and ``experiment=toy_sequences``.
 
-``run_toy(cfg)`` is what ``python -m minillm.run experiment=toy_…`` calls instead of the training
-pipeline; it writes ``results.json``, ``summary.md`` and a PNG into the run directory.
+Each is a ``task`` (``gmm_task``, ``sequences_task``): ``python -m minillm.run experiment=toy_…`` calls it
+instead of the training pipeline; it writes ``results.json``, ``summary.md`` and a PNG into the run
+directory and returns its headline number to a Hydra sweeper.
 """
 
 from __future__ import annotations
@@ -9,42 +10,50 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from minillm.errors import MinillmError
-
 log = logging.getLogger(__name__)
-TASKS = ("train", "toy_gmm", "toy_sequences")
 
 
-def run_toy(cfg) -> dict:
-    task = str(cfg.task)
+def gmm_task(cfg) -> float:
+    """The paper's Figure 2: one Gaussian fitted to a mixture by forward and by reverse KL (reverse KL)."""
+    from minillm.toys.gmm import plot_gmm, run_gmm
+
+    def solve(params: dict, out: Path) -> tuple[dict, float]:
+        results, curves = run_gmm(params)
+        plot_gmm(curves, results, out / "toy_gmm.png")
+        return results, results["reverse_fit"]["reverse_kl"]
+
+    return run_toy(cfg, "toy_gmm", solve, gmm_summary)["metric"]
+
+
+def sequences_task(cfg) -> float | None:
+    """Table 1's mechanism on Markov-chain sequences, exactly (MiniLLM's reverse KL, when it ran)."""
+    from minillm.toys.sequences import plot_sequences, run_sequences
+
+    def solve(params: dict, out: Path) -> tuple[dict, float | None]:
+        results = run_sequences(params)
+        plot_sequences(results, out / "toy_sequences.png")
+        return results, results["minillm"]["reverse_kl"] if "minillm" in results else None
+
+    return run_toy(cfg, "toy_sequences", solve, sequences_summary)["metric"]
+
+
+def run_toy(cfg, name: str, solve: Callable[[dict, Path], tuple[dict, float | None]], summarise) -> dict:
+    """Run one toy (``solve`` on ``cfg.toy``) into the run folder: results.json, summary.md, its figure."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = OmegaConf.to_container(cfg.toy, resolve=True)
     torch.set_num_threads(int(cfg.fit.get("num_threads") or 1))
     started = time.perf_counter()
-    if task == "toy_gmm":
-        from minillm.toys.gmm import plot_gmm, run_gmm
-
-        results, curves = run_gmm(params)
-        plot_gmm(curves, results, out / "toy_gmm.png")
-        summary = gmm_summary(results)
-        metric = results["reverse_fit"]["reverse_kl"]
-    elif task == "toy_sequences":
-        from minillm.toys.sequences import plot_sequences, run_sequences
-
-        results = run_sequences(params)
-        plot_sequences(results, out / "toy_sequences.png")
-        summary = sequences_summary(results)
-        metric = results["minillm"]["reverse_kl"] if "minillm" in results else None
-    else:
-        raise MinillmError(f"task={task!r}; choose one of {list(TASKS)}")
+    results, metric = solve(params, out)
+    summary = summarise(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    results["config"] = {"task": task, "run_name": str(cfg.run_name), "toy": params}
+    results["config"] = {"task": name, "run_name": str(cfg.run_name), "toy": params}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "summary.md").write_text(summary + "\n")
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)

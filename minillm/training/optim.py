@@ -9,10 +9,9 @@ from __future__ import annotations
 import inspect
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from minillm.errors import MinillmError
+from minillm.errors import instantiate_node
 
 
 def parameter_groups(params, weight_decay: float) -> list[dict]:
@@ -24,17 +23,9 @@ def parameter_groups(params, weight_decay: float) -> list[dict]:
     ]
 
 
-def _instantiate(node: DictConfig, key: str):
-    try:
-        return instantiate(node, _convert_="all")
-    except Exception as err:  # a mistyped _target_ or argument: name the config node
-        cause = err.__cause__ or err
-        raise MinillmError(f"{key}: cannot build {node.get('_target_')!r} ({cause})") from None
-
-
 def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
     """``optim`` (a ``_partial_`` optimizer class, e.g. torch.optim.AdamW) over :func:`parameter_groups`."""
-    factory = _instantiate(optim_cfg, "optim")
+    factory = instantiate_node(optim_cfg, "optim")
     kwargs = dict(getattr(factory, "keywords", {}))
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
@@ -45,7 +36,7 @@ def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
 def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int):
     """``scheduler`` (a ``_partial_`` function of the optimizer, e.g. one of transformers' warm-up
     schedules) over ``num_training_steps`` steps, when it takes that argument."""
-    factory = _instantiate(scheduler_cfg, "scheduler")
+    factory = instantiate_node(scheduler_cfg, "scheduler")
     if "num_training_steps" in inspect.signature(factory.func).parameters:
         return factory(optimizer, num_training_steps=num_training_steps)
     return factory(optimizer)
