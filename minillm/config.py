@@ -242,7 +242,7 @@ def check_beyond_keys(cfg) -> None:
 def check_targets(cfg) -> None:
     """Every ``_target_`` the run will instantiate names something importable (else one line naming the
     key, before any model is loaded)."""
-    from hydra._internal.utils import _locate
+    from minillm.errors import locate_target
 
     nodes = [
         "task",
@@ -257,14 +257,8 @@ def check_targets(cfg) -> None:
     nodes += [f"callbacks.{name}" for name in (_get(cfg, "callbacks") or {})]
     for key in nodes:
         node = _get(cfg, key)
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            continue
-        try:
-            _locate(str(node._target_))
-        except Exception:
-            raise MinillmError(
-                f"{key}._target_={node._target_}: cannot be imported (check its spelling)"
-            ) from None
+        if isinstance(node, DictConfig) and "_target_" in node:
+            locate_target(node, key)
 
 
 # --- keys that the chosen config of their group never reads -------------------------------------------

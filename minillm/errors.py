@@ -24,15 +24,27 @@ class RunInterrupted(Exception):  # noqa: N818 - it is not an error of the user'
         self.signal = signal  # None: fit.stop_at_step
 
 
-def instantiate_node(node, key: str):
-    """``hydra.utils.instantiate(node)`` (containers converted to plain ones); a mistyped ``_target_`` or a bad
-    argument becomes a MinillmError naming ``key`` (``optim``, ``data.records``, ``task``)."""
-    from hydra.utils import instantiate
+def locate_target(node, key: str):
+    """The class or function ``node._target_`` names; one line naming ``key`` when it cannot be imported."""
+    from hydra._internal.utils import _locate
 
     target = node.get("_target_") if node is not None else None
     if not target:
         raise MinillmError(f"{key}._target_: name the function or class to build (see conf/)")
     try:
+        return _locate(str(target))
+    except Exception:
+        raise MinillmError(f"{key}._target_={target}: cannot be imported (check its spelling)") from None
+
+
+def instantiate_node(node, key: str):
+    """``hydra.utils.instantiate(node)`` (containers converted to plain ones); a mistyped ``_target_`` or a bad
+    argument becomes a MinillmError naming ``key`` (``optim``, ``data.records``, ``task``), on one line."""
+    from hydra.utils import instantiate
+
+    locate_target(node, key)
+    try:
         return instantiate(node, _convert_="all")
     except Exception as err:
-        raise MinillmError(f"{key}: cannot build {target!r} ({err.__cause__ or err})") from None
+        cause = " ".join(str(err.__cause__ or err).split())
+        raise MinillmError(f"{key}: cannot build {node._target_!r} ({cause})") from None

@@ -60,7 +60,7 @@ def test_task_runs_the_function_it_names_and_returns_its_value(compose, user_mod
 
 def test_a_mistyped_task_is_one_line_naming_the_key(compose):
     cfg = compose(["task._target_=my_plugins.no_such_task"])
-    with pytest.raises(MinillmError, match=r"^task: cannot build 'my_plugins.no_such_task'"):
+    with pytest.raises(MinillmError, match=r"^task\._target_=my_plugins\.no_such_task: cannot be imported"):
         run_task(cfg)
     with pytest.raises(MinillmError, match=r"^task\._target_=my_plugins.no_such_task: cannot be imported"):
         validate_config(cfg)
@@ -94,7 +94,7 @@ def test_data_records_loads_the_splits_with_the_users_function_in_canonical_keys
             "my_plugins.bad_record",
             r"^data\.records \(my_plugins\.bad_record\) train\[1\]: record has no 'response'",
         ),
-        ("my_plugins.nope", r"^data\.records: cannot build 'my_plugins\.nope'"),
+        ("my_plugins.nope", r"^data\.records\._target_=my_plugins\.nope: cannot be imported"),
     ],
 )
 def test_a_records_function_that_returns_something_else_is_one_line(compose, user_module, target, message):
