@@ -1,4 +1,4 @@
-"""Shared entry-point plumbing: logging set-up and the one-line error contract."""
+"""Shared entry-point plumbing: logging set-up, the one-line error contract, and the Hydra apps built on it."""
 
 from __future__ import annotations
 
@@ -56,3 +56,70 @@ def emit(text: str, out: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+
+
+def hydra_error_line(err: BaseException) -> str:
+    """What Hydra refused before the task started, as one line: a key no chosen config has, an unknown
+    group choice (with the choices), a run folder it cannot create."""
+    from hydra.errors import HydraException
+
+    if isinstance(err, OSError) and not isinstance(err, HydraException):  # a missing choice is an IOError too
+        return f"hydra.run.dir: cannot create the run folder ({err})"
+    text = str(err)
+    cause = str(err.__cause__ or "")
+    if "is not in struct" in cause and "Could not override '" in text:
+        key = text.split("Could not override '", 1)[1].split("'", 1)[0]
+        return (
+            f"{key}: no such key in the chosen configs: check its spelling (--cfg job prints every key), "
+            f"the group choice that reads it, or add a new key with +{key}=…"
+        )
+    lines = []
+    for line in (text + "\n" + cause).splitlines():
+        if line.strip().startswith("Config search path"):
+            break  # Hydra's search path: noise for the user
+        if line.strip():
+            lines.append(line.strip())
+    return " ".join(lines)
+
+
+def hydra_app(config_name: str):
+    """``@hydra.main`` over ``conf/<config_name>.yaml`` with the one-line error contract on both sides of it:
+    the task's MinillmError (``user_errors``) and what Hydra refuses before the task starts — a misspelled
+    key, an unknown group choice, a run folder it cannot create — which Hydra would print in several lines
+    with exit status 1: here ``error: …`` on one line and exit status 2. ``HYDRA_FULL_ERROR=1`` keeps
+    Hydra's own report (full traceback)."""
+    import hydra
+
+    def decorate(task):
+        started = []
+
+        @functools.wraps(task)
+        def marked(cfg):
+            started.append(True)
+            return task(cfg)
+
+        app = hydra.main(config_path=CONF_DIR, config_name=config_name, version_base="1.3")(
+            user_errors(marked)
+        )
+
+        @functools.wraps(task)
+        def main():
+            if os.environ.get("HYDRA_FULL_ERROR"):
+                return app()
+            from hydra.errors import HydraException
+            from omegaconf.errors import OmegaConfBaseException
+
+            os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: the error comes here
+            try:
+                return app()
+            except (HydraException, OmegaConfBaseException, OSError) as err:
+                if started:
+                    raise  # the task's own failure: its traceback, as Hydra would show it
+                print(f"error: {hydra_error_line(err)}", file=sys.stderr, flush=True)
+                sys.exit(2)
+            finally:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        return main
+
+    return decorate

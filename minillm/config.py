@@ -216,7 +216,7 @@ def check_beyond_keys(cfg) -> None:
                 f"objective.teacher_top_k={top_k}: divergence=akl needs the full distributions (top-k works "
                 "with every other divergence)"
             )
-    elif _get(cfg, "objective.name") == "distillm2":
+    else:  # an objective with its own skew α and no divergence key (distillm2)
         _in_range(cfg, "objective.alpha", 0.0, 1.0)
     for key in ("objective.on_policy_fraction", "objective.init_threshold", "objective.threshold_step"):
         _in_range(cfg, key, 0.0, 1.0)

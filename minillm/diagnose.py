@@ -9,10 +9,9 @@ the computations: ``minillm.evaluation.divergence_probe``.
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import CONF_DIR, quiet_libraries, user_errors
+from minillm.cli import hydra_app, quiet_libraries
 
 quiet_libraries()
 
@@ -135,8 +134,7 @@ def run_diagnose(cfg) -> dict:
     return result
 
 
-@hydra.main(config_path=CONF_DIR, config_name="diagnose", version_base="1.3")
-@user_errors
+@hydra_app("diagnose")
 def main(cfg: DictConfig) -> float | None:
     return run_diagnose(cfg)["kl"]["student"].get("reverse_kl")
 

@@ -8,16 +8,14 @@ exposure bias (ExAccErr); calibration (ECE); diversity (Distinct-4) and test los
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import CONF_DIR, quiet_libraries, user_errors
+from minillm.cli import hydra_app, quiet_libraries
 
 quiet_libraries()
 
 
-@hydra.main(config_path=CONF_DIR, config_name="evaluate", version_base="1.3")
-@user_errors
+@hydra_app("evaluate")
 def main(cfg: DictConfig) -> float | None:
     from minillm.evaluation.suite import run_evaluation
 

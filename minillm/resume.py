@@ -101,6 +101,14 @@ class GracefulStop(Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         log.info("training (Ctrl-C or SIGTERM stops after the current update, with a checkpoint)")
+        if self.stop_at_step is not None and 0 < self.stop_at_step <= trainer.global_step:
+            # resumed from the pause fit.stop_at_step made: the same command plus ckpt_path goes on
+            log.info(
+                "fit.stop_at_step=%d: resumed at step %d, at or past it: not stopping there again",
+                self.stop_at_step,
+                trainer.global_step,
+            )
+            self.stop_at_step = None
         for sig in STOP_SIGNALS:
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -484,6 +492,24 @@ def continue_csv(source: Path, run_dir: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def earlier_work(run_dir: Path) -> list[str]:
+    """What an earlier run left in ``run_dir`` that a fresh run would overwrite."""
+    found = [name for name in ("results.json", "csv/metrics.csv", "best_model") if (run_dir / name).exists()]
+    if any((run_dir / "checkpoints").glob("*.ckpt")):
+        found.append("checkpoints/")
+    return found
+
+
+def refuse_to_overwrite(run_dir: Path) -> None:
+    """A fresh run (no checkpoint to go on from) never overwrites an earlier run's results in its folder."""
+    found = earlier_work(run_dir)
+    if found:
+        raise MinillmError(
+            f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}) that a fresh run would overwrite: "
+            "go on from its checkpoint with ckpt_path=last, or choose another folder (nothing was changed)"
+        )
+
+
 class Resume:
     """Where a run writes and which checkpoint it goes on from (``ckpt_path``: null, a path, or ``last``).
 
@@ -509,6 +535,8 @@ class Resume:
             run_dir = ckpt_path.parent.parent
             log.info("resuming from %s; writing into %s", ckpt_path, run_dir)
             redirect_run_dir(cfg, run_dir)
+        if ckpt_path is None:
+            refuse_to_overwrite(run_dir)
         checkpoint = read_checkpoint(ckpt_path) if ckpt_path is not None else None
         if checkpoint is not None:
             check_checkpoint(checkpoint, ckpt_path, str(cfg.objective.name))

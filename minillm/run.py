@@ -18,10 +18,9 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import hydra
 from omegaconf import DictConfig
 
-from minillm.cli import CONF_DIR, quiet_libraries, user_errors
+from minillm.cli import hydra_app, quiet_libraries
 from minillm.errors import MinillmError, RunInterrupted
 
 if TYPE_CHECKING:
@@ -127,7 +126,10 @@ def train(cfg: DictConfig) -> dict:
 
     if checkpoint.best_model_path:
         log.info(
-            "selected %s (%s=%s)", checkpoint.best_model_path, cfg.select.monitor, checkpoint.best_model_score
+            "selected %s (%s=%s)",
+            checkpoint.best_model_path,
+            cfg.select.monitor,
+            None if checkpoint.best_model_score is None else f"{float(checkpoint.best_model_score):.4g}",
         )
         module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
     if cfg.select.get("save_hf", True):  # a LoRA student: merged, or adapters + base (student.lora.export)
@@ -197,8 +199,7 @@ def run_task(cfg: DictConfig) -> float | None:
     return instantiate_node(cfg.get("task"), "task")(cfg)
 
 
-@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-@user_errors
+@hydra_app("config")
 def main(cfg: DictConfig) -> float | None:
     if not in_multirun():
         return run_task(cfg)

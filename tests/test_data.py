@@ -64,6 +64,12 @@ def test_alpaca_template_matches_reference():
         ),
         (['{"response": "b"}'], r"d\.jsonl:1: record has no 'instruction'"),
         (['{"instruction": "a"}'], r"d\.jsonl:1: record has no 'response'"),
+        (
+            ['{"instruction": 5, "response": "b"}'],
+            r"d\.jsonl:1: 'instruction' must be a non-empty string, got 5",
+        ),
+        (['{"instruction": " ", "response": "b"}'], r"d\.jsonl:1: 'instruction' must be a non-empty string"),
+        (['{"instruction": "a", "output": ["b"]}'], r"d\.jsonl:1: 'response' must be a string, got \['b'\]"),
         (["[1, 2]"], r"d\.jsonl:1: expected a JSON object"),
         ([""], r"d\.jsonl: data file is empty"),
     ],

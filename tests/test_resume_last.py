@@ -166,3 +166,36 @@ def test_a_finished_run_goes_on_to_a_larger_limit(compose, tmp_path, caplog, ext
     )
     train_rows = lambda name: [r for r in csv_rows(tmp_path / name) if "train/loss" in r]  # noqa: E731
     assert train_rows("run") == train_rows("straight")
+
+
+def test_a_fresh_run_in_a_folder_that_holds_a_run_is_refused_and_changes_nothing(compose, tmp_path):
+    """The same command twice in one named folder (no ckpt_path): the second would have trained from scratch
+    over the first's results.json, CSV, checkpoints and W&B id. It is refused in one line, touching nothing;
+    ckpt_path=last goes on from it."""
+    run(compose, tmp_path, "a", *SFT, "trainer.max_steps=2")
+    before = snapshot(tmp_path / "a")
+    with pytest.raises(
+        MinillmError, match=r"already holds a run \(results\.json, csv/metrics\.csv, best_model, "
+    ):
+        run(compose, tmp_path, "a", *SFT, "trainer.max_steps=2")
+    assert snapshot(tmp_path / "a") == before
+    assert run(compose, tmp_path, "a", *SFT, "trainer.max_steps=4", "ckpt_path=last")["global_step"] == 4
+
+
+def test_a_folder_without_earlier_results_takes_a_fresh_run(compose, tmp_path):
+    """Hydra's own files (.hydra/, the log) or a run that crashed before writing anything are no work to lose."""
+    (tmp_path / "b" / ".hydra").mkdir(parents=True)
+    (tmp_path / "b" / "run.log").write_text("")
+    (tmp_path / "b" / "checkpoints").mkdir()
+    assert run(compose, tmp_path, "b", *SFT, "trainer.max_steps=1")["global_step"] == 1
+
+
+@pytest.mark.parametrize("extra", [SFT, ON_POLICY], ids=["sft", "reverse_kld"])
+def test_the_same_command_plus_ckpt_path_goes_on_past_its_stop_at_step(compose, tmp_path, extra):
+    """The stop's hint says: resume with the same command plus ckpt_path. That command still holds
+    fit.stop_at_step, which must not stop the resumed run again at once (it looped at the same step)."""
+    command = [*extra, "trainer.max_steps=8", "fit.stop_at_step=3"]
+    with pytest.raises(RunInterrupted) as stopped:
+        run(compose, tmp_path, "a", *command)
+    assert stopped.value.step >= 3
+    assert run(compose, tmp_path, "a", *command, "ckpt_path=last")["global_step"] == 8

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
-
 from minillm.bench.app import bench
-from minillm.cli import CONF_DIR
+from minillm.cli import hydra_app
 
-main = hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")(bench)
+main = hydra_app("bench")(bench)
 
 
 if __name__ == "__main__":

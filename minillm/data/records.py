@@ -26,10 +26,15 @@ def normalise_record(raw: object, where: str) -> dict:
     for key, spellings in _ALIASES.items():
         record[key] = next((raw[s] for s in spellings if raw.get(s) is not None), None)
     instruction = raw.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
+    if instruction is None:
         raise MinillmError(f"{where}: record has no 'instruction'")
-    if not isinstance(record["response"], str):
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise MinillmError(f"{where}: 'instruction' must be a non-empty string, got {instruction!r}")
+    response = record["response"]
+    if response is None:
         raise MinillmError(f"{where}: record has no 'response' (or 'output')")
+    if not isinstance(response, str):
+        raise MinillmError(f"{where}: 'response' must be a string, got {response!r}")
     record["instruction"] = instruction
     record["context"] = record["context"] if isinstance(record["context"], str) else ""
     record.setdefault("category", "")

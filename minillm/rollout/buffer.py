@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import fields
 
 import torch
@@ -12,8 +11,8 @@ from minillm.rollout.sampler import Rollout
 
 
 class RolloutBuffer:
-    """Holds one round's rollout (one batch of prompts, sampled at once); ``minibatches`` serves it for
-    the PPO inner epochs. A round is cleared before the next one is added."""
+    """Holds one round's rollout (one batch of prompts, sampled at once); ``minibatch_order`` and
+    ``minibatch`` serve it for the PPO inner epochs. A round is cleared before the next one is added."""
 
     def __init__(self) -> None:
         self._rollout: Rollout | None = None
@@ -35,20 +34,20 @@ class RolloutBuffer:
             raise MinillmError("the rollout buffer is empty")
         return self._rollout
 
-    def minibatches(
-        self, batch_size: int, *, shuffle: bool = True, generator: torch.Generator | None = None
-    ) -> Iterator[Rollout]:
-        """One epoch: every row exactly once, in batches of ``batch_size`` (the last may be smaller).
-
-        Each minibatch has the padding columns it does not need trimmed off. ``generator`` drives
-        the shuffle, so epochs are reproducible given its seed.
-        """
+    def minibatch_order(
+        self, batch_size: int, epochs: int = 1, *, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor]:
+        """The row indices of every minibatch of ``epochs`` passes: each pass is a fresh permutation drawn
+        from ``generator`` (reproducible from its seed) cut into batches of ``batch_size`` (the last of a
+        pass may be smaller), so every row is used exactly once per pass."""
         if batch_size <= 0:
             raise MinillmError(f"batch_size must be > 0, got {batch_size}")
         n = len(self.rollout())
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for start in range(0, n, batch_size):
-            yield self.minibatch(order[start : start + batch_size])
+        order = []
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=generator)
+            order.extend(perm[start : start + batch_size] for start in range(0, n, batch_size))
+        return order
 
     def minibatch(self, indices: torch.Tensor) -> Rollout:
         """The rows ``indices`` of the buffer, with the padding columns they do not need trimmed off."""

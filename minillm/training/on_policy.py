@@ -45,7 +45,7 @@ class OnPolicyModule(SupervisedModule):
             raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
         self.automatic_optimization = False
         self.obj = cfg.objective
-        self.options = pg_options(cfg.objective)
+        pg_options(cfg.objective)  # validates the estimator's options before training starts
         self.disable_dropout = bool(cfg.objective.get("disable_dropout", True))
         alpha_at(cfg.objective, 0.0)  # validates the schedule before training starts
         self.datamodule_ref = datamodule

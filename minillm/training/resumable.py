@@ -201,6 +201,14 @@ class ResumableMixin:
             log.warning("the checkpoint was written by %d process(es), this run has %d", saved_world, world)
         self._resume_log_step = state.get("log_step")
         log.info("resumed at step %d with the saved RNG, data position and state", self.global_step)
+        max_steps = int(self.trainer.max_steps or -1)
+        if 0 <= max_steps <= self.global_step:
+            log.warning(
+                "the checkpoint is at step %d, this run's trainer.max_steps=%d: nothing to train (raise "
+                "trainer.max_steps to go on); the student is evaluated as it is",
+                self.global_step,
+                max_steps,
+            )
         saved = state.get("schedule_steps")
         if saved is not None and saved != self._schedule_steps:
             log.warning(

@@ -205,7 +205,7 @@ def rollout_logs(
 
 
 def compile_decoders(student: nn.Module, teacher: nn.Module) -> tuple[nn.Module, nn.Module]:
-    """``torch.compile`` wrappers of both models for decoding (``trainer.compile_decode``; make bench's
+    """``torch.compile`` wrappers of both models for decoding (``objective.compile_decode``; make bench's
     ``compile``): same parameters, so the compiled student follows the updates."""
     return torch.compile(student, dynamic=True), torch.compile(teacher, dynamic=True)
 
@@ -317,11 +317,7 @@ class MiniLLMRound:
         self.set_update_mode()
         buffer = RolloutBuffer()
         buffer.add(rollout)
-        n, size = len(rollout), o.mini_batch_size
-        order = []
-        for _ in range(o.ppo_epochs):
-            perm = torch.randperm(n, generator=shuffle_gen)
-            order.extend(perm[i : i + size] for i in range(0, n, size))
+        order = buffer.minibatch_order(o.mini_batch_size, o.ppo_epochs, generator=shuffle_gen)
         logs = {
             **rollout_logs(rollout, alpha, o.eos_token_id, self.pool),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),

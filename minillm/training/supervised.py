@@ -1,4 +1,5 @@
-"""The supervised LightningModule (sft, forward_kld, seqkd): a trainable student, a frozen teacher, a loss.
+"""The supervised LightningModule (sft, forward_kld, seqkd, hinton_kd; the base of the on-policy and
+token-level modules): a trainable student, a frozen teacher, a loss named by ``objective.loss``.
 
 The module wires the pure loss functions of ``minillm.objectives`` to the models; it computes no
 loss itself. The teacher is held outside the module's registered children, so it never receives
@@ -38,10 +39,11 @@ class FrozenTeacher:
 
 
 class SupervisedModule(ResumableMixin, L.LightningModule):
-    """Supervised objectives on teacher-forced data: ``sft`` / ``seqkd`` (CE) and ``forward_kld`` (KD).
+    """Supervised objectives on teacher-forced data: ``objective.loss`` on each batch (``sft`` / ``seqkd``:
+    CE; ``forward_kld``: word-level KD; ``hinton_kd``: KD at a temperature).
 
-    Validation: ``val/loss`` (cross-entropy on gold responses) each validation run, and ``val/rougeL``
-    and ``val/valid_rate`` from sampled responses to the first ``eval.val_samples`` valid prompts.
+    Validation: ``val/loss`` (cross-entropy on gold responses) each validation run; ``val/rougeL`` and
+    ``val/valid_rate`` from sampled responses come from the evaluation callback (``SampledValidation``).
     """
 
     train_data = "sft"  # what the datamodule's training batches hold: tokenized prompt + response
