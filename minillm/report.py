@@ -17,7 +17,7 @@ from minillm.evaluation.report import study_report
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minillm.report", description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--split", default="test")
@@ -30,7 +30,6 @@ def main(argv: list[str] | None = None) -> str:
     plots = None if args.no_plots else args.plots or (args.out.parent if args.out else args.path)
     text = study_report(args.path, args.split, plots)
     emit(text, args.out)
-    return text
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def test_report_plots_learning_curves_alpha_and_scaling(tmp_path):
         for seed in (0, 1):
             write_study_run(alpha / f"a{i}-s{seed}", f"alpha{i}-s{seed}", 40 + 2 * i + seed, alpha=a)
     write_study_run(alpha / "lin-s0", "alpha_linear-s0", 44.0, alpha=0.5, schedule="linear")
-    text = main([str(alpha), "--out", str(tmp_path / "alpha-report" / "report.md")])
     folder = tmp_path / "alpha-report"
+    assert main([str(alpha), "--out", str(folder / "report.md")]) is None  # a console script's exit status
+    text = (folder / "report.md").read_text()
     assert (folder / "learning_curves.png").stat().st_size > 5000
     assert (folder / "alpha.png").stat().st_size > 5000
     assert not (folder / "scaling.png").exists()  # the sizes do not vary
