@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -153,7 +154,13 @@ def test_seeds_and_run_bound_overrides_do_not_split_a_row(tmp_path):
     base = ["debug=smoke", "hydra.sweep.dir=/tmp/x"]
     write_job(tmp_path / "0", "sft-s0", 40.0, [*base, "seed=0", "optim.lr=1e-4"], seed=0)
     write_job(tmp_path / "1", "sft-s1", 42.0, [*base, "seed=1", "optim.lr=0.0001", "ckpt_path=last"], seed=1)
-    write_job(tmp_path / "2", "sft-s2", 44.0, [*base, "seed=2", "objective=sft", "logger=csv", "eval.seeds=[0,1]"], seed=2)
+    write_job(
+        tmp_path / "2",
+        "sft-s2",
+        44.0,
+        [*base, "seed=2", "objective=sft", "logger=csv", "eval.seeds=[0,1]"],
+        seed=2,
+    )
     rows = table_rows(report_markdown(tmp_path))
     assert list(rows)[1:] == ["sft"]
     assert "| sft | 3 | 42.0 ± 2.0 |" in rows["sft"]
@@ -195,3 +202,13 @@ def test_plots_group_the_jobs_as_the_table_does(tmp_path):
         "sft (optim.lr=0.001)": ["0"],
         "sft (optim.lr=0.0001)": ["1", "2"],
     }
+
+
+@pytest.mark.parametrize(("file", "text"), [(".hydra/overrides.yaml", "- a: [\n"), ("config.yaml", "- 1\n")])
+def test_an_unreadable_job_record_is_one_line_naming_the_file(tmp_path, file, text):
+    write_job(tmp_path / "0", "sft-s0", 40.0, ["optim.lr=1e-3"], lr=0.001)
+    write_job(tmp_path / "1", "sft-s0", 44.0, ["optim.lr=1e-4"])
+    (tmp_path / "1" / file).write_text(text)
+    path = re.escape(str(tmp_path / "1" / file))
+    with pytest.raises(MinillmError, match=rf"^{path}: (not readable YAML|expected a YAML)[^\n]*$"):
+        report_markdown(tmp_path)

@@ -208,15 +208,23 @@ NOT_SETTINGS = (
 )
 
 
-def _yaml(path: Path):
+def _yaml(path: Path, kind: type):
     """A YAML file as plain lists and dicts (interpolations left as written); None if absent."""
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as err:  # the YAML parser's message spans lines: its first names the problem
+        raise MinillmError(f"{path}: not readable YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, kind):
+        raise MinillmError(f"{path}: expected a YAML {kind.__name__}, found {type(data).__name__}")
+    return data
 
 
 def _override_keys(job: Path) -> list[str]:
     """The keys the job's Hydra overrides set (``.hydra/overrides.yaml``), less those of NOT_SETTINGS."""
     keys = []
-    for override in _yaml(job / ".hydra" / "overrides.yaml") or ():
+    for override in _yaml(job / ".hydra" / "overrides.yaml", list) or ():
         key = str(override).split("=", 1)[0].lstrip("+~")
         root = re.split(r"[./@]", key, maxsplit=1)[0]
         if root == "hydra" or any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS):
@@ -230,11 +238,11 @@ class _JobSettings:
     value (``config.yaml``), else the override as written; None where the job has none of them."""
 
     def __init__(self, job: Path):
-        pairs = (str(o).split("=", 1) for o in _yaml(job / ".hydra" / "overrides.yaml") or ())
+        pairs = (str(o).split("=", 1) for o in _yaml(job / ".hydra" / "overrides.yaml", list) or ())
         self.overrides = {p[0].lstrip("+~"): p[1] for p in pairs if len(p) == 2 and not p[0].startswith("~")}
-        hydra = _yaml(job / ".hydra" / "hydra.yaml") or {}
+        hydra = _yaml(job / ".hydra" / "hydra.yaml", dict) or {}
         self.choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-        self.config = _yaml(job / "config.yaml") or {}
+        self.config = _yaml(job / "config.yaml", dict) or {}
 
     def value(self, key: str) -> str | None:
         if key in self.choices:
