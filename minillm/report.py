@@ -1,9 +1,10 @@
 """Aggregate a multirun into one table: ``python -m minillm.report PATH [--out report.md]``.
 
 Reads every ``results.json`` below PATH (local records only; W&B is not needed), groups the runs by
-their name without the seed (``<objective>-s<seed>`` → ``<objective>``), and writes mean ± std over
-seeds of the trained student's test metrics, with the cost of each run (training seconds, optimizer
-steps). Jobs that failed (a folder with a ``.hydra`` config but no ``results.json``) are listed.
+their name without the seed (``<objective>-s<seed>`` → ``<objective>``), split where their Hydra
+overrides set other values (rows ``<name> (key=value)``) or, with one seed twice, per folder, and writes
+mean ± std over seeds of the trained student's test metrics, with the cost of each run (training
+seconds, optimizer steps). Jobs that failed (a folder with a ``.hydra`` config but no ``results.json``) are listed.
 The work is ``minillm.evaluation.report.study_report``.
 """
 
