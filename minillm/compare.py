@@ -26,11 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     table = comparison_markdown(args.paths, args.split)
     emit(table, args.out)
-    return table
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Aggregate a multirun into one table: ``python -m minillm.report PATH [--out report.md]``.
 
 Reads every ``results.json`` below PATH (local records only; W&B is not needed), groups the runs by
-their name without the seed (``<objective>-s<seed>`` → ``<objective>``), and writes mean ± std over
-seeds of the trained student's test metrics, with the cost of each run (training seconds, optimizer
-steps). Jobs that failed (a folder with a ``.hydra`` config but no ``results.json``) are listed.
+their name without the seed (``<objective>-s<seed>`` → ``<objective>``), split where their Hydra
+overrides set other values (rows ``<name> (key=value)``) or, with one seed twice, per folder, and writes
+mean ± std over seeds of the trained student's test metrics, with the cost of each run (training
+seconds, optimizer steps). Jobs that failed (a folder with a ``.hydra`` config but no ``results.json``) are listed.
 The work is ``minillm.evaluation.report.study_report``.
 """
 
@@ -17,7 +18,7 @@ from minillm.evaluation.report import study_report
 
 
 @user_errors
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minillm.report", description=__doc__.split("\n")[0])
     parser.add_argument("path", type=Path)
     parser.add_argument("--split", default="test")
@@ -30,7 +31,6 @@ def main(argv: list[str] | None = None) -> str:
     plots = None if args.no_plots else args.plots or (args.out.parent if args.out else args.path)
     text = study_report(args.path, args.split, plots)
     emit(text, args.out)
-    return text
 
 
 if __name__ == "__main__":

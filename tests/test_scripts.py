@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -81,3 +82,35 @@ def test_what_hydra_refuses_is_one_line_with_exit_status_2(program, args, line, 
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(line), out.stderr[-2000:]
     assert "objective" not in line or "sft" in lines[0]  # the choices are listed
+
+
+def run_console_script(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The script as pip installs it: ``sys.exit(<entry point>())`` with the command line in sys.argv."""
+    stub = (
+        "import sys\n"
+        "from importlib.metadata import EntryPoint\n"
+        f"sys.argv = [{name!r}, *{args!r}]\n"
+        f"sys.exit(EntryPoint({name!r}, {SCRIPTS[name]!r}, 'console_scripts').load()())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", stub], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("name", ["minillm-report", "minillm-compare"])
+def test_table_scripts_print_once_and_exit_zero(name, tmp_path):
+    """The wrapper exits with what main returns: a returned string would be printed again on stderr,
+    with exit status 1. The table goes to stdout once, and the status is 0."""
+    run = tmp_path / "sweep" / "0"
+    (run / ".hydra").mkdir(parents=True)
+    student = {"test": {"rougeL": 41.5, "exact_match": 0.0, "valid_rate": 12.5, "length": 9.0}}
+    (run / "results.json").write_text(
+        json.dumps({"config": {"run_name": "sft-s0"}, "train_seconds": 6, "global_step": 3,
+                    "eval": {"trained student": student}})
+    )  # fmt: skip
+    out = run_console_script(name, [str(tmp_path / "sweep"), "--out", str(tmp_path / "table.md")], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = (tmp_path / "table.md").read_text().strip()
+    assert "41.5" in table and out.stdout.strip() == table
+    assert "41.5" not in out.stderr, out.stderr[-2000:]

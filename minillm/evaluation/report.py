@@ -13,6 +13,8 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from minillm.errors import MinillmError
 from minillm.evaluation.plots import alpha_plot, learning_curves, scaling_plot
 
@@ -151,6 +153,15 @@ def group_name(results: dict) -> str:
     return re.sub(r"-s\d+$", "", name)
 
 
+def job_seed(results: dict) -> int | None:
+    """The training seed of a run: its config's, else the ``-s<seed>`` of its name; None if neither."""
+    config = results.get("config", {})
+    if config.get("seed") is not None:
+        return config["seed"]
+    match = re.search(r"-s(\d+)$", str(config.get("run_name") or ""))
+    return int(match.group(1)) if match else None
+
+
 def job_metrics(job: Path, split: str = "test") -> dict | None:
     """The trained student's metrics of one run folder, with its cost and model sizes; None if absent."""
     path = job / "results.json"
@@ -169,25 +180,139 @@ def job_metrics(job: Path, split: str = "test") -> dict | None:
         student_params=config.get("student_params"),
         teacher_params=config.get("teacher_params"),
         group=group_name(data),
+        seed=job_seed(data),
     )
     return flat
 
 
-def collect_jobs(root: Path, split: str = "test") -> dict[str, list[Path]]:
-    """Run folders with results, per group (run name without the seed)."""
-    jobs: dict[str, list[Path]] = defaultdict(list)
+# Overrides that are not a setting of the run: its seed (a row's runs differ in it), where it writes and
+# logs, how it resumes or is stopped to resume, its name (the group name already holds it), Hydra's own.
+# Every other override may change the numbers: jobs of one run name that differ in one are not seeds of
+# one setting.
+NOT_SETTINGS = (
+    "seed",
+    "hydra",
+    "ckpt_path",
+    "resume",
+    "fit.stop_at_step",
+    "output_dir",
+    "cache_dir",
+    "assets_dir",
+    "scaling_models",
+    "run_name",
+    "arm_name",
+    "experiment_name",
+    "logger",
+    "trainer.enable_progress_bar",
+    "fit.num_threads",
+)
+
+
+def _yaml(path: Path, kind: type):
+    """A YAML file as plain lists and dicts (interpolations left as written); None if absent."""
+    if not path.is_file():
+        return None
+    try:
+        data = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as err:  # the YAML parser's message spans lines: its first names the problem
+        raise MinillmError(f"{path}: not readable YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, kind):
+        raise MinillmError(f"{path}: expected a YAML {kind.__name__}, found {type(data).__name__}")
+    return data
+
+
+def _override_keys(job: Path) -> list[str]:
+    """The keys the job's Hydra overrides set (``.hydra/overrides.yaml``), less those of NOT_SETTINGS."""
+    keys = []
+    for override in _yaml(job / ".hydra" / "overrides.yaml", list) or ():
+        key = str(override).split("=", 1)[0].lstrip("+~")
+        root = re.split(r"[./@]", key, maxsplit=1)[0]
+        if root == "hydra" or any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS):
+            continue
+        keys.append(key)
+    return keys
+
+
+class _JobSettings:
+    """What one job ran with, by key: the config group's choice (``.hydra/hydra.yaml``), else the resolved
+    value (``config.yaml``), else the override as written; None where the job has none of them."""
+
+    def __init__(self, job: Path):
+        pairs = (str(o).split("=", 1) for o in _yaml(job / ".hydra" / "overrides.yaml", list) or ())
+        self.overrides = {p[0].lstrip("+~"): p[1] for p in pairs if len(p) == 2 and not p[0].startswith("~")}
+        hydra = _yaml(job / ".hydra" / "hydra.yaml", dict) or {}
+        self.choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+        self.config = _yaml(job / "config.yaml", dict) or {}
+
+    def value(self, key: str) -> str | None:
+        if key in self.choices:
+            return None if self.choices[key] is None else str(self.choices[key])
+        node = self.config
+        for part in key.split("."):
+            node = node.get(part, None) if isinstance(node, dict) else None
+        if isinstance(node, list):
+            return json.dumps(node)
+        if node is not None and not isinstance(node, dict):
+            return str(node)
+        return self.overrides.get(key)
+
+
+def _split_by_settings(name: str, jobs: list[Path]) -> dict[str, list[Path]]:
+    """Jobs of one run name, per setting: split by the overridden keys whose values differ between them,
+    each part named ``name (key=value, ...)``; one part named ``name`` when none differ."""
+    keys = sorted({k for job in jobs for k in _override_keys(job)})
+    if not keys:
+        return {name: jobs}
+    values = {job: tuple(_JobSettings(job).value(k) for k in keys) for job in jobs}
+    differing = [i for i in range(len(keys)) if len({v[i] for v in values.values()}) > 1]
+    parts: dict[str, list[Path]] = defaultdict(list)
+    for job in jobs:
+        named = [f"{keys[i]}={values[job][i]}" for i in differing if values[job][i] is not None]
+        parts[f"{name} ({', '.join(named)})" if named else name].append(job)
+    return parts
+
+
+def group_jobs(root: Path, split: str = "test") -> tuple[dict[str, list[Path]], list[str]]:
+    """The rows of a study: run folders with results, per run name without the seed, split where their
+    overrides set other values; jobs of one row with the same seed (nothing tells them apart) split by
+    folder. And a note for each such row."""
+    by_name: dict[str, list[Path]] = defaultdict(list)
+    seeds: dict[Path, int | None] = {}
     for path in sorted(root.rglob("results.json")):
         metrics = job_metrics(path.parent, split)
         if metrics is not None:
-            jobs[metrics["group"]].append(path.parent)
-    return jobs
+            by_name[metrics["group"]].append(path.parent)
+            seeds[path.parent] = metrics["seed"]
+    rows: dict[str, list[Path]] = {}
+    notes = []
+    for name, jobs in by_name.items():
+        for row, row_jobs in _split_by_settings(name, jobs).items():
+            row_seeds = [seeds[j] for j in row_jobs if seeds[j] is not None]
+            repeated = sorted({s for s in row_seeds if row_seeds.count(s) > 1})
+            if not repeated:
+                rows[row] = row_jobs
+                continue
+            folders = {job: str(job.relative_to(root)) for job in row_jobs}
+            for seed in repeated:
+                same = ", ".join(folders[j] for j in row_jobs if seeds[j] == seed)
+                notes.append(
+                    f"{row}: {row_seeds.count(seed)} jobs with seed {seed} ({same}) and no override that "
+                    "tells them apart: one row per folder, not averaged"
+                )
+            for job in row_jobs:
+                rows[f"{row} ({folders[job]})"] = [job]
+    return rows, notes
 
 
-def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], list[str]]:
-    """Per group, one flat metrics dict per seed; and the folders of jobs without results."""
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for name, jobs in collect_jobs(root, split).items():
-        groups[name] = [job_metrics(job, split) for job in jobs]
+def collect_jobs(root: Path, split: str = "test") -> dict[str, list[Path]]:
+    """Run folders with results, per row of the study table (see ``group_jobs``)."""
+    return group_jobs(root, split)[0]
+
+
+def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], list[str], list[str]]:
+    """Per row, one flat metrics dict per seed; the folders of jobs without results; notes on the rows."""
+    rows, notes = group_jobs(root, split)
+    groups = {name: [job_metrics(job, split) for job in jobs] for name, jobs in rows.items()}
     failed = []
     for p in sorted(root.rglob(".hydra")):
         job = p.parent
@@ -201,7 +326,7 @@ def collect(root: Path, split: str = "test") -> tuple[dict[str, list[dict]], lis
         else:
             name += " (no results: still running, killed, or stopped to resume)"
         failed.append(name)
-    return groups, failed
+    return groups, failed, notes
 
 
 PAPER_ROWS = ("sft", "forward_kld", "seqkd", "reverse_kld")  # Table 1: SFT w/o KD, KD, SeqKD, MiniLLM
@@ -226,8 +351,9 @@ def _seeds_cell(values: list, fmt: str) -> str:
 
 
 def report_markdown(root: Path, split: str = "test") -> str:
-    """The study table: one row per run group (mean ± std over seeds), then the jobs without results."""
-    groups, failed = collect(root, split)
+    """The study table: one row per run group and setting (mean ± std over seeds), then notes on rows
+    that were split, then the jobs without results."""
+    groups, failed, notes = collect(root, split)
     if not groups and not failed:
         raise MinillmError(f"{root}: no results.json found below this folder")
     header = "| run | seeds | " + " | ".join(h for _, h, _ in STUDY_COLUMNS) + " |"
@@ -236,6 +362,8 @@ def report_markdown(root: Path, split: str = "test") -> str:
         cells = [_seeds_cell([r[k] for r in runs], fmt) for k, _, fmt in STUDY_COLUMNS]
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     text = f"{split} split, mean ± std over training seeds\n\n" + "\n".join(lines)
+    if notes:
+        text += "\n\nRows split by folder:\n" + "\n".join(f"- {n}" for n in notes)
     if failed:
         text += "\n\nJobs without results:\n" + "\n".join(f"- {f}" for f in failed)
     return text
