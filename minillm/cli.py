@@ -24,6 +24,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Lightning's "Checkpoint directory … / Experiment logs directory … exists and is not empty (previous log
+    # files will be deleted)": a fresh run never starts in a folder that holds a run (resume.refuse_to_overwrite),
+    # and a resumed run keeps its CSV rows (ResumableCSVLogger), so the warning is only ever wrong here
+    warnings.filterwarnings("ignore", message=".*directory .* exists and is not empty.*")
     for name in ("transformers", "httpx", "urllib3", "lightning.pytorch.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
 

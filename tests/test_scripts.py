@@ -114,3 +114,22 @@ def test_table_scripts_print_once_and_exit_zero(name, tmp_path):
     table = (tmp_path / "table.md").read_text().strip()
     assert "41.5" in table and out.stdout.strip() == table
     assert "41.5" not in out.stderr, out.stderr[-2000:]
+
+
+def test_the_embedded_default_is_found_from_any_folder(tmp_path):
+    """assets_dir is the checkout's (not the working directory's): `minillm-run` or `python -m minillm.run`
+    started elsewhere loads the shipped teacher and student init."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("MINILLM_ASSETS", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "minillm.run", "--cfg", "job", "--resolve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assets = ROOT / "assets" / "embedded"
+    assert f"assets_dir: {assets}\n" in out.stdout
+    assert f"path: {assets / 'student_init'}\n" in out.stdout and (assets / "student_init").is_dir()
