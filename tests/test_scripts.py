@@ -22,22 +22,37 @@ def test_every_entry_point_has_a_console_script():
     assert all(name.startswith("minillm-") and target.endswith(":main") for name, target in SCRIPTS.items())
 
 
+def run_console_script(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The script as pip installs it: ``sys.exit(<entry point>())`` with the command line in sys.argv."""
+    stub = (
+        "import sys\n"
+        "from importlib.metadata import EntryPoint\n"
+        f"sys.argv = [{name!r}, *{args!r}]\n"
+        f"sys.exit(EntryPoint({name!r}, {SCRIPTS[name]!r}, 'console_scripts').load()())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", stub], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_console_script_starts_from_any_folder(name, tmp_path):
     """What the installed script does (load the entry point, call it with the command line), run from a
     folder that is not the repository: Hydra must still find conf/, argparse must answer --help."""
-    stub = (
-        "import sys\n"
-        "from importlib.metadata import EntryPoint\n"
-        f"sys.argv = [{name!r}, '--help']\n"
-        f"sys.exit(EntryPoint({name!r}, {SCRIPTS[name]!r}, 'console_scripts').load()())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", stub], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    out = run_console_script(name, ["--help"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "usage" in out.stdout.lower() or "== Config ==" in out.stdout, out.stdout[-2000:]
+
+
+def run_module(program: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m <program> <args>`` from ``cwd`` (not the checkout), offline, with Hydra's own error report off."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    env.pop("MINILLM_ASSETS", None)
+    return subprocess.run(
+        [sys.executable, "-m", program, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,35 +82,11 @@ def test_what_hydra_refuses_is_one_line_with_exit_status_2(program, args, line, 
     before minillm's own checks run; Hydra would print several lines and exit 1."""
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    argv = [a.format(file=a_file) for a in args]
-    out = subprocess.run(
-        [sys.executable, "-m", program, *argv],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_module(program, [a.format(file=a_file) for a in args], tmp_path)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(line), out.stderr[-2000:]
     assert "objective" not in line or "sft" in lines[0]  # the choices are listed
-
-
-def run_console_script(name: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """The script as pip installs it: ``sys.exit(<entry point>())`` with the command line in sys.argv."""
-    stub = (
-        "import sys\n"
-        "from importlib.metadata import EntryPoint\n"
-        f"sys.argv = [{name!r}, *{args!r}]\n"
-        f"sys.exit(EntryPoint({name!r}, {SCRIPTS[name]!r}, 'console_scripts').load()())\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-c", stub], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.mark.parametrize("name", ["minillm-report", "minillm-compare"])
@@ -119,16 +110,7 @@ def test_table_scripts_print_once_and_exit_zero(name, tmp_path):
 def test_the_embedded_default_is_found_from_any_folder(tmp_path):
     """assets_dir is the checkout's (not the working directory's): `minillm-run` or `python -m minillm.run`
     started elsewhere loads the shipped teacher and student init."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    env.pop("MINILLM_ASSETS", None)
-    out = subprocess.run(
-        [sys.executable, "-m", "minillm.run", "--cfg", "job", "--resolve"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_module("minillm.run", ["--cfg", "job", "--resolve"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     assets = ROOT / "assets" / "embedded"
     assert f"assets_dir: {assets}\n" in out.stdout
