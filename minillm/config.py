@@ -406,6 +406,12 @@ def _user_keys(hydra_cfg) -> list[tuple[str, str]]:
     return found
 
 
+# Groups whose node is one object's arguments (optim: torch.optim.SGD takes momentum, AdamW betas) or a set of
+# such objects (callbacks.NAME): any key may be set; one the object does not take is refused, in one line
+# naming the key, when it is built (errors.instantiate_node, training.optim).
+OPEN_GROUPS = ("optim", "scheduler", "callbacks", "strategy")
+
+
 def check_unread_keys(cfg) -> None:
     """Refuse a key set under a group (data, teacher, student, objective, trainer, logger, optim) that its
     chosen config does not read, naming the choice that would read it."""
@@ -422,6 +428,8 @@ def check_unread_keys(cfg) -> None:
         choice = choices.get(group)
         if not rest or choice is None or not isinstance(cfg.get(group), DictConfig):
             continue
+        if group in OPEN_GROUPS:
+            continue  # the arguments of whatever _target_ the node names: a wrong one fails as it is built
         declared = _declared_keys(sources, group, choice)
         if declared is None or _is_declared(rest, declared):
             continue

@@ -58,6 +58,21 @@ def _only_our_globals():
         add_safe_globals(before)
 
 
+@contextlib.contextmanager
+def checkpoint_types_allowed():
+    """CHECKPOINT_GLOBALS added to the process-wide allowlist while Lightning loads a checkpoint by a path
+    of its own (a strategy's ``load_checkpoint`` that does not go through the checkpoint IO, as
+    ``ModelParallelStrategy``'s does), then the allowlist as it was. The file was already read once
+    through :func:`load_checkpoint` (``Resume.plan``), so it holds nothing else."""
+    before = get_safe_globals()
+    add_safe_globals(CHECKPOINT_GLOBALS)
+    try:
+        yield
+    finally:
+        clear_safe_globals()
+        add_safe_globals(before)
+
+
 def offending_type(message: str) -> str | None:
     """The name of the global or type torch's weights_only unpickler refused, if its message names one."""
     for pattern in _OFFENDER:

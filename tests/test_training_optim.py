@@ -78,3 +78,46 @@ def test_the_strategy_group_instantiates_a_lightning_strategy(compose):
     assert checkpoint.monitor == "val/loss" and checkpoint is trainer.checkpoint_callback
     trainer, _ = make_trainer(compose(["objective=sft", "strategy=ddp"]), [])
     assert isinstance(trainer.strategy, DDPStrategy)
+
+
+def test_another_optimizer_takes_its_own_keys_and_a_key_it_does_not_take_is_one_line(compose):
+    """The README's swap: optim._target_=torch.optim.SGD with its own momentum (AdamW's betas removed). The
+    key check lets optim's keys through (they are the target's arguments); a leftover one is named when
+    the optimizer is built, in one line."""
+    from minillm.config import validate_config
+    from minillm.errors import MinillmError
+
+    cfg = compose(["optim._target_=torch.optim.SGD", "~optim.betas", "+optim.momentum=0.9"])
+    validate_config(cfg)
+    opt = make_optimizer(_model().parameters(), cfg.optim)
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["momentum"] == 0.9
+    cfg = compose(["optim._target_=torch.optim.SGD"])
+    with pytest.raises(
+        MinillmError, match=r"^optim: SGD got an unexpected keyword argument 'betas' \(remove"
+    ):
+        make_optimizer(_model().parameters(), cfg.optim)
+    cfg = compose(["+scheduler.bogus=1"])
+    validate_config(cfg)
+    with pytest.raises(MinillmError, match=r"^scheduler: \S+ got an unexpected keyword argument 'bogus'"):
+        make_scheduler(torch.optim.SGD(_model().parameters(), lr=0.1), cfg.scheduler, 10)
+
+
+def test_a_callback_of_ones_own_is_one_override(compose):
+    """The README's `+callbacks.lr._target_=…LearningRateMonitor` adds a callback; a wrong argument is one line."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from minillm.config import validate_config
+    from minillm.errors import MinillmError
+    from minillm.training.trainer import make_trainer
+
+    cfg = compose(["+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor", "logger=csv"])
+    validate_config(cfg)
+    trainer, _ = make_trainer(cfg, [])
+    assert any(isinstance(c, LearningRateMonitor) for c in trainer.callbacks)
+    cfg = compose(
+        ["+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor", "+callbacks.lr.x=1"]
+    )
+    with pytest.raises(
+        MinillmError, match=r"^callbacks\.lr: cannot build 'lightning\.pytorch\.callbacks\.Learn"
+    ):
+        make_trainer(cfg, [])

@@ -11,7 +11,7 @@ import inspect
 import torch
 from omegaconf import DictConfig
 
-from minillm.errors import instantiate_node
+from minillm.errors import MinillmError, instantiate_node
 
 
 def parameter_groups(params, weight_decay: float) -> list[dict]:
@@ -30,16 +30,30 @@ def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
     groups = parameter_groups(params, float(kwargs.pop("weight_decay", 0.0) or 0.0))
-    return factory.func(groups, **kwargs)
+    return _call(factory.func, "optim", groups, **kwargs)
+
+
+def _call(fn, key: str, *args, **kwargs):
+    """``fn(*args, **kwargs)``; arguments it does not take (AdamW's ``betas`` left under an SGD
+    ``_target_``) are one line naming ``key``."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as err:
+        name = getattr(fn, "__qualname__", fn)
+        raise MinillmError(
+            f"{key}: {name} {err} (remove a key with ~{key}.NAME, add one with +{key}.NAME=VALUE)"
+        ) from None
+    return fn(*args, **kwargs)
 
 
 def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int):
     """``scheduler`` (a ``_partial_`` function of the optimizer, e.g. one of transformers' warm-up
     schedules) over ``num_training_steps`` steps, when it takes that argument."""
     factory = instantiate_node(scheduler_cfg, "scheduler")
-    if "num_training_steps" in inspect.signature(factory.func).parameters:
-        return factory(optimizer, num_training_steps=num_training_steps)
-    return factory(optimizer)
+    extra = {"num_training_steps": num_training_steps}
+    if "num_training_steps" not in inspect.signature(factory.func).parameters:
+        extra = {}
+    return _call(factory.func, "scheduler", optimizer, *factory.args, **{**factory.keywords, **extra})
 
 
 def is_constant(scheduler_cfg: DictConfig) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -10,9 +11,10 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from minillm.errors import MinillmError, RunInterrupted
+from minillm.errors import MinillmError, RunInterrupted, instantiate_node
 from minillm.models.loading import objective_needs_teacher
 from minillm.resume import AtomicCheckpointIO
+from minillm.safe_load import checkpoint_types_allowed
 
 
 def module_class(cfg):
@@ -46,11 +48,7 @@ def make_trainer(cfg, loggers, extra_callbacks=()) -> tuple[L.Trainer, ModelChec
     student (the one monitoring ``select.monitor``)."""
     callbacks = []
     for name, node in cfg.callbacks.items():
-        try:
-            callbacks.append(instantiate(node, _convert_="all"))
-        except Exception as err:
-            cause = err.__cause__ or err
-            raise MinillmError(f"callbacks.{name}: cannot build {node.get('_target_')!r} ({cause})") from None
+        callbacks.append(instantiate_node(node, f"callbacks.{name}"))
     callbacks.extend(extra_callbacks)
     selecting = [
         c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == str(cfg.select.monitor)
@@ -94,12 +92,12 @@ def fit(cfg, trainer: L.Trainer, module, dm, ckpt_path, loggers) -> float:
     user asked for closes the loggers as aborted; Lightning's complaints about a setting name its key."""
     started = time.perf_counter()
     try:
-        trainer.fit(
-            module,
-            datamodule=dm,
-            ckpt_path=str(ckpt_path) if ckpt_path else None,
-            weights_only=True,  # AtomicCheckpointIO loads with weights_only and our allowlist in any case
-        )
+        # weights_only: AtomicCheckpointIO loads with our allowlist; a strategy that loads the file itself
+        # (FSDP2's ModelParallelStrategy) gets the allowlist for the duration of fit
+        with checkpoint_types_allowed() if ckpt_path else contextlib.nullcontext():
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True
+            )
     except RunInterrupted:
         for lg in loggers:
             lg.save()
