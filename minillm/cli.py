@@ -9,7 +9,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from minillm.errors import MinillmError, RunInterrupted
+from minillm.errors import MinillmError, RunAborted, RunInterrupted
 
 # The config tree, as an absolute path: Hydra resolves a relative config_path against the calling file
 # only under `python -m`; called from a console script (minillm-run, ...) it would look for a Python
@@ -42,6 +42,9 @@ def user_errors(fn):
         except MinillmError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except RunAborted as aborted:
+            print(f"aborted by a second Ctrl-C: {aborted}", file=sys.stderr, flush=True)
+            sys.exit(130)
         except RunInterrupted as stop:
             print(
                 f"stopped at step {stop.step}; checkpoint {stop.checkpoint}. Resume with the same command "

@@ -24,6 +24,11 @@ class RunInterrupted(Exception):  # noqa: N818 - it is not an error of the user'
         self.signal = signal  # None: fit.stop_at_step
 
 
+class RunAborted(BaseException):  # noqa: N818 - a stop, not an error; BaseException: no handler swallows it
+    """A second Ctrl-C while a stop was pending: the run ends now, without a checkpoint of this update.
+    (A KeyboardInterrupt would be caught by Lightning and turned into a silent exit status 1.)"""
+
+
 def locate_target(node, key: str):
     """The class or function ``node._target_`` names; one line naming ``key`` when it cannot be imported."""
     from hydra._internal.utils import _locate
@@ -48,3 +53,23 @@ def instantiate_node(node, key: str):
     except Exception as err:
         cause = " ".join(str(err.__cause__ or err).split())
         raise MinillmError(f"{key}: cannot build {node._target_!r} ({cause})") from None
+
+
+def check_call(fn, key: str, *args) -> None:
+    """``fn`` can be called with ``args`` (a plug-in of the user's: ``task``, ``data.records``); else one line
+    naming ``key`` and what it is called with."""
+    import inspect
+
+    try:
+        inspect.signature(fn).bind(*args)
+    except TypeError as err:
+        name = getattr(getattr(fn, "func", fn), "__qualname__", fn)
+        raise MinillmError(
+            f"{key}: {name} cannot be called with ({', '.join(_kinds(args))}): {err}"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let the call say it
+        return
+
+
+def _kinds(args) -> list[str]:
+    return [type(a).__name__ for a in args]

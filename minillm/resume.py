@@ -22,7 +22,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from minillm.errors import MinillmError, RunInterrupted  # noqa: F401 - re-exported
+from minillm.errors import MinillmError, RunAborted, RunInterrupted  # noqa: F401 - re-exported
 from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class GracefulStop(Callback):
     def _handle(self, signum, frame) -> None:
         if self.requested is not None and signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
+            raise RunAborted(self._last_checkpoint_hint())
         self.requested = signum
         log.warning(
             "received %s: stopping after the current update and saving a checkpoint "
@@ -99,7 +99,15 @@ class GracefulStop(Callback):
             signal.Signals(signum).name,
         )
 
+    def _last_checkpoint_hint(self) -> str:
+        folder = getattr(getattr(self, "_trainer", None), "checkpoint_callback", None)
+        last = Path(folder.dirpath) / "last.ckpt" if folder is not None and folder.dirpath else None
+        if last is not None and last.is_file():
+            return f"the last checkpoint written is kept: {last} (ckpt_path=last goes on from it)"
+        return "no checkpoint of this run was written yet"
+
     def on_train_start(self, trainer, pl_module) -> None:
+        self._trainer = trainer
         log.info("training (Ctrl-C or SIGTERM stops after the current update, with a checkpoint)")
         if self.stop_at_step is not None and 0 < self.stop_at_step <= trainer.global_step:
             # resumed from the pause fit.stop_at_step made: the same command plus ckpt_path goes on
@@ -530,7 +538,7 @@ class Resume:
         allow_change = bool((cfg.get("resume") or {}).get("allow_config_change", False))
         ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), run_dir, config, allow_change)
         explicit = ckpt_path is not None and str(cfg.get("ckpt_path")) != "last"
-        if explicit and ckpt_path.parent.name == "checkpoints":
+        if explicit and ckpt_path.parent.name == "checkpoints" and ckpt_path.name == "last.ckpt":
             # the user pointed at that run's checkpoint: the run goes on writing into its own directory
             run_dir = ckpt_path.parent.parent
             log.info("resuming from %s; writing into %s", ckpt_path, run_dir)

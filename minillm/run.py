@@ -194,9 +194,11 @@ def train_task(cfg: DictConfig) -> float | None:
 
 def run_task(cfg: DictConfig) -> float | None:
     """``cfg.task`` (a ``_partial_`` function of the config: the pipeline or a toy problem) on the config."""
-    from minillm.errors import instantiate_node
+    from minillm.errors import check_call, instantiate_node
 
-    return instantiate_node(cfg.get("task"), "task")(cfg)
+    task = instantiate_node(cfg.get("task"), "task")
+    check_call(task, "task", cfg)
+    return task(cfg)
 
 
 @hydra_app("config")

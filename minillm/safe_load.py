@@ -89,6 +89,8 @@ def load_checkpoint(path, key: str | None = None, *, map_location="cpu", mmap: b
     Raises MinillmError (one line) for a file that holds anything else, or that cannot be read.
     """
     where = f"{key}={path}" if key else str(path)
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise MinillmError(f"{where}: not a readable checkpoint (the file is empty)")
     try:
         with _only_our_globals():
             return torch.load(Path(path), map_location=map_location, weights_only=True, mmap=mmap)

@@ -506,3 +506,10 @@ def test_behaviour_callback_logs_on_every_nth_validation(compose, tmp_path, tiny
     assert logged[1] == {} and set(logged[2]) == set(logged[0])
     assert logged[0] == logged[2]  # same weights, same fixed subset and seed: the same numbers
     assert callback.state_dict() == {"val_runs": 3}
+
+
+def test_an_empty_metric_list_is_refused(compose):
+    from minillm.evaluation.suite import validate_evaluate_config
+
+    with pytest.raises(MinillmError, match=r"^evaluate\.metrics=\[\]: name at least one of \["):
+        validate_evaluate_config(compose(["evaluate.metrics=[]"], config_name="evaluate"))

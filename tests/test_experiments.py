@@ -621,3 +621,17 @@ def test_an_optuna_search_receives_each_jobs_metric(tmp_path):
     assert best["best_value"] == pytest.approx(max(trials))
     assert 1e-4 <= best["best_params"]["optim.lr"] <= 1e-3
     assert 0.0 <= best["best_params"]["objective.teacher_mix_alpha"] <= 0.5
+
+
+def test_a_toy_run_refuses_a_folder_that_holds_one_and_an_unknown_method(compose, tmp_path):
+    from minillm.errors import MinillmError
+
+    cfg = compose(["experiment=toy_gmm", "toy.steps=5"], run_dir=tmp_path / "gmm")
+    run_task(cfg)
+    before = (tmp_path / "gmm" / "results.json").read_text()
+    with pytest.raises(MinillmError, match=r"already holds a run \(results\.json\)"):
+        run_task(cfg)
+    assert (tmp_path / "gmm" / "results.json").read_text() == before
+    cfg = compose(["experiment=toy_sequences", "toy.methods=[foo]"], run_dir=tmp_path / "seq")
+    with pytest.raises(MinillmError, match=r"^toy\.methods: unknown \['foo'\]; choose from \["):
+        run_task(cfg)

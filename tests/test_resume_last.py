@@ -199,3 +199,42 @@ def test_the_same_command_plus_ckpt_path_goes_on_past_its_stop_at_step(compose, 
         run(compose, tmp_path, "a", *command)
     assert stopped.value.step >= 3
     assert run(compose, tmp_path, "a", *command, "ckpt_path=last")["global_step"] == 8
+
+
+def test_a_checkpoint_other_than_last_goes_on_in_the_new_run_folder(compose, tmp_path):
+    """Only ckpt_path=…/checkpoints/last.ckpt goes on writing in that run's folder (README). Going on from its
+    best.ckpt wrote there too: it would rewind the run and overwrite its last.ckpt and results.json."""
+    run(compose, tmp_path, "a", *SFT, "trainer.max_steps=2")
+    before = snapshot(tmp_path / "a")
+    best = tmp_path / "a" / "checkpoints" / "best.ckpt"
+    assert best.is_file()
+    result = run(compose, tmp_path, "b", *SFT, "trainer.max_steps=4", f"ckpt_path={best}")
+    assert result["global_step"] == 4 and (tmp_path / "b" / "results.json").is_file()
+    assert snapshot(tmp_path / "a") == before
+
+
+def test_a_second_ctrl_c_aborts_with_one_line_and_status_130(capsys):
+    """The first Ctrl-C asks for a stop with a checkpoint; a second one aborts. It raised KeyboardInterrupt,
+    which Lightning turns into a silent exit status 1 (reads as a crash); now one line and 130."""
+    import signal
+
+    from minillm.cli import user_errors
+    from minillm.errors import RunAborted
+    from minillm.resume import GracefulStop
+
+    stop = GracefulStop()
+    stop._handle(signal.SIGINT, None)
+    assert stop.requested == signal.SIGINT
+    with pytest.raises(RunAborted) as aborted:
+        stop._handle(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def body():
+        raise aborted.value
+
+    with pytest.raises(SystemExit) as exited:
+        user_errors(body)()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "aborted by a second Ctrl-C: no checkpoint of this run was written yet"
+    ]

@@ -218,3 +218,13 @@ def test_unreadable_files_get_one_line(tmp_path):
         load_checkpoint(garbage, "evaluate.path")
     with pytest.raises(MinillmError, match="not a readable checkpoint \\(FileNotFoundError"):
         load_checkpoint(tmp_path / "missing.ckpt", "ckpt_path")
+
+
+def test_an_empty_checkpoint_file_says_it_is_empty(tmp_path):
+    """An empty .ckpt gave torch's mmap complaint about the zipfile format, which points the wrong way."""
+    empty = tmp_path / "x.ckpt"
+    empty.write_bytes(b"")
+    with pytest.raises(
+        MinillmError, match=r"^ckpt_path=.*x\.ckpt: not a readable checkpoint \(the file is empty\)$"
+    ):
+        read_checkpoint(empty)

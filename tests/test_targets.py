@@ -38,6 +38,16 @@ def user_module(tmp_path, monkeypatch):
             def no_test(data_cfg, cache_dir):
                 return {"train": [{"instruction": "a", "response": "b"}], "valid": [], "test": []}
 
+            def one_arg(data_cfg):
+                return {}
+
+            def a_tuple_split(data_cfg, cache_dir):
+                good = {"instruction": "a", "response": "b"}
+                return {"train": (good,), "valid": [good], "test": [good]}
+
+            def no_arg_task():
+                return 1.0
+
             def a_list(data_cfg, cache_dir):
                 return [{"instruction": "a", "response": "b"}]
 
@@ -91,6 +101,15 @@ def test_data_records_loads_the_splits_with_the_users_function_in_canonical_keys
         ),
         ("my_plugins.a_list", r"^data\.records\._target_=my_plugins\.a_list: must return a dict of lists"),
         (
+            "my_plugins.a_tuple_split",
+            r"^data\.records\._target_=my_plugins\.a_tuple_split: must return a list of records under 'train', "
+            r"got tuple",
+        ),
+        (
+            "my_plugins.one_arg",
+            r"^data\.records: one_arg cannot be called with \(DictConfig, str\): too many positional arguments",
+        ),
+        (
             "my_plugins.bad_record",
             r"^data\.records \(my_plugins\.bad_record\) train\[1\]: record has no 'response'",
         ),
@@ -122,3 +141,11 @@ def test_a_config_saved_under_the_old_keys_reads_as_todays(compose, overrides, t
     assert config_differences(upgrade_config(saved), current) == []
     assert saved != current and "source" in saved["data"]  # the caller's dict is left as it was
     check_config({"minillm": {"config": saved}}, tmp_path / "x.ckpt", current)  # resumes: no error
+
+
+def test_a_task_that_cannot_take_the_config_is_one_line(compose, user_module):
+    cfg = compose(["task._target_=my_plugins.no_arg_task"])
+    with pytest.raises(
+        MinillmError, match=r"^task: no_arg_task cannot be called with \(DictConfig\): too many"
+    ):
+        run_task(cfg)

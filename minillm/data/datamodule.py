@@ -21,7 +21,7 @@ from minillm.data.datasets import (
 )
 from minillm.data.records import SPLITS, load_splits, normalise_record
 from minillm.data.template import PromptTemplate
-from minillm.errors import MinillmError, instantiate_node
+from minillm.errors import MinillmError, check_call, instantiate_node
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,19 @@ def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
     node = data_cfg.get("records")
     loader = instantiate_node(node, "data.records")
     target = node._target_
+    check_call(loader, "data.records", data_cfg, cache_dir)
     splits = loader(data_cfg, cache_dir)
-    if not isinstance(splits, dict) or any(not isinstance(splits.get(s), list) for s in SPLITS):
+    if not isinstance(splits, dict):
         raise MinillmError(
             f"data.records._target_={target}: must return a dict of lists of records under {list(SPLITS)}, "
-            f"got {type(splits).__name__}{'' if not isinstance(splits, dict) else ' with ' + str(sorted(splits))}"
+            f"got {type(splits).__name__}"
         )
+    for split in SPLITS:
+        if not isinstance(splits.get(split), list):
+            raise MinillmError(
+                f"data.records._target_={target}: must return a list of records under {split!r}, got "
+                f"{type(splits.get(split)).__name__} (the dict has {sorted(map(str, splits))})"
+            )
     empty = [s for s in SPLITS if not splits[s]]
     if empty:
         raise MinillmError(f"data.records._target_={target}: returned no {' or '.join(empty)} records")

@@ -58,6 +58,8 @@ def validate_evaluate_config(cfg) -> None:
         )
     if e.model not in MODELS:
         raise MinillmError(f"evaluate.model={e.model!r}; choose one of {list(MODELS)}")
+    if not e.metrics:
+        raise MinillmError(f"evaluate.metrics=[]: name at least one of {list(METRICS)}")
     unknown = [m for m in e.metrics if m not in METRICS]
     if unknown:
         raise MinillmError(f"evaluate.metrics: unknown {unknown}; choose from {list(METRICS)}")

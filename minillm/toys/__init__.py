@@ -45,7 +45,10 @@ def sequences_task(cfg) -> float | None:
 
 def run_toy(cfg, name: str, solve: Callable[[dict, Path], tuple[dict, float | None]], summarise) -> dict:
     """Run one toy (``solve`` on ``cfg.toy``) into the run folder: results.json, summary.md, its figure."""
+    from minillm.resume import refuse_to_overwrite
+
     out = Path(cfg.output_dir)
+    refuse_to_overwrite(out)  # an earlier toy run's results.json in a named folder
     out.mkdir(parents=True, exist_ok=True)
     params = OmegaConf.to_container(cfg.toy, resolve=True)
     torch.set_num_threads(int(cfg.fit.get("num_threads") or 1))

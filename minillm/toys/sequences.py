@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from minillm.errors import MinillmError
 from minillm.objectives.policy_gradient import PGOptions, minillm_loss
 
 DT = torch.float64
@@ -216,6 +217,9 @@ METHODS = ("forward_kld", "seqkd", "minillm", "minillm_no_mix", "reverse_kld_exa
 def run_sequences(cfg: dict) -> dict:
     toy = Toy(cfg["vocab"], cfg["length"], cfg["n_chains"], cfg["main"], cfg["floor"], cfg.get("seed", 0))
     out = {"world": {"sequences": len(toy.seqs), **{k: cfg[k] for k in ("vocab", "length", "n_chains")}}}
+    unknown = [m for m in cfg.get("methods", METHODS) if m not in METHODS]
+    if unknown:
+        raise MinillmError(f"toy.methods: unknown {unknown}; choose from {list(METHODS)}")
     init = ChainStudent(toy.vocab, cfg.get("seed", 0))
     out["init"] = toy.metrics(init, cfg["never_threshold"])
     for method in cfg.get("methods", METHODS):
