@@ -147,7 +147,7 @@ def train(cfg: DictConfig) -> dict:
             "student_trained_params": trained_params,  # fewer than student_params with LoRA (the adapters)
             "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
         },
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(module.seconds_before + train_seconds, 1),  # a resumed run: every segment
         "global_step": trainer.global_step,
         "final_weights_sha1": final_weights,
         "best_checkpoint": checkpoint.best_model_path or None,

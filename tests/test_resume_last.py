@@ -238,3 +238,21 @@ def test_a_second_ctrl_c_aborts_with_one_line_and_status_130(capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "aborted by a second Ctrl-C: no checkpoint of this run was written yet"
     ]
+
+
+def test_a_resumed_runs_cost_counts_every_segment(compose, tmp_path):
+    """results.json's train_seconds and timing.json's steps cover the whole run, not only the part after the
+    last resume (the report's cost columns undercounted resumed runs)."""
+    import json
+
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "a", *SFT, "trainer.max_steps=6", "fit.stop_at_step=3")
+    path = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    first = torch.load(path, map_location="cpu", weights_only=False)
+    assert first["minillm"]["train_seconds"] > 0
+    first["minillm"]["train_seconds"] = 1000.0  # as if the first segment had trained for 1000 s
+    torch.save(first, path)
+    result = run(compose, tmp_path, "a", *SFT, "trainer.max_steps=6", "fit.stop_at_step=3", "ckpt_path=last")
+    assert 1000.0 < result["train_seconds"] < 1000.0 + 300
+    timing = json.loads((tmp_path / "a" / "timing.json").read_text())
+    assert timing["optimizer_steps"] == 6 and timing["batches"] == 6

@@ -13,6 +13,7 @@ the adapters: the frozen weights are the student's as loaded, and loading fills 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -43,6 +44,8 @@ class ResumableMixin:
         self.strict_loading = not is_lora(self.student)
         self.max_bad_steps = int(OmegaConf.select(cfg, "fit.max_bad_steps", default=5) or 5)
         self.bad_steps = 0  # consecutive updates skipped for non-finite values
+        self.seconds_before = 0.0  # training seconds of the runs this one resumed (the checkpoint's total)
+        self._train_started: float | None = None
         self._in_batch = False  # between on_train_batch_start and on_train_batch_end
         self._resume_state: dict | None = None
         self._stop_log_step: int | None = None
@@ -134,6 +137,9 @@ class ResumableMixin:
             "data": data,
             "bad_steps": self.bad_steps,
             "log_step": self._stop_log_step,
+            # wall seconds of training so far, over every resumed segment (results.json's train_seconds)
+            "train_seconds": self.seconds_before
+            + (time.perf_counter() - self._train_started if self._train_started is not None else 0.0),
             **self.extra_state(),  # rank 0's (and a one-process run's)
             "world_size": self._world()[1],
             "ranks": self._rank_states(),  # data-parallel: each rank's RNG and extra state, in rank order
@@ -175,9 +181,11 @@ class ResumableMixin:
                 dm.pending_sampler_state = state["data"]
 
     def on_train_start(self):
+        self._train_started = time.perf_counter()
         state, self._resume_state = self._resume_state, None
         if state is None:
             return
+        self.seconds_before = float(state.get("train_seconds") or 0.0)
         # after Lightning's own restore and on_fit_start, so nothing overwrites these afterwards
         rank, world = self._world()
         ranks = state.get("ranks") or [state]  # each rank's own state; one process: the top level

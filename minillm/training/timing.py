@@ -18,7 +18,7 @@ class StepTimer(Callback):
     """Sums the wall-clock time of the training batches (``on_train_batch_start`` → ``on_train_batch_end``:
     data to device, forward, backward, optimizer step; for MiniLLM a whole round) and counts the optimizer
     steps they took; writes ``timing.json`` with ``seconds_per_step`` into the trainer's root folder.
-    A resumed run counts from its restart."""
+    Its sums are in the checkpoint: a resumed run adds to the totals of the run it resumed."""
 
     def __init__(self, filename: str = "timing.json"):
         self.filename = filename
@@ -27,6 +27,14 @@ class StepTimer(Callback):
         self.steps = 0
         self._started: float | None = None
         self._step_at_start = 0
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds, "batches": self.batches, "steps": self.steps}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.seconds = float(state_dict.get("seconds", 0.0))
+        self.batches = int(state_dict.get("batches", 0))
+        self.steps = int(state_dict.get("steps", 0))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._started = time.perf_counter()
