@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -88,6 +89,11 @@ def validate_config(cfg) -> None:
     if schedule is not None and schedule not in ("constant", "cosine", "linear"):
         raise MinillmError(
             f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
+        )
+    max_time = _get(cfg, "trainer.max_time")
+    if isinstance(max_time, str) and not re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", max_time):
+        raise MinillmError(
+            f"trainer.max_time={max_time!r}: give days:hours:minutes:seconds, e.g. 00:00:30:00 for 30 minutes"
         )
     stop = _get(cfg, "fit.stop_at_step")
     if stop is not None and (not isinstance(stop, int) or stop < 0):

@@ -92,6 +92,7 @@ def test_every_bad_input_is_one_clear_line(compose, tmp_path, tokenizer_dir, tin
         (["objective.num_rollouts=-4"], "objective.num_rollouts=-4: must be a positive integer"),
         (["objective.variant=fancy"], r"objective.variant='fancy'; choose one of \['code', 'paper'\]"),
         (["objective.alpha_schedule=step"], "objective.alpha_schedule='step'; choose one of"),
+        (["trainer.max_time=12s"], r"trainer.max_time='12s': give days:hours:minutes:seconds"),
         (
             ["objective=sft", "trainer.val_check_interval=100000"],
             r"trainer.val_check_interval=100000: must not exceed the training batches per epoch \(\d+ per",

@@ -159,7 +159,7 @@ class ResumableMixin:
         dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is not None and state.get("data") is not None and hasattr(dm, "train_global_batch"):
             moved = rescale_data_position(checkpoint, dm.train_global_batch(self._world()[1]))
-            if moved is not None:
+            if moved is not None and moved[0] != moved[1]:
                 log.warning(
                     "the checkpoint's global batch differs from this run's: %d batches of this epoch done "
                     "become %d (by examples seen; a partial batch is trained again)",
