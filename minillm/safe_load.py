@@ -45,32 +45,31 @@ _OFFENDER = [
 
 
 @contextlib.contextmanager
+def _allowlist(exclusive: bool):
+    """CHECKPOINT_GLOBALS on torch's process-wide weights_only allowlist for the block (``exclusive``: and
+    nothing else that other libraries may have added), then the allowlist as it was."""
+    before = get_safe_globals()
+    if exclusive:
+        clear_safe_globals()
+    add_safe_globals(CHECKPOINT_GLOBALS)
+    try:
+        yield
+    finally:
+        clear_safe_globals()
+        add_safe_globals(before)
+
+
 def _only_our_globals():
-    """Allow exactly CHECKPOINT_GLOBALS for the load (not what other libraries may have added), then
-    put the process-wide allowlist back as it was."""
-    before = get_safe_globals()
-    clear_safe_globals()
-    add_safe_globals(CHECKPOINT_GLOBALS)
-    try:
-        yield
-    finally:
-        clear_safe_globals()
-        add_safe_globals(before)
+    """Allow exactly CHECKPOINT_GLOBALS for one of our loads."""
+    return _allowlist(exclusive=True)
 
 
-@contextlib.contextmanager
 def checkpoint_types_allowed():
-    """CHECKPOINT_GLOBALS added to the process-wide allowlist while Lightning loads a checkpoint by a path
-    of its own (a strategy's ``load_checkpoint`` that does not go through the checkpoint IO, as
-    ``ModelParallelStrategy``'s does), then the allowlist as it was. The file was already read once
-    through :func:`load_checkpoint` (``Resume.plan``), so it holds nothing else."""
-    before = get_safe_globals()
-    add_safe_globals(CHECKPOINT_GLOBALS)
-    try:
-        yield
-    finally:
-        clear_safe_globals()
-        add_safe_globals(before)
+    """CHECKPOINT_GLOBALS added to the allowlist while Lightning loads a checkpoint by a path of its own (a
+    strategy's ``load_checkpoint`` that does not go through the checkpoint IO, as ``ModelParallelStrategy``'s
+    does). The file was already read once through :func:`load_checkpoint` (``Resume.plan``), so it holds
+    nothing else."""
+    return _allowlist(exclusive=False)
 
 
 def offending_type(message: str) -> str | None:
