@@ -76,10 +76,15 @@ def hydra_error_line(err: BaseException) -> str:
     cause = str(err.__cause__ or "")
     if "is not in struct" in cause and "Could not override '" in text:
         key = text.split("Could not override '", 1)[1].split("'", 1)[0]
-        return (
-            f"{key}: no such key in the chosen configs: check its spelling (--cfg job prints every key), "
-            f"the group choice that reads it, or add a new key with +{key}=…"
+        line = (
+            f"{key}: no such key in the chosen configs: check its spelling (--cfg job prints every key) "
+            "or the group choice that reads it"
         )
+        from minillm.config import OPEN_GROUPS
+
+        if key.split(".", 1)[0] in OPEN_GROUPS:
+            line += f"; an argument of the object named there is added with +{key}=…"
+        return line
     lines = []
     for line in (text + "\n" + cause).splitlines():
         if line.strip().startswith("Config search path"):

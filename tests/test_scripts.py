@@ -74,8 +74,21 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
             ["evaluate.modl=init"],
             "error: evaluate.modl: no such key in the chosen configs",
         ),
+        (
+            "minillm.run",
+            ["optim.momentum=0.9"],
+            "error: optim.momentum: no such key in the chosen configs: check its spelling (--cfg job prints every "
+            "key) or the group choice that reads it; an argument of the object named there is added with "
+            "+optim.momentum=…",
+        ),
     ],
-    ids=["misspelled-key", "unknown-choice", "run-folder-under-a-file", "evaluate-misspelled-key"],
+    ids=[
+        "misspelled-key",
+        "unknown-choice",
+        "run-folder-under-a-file",
+        "evaluate-misspelled-key",
+        "optim-argument",
+    ],
 )
 def test_what_hydra_refuses_is_one_line_with_exit_status_2(program, args, line, tmp_path):
     """A misspelled key, an unknown group choice or a run folder that cannot be created are refused by Hydra
