@@ -55,21 +55,17 @@ def instantiate_node(node, key: str):
         raise MinillmError(f"{key}: cannot build {node._target_!r} ({cause})") from None
 
 
-def check_call(fn, key: str, *args) -> None:
-    """``fn`` can be called with ``args`` (a plug-in of the user's: ``task``, ``data.records``); else one line
-    naming ``key`` and what it is called with."""
+def check_call(fn, key: str, *args, hint: str = "", **kwargs) -> None:
+    """``fn`` can be called with ``args`` and ``kwargs`` (a plug-in of the user's: ``task``, ``data.records``;
+    the arguments a config node gives ``optim``); else one line naming ``key``, what it is called with, and
+    ``hint``."""
     import inspect
 
     try:
-        inspect.signature(fn).bind(*args)
+        inspect.signature(fn).bind(*args, **kwargs)
     except TypeError as err:
         name = getattr(getattr(fn, "func", fn), "__qualname__", fn)
-        raise MinillmError(
-            f"{key}: {name} cannot be called with ({', '.join(_kinds(args))}): {err}"
-        ) from None
+        given = [type(a).__name__ for a in args] + [f"{k}=…" for k in kwargs]
+        raise MinillmError(f"{key}: {name} cannot be called with ({', '.join(given)}): {err}{hint}") from None
     except ValueError:  # no signature to read (a builtin): let the call say it
         return
-
-
-def _kinds(args) -> list[str]:
-    return [type(a).__name__ for a in args]

@@ -11,7 +11,10 @@ import inspect
 import torch
 from omegaconf import DictConfig
 
-from minillm.errors import MinillmError, instantiate_node
+from minillm.errors import check_call, instantiate_node
+
+# AdamW's betas left under an SGD _target_, say: how to mend the node
+_HINT = " (remove a key with ~{key}.NAME, add one with +{key}.NAME=VALUE)"
 
 
 def parameter_groups(params, weight_decay: float) -> list[dict]:
@@ -30,20 +33,8 @@ def make_optimizer(params, optim_cfg: DictConfig) -> torch.optim.Optimizer:
     if isinstance(kwargs.get("betas"), list):
         kwargs["betas"] = tuple(kwargs["betas"])
     groups = parameter_groups(params, float(kwargs.pop("weight_decay", 0.0) or 0.0))
-    return _call(factory.func, "optim", groups, **kwargs)
-
-
-def _call(fn, key: str, *args, **kwargs):
-    """``fn(*args, **kwargs)``; arguments it does not take (AdamW's ``betas`` left under an SGD
-    ``_target_``) are one line naming ``key``."""
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as err:
-        name = getattr(fn, "__qualname__", fn)
-        raise MinillmError(
-            f"{key}: {name} {err} (remove a key with ~{key}.NAME, add one with +{key}.NAME=VALUE)"
-        ) from None
-    return fn(*args, **kwargs)
+    check_call(factory.func, "optim", groups, hint=_HINT.format(key="optim"), **kwargs)
+    return factory.func(groups, **kwargs)
 
 
 def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int):
@@ -53,7 +44,9 @@ def make_scheduler(optimizer, scheduler_cfg: DictConfig, num_training_steps: int
     extra = {"num_training_steps": num_training_steps}
     if "num_training_steps" not in inspect.signature(factory.func).parameters:
         extra = {}
-    return _call(factory.func, "scheduler", optimizer, *factory.args, **{**factory.keywords, **extra})
+    args, kwargs = (optimizer, *factory.args), {**factory.keywords, **extra}
+    check_call(factory.func, "scheduler", *args, hint=_HINT.format(key="scheduler"), **kwargs)
+    return factory.func(*args, **kwargs)
 
 
 def is_constant(scheduler_cfg: DictConfig) -> bool:
