@@ -201,3 +201,41 @@ def test_last_ckpt_is_the_latest_validation_not_the_best(compose, tmp_path):
     load = lambda name: torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=False)  # noqa: E731
     assert load("best.ckpt")["global_step"] == 4
     assert load("last.ckpt")["global_step"] == 8
+
+
+def test_a_dropout_student_stopped_mid_round_resumes_with_its_dropout_off(compose, tmp_path, monkeypatch):
+    """A student with dropout (Llama's functional attention dropout) stopped in the middle of a round: the
+    resumed run skips the round's start (its rollouts come from the checkpoint), and Lightning has put the
+    student in train mode, so each update must set the update mode itself. Every update's forwards repeat
+    bit for bit, each resumed update logs exactly what the straight run's same update logged (its PPO
+    ratio included), and the final weights are the straight run's."""
+    from minillm.training.round import MiniLLMRound, response_logits
+
+    real_update = MiniLLMRound.update
+    record: list[dict] = []
+
+    def probed(self, mb):
+        logs = real_update(self, mb)
+        with torch.no_grad():
+            first, second = (response_logits(self.student, mb.to(self.device)) for _ in range(2))
+        record.append(
+            dict(same=torch.equal(first, second), logs={k: float(v) for k, v in (logs or {}).items()})
+        )
+        return logs
+
+    monkeypatch.setattr(MiniLLMRound, "update", probed)
+    extra = [*ON_POLICY, "+student.arch.attention_dropout=0.1", "trainer.max_steps=8"]
+    straight_result = run(compose, tmp_path, "straight", *extra)
+    straight = list(record)
+    record.clear()
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "stopped", *extra, "fit.stop_at_step=5")
+    record.clear()
+    resumed_result = run(
+        compose, tmp_path, "resume", *extra, f"ckpt_path={tmp_path / 'stopped/checkpoints/last.ckpt'}"
+    )
+
+    assert len(straight) == 8 and len(record) == 3  # updates 6, 7, 8: the rest of round 2, then none
+    assert all(update["same"] for update in straight + record), "two forwards in the update's mode differ"
+    assert [u["logs"] for u in record] == [u["logs"] for u in straight[5:]]
+    assert resumed_result["final_weights_sha1"] == straight_result["final_weights_sha1"]

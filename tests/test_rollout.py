@@ -120,8 +120,12 @@ def pair():
     return _tiny("llama", seed=1), _tiny("llama", seed=2)
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
+# 0.2 and 0.8 are the values that tell α·p + (1−α)·q from its swap (1−α)·p + α·q; 0.5 cannot, and 0 and 1
+# take other code paths.
+@pytest.mark.parametrize("alpha", [0.0, 0.2, 0.5, 0.8, 1.0])
 def test_first_token_follows_mixture(pair, alpha):
+    """The first token is drawn from p̃ = α·p + (1−α)·q (teacher p, student q), and its recorded log p̃ is
+    that mixture's; frequencies over 8000 draws lie within sampling noise of p̃ and far from the swap."""
     student, teacher = pair
     n = 8000
     prompt_ids = torch.full((n, 1), 7, dtype=torch.long)
@@ -149,6 +153,8 @@ def test_first_token_follows_mixture(pair, alpha):
     assert _tv(counts, mix) < 0.04
     other = q if alpha > 0 else p
     assert _tv(counts, other) > 0.1 or alpha == 0.5
+    swapped = (1 - alpha) * p + alpha * q
+    assert _tv(counts, swapped) > 0.1 or alpha == 0.5
     torch.testing.assert_close(r.mix_logprobs[:, 0], mix.log()[tokens], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r.student_logprobs[:, 0], q.log()[tokens], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r.teacher_logprobs[:, 0], p.log()[tokens], atol=1e-5, rtol=1e-5)
@@ -204,6 +210,40 @@ def test_incremental_logprobs_match_full_forward(kind):
     lo = torch.minimum(r.student_logprobs, r.teacher_logprobs) - 1e-5
     hi = torch.maximum(r.student_logprobs, r.teacher_logprobs) + 1e-5
     assert ((r.mix_logprobs >= lo) & (r.mix_logprobs <= hi)).all()
+
+
+@pytest.mark.parametrize("kind", ["llama", "opt"])
+def test_teacher_mixed_sampling_at_a_temperature_records_temperature_one_logprobs(kind):
+    """Sampling at τ = 0.7 with the teacher mixed in (α = 0.3): the tokens come from α·p_τ + (1−α)·q_τ, but
+    the recorded teacher and student log-probs (what rewards and the PPO ratio read) are those of the
+    temperature-1 distributions, equal to a full teacher-forced forward of each model. The mixture's
+    log-prob is the tempered mixture's, checked against one computed here from the two forwards."""
+    student, teacher = _tiny(kind, seed=5), _tiny(kind, seed=6)
+    prompt_ids, prompt_mask = _prompts([3, 5, 1, 4], seed=2)
+    alpha, tau = 0.3, 0.7
+    r = sample_rollouts(
+        student,
+        teacher,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=6,
+        alpha=alpha,
+        eos_token_id=None,
+        pad_token_id=PAD,
+        temperature=tau,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert r.response_mask.all()
+    s_ref, s_logits = _teacher_forced(student, r)
+    t_ref, t_logits = _teacher_forced(teacher, r)
+    torch.testing.assert_close(r.teacher_logprobs, t_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(r.student_logprobs, s_ref, atol=1e-5, rtol=1e-5)
+    tempered = alpha * torch.softmax(t_logits / tau, -1) + (1 - alpha) * torch.softmax(s_logits / tau, -1)
+    mix_ref = tempered.log().gather(-1, r.response_ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(r.mix_logprobs, mix_ref, atol=1e-5, rtol=1e-5)
+    # the test can tell the two temperatures apart: the tempered log-probs differ from the recorded ones
+    t_tempered = torch.log_softmax(t_logits / tau, -1).gather(-1, r.response_ids.unsqueeze(-1)).squeeze(-1)
+    assert (t_tempered - t_ref).abs().max() > 1e-2
 
 
 def test_one_forward_per_model_per_token_no_prefix_recompute(pair):
