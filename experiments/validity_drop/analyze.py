@@ -31,7 +31,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results" / "validity_drop"
@@ -133,12 +133,18 @@ def flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def read_config(path: Path) -> dict:
+    """A run's resolved config.yaml as plain data (YAML only: the C loader, as OmegaConf is slow for 60 jobs)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(path.read_text(), Loader=loader)
+
+
 def read_run(folder: Path) -> dict | None:
     path = folder / "results.json"
     if not path.is_file():
         return None
     res = json.loads(path.read_text())
-    cfg = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"))  # the run's resolved config
+    cfg = read_config(folder / "config.yaml")  # the run's resolved config
     obj = cfg["objective"]
     if obj.get("kind") == "on_policy":  # CSV steps are rounds: convert to optimizer steps
         per_round = obj["ppo_epochs"] * math.ceil(obj["num_rollouts"] / obj["mini_batch_size"])
