@@ -71,3 +71,14 @@ def test_first_difference_reports_missing_and_extra_lines(tmp_path):
     assert first_difference({"a.md": "one\ntwo\nthree\n"}, tmp_path).endswith(":3: rendered only 'three'")
     assert first_difference({"a.md": "one\ntwo"}, tmp_path).endswith("line endings or the final newline")
     assert "not committed" in first_difference({"b.md": "x"}, tmp_path)
+
+
+def test_make_run_ends_with_the_rendered_note():
+    """`make run`'s closing sentence is validity_drop's rendered make_run_note.txt, not a sentence typed into
+    the Makefile (which went stale: it claimed a reverse-KL effect the control matches)."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "cat experiments/results/validity_drop/make_run_note.txt" in recipe
+    assert "echo" not in recipe
+    note = (ROOT / "experiments" / "results" / "validity_drop" / "make_run_note.txt").read_text()
+    assert note.endswith("experiments/results/validity_drop/README.md\n")

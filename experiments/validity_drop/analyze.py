@@ -775,7 +775,7 @@ teacher buys at this scale.
 - **The student does not copy the teacher's mistakes.** {span(copied)} % of its invalid answers (arm means)
   appear among the teacher's samples for the same prompt. Its invalid answers are its own: wrong facts of the
   fictional world (a 0.09M-parameter student does not hold them all), broken words, steps reordered or dropped,
-  verse that misses the required word (quotes below). Mode-seeking cannot supply knowledge the student lacks.
+  verse that misses the required word (quotes below): knowledge the student lacks, which mode-seeking does not supply.
 - **What changed in the default:** on validation evidence only, `reverse_kld`'s lr went from 1e-4 to 3e-5
   (validation Rouge-L {ms([val_summary(r, "rougeL") for r in arms[lr_arm]])} against
   {ms([val_summary(r, "rougeL") for r in full])} over {len(full)} seeds, {pm(*lr_val_r)}, {noise_word(*lr_val_r, "higher", "lower")};
@@ -918,8 +918,8 @@ and per sequence ({init_probe["kl"]["student"]["seq_mc"]:.0f} → {span(seq_mean
 tested against it, so this study does not show that the objective, rather than training on, moved it. KL(p‖q) on the
 teacher's samples — how well the student covers what the teacher says — stays where it was
 ({probes["student init"][0]["kl"]["teacher"]["forward_kl"]:.2f} → {span(fwd, 2)} over the MiniLLM probes). At 0.09M parameters the student's errors
-are capacity errors (facts, spelling, step order) that neither mode-seeking nor {steps} more steps of SFT fix here;
-the teacher_gap study has what long further SFT does.
+look like capacity errors (facts, spelling, step order: the quotes above) that neither mode-seeking nor {steps} more
+steps of SFT fixed here; the teacher_gap study has what long further SFT does.
 
 ## What was not done
 
