@@ -82,3 +82,19 @@ def test_make_run_ends_with_the_rendered_note():
     assert "echo" not in recipe
     note = (ROOT / "experiments" / "results" / "validity_drop" / "make_run_note.txt").read_text()
     assert note.endswith("experiments/results/validity_drop/README.md\n")
+
+
+def test_learning_curves_read_a_committed_runs_metrics(tmp_path):
+    """A committed study keeps each job's metrics.csv beside its results.json (runs/<job>/metrics.csv);
+    the study figures read it there as well as from a run folder's csv/metrics.csv."""
+    from minillm.evaluation.plots import read_curves
+
+    text = "step,val/rougeL,rollout/reward\n3,41.5,\n4,,-1.25\n9,43.0,\n"
+    (tmp_path / "committed").mkdir()
+    (tmp_path / "committed" / "metrics.csv").write_text(text)
+    (tmp_path / "run" / "csv").mkdir(parents=True)
+    (tmp_path / "run" / "csv" / "metrics.csv").write_text(text)
+    for job in ("committed", "run"):
+        curves = read_curves(tmp_path / job)
+        assert curves["val/rougeL"] == [(3, 41.5), (9, 43.0)]
+        assert curves["rollout/reward"] == [(4, -1.25)]
