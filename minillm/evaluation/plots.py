@@ -1,7 +1,7 @@
 """PNG figures (matplotlib, Agg): of one evaluation, the ExAccErr curve and the reliability diagram; of a
 study (``python -m minillm.report``), the learning curves per run group, the α plot and the scaling plot.
 
-The study figures are read from the run folders (``results.json``, ``config.yaml``, ``csv/metrics.csv``);
+The study figures are read from the run folders (``results.json``, ``config.yaml``, ``csv/metrics.csv`` or ``metrics.csv``);
 W&B is not needed. Each returns the PNG it wrote, or None when the sweep has nothing of that kind.
 """
 
@@ -99,6 +99,8 @@ CURVES = [
 
 def read_curves(job: Path) -> dict[str, list[tuple[int, float]]]:
     path = job / "csv" / "metrics.csv"
+    if not path.is_file():  # a committed study's runs/<job>/ keeps it beside results.json
+        path = job / "metrics.csv"
     out: dict[str, list[tuple[int, float]]] = defaultdict(list)
     if not path.is_file():
         return out
