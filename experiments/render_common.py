@@ -109,3 +109,51 @@ def wrap(text: str, width: int = 115) -> str:
             )
         )
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- studies made with minillm.report
+
+REFERENCE = RESULTS / "scaling" / "runs" / "embedded-reverse_kld-s0" / "results.json"
+REFERENCE_NOTE = (
+    "the shipped teacher and init as evaluated beside the scaling study's `embedded` arm "
+    "(`../scaling/runs/embedded-reverse_kld-s0/results.json`: the same model paths, the same 200 test prompts × "
+    "3 sampling seeds)"
+)
+
+
+def reference() -> tuple[dict, dict]:
+    """The shipped teacher's and student init's test metrics on the first 200 prompts × 3 sampling seeds."""
+    evals = read_json(REFERENCE)["eval"]
+    return evals["teacher"]["test"], evals["student init"]["test"]
+
+
+def rv(metrics: dict, digits: int = 1) -> str:
+    """``Rouge-L ± std / valid ± std`` of one evaluation (std over sampling seeds)."""
+    return (
+        f"{metrics['rougeL']:.{digits}f} ± {metrics['rougeL_std']:.{digits}f} / "
+        f"{metrics['valid_rate']:.{digits}f} ± {metrics['valid_rate_std']:.{digits}f}"
+    )
+
+
+def runs(root: Path) -> dict[str, list[dict]]:
+    """The rows of ``python -m minillm.report root``: per run group, each seed's flat metrics."""
+    from minillm.evaluation.report import collect
+
+    return collect(root, "test")[0]
+
+
+def trained(job: Path) -> dict:
+    """The trained student's test metrics of one run folder (with the sampling stds)."""
+    return read_json(job / "results.json")["eval"]["trained student"]["test"]
+
+
+def report_text(root: Path, figures: Path) -> str:
+    """``report.md`` as ``python -m minillm.report root --out figures/report.md`` writes it, with the links to
+    the figures committed beside it (the figures themselves are not redrawn)."""
+    from minillm.evaluation.report import report_markdown
+
+    text = report_markdown(root, "test")
+    names = [n for n in ("learning_curves", "alpha", "scaling") if (figures / f"{n}.png").is_file()]
+    if names:
+        text += "\n\n" + "\n".join(f"![{n}]({n}.png)" for n in names)
+    return text + "\n"

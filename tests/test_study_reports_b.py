@@ -19,6 +19,7 @@ RESULTS = EXPERIMENTS / "results"
 
 STUDIES = [  # (study folder under experiments/results, its render script under experiments/)
     ("smollm2_distill", "smollm2_distill/render.py"),
+    ("alpha_sweep", "alpha_sweep/render.py"),
 ]
 
 
