@@ -20,6 +20,7 @@ RESULTS = EXPERIMENTS / "results"
 STUDIES = [  # (study folder under experiments/results, its render script under experiments/)
     ("smollm2_distill", "smollm2_distill/render.py"),
     ("alpha_sweep", "alpha_sweep/render.py"),
+    ("ablation_stabilizers", "ablation_stabilizers/render.py"),
 ]
 
 
