@@ -99,6 +99,8 @@ def wrap(text: str, width: int = 115) -> str:
             out.append(line)
             continue
         bullet = line.startswith("- ")
+        # No break before a lone ">" (a continuation line starting with it would be a block quote)
+        line = line.replace(" > ", "\0>\0")
         out.append(
             textwrap.fill(
                 line,
@@ -106,7 +108,7 @@ def wrap(text: str, width: int = 115) -> str:
                 subsequent_indent="  " if bullet else "",
                 break_long_words=False,
                 break_on_hyphens=False,
-            )
+            ).replace("\0", " ")
         )
     return "\n".join(out)
 

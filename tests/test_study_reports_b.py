@@ -21,6 +21,7 @@ STUDIES = [  # (study folder under experiments/results, its render script under 
     ("smollm2_distill", "smollm2_distill/render.py"),
     ("alpha_sweep", "alpha_sweep/render.py"),
     ("ablation_stabilizers", "ablation_stabilizers/render.py"),
+    ("objectives_compare", "objectives_compare/render.py"),
 ]
 
 
