@@ -22,6 +22,7 @@ STUDIES = [  # (study folder under experiments/results, its render script under 
     ("alpha_sweep", "alpha_sweep/render.py"),
     ("ablation_stabilizers", "ablation_stabilizers/render.py"),
     ("objectives_compare", "objectives_compare/render.py"),
+    ("scaling", "scaling/render.py"),
 ]
 
 
