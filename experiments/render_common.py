@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import re
 import statistics
 import sys
 import textwrap
@@ -98,14 +99,14 @@ def wrap(text: str, width: int = 115) -> str:
         if fenced or line.startswith(("```", "|", "#", "![")) or len(line) <= width:
             out.append(line)
             continue
-        bullet = line.startswith("- ")
+        item = re.match(r"(- |\d+\. )", line)  # a list item: its continuation lines indented under its text
         # No break before a lone ">" (a continuation line starting with it would be a block quote)
         line = line.replace(" > ", "\0>\0")
         out.append(
             textwrap.fill(
                 line,
                 width,
-                subsequent_indent="  " if bullet else "",
+                subsequent_indent=" " * len(item.group(1)) if item else "",
                 break_long_words=False,
                 break_on_hyphens=False,
             ).replace("\0", " ")

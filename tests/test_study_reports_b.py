@@ -23,6 +23,7 @@ STUDIES = [  # (study folder under experiments/results, its render script under 
     ("ablation_stabilizers", "ablation_stabilizers/render.py"),
     ("objectives_compare", "objectives_compare/render.py"),
     ("scaling", "scaling/render.py"),
+    ("teacher_gap", "teacher_gap/render.py"),
 ]
 
 
