@@ -24,6 +24,8 @@ STUDIES = [  # (study folder under experiments/results, its render script under 
     ("objectives_compare", "objectives_compare/render.py"),
     ("scaling", "scaling/render.py"),
     ("teacher_gap", "teacher_gap/render.py"),
+    ("toy_gmm", "toy_gmm/render.py"),
+    ("toy_sequences", "toy_sequences/render.py"),
 ]
 
 
