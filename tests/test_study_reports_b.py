@@ -26,6 +26,7 @@ STUDIES = [  # (study folder under experiments/results, its render script under 
     ("teacher_gap", "teacher_gap/render.py"),
     ("toy_gmm", "toy_gmm/render.py"),
     ("toy_sequences", "toy_sequences/render.py"),
+    ("evaluation", "evaluation/render.py"),
 ]
 
 
@@ -51,3 +52,12 @@ def test_study_report_regenerates(study, script):
         f"{study}: the committed files differ from what `python experiments/{script}` renders from the study's "
         "result files (rerun it, or fix the script):\n" + "\n".join(diffs)
     )
+
+
+def test_every_study_folder_has_a_render_entry():
+    """A new study folder needs an entry above (or in tests/test_study_reports.py, for validity_drop and
+    methods_compare); bench/ holds benchmark records, not a study README."""
+    elsewhere = {"validity_drop", "methods_compare", "bench"}
+    covered = {study for study, _ in STUDIES}
+    folders = {p.name for p in RESULTS.iterdir() if p.is_dir()}
+    assert folders - covered - elsewhere == set()
