@@ -34,7 +34,7 @@ def load_script(relative: str):
     """Import a study script by path (experiments/ is not a package; its scripts import render_common)."""
     path = EXPERIMENTS / relative
     if str(EXPERIMENTS) not in sys.path:
-        sys.path.insert(0, str(EXPERIMENTS))
+        sys.path.append(str(EXPERIMENTS))  # appended: its study folders must not shadow packages
     spec = importlib.util.spec_from_file_location(f"study_{path.parent.name}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

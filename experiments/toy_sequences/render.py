@@ -9,7 +9,7 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # render_common (appended: no shadowing)
 import render_common as rc  # noqa: E402
 
 FOLDER = rc.RESULTS / "toy_sequences"
