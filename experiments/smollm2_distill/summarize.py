@@ -145,25 +145,38 @@ def plots(data: dict, out: Path) -> None:
     fig.savefig(out / "scores.png", dpi=120)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, side, kind, label in (
-        (axes[0], "student", "reverse_kl", "reverse KL(q‖p), student's samples"),
-        (axes[1], "teacher", "forward_kl", "forward KL(p‖q), teacher's samples"),
+    plot_kl(
+        {key: [r["kl"] for r in rs if r["kl"]] for key, rs in runs.items()}, data["init_kl"], out / "kl.png"
+    )
+
+
+def plot_kl(points: dict[tuple[str, str], list[dict]], init_kl: dict | None, path: Path) -> None:
+    """kl.png: per method and budget, each probe's reverse KL on the student's samples (left) and forward KL
+    on the teacher's (right), nats/token; ``points`` maps (arm, budget) to ``diagnose.json``'s ``kl`` dicts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for ax, side, kind, title in (
+        (axes[0], "student", "reverse_kl", "reverse KL(q‖p) on the student's samples"),
+        (axes[1], "teacher", "forward_kl", "forward KL(p‖q) on the teacher's samples"),
     ):
         for b, (budget, budget_name) in enumerate(BUDGETS):
             for m, (objective, _) in enumerate(METHODS):
-                values = [kl_of(r["kl"], side, kind) for r in runs.get((objective, budget), [])]
-                values = [v for v in values if v is not None]
+                values = [kl[side][kind] for kl in points.get((objective, budget), [])]
                 x = m + (b - 0.5) * 0.3
                 ax.scatter([x] * len(values), values, color=f"C{b}", label=budget_name if m == 0 else None)
-        if data["init_kl"]:
-            ax.axhline(data["init_kl"][side][kind], color="gray", ls=":", lw=1, label="student init")
+        if init_kl:
+            ax.axhline(init_kl[side][kind], color="gray", ls=":", lw=1, label="student init")
         ax.set_xticks(range(len(METHODS)), [o for o, _ in METHODS], rotation=30, fontsize=8)
-        ax.set_ylabel(f"{label} (nats/token)")
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("nats/token")  # short: a long label ran into the figure's title
     axes[0].legend(fontsize=8)
     fig.suptitle("Exact token-level KL to the teacher on held-out valid prompts (lower is closer)")
     fig.tight_layout()
-    fig.savefig(out / "kl.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
