@@ -4,13 +4,12 @@ line that writes a study's rendered files or checks them against the committed o
 Each ``experiments/<study>/render.py`` defines ``render(folder) -> {relative path: text}``: every file of the
 study that holds a number or a verdict, rendered from the study's committed result files alone (no training,
 no model). ``python experiments/<study>/render.py`` rewrites those files; ``--check`` only compares and exits
-1 listing the files that differ. ``tests/test_study_reports_b.py`` runs the same comparison.
+1 listing the files that differ. ``tests/test_study_reports.py`` runs the same comparison.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import re
 import statistics
@@ -51,42 +50,18 @@ def span(values: list[float], digits: int = 1, sep: str = "–") -> str:
     return low if low == high else f"{low}{sep}{high}"
 
 
-def diff_text(committed: str, rendered: str, name: str) -> str:
-    return "".join(
-        difflib.unified_diff(
-            committed.splitlines(True), rendered.splitlines(True), f"{name} (committed)", f"{name} (rendered)"
-        )
-    )
-
-
-def differences(folder: Path, rendered: dict[str, str]) -> list[str]:
-    """A unified diff per rendered file whose committed text differs (or is missing)."""
-    out = []
-    for name, text in rendered.items():
-        path = folder / name
-        committed = path.read_text() if path.is_file() else ""
-        if committed != text:
-            out.append(diff_text(committed, text, name) or f"{name}: missing")
-    return out
-
-
 def main(render, default_folder: Path, doc: str) -> None:
-    """The command line of a study's ``render.py``: write the rendered files, or ``--check`` them."""
+    """The command line of a study's ``render.py``: write the rendered files, or ``--check`` them (exit 1 naming
+    the first differing file and line)."""
+    from minillm.evaluation.rendered import write_or_check
+
     parser = argparse.ArgumentParser(description=doc.strip().split("\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", default=default_folder)
     parser.add_argument(
         "--check", action="store_true", help="compare with the committed files; write nothing"
     )
     args = parser.parse_args()
-    rendered = render(args.folder)
-    if args.check:
-        diffs = differences(args.folder, rendered)
-        for d in diffs:
-            print(d)
-        sys.exit(1 if diffs else 0)
-    for name, text in rendered.items():
-        (args.folder / name).write_text(text)
-        print(f"wrote {args.folder / name}")
+    sys.exit(write_or_check(render(args.folder), args.folder, args.check))
 
 
 def wrap(text: str, width: int = 115) -> str:

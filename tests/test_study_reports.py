@@ -13,7 +13,9 @@ with ``--results`` and ``--check``; add a line to STUDIES.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,23 +28,53 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = [
     ("validity_drop", "experiments/validity_drop/analyze.py"),
     ("methods_compare", "experiments/methods_compare/analyze.py"),
+    ("smollm2_distill", "experiments/smollm2_distill/render.py"),
+    ("alpha_sweep", "experiments/alpha_sweep/render.py"),
+    ("ablation_stabilizers", "experiments/ablation_stabilizers/render.py"),
+    ("objectives_compare", "experiments/objectives_compare/render.py"),
+    ("scaling", "experiments/scaling/render.py"),
+    ("teacher_gap", "experiments/teacher_gap/render.py"),
+    ("toy_gmm", "experiments/toy_gmm/render.py"),
+    ("toy_sequences", "experiments/toy_sequences/render.py"),
+    ("evaluation", "experiments/evaluation/render.py"),
 ]
+RESULTS = ROOT / "experiments" / "results"
 
 
 def load_script(study: str, script: str):
-    spec = importlib.util.spec_from_file_location(f"analyze_{study}", ROOT / script)
+    """Import a study script by path (experiments/ is not a package; the render.py scripts import
+    render_common from it, so it is appended to sys.path: its study folders must not shadow packages)."""
+    experiments = str(ROOT / "experiments")
+    if experiments not in sys.path:
+        sys.path.append(experiments)
+    spec = importlib.util.spec_from_file_location(f"study_{study}_{Path(script).stem}", ROOT / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def rendered_text(module, folder: Path) -> dict[str, str]:
+    """The script's text files for ``folder``, without redrawing figures (the scripts that draw take
+    ``figures``)."""
+    if "figures" in inspect.signature(module.render).parameters:
+        return module.render(folder, figures=False)
+    return module.render(folder)
+
+
 @pytest.mark.parametrize(("study", "script"), STUDIES, ids=[s for s, _ in STUDIES])
 def test_committed_report_is_its_rendering(study, script):
-    folder = ROOT / "experiments" / "results" / study
-    rendered = load_script(study, script).render(folder, figures=False)
+    folder = RESULTS / study
+    rendered = rendered_text(load_script(study, script), folder)
     assert "README.md" in rendered  # the README itself is rendered, not only the tables
     problem = first_difference(rendered, folder)
     assert problem is None, f"re-render with `python {script}`, or fix the script: {problem}"
+
+
+def test_every_study_folder_has_a_render_entry():
+    """A new study folder under experiments/results/ needs an entry above; bench/ holds benchmark records,
+    not a study README."""
+    folders = {p.name for p in RESULTS.iterdir() if p.is_dir()}
+    assert folders - {study for study, _ in STUDIES} - {"bench"} == set()
 
 
 def test_check_names_the_first_edited_line(tmp_path, capsys):
@@ -98,3 +130,63 @@ def test_learning_curves_read_a_committed_runs_metrics(tmp_path):
         curves = read_curves(tmp_path / job)
         assert curves["val/rougeL"] == [(3, 41.5), (9, 43.0)]
         assert curves["rollout/reward"] == [(4, -1.25)]
+
+
+def _job(path: Path, results: dict, kl: dict | None = None) -> None:
+    import json
+
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(results))
+    if kl is not None:
+        probe = path.parent / "diagnose" / path.name
+        probe.mkdir(parents=True)
+        (probe / "diagnose.json").write_text(json.dumps({"kl": kl}))
+
+
+def test_smollm2_summary_round_trips_through_render(tmp_path):
+    """smollm2_distill/render.py reads the table summarize.py writes: every cell comes back as written (uneven
+    values, one run without a probe, a method with two seeds), so the README's verdicts read the numbers the
+    runs gave."""
+    summarize = load_script("smollm2_distill", "experiments/smollm2_distill/summarize.py")
+    render = load_script("smollm2_distill", "experiments/smollm2_distill/render.py")
+    ev = lambda r, v: {"test": {"rougeL": r, "valid_rate": v}}  # noqa: E731
+    _job(tmp_path / "teacher_sft", {"global_step": 100, "eval": {"student init": ev(11.83, 0.5)}})
+    _job(
+        tmp_path / "student_init",
+        {
+            "global_step": 300,
+            "eval": {
+                "teacher": ev(42.37, 23.1),
+                "trained student": ev(18.94, 3.46),
+                "student init": ev(1.52, 0.0),
+            },
+        },
+    )
+    (tmp_path / "diagnose" / "init").mkdir(parents=True)
+    init_kl = {"student": {"reverse_kl": 3.6213}, "teacher": {"forward_kl": 2.8594}}
+    (tmp_path / "diagnose" / "init" / "diagnose.json").write_text(__import__("json").dumps({"kl": init_kl}))
+    kl = {"student": {"reverse_kl": 3.0812}, "teacher": {"forward_kl": 3.1219}}
+    run = lambda r, v, steps, sec: {  # noqa: E731
+        "test/rougeL": r,
+        "test/valid_rate": v,
+        "global_step": steps,
+        "train_seconds": sec,
+    }
+    _job(tmp_path / "minillm-equal_steps-s0", run(20.43, 5.0, 16, 221.7), kl)
+    _job(tmp_path / "minillm-equal_steps-s1", run(24.61, 6.5, 16, 236.2))
+    _job(tmp_path / "sft-equal_time-s0", run(24.27, 7.0, 37, 227.4))
+    text, _ = summarize.summary(tmp_path)
+    (tmp_path / "summary.md").write_text(text)
+    s = render.read_summary(tmp_path / "summary.md")
+    assert s["zero_shot"] == (11.8, 0.5) and s["teacher"] == (42.4, 23.1) and s["init"] == (18.9, 3.5)
+    assert s["pruned"] == (1.5, 0.0) and (s["teacher_steps"], s["init_steps"]) == (100, 300)
+    assert s["init_kl"] == (3.621, 2.859)
+    mini = s["rows"][("minillm", "equal_steps")]
+    assert mini["seeds"] == 2
+    assert mini["rougeL"] == (22.5, 3.0)  # mean 22.52, sample std 2.956 of 20.43 and 24.61
+    assert mini["valid"] == (5.8, 1.1)
+    assert mini["train_s"] == (229.0, 10.0)
+    assert mini["rkl"] == (3.081, None) and mini["fkl"] == (3.122, None)  # seed 0's probe only
+    sft = s["rows"][("sft", "equal_time")]
+    assert sft["rougeL"] == (24.3, None) and sft["steps"] == (37.0, None) and sft["rkl"] == (None, None)
+    assert set(s["rows"]) == {("minillm", "equal_steps"), ("sft", "equal_time")}

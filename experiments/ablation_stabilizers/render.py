@@ -173,7 +173,7 @@ def readme(folder: Path) -> str:
         f"# ablation_stabilizers — small runs (1 seed, 90 s per arm): {verdict}",
         "",
         "Rendered by `python experiments/ablation_stabilizers/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         *v2_section(folder),
         *v1_section(folder),

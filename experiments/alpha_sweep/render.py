@@ -55,7 +55,7 @@ def readme(folder: Path) -> str:
         f"# alpha_sweep — a small run (1 seed, 90 s per arm): {verdict}",
         "",
         "Rendered by `python experiments/alpha_sweep/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         "Commands (2 CPU cores, 2026-11-28 03:47 → 04:21, about 2 min per arm, under load from other jobs):",
         "",

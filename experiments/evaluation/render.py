@@ -46,7 +46,7 @@ def readme(folder: Path) -> str:
         "# evaluation — the paper's metrics on the shipped teacher and student init",
         "",
         "Rendered by `python experiments/evaluation/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         f"Commands (2 CPU cores, 2026-11-28; {seconds[0]:.0f} and {seconds[1]:.0f} s of evaluation, "
         "`results.json`'s `seconds`):",

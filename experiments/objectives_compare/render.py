@@ -102,7 +102,7 @@ def current(folder: Path) -> str:
         "# objectives_compare — the paper's Table 1 in small, at equal time and at equal steps",
         "",
         "Rendered by `python experiments/objectives_compare/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         "Commands (2 CPU cores, fp32, one torch thread per job, another study running on the other core;",
         "2026-11-28 05:39 → 06:14, 35 minutes for 16 jobs; SeqKD's teacher samples were made once beforehand",
@@ -221,7 +221,7 @@ def v1_readme(folder: Path) -> str:
         f"{t['rougeL']:.1f}/{t['valid_rate']:.1f} teacher) — equal wall-clock only",
         "",
         "Rendered by `python experiments/objectives_compare/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         "Commands (2 CPU cores, fp32; 2026-11-28, 00:35 → 01:19, 44 minutes including SeqKD's one-time",
         "teacher sampling of 10k responses):",

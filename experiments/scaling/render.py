@@ -131,7 +131,7 @@ def readme(folder: Path) -> str:
         "# scaling — MiniLLM versus SeqKD as the teacher and the student grow (reduced, and confounded)",
         "",
         "Rendered by `python experiments/scaling/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         "Commands (2 CPU cores, fp32, one torch thread per job, two jobs side by side; 2026-11-28):",
         "",

@@ -540,7 +540,7 @@ def readme(folder: Path) -> str:
         "# smollm2_distill — SmolLM2-135M-Instruct as a real teacher, offline (issue 15)",
         "",
         "Rendered by `python experiments/smollm2_distill/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         *cost_section(folder),
         "## The study (item 5, and issue 16 on this pair)",

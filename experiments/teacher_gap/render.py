@@ -64,7 +64,7 @@ def readme(folder: Path) -> str:
         "# teacher_gap — is the shipped teacher better than the student can become alone?",
         "",
         "Rendered by `python experiments/teacher_gap/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         "Issue 2's condition: the teacher is clearly better than the student init on the test split, in validity "
         "and in Rouge-L, and stays clearly better after the init is trained further with SFT on gold data for as "

@@ -40,7 +40,7 @@ def readme(folder: Path) -> str:
         "# toy_gmm — the paper's Figure 2, exactly",
         "",
         "Rendered by `python experiments/toy_gmm/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         f"Command (2 CPU cores, 2026-11-28, {r['seconds']} s of computation):",
         "",

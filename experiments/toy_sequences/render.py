@@ -65,7 +65,7 @@ def readme(folder: Path) -> str:
         "# toy_sequences — mode-seeking on sequences, computed exactly",
         "",
         "Rendered by `python experiments/toy_sequences/render.py` from this folder's files; "
-        "`tests/test_study_reports_b.py` checks that it still is.",
+        "`tests/test_study_reports.py` checks that it still is.",
         "",
         f"Command (2 CPU cores, 2026-11-28, {r['seconds']:.0f} s):",
         "",
