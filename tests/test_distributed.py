@@ -136,6 +136,7 @@ class _Bias(torch.nn.Module):
         return self.theta
 
 
+@pytest.mark.slow  # several processes: make test-slow (.ci/run runs it)
 def test_two_ranks_compute_what_one_process_computes_on_their_union(tmp_path):
     ranks = spawn(worker, tmp_path)
 
@@ -232,6 +233,7 @@ def update_worker(rank: int, world: int) -> dict:
     return {"state": {k: v.clone() for k, v in student.state_dict().items()}, "logs": logs}
 
 
+@pytest.mark.slow  # several processes: make test-slow (.ci/run runs it)
 def test_a_minillm_update_under_ddp_equals_one_process_on_the_union(tmp_path):
     ranks = spawn(update_worker, tmp_path)
     student, teacher, rollout = shared_rollout()
@@ -291,6 +293,7 @@ def sharded_decode_worker(rank: int, world: int) -> dict:
         return decode(model, rank)
 
 
+@pytest.mark.slow  # several processes: make test-slow (.ci/run runs it)
 def test_ranks_decode_in_lockstep_with_sharded_weights_and_sample_what_one_process_samples(tmp_path):
     """FSDP2: every forward gathers the shards (a collective), so a rank whose rows all finished must keep
     stepping until every rank is done; each rank's samples are what the unsharded model samples."""
@@ -353,6 +356,7 @@ def test_minillm_runs_under_ddp_on_two_processes_and_only_rank_zero_writes(tmp_p
     assert done.stdout.count("\nresults: ") == 1  # one table and one results.json: rank one evaluates nothing
 
 
+@pytest.mark.slow  # several processes: make test-slow (.ci/run runs it)
 def test_minillm_under_fsdp_matches_ddp_and_keeps_the_teacher_out_of_the_checkpoint(tmp_path):
     """`strategy=fsdp` (FSDP2: student and teacher sharded over 2 processes) against `strategy=ddp`: the same
     logged losses within float tolerance; the checkpoint holds the student's full weights and no teacher."""

@@ -233,6 +233,7 @@ def run_failing_sweep(tmp_path, *extra):
     return sweep
 
 
+@pytest.mark.slow  # a real multirun of processes: make test-slow (.ci/run runs it)
 def test_a_failing_sweep_job_is_recorded_and_the_sweep_goes_on(tmp_path):
     sweep = run_failing_sweep(tmp_path)
     report = subprocess.run(

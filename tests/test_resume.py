@@ -140,6 +140,7 @@ def test_atomic_checkpoint_survives_a_crash_while_saving(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
+@pytest.mark.slow  # a real process signalled and resumed: make test-slow (.ci/run runs it)
 def test_sigterm_stops_a_real_process_with_a_checkpoint_and_it_resumes(tmp_path):
     """A real `python -m minillm.run` process gets SIGTERM mid-training and is resumed to the end."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

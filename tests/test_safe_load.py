@@ -118,7 +118,8 @@ def test_a_run_refuses_it_before_building_any_model(compose, tmp_path, evil, mon
 @pytest.mark.parametrize(
     "module, args",
     [
-        ("minillm.evaluate", ["evaluate.path={path}"]),
+        # the evaluate command's reader is checked in process above; its process with make test-slow
+        pytest.param("minillm.evaluate", ["evaluate.path={path}"], marks=pytest.mark.slow),
         ("minillm.run", ["objective=sft", "logger=none", "ckpt_path={path}"]),
     ],
     ids=["evaluate", "run"],

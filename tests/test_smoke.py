@@ -56,6 +56,7 @@ def test_teacher_is_not_in_the_student_checkpoint(compose, tmp_path):
     assert n_opt == len(list(student.parameters()))  # the optimizer holds the student's parameters only
 
 
+@pytest.mark.slow  # a real process without credentials or stdin (tests/test_wandb_offline.py covers the logic in process)
 def test_wandb_offline_run_directory_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
     env.update(HOME=str(tmp_path), HF_HUB_OFFLINE="1")
@@ -87,28 +88,33 @@ def test_wandb_offline_run_directory_without_credentials(tmp_path):
     assert (run_dir / "results.json").is_file()
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (
-            ["data=jsonl", "data.path=/nonexistent/data.jsonl"],
-            "error: /nonexistent/data.jsonl: data file does not exist",
-        ),
-        (
-            ["student=hf", "student.path=/nonexistent/model"],
-            "error: student.path=/nonexistent/model: model path does not exist",
-        ),
-        (["data.batch_size=-1"], "error: data.batch_size=-1: must be a positive integer"),
-        (
-            ["select.monitor=val/valid_rate", "eval.val_samples=0"],
-            "error: select.monitor=val/valid_rate: needs validation generations, but eval.val_samples=0",
-        ),
-        (
-            ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
-            "error: select.monitor=val/valid: this run never logs that metric (it logs [",
-        ),
-    ],
-)
+# The command's contract (exit 2, the one line on stderr, no traceback) through a real process. The model-path and
+# batch-size messages are also checked in process (tests/test_reliability.py), so their processes run with
+# make test-slow (.ci/run runs both suites).
+SLOW = pytest.mark.slow
+BAD_INPUTS = [
+    (
+        ["data=jsonl", "data.path=/nonexistent/data.jsonl"],
+        "error: /nonexistent/data.jsonl: data file does not exist",
+    ),
+    pytest.param(
+        ["student=hf", "student.path=/nonexistent/model"],
+        "error: student.path=/nonexistent/model: model path does not exist",
+        marks=SLOW,
+    ),
+    pytest.param(["data.batch_size=-1"], "error: data.batch_size=-1: must be a positive integer", marks=SLOW),
+    (
+        ["select.monitor=val/valid_rate", "eval.val_samples=0"],
+        "error: select.monitor=val/valid_rate: needs validation generations, but eval.val_samples=0",
+    ),
+    (
+        ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
+        "error: select.monitor=val/valid: this run never logs that metric (it logs [",
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS)
 def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     out = subprocess.run(
         [

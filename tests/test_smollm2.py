@@ -32,6 +32,9 @@ from minillm.models.tiny import build_model
 
 from .conftest import CONF, ROOT
 
+# A real 135M model (converted from its GGUF on first use): make test-slow (.ci/run runs it).
+pytestmark = pytest.mark.slow
+
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
