@@ -243,6 +243,9 @@ def check_beyond_keys(cfg) -> None:
     responses = _get(cfg, "objective.student_responses")
     if responses is not None and responses not in ("batch", "epoch"):
         raise MinillmError(f"objective.student_responses={responses!r}; choose one of ['batch', 'epoch']")
+    normalize = _get(cfg, "objective.normalize")
+    if normalize is not None and normalize not in ("sequence", "token"):
+        raise MinillmError(f"objective.normalize={normalize!r}; choose one of ['sequence', 'token']")
 
 
 def check_targets(cfg) -> None:
