@@ -237,10 +237,10 @@ def taid_update(
         t_{n+1} = min(t_end, max(t_linear, t_n + α·sigmoid(m_n)·(1 − t_n)))
 
     so t never decreases, never falls below the linear schedule, and moves faster while the signal is
-    falling quickly. As in the reference: the first step leaves t, the floor uses the 0-based n (t reaches
-    t_end through the floor only after the run's last step), ε = 1e-15, and the defaults are its own
-    (t_start 0.4, t_end 1, α 5e-4, β 0.99). J is what the caller passes: the reference passes the
-    cross-entropy −Σ p_t log q (:func:`taid_loss` + :func:`taid_target_entropy`), as
+    falling quickly. As in the reference: the first step leaves t, the floor uses the 0-based n (so the
+    floor alone reaches t_end only at n = N, after a run's last step, n = N − 1), ε = 1e-15, and the
+    defaults are its own (t_start 0.4, t_end 1, α 5e-4, β 0.99). J is what the caller passes: the
+    reference passes the cross-entropy −Σ p_t log q (:func:`taid_loss` + :func:`taid_target_entropy`), as
     :class:`~minillm.training.taid.TaidModule` does. The reference's N is Lightning's
     ``estimated_stepping_batches``; the module's is ``schedule_horizon``.
 
