@@ -210,14 +210,16 @@ def test_distillm_training_step_takes_each_batch_from_the_scheduled_source(compo
             "objective.init_threshold=0.7",
             "objective.replay_capacity=4",
             "objective.schedule_steps=12",
+            "objective.temperature=0.7",
         ],
         max_steps=50,
     )
     module.sample_gen = torch.Generator().manual_seed(3)
     sampled = []
 
-    def fake_samples(student, prompts, indices, tokenizer, **_):
-        assert student is module.student
+    def fake_samples(student, prompts, indices, tokenizer, **kwargs):
+        assert student is module.student and kwargs["generator"] is module.sample_gen
+        assert (kwargs["temperature"], kwargs["max_new_tokens"]) == (0.7, module.cfg.eval.max_new_tokens)
         out = [Example(p, [25, len(sampled) % 5 + 2, 1], i) for p, i in zip(prompts, indices, strict=True)]
         sampled.append(out)
         return out
@@ -453,3 +455,14 @@ def test_taid_skips_a_non_finite_loss_without_moving_its_schedule(compose, monke
     monkeypatch.setattr(module, "loss_fn", lambda *args, **kwargs: torch.tensor(float("nan")))
     assert module.training_step(batch, 1) is None
     assert module.state == before and module.bad_steps == 1 and logged["train/skipped_updates"] == [0.0, 1.0]
+
+
+def test_distillm2_skips_a_non_finite_loss(compose, monkeypatch):
+    module, logged = _module(Distillm2Module, compose, ["objective=distillm2"])
+    module.responses, module.responses_epoch = dict(STUDENT), 0
+    nan = torch.tensor(float("nan"))
+    monkeypatch.setattr(
+        module, "loss_fn", lambda *args: (nan, {"skew_forward_kl": nan, "skew_reverse_kl": nan})
+    )
+    assert module.training_step(collate_sft(GOLD, TOKENIZER.pad_token_id), 0) is None
+    assert module.bad_steps == 1 and logged["train/skipped_updates"] == [1.0] and "train/loss" not in logged
