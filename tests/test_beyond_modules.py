@@ -17,6 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from minillm.data.datasets import Example, collate_sft
 from minillm.objectives.beyond import distillm2_loss
+from minillm.rollout.generate import left_pad
+from minillm.rollout.sampler import generate
 from minillm.training import distillm as distillm_mod
 from minillm.training.distillm import (
     Distillm2Module,
@@ -220,6 +222,7 @@ def test_distillm_training_step_takes_each_batch_from_the_scheduled_source(compo
     def fake_samples(student, prompts, indices, tokenizer, **kwargs):
         assert student is module.student and kwargs["generator"] is module.sample_gen
         assert (kwargs["temperature"], kwargs["max_new_tokens"]) == (0.7, module.cfg.eval.max_new_tokens)
+        assert kwargs.get("top_p", 1.0) == 1.0  # objective=distillm has no nucleus cut
         out = [Example(p, [25, len(sampled) % 5 + 2, 1], i) for p, i in zip(prompts, indices, strict=True)]
         sampled.append(out)
         return out
@@ -309,19 +312,27 @@ def test_distillm2_samples_every_training_prompt_once_per_epoch(compose):
     module, _ = _module(
         Distillm2Module,
         compose,
-        ["objective=distillm2", "objective.batch_size=2", "objective.temperature=0.7"],
+        ["objective=distillm2", "objective.batch_size=2", "objective.temperature=0.7", "objective.top_p=0.5"],
     )
     module.datamodule_ref = SimpleNamespace(examples={"train": GOLD})
     module.sample_gen = torch.Generator().manual_seed(9)
     module.on_train_epoch_start()
-    reference = torch.Generator().manual_seed(9)
-    expected = {}
-    for chunk in (GOLD[:2], GOLD[2:]):  # objective.batch_size prompts per sampling call
-        for e in sample_student_examples(
-            module.student, [e.prompt_ids for e in chunk], [e.index for e in chunk], TOKENIZER,
-            max_new_tokens=module.max_new_tokens, temperature=0.7, generator=reference,
-        ):  # fmt: skip
-            expected[e.index] = e.response_ids
+
+    def sampled(top_p: float) -> dict[int, list[int]]:
+        """The sampler called directly: objective.batch_size prompts per call, one generator (seed 9)."""
+        generator, out = torch.Generator().manual_seed(9), {}
+        for chunk in (GOLD[:2], GOLD[2:]):
+            ids, mask = left_pad([e.prompt_ids for e in chunk], TOKENIZER.pad_token_id)
+            rollout = generate(
+                module.student, ids, mask, max_new_tokens=module.max_new_tokens, eos_token_id=1,
+                pad_token_id=0, temperature=0.7, top_p=top_p, generator=generator,
+            )  # fmt: skip
+            for e, row, keep in zip(chunk, rollout.response_ids, rollout.response_mask, strict=True):
+                out[e.index] = row[keep.bool()].tolist()
+        return out
+
+    expected = sampled(0.5)
+    assert expected != sampled(1.0)  # the nucleus cut changes these samples: the check below can tell
     assert module.responses == expected and module.responses_epoch == 0
     state = module.sample_gen.get_state()
     module.on_train_epoch_start()  # the same epoch again (a resumed run): no new samples

@@ -263,6 +263,7 @@ def test_student_batches_keep_the_prompts_and_hold_the_students_samples():
         ),
         (["objective=distillm2", "objective.alpha=2"], r"^objective\.alpha=2: must be in \[0\.0, 1\.0\]"),
         (["objective=distillm2", "objective.batch_size=0"], r"^objective\.batch_size=0: must be a positive"),
+        (["objective=distillm2", "objective.top_p=0"], r"^objective\.top_p=0: must be in \(0, 1\]"),
         (
             ["objective=distillm2", "objective.normalize=mean"],
             r"^objective\.normalize='mean'; choose one of \['sequence', 'token'\]$",

@@ -134,6 +134,7 @@ class DistillmModule(TokenKDModule):
                 self.tokenizer,
                 max_new_tokens=self.max_new_tokens,
                 temperature=self.temperature,
+                top_p=self.top_p,
                 generator=self.sample_gen,
             )
             self.buffer.extend(examples)
@@ -245,6 +246,7 @@ class Distillm2Module(TokenKDModule):
                 self.tokenizer,
                 max_new_tokens=self.max_new_tokens,
                 temperature=self.temperature,
+                top_p=self.top_p,
                 generator=self.sample_gen,
             )
             self.responses.update({e.index: e.response_ids for e in sampled})
