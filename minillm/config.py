@@ -243,6 +243,12 @@ def check_beyond_keys(cfg) -> None:
     responses = _get(cfg, "objective.student_responses")
     if responses is not None and responses not in ("batch", "epoch"):
         raise MinillmError(f"objective.student_responses={responses!r}; choose one of ['batch', 'epoch']")
+    top_p = _number(cfg, "objective.top_p")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise MinillmError(f"objective.top_p={top_p}: must be in (0, 1] (1: no nucleus cut)")
+    normalize = _get(cfg, "objective.normalize")
+    if normalize is not None and normalize not in ("sequence", "token"):
+        raise MinillmError(f"objective.normalize={normalize!r}; choose one of ['sequence', 'token']")
 
 
 def check_targets(cfg) -> None:

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from minillm.errors import MinillmError
-from minillm.objectives.beyond import TaidState, distillm2_loss, taid_loss, taid_update
+from minillm.objectives.beyond import (
+    TaidState,
+    distillm2_loss,
+    sequence_mean,
+    taid_loss,
+    taid_target_entropy,
+    taid_update,
+)
 from minillm.objectives.divergences import (
     DIVERGENCES,
     TOPK_DIVERGENCES,
@@ -458,6 +465,104 @@ def test_distillm2_bad_inputs_raise() -> None:
         distillm2_loss((s, s, None), (s, s, None), alpha=1.5)
 
 
+RAGGED = torch.tensor([[1, 0, 1, 1], [0, 0, 0, 0], [0, 1, 0, 0]])  # 3, 0 and 1 positions; a gap inside
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.3])
+def test_skew_divergences_gradients_match_finite_differences(alpha: float) -> None:
+    """Both skew KLs carry the student's gradient through the mixture too (the released DistiLLM-2 code
+    detaches it in the reverse term; ours does not): autograd against float64 finite differences."""
+    s = _random_logits((2, 3, 4), seed=44).requires_grad_()
+    t = _random_logits((2, 3, 4), seed=45).requires_grad_()
+    for fn in (skew_forward_kl, skew_reverse_kl):
+        assert torch.autograd.gradcheck(lambda x, y, f=fn: f(x, y, MASK, alpha=alpha), (s, t))
+
+
+def test_skew_reverse_kl_gradient_in_closed_form() -> None:
+    """d/ds KL(q ‖ m), m = α q + (1 − α) p, q = softmax(s): with g_v = log(q_v/m_v) + 1 − α q_v/m_v,
+    the gradient is q ⊙ (g − Σ_v q_v g_v). Detaching q inside m drops the −α q/m term."""
+    a = 0.3
+    s = _random_logits((2, 3, 5), seed=46).requires_grad_()
+    t = _random_logits((2, 3, 5), seed=47)
+    (grad,) = torch.autograd.grad(skew_reverse_kl(s, t, MASK, alpha=a, reduction="sum"), s)
+    for b in range(2):
+        for i in range(3):
+            q, p = _softmax(s[b, i].tolist()), _softmax(t[b, i].tolist())
+            m = [a * x + (1 - a) * y for x, y in zip(q, p, strict=True)]
+            g = [math.log(x / y) + 1 - a * x / y for x, y in zip(q, m, strict=True)]
+            mean_g = sum(x * y for x, y in zip(q, g, strict=True))
+            expected = [x * (y - mean_g) * float(MASK[b, i]) for x, y in zip(q, g, strict=True)]
+            assert grad[b, i].tolist() == pytest.approx(expected, rel=1e-10, abs=1e-13)
+
+
+def test_distillm2_gradient_matches_finite_differences() -> None:
+    """The whole loss, both sides and both normalisations, on ragged masks, at α = 0.3."""
+    s1, t1 = _random_logits((2, 3, 4), seed=48).requires_grad_(), _random_logits((2, 3, 4), seed=49)
+    s2, t2 = _random_logits((3, 4, 4), seed=50).requires_grad_(), _random_logits((3, 4, 4), seed=51)
+    for normalize in ("token", "sequence"):
+
+        def loss(x1, x2, normalize=normalize):
+            return distillm2_loss((x1, t1, MASK), (x2, t2, RAGGED), alpha=0.3, normalize=normalize)[0]
+
+        assert torch.autograd.gradcheck(loss, (s1, s2))
+
+
+def test_distillm2_sequence_normalisation_against_plain_python() -> None:
+    """normalize=sequence: each response's mean over its own tokens, then the mean over the responses that
+    have any (the released code's average_log_prob=True); a response with none is left out."""
+    on_teacher = (_random_logits((2, 3, 5), seed=52), _random_logits((2, 3, 5), seed=53), MASK)
+    on_student = (_random_logits((3, 4, 5), seed=54), _random_logits((3, 4, 5), seed=55), RAGGED)
+    a = 0.2
+
+    def per_sequence_mean(per_position, s, t, mask) -> float:
+        means = []
+        for b in range(s.shape[0]):
+            values = [
+                per_position(_softmax(s[b, i].tolist()), _softmax(t[b, i].tolist()))
+                for i in range(s.shape[1])
+                if mask[b, i]
+            ]
+            if values:
+                means.append(sum(values) / len(values))
+        return sum(means) / len(means)
+
+    skl = per_sequence_mean(
+        lambda q, p: _kl(p, [a * x + (1 - a) * y for x, y in zip(p, q, strict=True)]), *on_teacher
+    )
+    srkl = per_sequence_mean(
+        lambda q, p: _kl(q, [a * y + (1 - a) * x for x, y in zip(p, q, strict=True)]), *on_student
+    )
+    teacher_side = (_with_garbage(on_teacher[0], MASK), on_teacher[1], MASK)
+    student_side = (_with_garbage(on_student[0], RAGGED), on_student[1], RAGGED)
+    loss, logs = distillm2_loss(teacher_side, student_side, alpha=a, normalize="sequence")
+    assert logs["skew_forward_kl"].item() == pytest.approx(skl, rel=1e-12)
+    assert logs["skew_reverse_kl"].item() == pytest.approx(srkl, rel=1e-12)
+    assert loss.item() == pytest.approx(skl + srkl, rel=1e-12)
+    # ... which differs from the per-token mean on these ragged masks (3 : 1 tokens on the student side)
+    token, _ = distillm2_loss(teacher_side, student_side, alpha=a, normalize="token")
+    assert abs(token.item() - loss.item()) > 1e-3
+    chunked_loss, _ = distillm2_loss(teacher_side, student_side, alpha=a, normalize="sequence", chunk_size=2)
+    torch.testing.assert_close(chunked_loss, loss, rtol=0, atol=1e-12)
+
+
+def test_sequence_mean_by_hand_and_when_empty() -> None:
+    values = torch.tensor([[1.0, 9.0, 3.0], [5.0, 7.0, 0.0], [4.0, 4.0, 4.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0]])
+    assert sequence_mean(values, mask).item() == pytest.approx((2.0 + 4.0) / 2)
+    assert sequence_mean(values, None).item() == pytest.approx((13 / 3 + 4.0 + 4.0) / 3)
+    empty = sequence_mean(values.requires_grad_(), torch.zeros(3, 3))
+    (grad,) = torch.autograd.grad(empty, values)
+    assert empty.item() == 0.0 and torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_distillm2_bad_normalize_raises() -> None:
+    s = _random_logits((1, 2, 3), seed=56)
+    with pytest.raises(
+        MinillmError, match=r"distillm2 normalize='mean'; choose one of \['token', 'sequence'\]"
+    ):
+        distillm2_loss((s, s, None), (s, s, None), normalize="mean")
+
+
 # --------------------------------------------------------------------------- TAID
 
 
@@ -529,33 +634,64 @@ def test_taid_minus_inf_logits_give_no_nan() -> None:
     torch.testing.assert_close(value.detach(), dropped, rtol=1e-6, atol=1e-6)
 
 
+def test_taid_target_entropy_and_the_cross_entropy_against_plain_python() -> None:
+    """H(p_t), and KL(p_t ‖ q) + H(p_t) = −Σ p_t log q (the reference's schedule signal), at t = 0.7."""
+    s, te = _random_logits((2, 3, 6), seed=57), _random_logits((2, 3, 6), seed=58)
+    t = 0.7
+    entropies, cross_entropies = [], []
+    for b in range(2):
+        for i in range(3):
+            if MASK[b, i]:
+                target, q = _taid_target(s[b, i].tolist(), te[b, i].tolist(), t), _softmax(s[b, i].tolist())
+                entropies.append(-sum(x * math.log(x) for x in target))
+                cross_entropies.append(-sum(x * math.log(y) for x, y in zip(target, q, strict=True)))
+    x = _with_garbage(s, MASK).requires_grad_()
+    entropy = taid_target_entropy(x, te, MASK, t=t)
+    assert entropy.item() == pytest.approx(sum(entropies) / len(entropies), rel=1e-12)
+    assert not entropy.requires_grad  # a logged signal, never a loss term
+    cross_entropy = taid_loss(x, te, MASK, t=t) + entropy
+    assert cross_entropy.item() == pytest.approx(sum(cross_entropies) / len(cross_entropies), rel=1e-12)
+    chunked_entropy = taid_target_entropy(x, te, MASK, t=t, chunk_size=2)
+    torch.testing.assert_close(chunked_entropy, entropy, rtol=0, atol=1e-12)
+    # t = 1: the teacher's entropy; t = 0: the student's own.
+    p_rows = [_softmax(te[0, 0].tolist()), _softmax(s[0, 0].tolist())]
+    for t_end, row in zip((1.0, 0.0), p_rows, strict=True):
+        value = taid_target_entropy(s[:1, :1], te[:1, :1], t=t_end).item()
+        assert value == pytest.approx(-sum(x * math.log(x) for x in row), rel=1e-12)
+
+
 def test_taid_update_by_hand() -> None:
-    kw = {"total_steps": 10, "t_start": 0.4, "t_end": 1.0, "alpha": 0.5, "beta": 0.5, "eps": 1e-12}
+    """The reference's update_t: the first call only stores the signal; then momentum, floor n / N."""
+    kw = {"total_steps": 10, "t_start": 0.4, "t_end": 1.0, "alpha": 0.5, "beta": 0.3, "eps": 1e-12}
     sig = lambda m: 1 / (1 + math.exp(-m))  # noqa: E731
-    state = TaidState(0.4)
-    # Step 1: no previous loss, δ = 0, m = 0: t = max(0.46 linear, 0.4 + 0.5·½·0.6 = 0.55).
-    state = taid_update(state, 2.0, step=1, **kw)
-    assert state == pytest.approx((0.55, 0.0, 2.0))
-    # Step 2: the loss halves, δ = ½, m = ¼: t = 0.55 + 0.5·σ(¼)·0.45.
-    state = taid_update(state, 1.0, step=2, **kw)
-    assert state.momentum == pytest.approx(0.25) and state.t == pytest.approx(0.55 + 0.5 * sig(0.25) * 0.45)
-    t2 = state.t
-    # Step 3: the loss rises by half, δ = −½, m = 0.125 − 0.25: a smaller step than after a fall.
-    state = taid_update(state, 1.5, step=3, **kw)
-    assert state.momentum == pytest.approx(-0.125)
-    assert state.t == pytest.approx(t2 + 0.5 * sig(-0.125) * (1 - t2))
-    assert state.t - t2 < 0.5 * sig(0.25) * (1 - t2)
+    # Step at n = 0: no previous signal: stored, t and m unchanged (not even the floor moves t).
+    state = taid_update(TaidState(0.4), 2.0, step=0, **kw)
+    assert state == (0.4, 0.0, 2.0)
+    # n = 1: the signal halves, δ = ½, m = 0.7·½ = 0.35: t = max(0.46 floor, 0.4 + 0.5·σ(0.35)·0.6).
+    state = taid_update(state, 1.0, step=1, **kw)
+    assert state.momentum == pytest.approx(0.35) and state.prev_loss == 1.0
+    t1 = 0.4 + 0.5 * sig(0.35) * 0.6
+    assert state.t == pytest.approx(t1)
+    # n = 2: the signal rises by half, δ = −½, m = 0.3·0.35 − 0.35 = −0.245: a smaller step than after a fall.
+    state = taid_update(state, 1.5, step=2, **kw)
+    assert state.momentum == pytest.approx(-0.245)
+    assert state.t == pytest.approx(t1 + 0.5 * sig(-0.245) * (1 - t1))
+    assert state.t - t1 < 0.5 * sig(0.35) * (1 - t1)
 
 
 def test_taid_update_follows_the_linear_floor_and_stops_at_t_end() -> None:
+    # α = 0: t is the floor t_start + (t_end − t_start)·n / N after the step at n, from the second step on.
     state, ts = TaidState(0.2), []
-    for n in range(1, 6):
+    for n in range(5):
         state = taid_update(state, 1.0, step=n, total_steps=5, t_start=0.2, t_end=0.9, alpha=0.0)
         ts.append(state.t)
-    assert ts == pytest.approx([0.34, 0.48, 0.62, 0.76, 0.9])
-    fast = TaidState(0.95)
+    assert ts == pytest.approx([0.2, 0.34, 0.48, 0.62, 0.76])
+    assert taid_update(
+        state, 1.0, step=5, total_steps=5, t_start=0.2, t_end=0.9, alpha=0.0
+    ).t == pytest.approx(0.9)
+    fast = TaidState(0.95, 0.0, 1.0)
     assert taid_update(fast, 1.0, step=1, total_steps=5, t_start=0.2, t_end=0.9, alpha=0.5).t == 0.9
-    # A loss that explodes gives a momentum far below −709 (exp overflow) and changes nothing but m.
+    # A signal that explodes gives a momentum far below −709 (exp overflow) and changes nothing but m.
     jump = taid_update(TaidState(0.5, 0.0, 1e-300), 1e10, step=1, total_steps=5, beta=0.0)
     assert jump.momentum < -1e17 and jump.t == pytest.approx(0.52)
 
@@ -566,7 +702,7 @@ def test_taid_update_follows_the_linear_floor_and_stops_at_t_end() -> None:
         ({"t_start": 0.8, "t_end": 0.5}, "t_start"),
         ({"beta": 1.0}, "beta"),
         ({"alpha": -1.0}, "alpha"),
-        ({"step": 0}, "step"),
+        ({"step": -1}, "step"),
         ({"step": 11}, "step"),
         ({"total_steps": 0}, "total_steps"),
         ({"loss": math.nan}, "loss"),

@@ -487,3 +487,73 @@ def test_the_round_without_lightning_trains_the_same_weights_as_the_module(compo
     assert logs["train/skipped_updates"] == 0.0 and logs["train/grad_norm"] > 0.05  # clipping was active
     for key in ("train/loss", "train/pg_loss", "train/single_step_loss", "train/grad_norm", "rollout/reward"):
         assert float(logged[key]) == pytest.approx(logs[key], rel=1e-6), key
+
+
+def test_onpolicy_rkl_update_is_the_per_token_reverse_kl_policy_gradient(compose, monkeypatch):
+    """``objective=onpolicy_rkl`` through the module, on an exactly on-policy round (rollout log-probs are
+    the student's own, the mix is the student): the round is sampled at α = 0, and the update steps with
+    the gradient of −(1/N) Σ_t sg(log p(y_t) − log q(y_t)) · log q(y_t) over the N valid tokens — each
+    token's own reward (γ = 0), no whitening, no reward scale or clip, no single-step term — written here
+    in float64 from the two models, sharing no code with the estimator."""
+    from types import SimpleNamespace
+
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    draft = hand_built_rollout(student, teacher)
+    m = draft.response_mask.bool()
+    with torch.no_grad():
+        own = torch.where(
+            m, sampled_logprobs(response_logits(student.eval(), draft), draft.response_ids), 0.0
+        )
+    rollout = dataclasses.replace(draft, student_logprobs=own, mix_logprobs=own)
+    alphas = []
+
+    def sample(*args, alpha, keep_teacher_logits, **kwargs):
+        alphas.append(alpha)
+        return dataclasses.replace(
+            rollout, teacher_logits=rollout.teacher_logits if keep_teacher_logits else None
+        )
+
+    monkeypatch.setattr("minillm.training.round.sample_rollouts", sample)
+    cfg = compose(
+        [
+            "objective=onpolicy_rkl",
+            "debug=smoke",
+            "student=tiny_llama",
+            "teacher=tiny_random",
+            "logger=none",
+            "objective.num_rollouts=4",
+            "objective.max_new_tokens=6",
+            "grad_clip=0",
+        ]
+    )
+    record = []
+    probe_updates(monkeypatch, update_probe(record))
+    fit(make_module(cfg, copy.deepcopy(student), teacher, datamodule=SimpleNamespace()), max_steps=1)
+    (update,) = record
+    assert alphas == [0.0]
+
+    s64, t64 = copy.deepcopy(student).double(), copy.deepcopy(teacher).double().eval()
+    input_ids, attention_mask, position_ids = rollout.full_input()
+    prompt_len, width = rollout.prompt_ids.shape[1], rollout.response_ids.shape[1]
+    window = slice(prompt_len - 1, prompt_len - 1 + width)
+    inputs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    log_q = s64(**inputs).logits[:, window].log_softmax(-1)
+    with torch.no_grad():
+        log_p = t64(**inputs).logits[:, window].log_softmax(-1)
+    ids = rollout.response_ids
+    valid = m.nonzero().tolist()
+    terms, rewards = [], []
+    for b, t in valid:
+        y = int(ids[b, t])
+        reward = float(log_p[b, t, y]) - float(log_q[b, t, y].detach())
+        rewards.append(reward)
+        terms.append(-reward * log_q[b, t, y])
+    surrogate = torch.stack(terms).sum() / len(valid)
+    grads = torch.autograd.grad(surrogate, list(s64.parameters()))
+    expected = flat({n: g for (n, _), g in zip(s64.named_parameters(), grads, strict=True)})
+    got = flat(update["grads"])
+    assert ((got - expected).norm() / expected.norm()).item() < 1e-5
+    logs = {k: float(v) for k, v in update["logs"].items()}
+    assert logs["pg_loss"] == pytest.approx(-sum(rewards) / len(valid), rel=1e-5)  # the ratio is 1
+    assert logs.get("single_step_loss", 0.0) == 0.0

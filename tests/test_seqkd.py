@@ -52,7 +52,48 @@ def test_every_setting_that_changes_the_teacher_samples_is_in_the_cache_key():
     dm = SimpleNamespace(records={"train": [record]}, examples={"train": [object()]})
     teacher = torch.nn.Linear(2, 2)
     base = provenance(cfg, teacher, dm)
-    for key, value in [("batch_size", 8), ("seed", 1), ("temperature", 0.7), ("max_new_tokens", 16)]:
+    for key, value in [
+        ("batch_size", 8),
+        ("seed", 1),
+        ("temperature", 0.7),
+        ("max_new_tokens", 16),
+        ("top_p", 0.95),
+    ]:
         other = OmegaConf.merge(cfg, {"objective": {key: value}})
         assert provenance(other, teacher, dm) != base, key
     assert provenance(OmegaConf.merge(cfg, {}), teacher, dm) == base  # the same settings reuse it
+
+
+def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
+    """objective.top_p (DistiLLM-2's option; absent elsewhere: 1) reaches the teacher's sampler."""
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from minillm.data import seqkd
+
+    calls = []
+
+    def sample_responses(model, tokenizer, examples, **kwargs):
+        calls.append(kwargs)
+        return ["a response"] * len(examples), [2] * len(examples)
+
+    monkeypatch.setattr(seqkd, "sample_responses", sample_responses)
+    record = {"instruction": "say hi", "context": ""}
+    dm = SimpleNamespace(records={"train": [record]}, examples={"train": [SimpleNamespace(index=0)]})
+    for top_p, expected in ((0.95, 0.95), (None, 1.0)):
+        objective = {"temperature": 0.8, "max_new_tokens": 8, "seed": 0, "batch_size": 4}
+        if top_p is not None:
+            objective["top_p"] = top_p
+        cfg = OmegaConf.create(
+            {
+                "cache_dir": str(tmp_path / "cache"),
+                "teacher": {"path": "t"},
+                "trainer": {"accelerator": "cpu"},
+                "data": {"template": "plain", "max_prompt_len": 64},
+                "objective": objective,
+            }
+        )
+        assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), None, dm) == ["a response"]
+        assert calls[-1]["top_p"] == expected and calls[-1]["temperature"] == 0.8

@@ -263,6 +263,15 @@ def test_student_batches_keep_the_prompts_and_hold_the_students_samples():
         ),
         (["objective=distillm2", "objective.alpha=2"], r"^objective\.alpha=2: must be in \[0\.0, 1\.0\]"),
         (["objective=distillm2", "objective.batch_size=0"], r"^objective\.batch_size=0: must be a positive"),
+        (["objective=distillm2", "objective.top_p=0"], r"^objective\.top_p=0: must be in \(0, 1\]"),
+        (
+            ["objective=distillm2", "objective.normalize=mean"],
+            r"^objective\.normalize='mean'; choose one of \['sequence', 'token'\]$",
+        ),
+        (
+            ["objective=taid", "+objective.normalize=sequence"],
+            r"^objective\.normalize \(set on the command line\) is read only by objective=distillm2",
+        ),
         (
             ["objective=taid", "objective.t_start=0.9", "objective.t_end=0.5"],
             r"^objective\.t_start=0\.9: must not exceed objective\.t_end=0\.5",

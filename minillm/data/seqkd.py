@@ -36,7 +36,7 @@ def provenance(cfg, teacher, dm) -> dict:
         "max_prompt_len": cfg.data.max_prompt_len,
         "temperature": float(o.temperature),
         "top_k": 0,
-        "top_p": 1.0,
+        "top_p": float(o.get("top_p", 1.0)),  # objective=distillm2 may cut the nucleus (0.95 as released)
         "max_new_tokens": int(o.max_new_tokens),
         "seed": int(o.seed),
         # prompts are decoded in batches that share one random stream: another batch size draws other samples
@@ -82,6 +82,7 @@ def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
             batch_size=cfg.objective.batch_size,
             max_new_tokens=cfg.objective.max_new_tokens,
             temperature=cfg.objective.temperature,
+            top_p=float(cfg.objective.get("top_p", 1.0)),
             seed=cfg.objective.seed,
             desc="SeqKD teacher samples",
         )

@@ -19,7 +19,15 @@ import torch.nn.functional as F
 from minillm.errors import MinillmError
 from minillm.objectives.divergences import _divergence, _kl, skew_forward_kl, skew_reverse_kl
 
-__all__ = ["TaidState", "distillm2_loss", "taid_loss", "taid_update"]
+__all__ = [
+    "NORMALIZATIONS",
+    "TaidState",
+    "distillm2_loss",
+    "sequence_mean",
+    "taid_loss",
+    "taid_target_entropy",
+    "taid_update",
+]
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 """(student_logits (B, T, V), teacher_logits (B, T, V), mask (B, T) or None)."""
@@ -28,11 +36,35 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
 # --------------------------------------------------------------------------- DistiLLM-2
 
 
+NORMALIZATIONS = ("token", "sequence")
+
+
+def sequence_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean over sequences of each sequence's mean over its masked positions.
+
+    Args:
+        values: (B, T) per-position values (zeros outside the mask, as ``reduction="none"`` gives).
+        mask: (B, T) bool or 0/1, or None for every position.
+
+    Returns:
+        A scalar: (1/|S|) Σ_{b∈S} Σ_t m_bt·v_bt / Σ_t m_bt over the sequences S with at least one masked
+        position (a sequence with none is left out, not counted as 0); 0 when no sequence has one.
+    """
+    mask = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
+    counts = mask.sum(dim=1)
+    sums = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum(dim=1)
+    present = counts > 0
+    per_sequence = sums / counts.clamp(min=1).to(values.dtype)
+    per_sequence = torch.where(present, per_sequence, torch.zeros_like(per_sequence))
+    return per_sequence.sum() / present.sum().clamp(min=1).to(values.dtype)
+
+
 def distillm2_loss(
     teacher_responses: Batch,
     student_responses: Batch,
     *,
     alpha: float = 0.1,
+    normalize: str = "token",
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """DistiLLM-2's contrastive loss: skew forward KL on teacher responses + skew reverse KL on student ones.
@@ -41,19 +73,32 @@ def distillm2_loss(
     the DistiLLM-2 objective: SKL^{(α)} = KL(p ‖ α·p + (1−α)·q) on teacher-generated responses pulls the
     student up where the teacher puts mass, and SRKL^{(α)} = KL(q ‖ α·q + (1−α)·p) on student-generated
     responses pushes it down where it puts mass the teacher does not (both from DistiLLM,
-    :func:`~minillm.objectives.divergences.skew_forward_kl` / ``skew_reverse_kl``).
+    :func:`~minillm.objectives.divergences.skew_forward_kl` / ``skew_reverse_kl``). Here the student's q
+    inside the reverse term's mixture keeps its gradient; the released code (``distillm_trainer.py``,
+    ``get_batch_logps``) detaches it there.
+
+    Normalisation (``normalize``), how each term's per-token values become one number:
+
+    - ``"token"``: the mean over all masked positions of its set, so every token weighs the same and a
+      long response counts more (as every other token-level objective here);
+    - ``"sequence"``: :func:`sequence_mean`, each response's own per-token mean, then the mean over the
+      responses, so every response weighs the same (the released code: ``average_log_prob=True``, then
+      the batch mean of the per-pair sum).
 
     Args:
         teacher_responses: (student_logits, teacher_logits, mask) of both models teacher-forced on
             teacher-generated responses: logits (B, T, V), mask (B, T) over the response positions.
         student_responses: the same on student-generated responses (its own B, T).
         alpha: skew α in [0, 1], shared by both terms (0.1 as in DistiLLM).
+        normalize: ``"token"`` or ``"sequence"`` (above).
         chunk_size: as in :func:`~minillm.objectives.divergences.forward_kl`.
 
     Returns:
-        (loss, logs): loss = SKL + SRKL, each the mean over its own masked positions (a set with no
-        masked position contributes 0); logs ``skew_forward_kl`` and ``skew_reverse_kl``, detached.
+        (loss, logs): loss = SKL + SRKL, each normalised as above (a set with no masked position
+        contributes 0); logs ``skew_forward_kl`` and ``skew_reverse_kl``, detached.
     """
+    if normalize not in NORMALIZATIONS:
+        raise MinillmError(f"distillm2 normalize={normalize!r}; choose one of {list(NORMALIZATIONS)}")
     terms = {}
     for name, fn, batch in (
         ("skew_forward_kl", skew_forward_kl, teacher_responses),
@@ -61,7 +106,11 @@ def distillm2_loss(
     ):
         if not isinstance(batch, tuple | list) or len(batch) != 3:
             raise MinillmError(f"distillm2 {name} batch must be (student_logits, teacher_logits, mask)")
-        terms[name] = fn(*batch, alpha=alpha, reduction="mean", chunk_size=chunk_size)
+        if normalize == "token":
+            terms[name] = fn(*batch, alpha=alpha, reduction="mean", chunk_size=chunk_size)
+        else:
+            per_position = fn(*batch, alpha=alpha, reduction="none", chunk_size=chunk_size)
+            terms[name] = sequence_mean(per_position, batch[2])
     loss = terms["skew_forward_kl"] + terms["skew_reverse_kl"]
     return loss, {name: value.detach() for name, value in terms.items()}
 
@@ -73,6 +122,16 @@ def _check_unit(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         raise MinillmError(f"taid {name} must lie in [0, 1], got {value!r}")
     return float(value)
+
+
+def _taid_log_target(log_q: torch.Tensor, log_p: torch.Tensor, t: float) -> torch.Tensor:
+    """log p_t from the student's and the teacher's log-probs (..., V); no gradient reaches the student."""
+    if t == 1.0:
+        return log_p
+    if t == 0.0:
+        return log_q.detach()
+    target = F.log_softmax((1.0 - t) * log_q.detach() + t * log_p, dim=-1)
+    return target.clamp(min=torch.finfo(target.dtype).min)
 
 
 def taid_loss(
@@ -91,10 +150,12 @@ def taid_loss(
 
         p_t = softmax((1 − t)·stopgrad(logit_q) + t·logit_p),   J = KL(p_t ‖ q).
 
-    The interpolation is in logit space, as in the paper. It is computed on the log-softmax outputs
-    rather than the raw logits: softmax ignores a per-row shift, so p_t is the same distribution, and
-    −inf logits stay harmless. The student enters the target only through a detached copy, so the
-    gradient is that of the cross-entropy −Σ p_t log q; the value is the true KL. t = 1 is exactly
+    The interpolation is in logit space, as in the paper and its code (SakanaAI/TAID,
+    ``src/distil_losses/taid.py``). It is computed on the log-softmax outputs rather than the raw logits:
+    softmax ignores a per-row shift, so p_t is the same distribution, and −inf logits stay harmless. The
+    student enters the target only through a detached copy, so the gradient is that of the cross-entropy
+    −Σ p_t log q (what the reference computes); the value is the true KL, the cross-entropy less H(p_t)
+    (:func:`taid_target_entropy`). t = 1 is exactly
     :func:`~minillm.objectives.divergences.forward_kl`; t = 0 is 0 (the target is the student itself).
 
     Args:
@@ -104,18 +165,38 @@ def taid_loss(
         reduction, chunk_size: as in :func:`~minillm.objectives.divergences.forward_kl`.
     """
     t = _check_unit("t", t)
+    return _divergence(
+        lambda log_q, log_p: _kl(_taid_log_target(log_q, log_p, t), log_q),
+        student_logits,
+        teacher_logits,
+        mask,
+        reduction,
+        chunk_size,
+    )
+
+
+def taid_target_entropy(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    t: float,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The entropy of TAID's target, H(p_t) = −Σ_v p_t(v) log p_t(v), per position (no gradient).
+
+    :func:`taid_loss` plus this is the cross-entropy −Σ p_t log q, the value TAID's reference code feeds
+    its schedule (:func:`taid_update`). Shapes, masking, reductions and chunking as in :func:`taid_loss`.
+    """
+    t = _check_unit("t", t)
 
     def per_position(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
-        if t == 1.0:
-            target = log_p
-        elif t == 0.0:
-            target = log_q.detach()
-        else:
-            target = F.log_softmax((1.0 - t) * log_q.detach() + t * log_p, dim=-1)
-            target = target.clamp(min=torch.finfo(target.dtype).min)
-        return _kl(target, log_q)
+        target = _taid_log_target(log_q, log_p, t)
+        return -(target.exp() * target).sum(dim=-1)
 
-    return _divergence(per_position, student_logits, teacher_logits, mask, reduction, chunk_size)
+    with torch.no_grad():
+        return _divergence(per_position, student_logits, teacher_logits, mask, reduction, chunk_size)
 
 
 class TaidState(NamedTuple):
@@ -124,6 +205,11 @@ class TaidState(NamedTuple):
     t: float
     momentum: float = 0.0
     prev_loss: float | None = None
+
+
+def _sigmoid(x: float) -> float:
+    """The logistic function in the form that cannot overflow for a large |x|."""
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 def taid_update(
@@ -136,27 +222,32 @@ def taid_update(
     t_end: float = 1.0,
     alpha: float = 5e-4,
     beta: float = 0.99,
-    eps: float = 1e-8,
+    eps: float = 1e-15,
 ) -> TaidState:
     """TAID's adaptive update of t after a training step (a pure function of floats).
 
-    Paper: Shing et al., ICLR 2025, the adaptive interpolation update (its training algorithm). As
-    implemented here, after step n (1-based) with loss J_n:
+    Paper: Shing et al., ICLR 2025, the adaptive interpolation update; checked against the authors' code
+    (SakanaAI/TAID, ``TAID.update_t``). After the step taken at global step n (0-based: the optimizer
+    steps completed before it) with schedule signal J_n:
 
-        δ_n = (J_{n−1} − J_n) / (J_{n−1} + ε)          relative decrease of the loss (0 at the first step)
+        the first call (no J_{n−1}) only stores J_n: t and m stay as they are;
+        δ_n = (J_{n−1} − J_n) / (J_{n−1} + ε)          relative decrease of the signal
         m_n = β·m_{n−1} + (1 − β)·δ_n                   momentum
         t_linear = t_start + (t_end − t_start)·n / N    the linear floor
         t_{n+1} = min(t_end, max(t_linear, t_n + α·sigmoid(m_n)·(1 − t_n)))
 
-    so t never decreases, never falls below the linear schedule, reaches t_end by step N, and moves
-    faster while the loss is falling quickly. This is written from the paper's description and its
-    default values (t_start 0.4, t_end 1, α 5e-4, β 0.99) as remembered, not checked against its text
-    or code; treat the exact form and defaults as to be confirmed.
+    so t never decreases, never falls below the linear schedule, and moves faster while the signal is
+    falling quickly. As in the reference: the first step leaves t, the floor uses the 0-based n (so the
+    floor alone reaches t_end only at n = N, after a run's last step, n = N − 1), ε = 1e-15, and the
+    defaults are its own (t_start 0.4, t_end 1, α 5e-4, β 0.99). J is what the caller passes: the
+    reference passes the cross-entropy −Σ p_t log q (:func:`taid_loss` + :func:`taid_target_entropy`), as
+    :class:`~minillm.training.taid.TaidModule` does. The reference's N is Lightning's
+    ``estimated_stepping_batches``; the module's is ``schedule_horizon``.
 
     Args:
         state: :class:`TaidState` before the update (start with ``TaidState(t_start)``).
-        loss: J_n, the TAID loss of the step just taken (a float).
-        step: n, 1-based index of that step; total_steps: N.
+        loss: J_n, the schedule signal of the step just taken (a float).
+        step: n in [0, total_steps], the optimizer steps completed before that step; total_steps: N.
 
     Returns:
         The new state (t_{n+1}, m_n, J_n).
@@ -173,19 +264,15 @@ def taid_update(
         raise MinillmError(f"taid eps must be > 0, got {eps}")
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise MinillmError(f"taid total_steps must be a positive integer, got {total_steps!r}")
-    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= total_steps:
-        raise MinillmError(f"taid step must be an integer in [1, total_steps={total_steps}], got {step!r}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total_steps:
+        raise MinillmError(f"taid step must be an integer in [0, total_steps={total_steps}], got {step!r}")
     loss = float(loss)
     if not math.isfinite(loss):
         raise MinillmError(f"taid loss must be finite, got {loss}")
-    delta = 0.0 if state.prev_loss is None else (state.prev_loss - loss) / (state.prev_loss + eps)
+    if state.prev_loss is None:
+        return TaidState(state.t, state.momentum, loss)
+    delta = (state.prev_loss - loss) / (state.prev_loss + eps)
     momentum = beta * state.momentum + (1.0 - beta) * delta
     t_linear = t_start + (t_end - t_start) * step / total_steps
-    # The logistic function in the form that cannot overflow for a large |m|.
-    sigmoid = (
-        1.0 / (1.0 + math.exp(-momentum))
-        if momentum >= 0
-        else math.exp(momentum) / (1.0 + math.exp(momentum))
-    )
-    t_next = min(t_end, max(t_linear, state.t + alpha * sigmoid * (1.0 - state.t)))
+    t_next = min(t_end, max(t_linear, state.t + alpha * _sigmoid(momentum) * (1.0 - state.t)))
     return TaidState(t_next, momentum, loss)

@@ -8,7 +8,8 @@
 - :class:`Distillm2Module` (``objective=distillm2``): the contrastive loss
   (:func:`minillm.objectives.beyond.distillm2_loss`) on a teacher response and a student response per prompt;
   student responses generated once per epoch for every training prompt (the paper's offline data) or per
-  batch (``student_responses=batch``: on-policy).
+  batch (``student_responses=batch``: on-policy); each term averaged per token (``normalize=token``) or per
+  response (``normalize=sequence``, the released code's).
 """
 
 from __future__ import annotations
@@ -42,22 +43,56 @@ def schedule_horizon(module) -> int:
     return max(1, int(module.trainer.estimated_stepping_batches))
 
 
+def batch_source(
+    r: float, threshold: float, *, step: int, horizon: int, buffer_size: int, capacity: int
+) -> str:
+    """Where DistiLLM's next training batch comes from: ``"fresh"``, ``"replay"`` or ``"gold"``.
+
+    With r ~ U(0, 1), φ = ``threshold`` and φ_fresh = φ · max(0, 1 − step / horizon) (the fresh share
+    falls linearly over the horizon: the released code's default "decreasing" replay ratio):
+
+    - r < φ_fresh, or r < φ while the buffer holds fewer than ``capacity`` examples: fresh student samples;
+    - else r < φ (the buffer is full): a batch replayed from the buffer;
+    - else: the gold batch.
+    """
+    fresh_threshold = threshold * max(0.0, 1.0 - step / horizon)
+    if r < fresh_threshold or (r < threshold and buffer_size < capacity):
+        return "fresh"
+    if r < threshold and buffer_size > 0:
+        return "replay"
+    return "gold"
+
+
+def threshold_update(
+    threshold: float, reference: float | None, loss: float, *, threshold_step: float, loss_eps: float
+) -> tuple[float, float | None]:
+    """DistiLLM's adaptive φ after a validation with loss ``loss``: (new φ, new reference loss).
+
+    The first validation sets the reference (φ unchanged). After that, when loss ≥ reference + loss_eps,
+    φ ← min(1, φ + threshold_step) and the reference becomes this loss; otherwise (a loss that fell, or
+    rose by less than loss_eps) nothing changes, the reference included.
+    """
+    if reference is None:
+        return threshold, loss
+    if loss >= reference + loss_eps:
+        return min(1.0, threshold + threshold_step), loss
+    return threshold, reference
+
+
 class DistillmModule(TokenKDModule):
     """``objective=distillm``: skew KL with DistiLLM's adaptive off-policy schedule.
 
-    Before each batch, with r ~ U(0, 1) from a seeded generator and φ the current threshold,
-    φ_fresh = φ · max(0, 1 − step / horizon) (the released code's default "decreasing" replay ratio):
+    Before each batch, r ~ U(0, 1) from a seeded generator picks the source (:func:`batch_source`):
 
-    - r < φ_fresh, or r < φ while the buffer is not yet full: the student samples responses to the batch's
-      prompts; they are trained on and pushed into the replay buffer (the oldest leave beyond
-      ``replay_capacity``);
-    - else r < φ: a batch of the same size drawn without replacement from the buffer;
-    - else: the gold batch.
+    - fresh: the student samples responses to the batch's prompts; they are trained on and pushed into the
+      replay buffer (the oldest leave beyond ``replay_capacity``);
+    - replay: a batch of the same size drawn without replacement from the buffer;
+    - gold: the batch as it came.
 
-    After each validation, φ ← min(1, φ + ``threshold_step``) when val/loss ≥ reference + ``loss_eps``,
-    and the reference becomes that loss; the first validation sets the reference (the released code
-    measures it on the init before training). Logs ``train/fresh``, ``train/replayed`` (1 for such a
-    batch), ``train/sgo_threshold`` (φ) and ``train/replay_size``.
+    After each validation, φ and the reference loss follow :func:`threshold_update` (the first
+    validation sets the reference; the released code measures it on the init before training). Logs
+    ``train/fresh``, ``train/replayed`` (1 for such a batch), ``train/sgo_threshold`` (φ) and
+    ``train/replay_size``.
     """
 
     def __init__(self, student, cfg, tokenizer, teacher=None, datamodule=None):
@@ -82,10 +117,15 @@ class DistillmModule(TokenKDModule):
         return False
 
     def training_step(self, batch, batch_idx):
-        r = float(torch.rand((), generator=self.mix_gen))
-        fresh_threshold = self.threshold * max(0.0, 1.0 - self.global_step / schedule_horizon(self))
-        fresh = r < fresh_threshold or (r < self.threshold and len(self.buffer) < self.capacity)
-        replayed = not fresh and r < self.threshold and len(self.buffer) > 0
+        source = batch_source(
+            float(torch.rand((), generator=self.mix_gen)),
+            self.threshold,
+            step=self.global_step,
+            horizon=schedule_horizon(self),
+            buffer_size=len(self.buffer),
+            capacity=self.capacity,
+        )
+        fresh, replayed = source == "fresh", source == "replay"
         if fresh:
             examples = sample_student_examples(
                 self.student,
@@ -94,6 +134,7 @@ class DistillmModule(TokenKDModule):
                 self.tokenizer,
                 max_new_tokens=self.max_new_tokens,
                 temperature=self.temperature,
+                top_p=self.top_p,
                 generator=self.sample_gen,
             )
             self.buffer.extend(examples)
@@ -125,11 +166,15 @@ class DistillmModule(TokenKDModule):
         if self.trainer.sanity_checking or not self._val_count:
             return
         loss = self._val_sum / self._val_count
-        if self.reference_loss is None:
-            self.reference_loss = loss
-        elif loss >= self.reference_loss + self.loss_eps:
-            self.threshold = min(1.0, self.threshold + self.threshold_step)
-            self.reference_loss = loss
+        before = self.threshold
+        self.threshold, self.reference_loss = threshold_update(
+            self.threshold,
+            self.reference_loss,
+            loss,
+            threshold_step=self.threshold_step,
+            loss_eps=self.loss_eps,
+        )
+        if self.threshold != before:
             log.info(
                 "val/loss %.4f rose by >= %g: student-generated batches now φ = %.2f",
                 loss,
@@ -201,6 +246,7 @@ class Distillm2Module(TokenKDModule):
                 self.tokenizer,
                 max_new_tokens=self.max_new_tokens,
                 temperature=self.temperature,
+                top_p=self.top_p,
                 generator=self.sample_gen,
             )
             self.responses.update({e.index: e.response_ids for e in sampled})

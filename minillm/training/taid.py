@@ -4,7 +4,15 @@ Forward KL from a target that moves from the student towards the teacher,
 p_t = softmax((1 − t)·stopgrad(logit_q) + t·logit_p) (:func:`minillm.objectives.beyond.taid_loss`), on gold
 batches; after every update t follows TAID's adaptive schedule (:func:`minillm.objectives.beyond.taid_update`:
 never below the linear ramp from ``t_start`` to ``t_end`` over the schedule's horizon, faster while the
-loss falls quickly). The schedule's state is part of the checkpoint.
+cross-entropy to p_t falls quickly). The schedule's state is part of the checkpoint.
+
+Checked against the authors' code (SakanaAI/TAID, ``src/distil_losses/taid.py`` and ``src/model.py``). As
+there: the loss of a step uses the t from before it; the schedule is fed the cross-entropy −Σ p_t log q
+(KL(p_t ‖ q) + H(p_t)); the first step only stores it (t stays at ``t_start``); the floor after the step
+taken at global step n is ``t_start + (t_end − t_start)·n / N``; every training batch (micro-batch under
+gradient accumulation) updates t. Differences: N is ``schedule_horizon`` (``objective.schedule_steps``, else
+``trainer.max_steps``, else Lightning's estimate; the reference always takes the estimate); a step with a
+non-finite loss is skipped and leaves the schedule alone; the logged ``train/taid_kl`` is the true KL.
 """
 
 from __future__ import annotations
@@ -12,15 +20,16 @@ from __future__ import annotations
 import torch
 
 from minillm.errors import MinillmError
-from minillm.objectives.beyond import TaidState, taid_update
+from minillm.objectives.beyond import TaidState, taid_target_entropy, taid_update
 from minillm.objectives.supervised import shift_for_next_token
 from minillm.training.distillm import schedule_horizon
 from minillm.training.supervised import SupervisedModule
 
 
 class TaidModule(SupervisedModule):
-    """``objective=taid``. Logs ``train/taid_t`` (the t of the step) and ``train/taid_kl`` (the loss,
-    KL(p_t ‖ q) per response token)."""
+    """``objective=taid``. Logs ``train/taid_t`` (the t of the step), ``train/taid_kl`` (the loss,
+    KL(p_t ‖ q) per response token) and ``train/taid_ce`` (the schedule's signal, −Σ p_t log q per
+    response token)."""
 
     train_data = "sft"
 
@@ -47,17 +56,20 @@ class TaidModule(SupervisedModule):
             self.skip_nonfinite("loss")
             self.log("train/skipped_updates", 1.0)
             return None  # t is not moved by a skipped update
+        entropy = taid_target_entropy(s_logits, teacher[:, :-1], mask, t=t, chunk_size=self.chunk_size)
+        cross_entropy = loss.detach() + entropy
         horizon = schedule_horizon(self)
         self.state = taid_update(
             self.state,
-            float(loss.detach()),
-            step=min(self.global_step + 1, horizon),
+            float(cross_entropy),
+            step=min(self.global_step, horizon),
             total_steps=horizon,
             **self.schedule,
         )
         self.bad_steps = 0
         self.log("train/taid_t", t)
         self.log("train/taid_kl", loss.detach())
+        self.log("train/taid_ce", cross_entropy)
         self.log("train/skipped_updates", 0.0)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         self.log("train/loss", loss, prog_bar=True)

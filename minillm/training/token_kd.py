@@ -42,8 +42,10 @@ def sample_student_examples(
     max_new_tokens: int,
     temperature: float,
     generator: torch.Generator,
+    top_p: float = 1.0,
 ) -> list[Example]:
-    """The student's sampled response to each prompt (EOS kept when it stopped), as examples."""
+    """The student's sampled response to each prompt (EOS kept when it stopped), as examples (``top_p`` < 1:
+    sampled from the nucleus of that mass)."""
     device = next(student.parameters()).device
     prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_token_id)
     rollout = generate(
@@ -54,6 +56,7 @@ def sample_student_examples(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         temperature=temperature,
+        top_p=top_p,
         generator=generator,
     )
     responses = [
@@ -93,6 +96,7 @@ class TokenKDModule(SupervisedModule):
         self.on_policy_fraction = float(obj.get("on_policy_fraction", 0.0) or 0.0)
         self.max_new_tokens = int(obj.get("max_new_tokens") or cfg.eval.max_new_tokens)
         self.temperature = float(obj.get("temperature", 1.0))
+        self.top_p = float(obj.get("top_p", 1.0))  # only objective=distillm2 has the key (1: no nucleus cut)
         self.mix_gen = torch.Generator().manual_seed(cfg.seed + 5)  # the on-policy draws
         self.sample_gen: torch.Generator | None = None  # the student's sampling (on the model's device)
 
@@ -120,6 +124,7 @@ class TokenKDModule(SupervisedModule):
             self.tokenizer,
             max_new_tokens=self.max_new_tokens,
             temperature=self.temperature,
+            top_p=self.top_p,
             generator=self.sample_gen,
         )
         self.student.train()  # generate() restores the mode it found; make sure updates train
