@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-smollm2 smollm2 run test test-slow lint assets bench clean
+.PHONY: install install-smollm2 smollm2 run test test-slow lint assets bench check-reports clean
 
 install: $(STAMP)
 
@@ -57,6 +57,14 @@ assets: install
 # The benchmark also times TRL's GKDTrainer beside our step: the `bench` extra (pinned TRL) is part of dev.
 bench: install
 	$(PY) -m minillm.bench $(ARGS)
+
+# Every committed study report and the README's rendered result sections against a fresh rendering from the
+# committed files (each script's --check exits 1 naming the first line that differs).
+check-reports: install
+	@for script in experiments/*/analyze.py experiments/*/render.py; do \
+		echo "$$script --check"; $(PY) $$script --check || exit 1; \
+	done
+	$(PY) experiments/render_readme.py --check
 
 clean:
 	rm -rf outputs multirun .cache

@@ -7,7 +7,8 @@ the first line that differs from the committed file, so a number typed into a RE
 verdict the data no longer bear out, fails here.
 
 To add a study: its script exposes ``render(folder, figures=False) -> {file name: text}`` and ``main(argv)``
-with ``--results`` and ``--check``; add a line to STUDIES.
+with ``--check``; add a line to ``experiments/render_readme.py``'s STUDIES. The top-level README's result sections
+are rendered too, by that script from the studies' ``summary`` / ``headline`` functions, and checked here.
 """
 
 from __future__ import annotations
@@ -23,21 +24,12 @@ import pytest
 from minillm.evaluation.rendered import first_difference
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "experiments") not in sys.path:  # appended: its study folders must not shadow packages
+    sys.path.append(str(ROOT / "experiments"))
+import render_readme  # noqa: E402
 
 # (study, its analysis script): the report files of experiments/results/<study>/ that the script renders.
-STUDIES = [
-    ("validity_drop", "experiments/validity_drop/analyze.py"),
-    ("methods_compare", "experiments/methods_compare/analyze.py"),
-    ("smollm2_distill", "experiments/smollm2_distill/render.py"),
-    ("alpha_sweep", "experiments/alpha_sweep/render.py"),
-    ("ablation_stabilizers", "experiments/ablation_stabilizers/render.py"),
-    ("objectives_compare", "experiments/objectives_compare/render.py"),
-    ("scaling", "experiments/scaling/render.py"),
-    ("teacher_gap", "experiments/teacher_gap/render.py"),
-    ("toy_gmm", "experiments/toy_gmm/render.py"),
-    ("toy_sequences", "experiments/toy_sequences/render.py"),
-    ("evaluation", "experiments/evaluation/render.py"),
-]
+STUDIES = render_readme.STUDIES
 RESULTS = ROOT / "experiments" / "results"
 
 
@@ -94,6 +86,65 @@ def test_check_names_the_first_edited_line(tmp_path, capsys):
     assert f"README.md:{target + 1}:" in err and "28.9 ± 0.6" in err
     readme.write_text(committed)
     assert module.main(["--results", str(copy), "--check"]) == 0
+
+
+def test_readme_result_sections_are_their_rendering():
+    """README.md's marked result sections are what experiments/render_readme.py assembles from the studies'
+    summaries (so a number typed into them, or one a study's files no longer give, fails here)."""
+    rendered = render_readme.render()
+    assert set(rendered) == {"README.md"}
+    for name in render_readme.SECTIONS:
+        assert (
+            f"<!-- rendered:{name} " in rendered["README.md"]
+            and f"<!-- /rendered:{name} -->" in rendered["README.md"]
+        )
+    problem = first_difference(rendered, ROOT)
+    assert problem is None, (
+        f"re-render with `python experiments/render_readme.py`, or fix a script: {problem}"
+    )
+
+
+def test_readme_check_names_the_edited_line(tmp_path, capsys):
+    """--check on a copy of README.md with one number changed inside a marked section exits 1 naming the
+    line; outside the marked sections the assembler leaves the text alone; without a section's markers it
+    refuses in one line (exit 2)."""
+    committed = (ROOT / "README.md").read_text()
+    lines = committed.splitlines(keepends=True)
+    target = next(
+        i for i, line in enumerate(lines) if line.startswith("| student init (0.09M, SFT 30 epochs) |")
+    )
+    lines[target] = lines[target].replace("29.7 ± 1.9", "30.7 ± 1.9", 1)
+    copy = tmp_path / "README.md"
+    copy.write_text("".join(lines))
+    assert render_readme.main(["--readme", str(copy), "--check"]) == 1
+    err = capsys.readouterr().err
+    assert f"README.md:{target + 1}:" in err and "30.7 ± 1.9" in err
+    assert render_readme.main(["--readme", str(copy)]) == 0  # writing restores the rendering
+    assert copy.read_text() == committed
+
+    outside = committed.replace("Both work from a fresh clone", "Both run from a fresh clone", 1)
+    assert outside != committed
+    copy.write_text(outside)
+    assert render_readme.main(["--readme", str(copy), "--check"]) == 0
+
+    copy.write_text(committed.replace("<!-- /rendered:results -->", "", 1))
+    assert render_readme.main(["--readme", str(copy), "--check"]) == 2
+    assert "missing ['results']" in capsys.readouterr().err
+
+
+def test_make_check_reports_runs_every_check():
+    """`make check-reports` runs each study script's --check (by glob: the glob must find exactly the scripts
+    of STUDIES) and the README assembler's."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("\ncheck-reports:", 1)[1].split("\n\n", 1)[0]
+    assert "for script in experiments/*/analyze.py experiments/*/render.py" in recipe
+    assert "$$script --check" in recipe and "experiments/render_readme.py --check" in recipe
+    found = {
+        str(p.relative_to(ROOT))
+        for g in ("*/analyze.py", "*/render.py")
+        for p in (ROOT / "experiments").glob(g)
+    }
+    assert found == {script for _, script in STUDIES}
 
 
 def test_first_difference_reports_missing_and_extra_lines(tmp_path):

@@ -43,6 +43,39 @@ def separable(m: dict[str, dict]) -> bool:
     return max(r) - min(r) > max(x["rougeL_std"] for x in m.values())
 
 
+def gains(folder: Path = FOLDER) -> dict:
+    """v2 (the shipped assets) against the init on the same prompts and seeds: each arm's Rouge-L and validity
+    change, whether every arm ends above the init on both, and whether any arm stands apart (``separable``)."""
+    m, _ = arms(folder / "v2" / "runs")
+    _, init = rc.reference()
+    r = [x["rougeL"] - init["rougeL"] for x in m.values()]
+    v = [x["valid_rate"] - init["valid_rate"] for x in m.values()]
+    return {
+        "rougeL": r,
+        "valid": v,
+        "all_above": min(r) > 0 and min(v) > 0,
+        "separable": separable(m),
+        "arms": len(m),
+    }
+
+
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet)."""
+    g = gains(folder)
+    return (
+        f"- [ablation_stabilizers](experiments/results/ablation_stabilizers/README.md) ({g['arms']} arms, 1 seed, "
+        f"90 s each, shipped assets): {'every arm ends above' if g['all_above'] else 'not every arm ends above'} "
+        f"the init ({rc.signed(min(g['rougeL']))} to {rc.signed(max(g['rougeL']))} Rouge-L, "
+        f"{rc.signed(min(g['valid']))} to {rc.signed(max(g['valid']))} validity points, no interval against the "
+        "init); "
+        + (
+            "no stabiliser is separable from another at this budget — **neither confirmed nor refuted**."
+            if not g["separable"]
+            else "the arms' spread exceeds one sampling std — a difference to check with more seeds."
+        )
+    )
+
+
 def v2_section(folder: Path) -> list[str]:
     m, steps = arms(folder / "v2" / "runs")
     teacher, init = rc.reference()

@@ -34,6 +34,46 @@ def logged_alpha(job: Path) -> list[float]:
         return [float(r["rollout/alpha"]) for r in csv.DictReader(f) if r.get("rollout/alpha")]
 
 
+def gains(folder: Path = FOLDER) -> dict:
+    """Against the init (same prompts and seeds): each arm's Rouge-L and validity change, lowest and highest,
+    whether every arm ends above the init on both, and whether any arm stands apart from another (the
+    README's test: a spread wider than the noisiest arm's sampling std)."""
+    m = {arm: rc.trained(folder / "runs" / f"{arm}-s0") for arm, _ in ARMS}
+    _, init = rc.reference()
+    r = [x["rougeL"] - init["rougeL"] for x in m.values()]
+    v = [x["valid_rate"] - init["valid_rate"] for x in m.values()]
+    separable = (max(r) - min(r)) > max(x["rougeL_std"] for x in m.values()) or (max(v) - min(v)) > max(
+        x["valid_rate_std"] for x in m.values()
+    )
+    return {
+        "rougeL": r,
+        "valid": v,
+        "all_above": min(r) > 0 and min(v) > 0,
+        "separable": separable,
+        "arms": len(m),
+    }
+
+
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet)."""
+    g = gains(folder)
+    alpha = logged_alpha(folder / "runs" / "alpha_linear-s0")
+    return (
+        f"- [alpha_sweep](experiments/results/alpha_sweep/README.md) ({g['arms']} arms, 1 seed, 90 s each): "
+        f"{'every arm ends above' if g['all_above'] else 'not every arm ends above'} the init "
+        f"({rc.signed(min(g['rougeL']))} to {rc.signed(max(g['rougeL']))} Rouge-L, "
+        f"{rc.signed(min(g['valid']))} to {rc.signed(max(g['valid']))} validity points, no interval against the "
+        "init); "
+        + (
+            "no α or schedule is separable from another at this budget — **neither confirmed nor refuted**."
+            if not g["separable"]
+            else "the arms' spread exceeds one sampling std — a difference to check with more seeds."
+        )
+        + f" The sweep found a bug (schedules never decayed under `trainer.max_time`), now fixed "
+        f"(`objective.alpha_steps`; the rerun linear arm's logged α falls from {alpha[0]:g} to {alpha[-1]:g})."
+    )
+
+
 def readme(folder: Path) -> str:
     jobs = {arm: folder / "runs" / f"{arm}-s0" for arm, _ in ARMS}
     m = {arm: rc.trained(job) for arm, job in jobs.items()}

@@ -695,6 +695,120 @@ included, validation not), each under the load of its time.
     return text
 
 
+# --------------------------------------------------------------------------- the top-level README's lines
+
+SHORT = {
+    "sft": "SFT",
+    "kd": "KD",
+    "seqkd": "SeqKD",
+    "minillm": "MiniLLM",
+    "onpolicy_rkl": "on-policy reverse KL",
+    "token_kd": "token reverse KL",
+    "gkd": "GKD",
+    "distillm": "DistiLLM",
+    "distillm2": "DistiLLM-2",
+    "taid": "TAID",
+}
+PAPER = ["sft", "kd", "seqkd", "minillm"]  # the paper's Table 1 methods
+ON_POLICY = ["onpolicy_rkl", "token_kd", "gkd", "distillm2"]
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """``+1.2`` / ``−0.8`` with a true minus sign, as the top-level README writes numbers."""
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def arm_mean(s: dict, budget: str, arm: str, key: str) -> float:
+    return mean_std([r[key] for r in s["by_budget"][budget][arm]])[0]
+
+
+def vs_control(s: dict, budget: str, arm: str, key: str) -> tuple[float, float]:
+    bb = s["by_budget"][budget]
+    return diff_interval([r[key] for r in bb[arm]], [r[key] for r in bb["sft"]])
+
+
+def summary(folder: Path = RESULTS) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet), from the same tests
+    as the README's verdict: a method beats the control when its 95 % interval excludes 0."""
+    s = load(Path(folder))
+    bb = s["by_budget"]
+    arms = [a for a in ORDER if a in bb["equal_time"]]
+    others = [a for a in arms if a != "sft"]
+    beats = [
+        a
+        for b in BUDGETS
+        for a in others
+        for k in ("rougeL", "valid")
+        if beyond(*vs_control(s, b, a, k)) and vs_control(s, b, a, k)[0] > 0
+    ]
+    not_seqkd = [a for a in others if a != "seqkd"]
+    dr = [vs_control(s, b, a, "rougeL")[0] for b in BUDGETS for a in not_seqkd]
+    dv = [vs_control(s, b, a, "valid")[0] for b in BUDGETS for a in not_seqkd]
+    seqkd_last = all(
+        min(arms, key=lambda a, b=b, k=k: arm_mean(s, b, a, k)) == "seqkd"
+        for b in BUDGETS
+        for k in ("rougeL", "valid")
+    )
+    steps = {a: arm_mean(s, "equal_time", a, "global_step") for a in arms}
+    cfg = bb["equal_time"]["sft"][0]["_config"]
+    max_time = cfg["trainer.max_time"]
+    seconds = sum(int(x) * m for x, m in zip(max_time.split(":"), (86400, 3600, 60, 1), strict=True))
+    max_steps = bb["equal_steps"]["sft"][0]["_config"]["trainer.max_steps"]
+    n_seeds = "/".join(map(str, sorted({len(r) for b in bb.values() for r in b.values()})))
+    named = ", ".join(SHORT[a] for a in others if a != "seqkd")
+    return (
+        f"- [methods_compare](experiments/results/methods_compare/README.md) ({len(arms)} methods × equal time "
+        f"({seconds} s) and equal steps ({max_steps}) × {n_seeds} seeds): "
+        + (
+            f"no method — {named} — beats the continued-SFT control beyond noise"
+            if not beats
+            else f"{', '.join(sorted({SHORT[a] for a in beats}))} beat the continued-SFT control beyond noise"
+        )
+        + f" (their Rouge-L {signed(min(dr))} to {signed(max(dr))} from it, validity {signed(min(dv))} to "
+        f"{signed(max(dv))}); SeqKD is "
+        + (
+            "last on both metrics under both budgets"
+            if seqkd_last
+            else "not last on both metrics under both budgets"
+        )
+        + f"; in {seconds} s the on-policy methods ({', '.join(SHORT[a] for a in ON_POLICY)}) took "
+        f"{span_int([round(steps[a]) for a in ON_POLICY])} updates where SFT took {steps['sft']:.0f} (the jobs ran "
+        "one after another under a varying load, so no per-step cost ratio is given)."
+    )
+
+
+def paper_methods(folder: Path = RESULTS) -> str:
+    """Where MiniLLM's Rouge-L ranks among the paper's four methods here (3 training seeds), per budget, and
+    whether any of them is apart from the control beyond noise."""
+    s = load(Path(folder))
+    n_seeds = "/".join(map(str, sorted({len(s["by_budget"]["equal_time"][a]) for a in PAPER})))
+    first = [b for b in BUDGETS if max(PAPER, key=lambda a, b=b: arm_mean(s, b, a, "rougeL")) == "minillm"]
+    where = {
+        2: "under both budgets",
+        1: f"at {first[0].replace('_', ' ') if first else ''} only",
+        0: "under neither budget",
+    }
+    per_budget = "; ".join(
+        f"{b.replace('_', ' ')}: "
+        + ", ".join(
+            f"{SHORT[a]} {arm_mean(s, b, a, 'rougeL'):.1f}"
+            for a in sorted(PAPER, key=lambda a, b=b: -arm_mean(s, b, a, "rougeL"))
+        )
+        for b in BUDGETS
+    )
+    apart = [(b, a) for b in BUDGETS for a in PAPER if a != "sft" and beyond(*vs_control(s, b, a, "rougeL"))]
+    return (
+        f"With {n_seeds} training seeds, [methods_compare](experiments/results/methods_compare/README.md) gives "
+        f"MiniLLM the best Rouge-L of these four methods {where[len(first)]} ({per_budget}); "
+        + (
+            "none of them is apart from the control beyond noise."
+            if not apart
+            else ", ".join(f"{SHORT[a]} at {b.replace('_', ' ')}" for b, a in apart)
+            + " apart from the control beyond noise."
+        )
+    )
+
+
 def ordinal(n: int) -> str:
     return {1: "first", 2: "second", 3: "third"}.get(n, f"{n}th")
 

@@ -61,6 +61,131 @@ def order(s: dict, key: str) -> str:
     return text
 
 
+def methods_compare_check() -> str:
+    """What ``../methods_compare/`` (3 training seeds, its own budgets) says of MiniLLM's Rouge-L against the
+    continued-SFT control, from its committed runs: level (within 0.5 points) or not, per budget."""
+    runs = rc.RESULTS / "methods_compare" / "runs"
+    gaps = {}
+    for budget in BUDGETS:
+        arm = {
+            a: [
+                rc.read_json(j)["test/rougeL"] for j in sorted(runs.glob(f"{a}-{budget}-s[0-9]/results.json"))
+            ]
+            for a in ("minillm", "sft")
+        }
+        gaps[budget] = mean(arm["minillm"]) - mean(arm["sft"])
+    level = all(abs(g) < 0.5 for g in gaps.values())
+    return (
+        "`../methods_compare/` (3 training seeds, other budgets, later code) "
+        + (
+            "does not bear it out: there MiniLLM's Rouge-L is level with"
+            if level
+            else "gives MiniLLM's Rouge-L against"
+        )
+        + " the continued-SFT control under both budgets ("
+        + " and ".join(f"{rc.signed(g)}" for g in gaps.values())
+        + " points at equal time and equal steps"
+        + (", within 0.5)." if level else ").")
+    )
+
+
+TOP_LABELS = {
+    "sft": "SFT, continued (control)",
+    "forward_kld": "KD",
+    "seqkd": "SeqKD",
+    "reverse_kld": "MiniLLM",
+}
+
+
+def verdict(folder: Path = FOLDER) -> dict:
+    """What the top-level README says of this study, each computed from the runs as this README's verdicts
+    are: per budget the scores, the best Rouge-L and its margin over the next method against the seed spread,
+    whether the control keeps the best validity, whether SeqKD ends below the init in validity."""
+    runs = folder / "runs"
+    s = {b: {m: scores(runs, f"{m}-{b}") for m, _ in METHODS} for b in BUDGETS}
+    _, init = rc.reference()
+    best = {b: max(s[b], key=lambda m: mean(s[b][m]["rougeL"])) for b in BUDGETS}
+    runner = {
+        b: max((m for m in s[b] if m != best[b]), key=lambda m: mean(s[b][m]["rougeL"])) for b in BUDGETS
+    }
+    margins = [mean(s[b][best[b]]["rougeL"]) - mean(s[b][runner[b]]["rougeL"]) for b in BUDGETS]
+    max_std = max(statistics.stdev(s[b][m]["rougeL"]) for b in BUDGETS for m in s[b])
+    if all(best[b] == best["equal_time"] for b in BUDGETS):
+        lead = f"{SHORT[best['equal_time']]} has the best Rouge-L under both budgets"
+    else:
+        lead = f"the best Rouge-L is {SHORT[best['equal_time']]}'s at equal time, {SHORT[best['equal_steps']]}'s at equal steps"
+    return {
+        "s": s,
+        "seeds": sorted({len(s[b][m]["rougeL"]) for b in BUDGETS for m in s[b]}),
+        "lead": lead,
+        "margins": margins,
+        "max_std": max_std,
+        "within_spread": max(margins) < max_std,
+        "control_unbeaten": all(max(s[b], key=lambda m: mean(s[b][m]["valid"])) == "sft" for b in BUDGETS),
+        "seqkd_below": all(mean(s[b]["seqkd"]["valid"]) < init["valid_rate"] for b in BUDGETS),
+    }
+
+
+def verdict_text(v: dict) -> str:
+    """The verdict sentence, shared by the table's paragraph and the results list."""
+    return (
+        f"{v['lead']}, by {' and '.join(f'{x:.1f}' for x in v['margins'])} points over the next method — "
+        + (
+            f"within the seed-to-seed spread (Rouge-L std up to {v['max_std']:.1f}): **suggestive, not established**"
+            if v["within_spread"]
+            else f"more than the largest seed std ({v['max_std']:.1f})"
+        )
+        + "; on validity the continued-SFT control is "
+        + ("not beaten (**not reproduced**)" if v["control_unbeaten"] else "beaten")
+        + "; SeqKD "
+        + ("ends below" if v["seqkd_below"] else "does not end below")
+        + " the init in validity under both budgets."
+    )
+
+
+def headline(folder: Path = FOLDER) -> str:
+    """The top-level README's Table 1 in small (best mean of each column in bold) and its verdict."""
+    v = verdict(folder)
+    s = v["s"]
+    teacher, init = rc.reference()
+
+    def cell(b: str, m: str, key: str) -> str:
+        text = rc.pm(s[b][m][key])
+        top = max(f"{mean(s[b][x][key]):.1f}" for x in s[b])
+        return f"**{text}**" if f"{mean(s[b][m][key]):.1f}" == top else text
+
+    rows = [
+        f"| {TOP_LABELS[m]} | "
+        + " | ".join(cell(b, m, k) for b in BUDGETS for k in ("rougeL", "valid"))
+        + " |"
+        for m, _ in METHODS
+    ]
+    text = verdict_text(v)
+    return "\n".join(
+        [
+            f"Table 1 in small ([objectives_compare](experiments/results/objectives_compare/README.md); "
+            f"{'/'.join(map(str, v['seeds']))} training seeds, first 200 test prompts × 3 sampling seeds, where the "
+            f"teacher scores {teacher['rougeL']:.1f} / {teacher['valid_rate']:.1f} and the init {init['rougeL']:.1f} / "
+            f"{init['valid_rate']:.1f}):",
+            "",
+            "| method | equal time (2 min): Rouge-L | valid % | equal steps (300): Rouge-L | valid % |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            text[0].upper() + text[1:],
+        ]
+    )
+
+
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet)."""
+    v = verdict(folder)
+    return (
+        f"- [objectives_compare](experiments/results/objectives_compare/README.md) ({'/'.join(map(str, v['seeds']))} "
+        f"training seeds, equal time and equal steps): {verdict_text(v)}"
+    )
+
+
 def current(folder: Path) -> str:
     runs = folder / "runs"
     s = {b: {m: scores(runs, f"{m}-{b}") for m, _ in METHODS} for b in BUDGETS}
@@ -139,9 +264,8 @@ def current(folder: Path) -> str:
         + f"** (equal time: {order(s['equal_time'], 'rougeL')}; equal steps: {order(s['equal_steps'], 'rougeL')}), "
         f"but its lead over the next method ({margins[0]:.1f} and {margins[1]:.1f} points) is within the "
         f"seed-to-seed spread (Rouge-L std up to {max(stds):.1f} over 2 seeds): **suggestive, not established**. "
-        "`../methods_compare/` (3 training seeds, other budgets, later code) does not bear it out: "
-        "there MiniLLM's Rouge-L is level with the continued-SFT control under both budgets. Of the distillation "
-        "methods, "
+        + methods_compare_check()
+        + " Of the distillation methods, "
         + " and ".join(SHORT[m] for m in sorted(above_init))
         + f" raise validity above the init ({init['valid_rate']:.1f} %) under both budgets.",
         "- **On validity, the sharper signal, "

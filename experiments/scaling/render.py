@@ -96,6 +96,39 @@ def gap(row: dict, key: str) -> float:
     return mean(row["reverse_kld"][key]) - mean(row["seqkd"][key])
 
 
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet), with the README's
+    tests: MiniLLM wins an arm when it leads SeqKD on both metrics; the gain grows when it rises with each
+    larger teacher."""
+    s = stage2(folder)
+    teacher_l = rc.read_json(folder / "models" / "build_teacher_l" / "results.json")
+    min_per_epoch = teacher_l["train_seconds"] / teacher_l["global_step"] * STEPS_PER_EPOCH / 60
+    wins = [a for a in ARMS if gap(s[a], "rougeL") > 0 and gap(s[a], "valid") > 0]
+    losses = [a for a in ARMS if a not in wins]
+    gains = [gap(s[a], "rougeL") for a in TEACHER_AXIS]
+    grows = all(a < b for a, b in zip(gains, gains[1:], strict=False))
+    return (
+        "- [scaling](experiments/results/scaling/README.md), reduced (stage 1 cut short: the 5.3M teacher could "
+        f"not be trained in the time — about {min_per_epoch:.0f} min per epoch here — and is left out, a 0.42M one "
+        "added; the larger students start below the init): MiniLLM beats SeqKD on both metrics in "
+        f"{len(wins)} of the {len(ARMS)} arms, by {rc.span([gap(s[a], 'rougeL') for a in wins])} Rouge-L"
+        + (
+            f" (not at {', '.join(losses)}, the largest and weakest student)"
+            if losses == ["student_l"]
+            else ""
+        )
+        + "; the gain "
+        + ("grows" if grows else "does **not** grow")
+        + " with the teacher ("
+        + ", ".join(f"{rc.signed(gap(s[a], 'rougeL'))}" for a in TEACHER_AXIS)
+        + " Rouge-L at "
+        + ", ".join(mparams(s[a]["teacher_params"]) for a in TEACHER_AXIS)
+        + ") — "
+        + ("**reproduced in direction**" if grows else "**not reproduced**")
+        + ", over a narrow range of teacher quality."
+    )
+
+
 def readme(folder: Path) -> str:
     s = stage2(folder)
     teacher_l = rc.read_json(folder / "models" / "build_teacher_l" / "results.json")

@@ -533,6 +533,72 @@ def setup_section(s: dict, stages: list[tuple[str, int, str]]) -> list[str]:
     ]
 
 
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet), from summary.md's
+    table as the README reads it."""
+    s = read_summary(folder / "summary.md")
+    rows = s["rows"]
+    init_r = s["init"][0]
+    at_init = [k for k in rows if rows[k]["rougeL"][0] - init_r < 1.0]  # the README's "did not move the init"
+    moved = [rows[k]["rougeL"][0] for k in rows if k not in at_init]
+    sft_t, sft_s = rows[("sft", "equal_time")], rows[("sft", "equal_steps")]
+    mini_t, mini_s = rows[("minillm", "equal_time")], rows[("minillm", "equal_steps")]
+    stds = [rows[(a, b)]["rougeL"][1] or 0 for a in ("sft", "minillm") for b in BUDGETS.values()]
+    gaps = [mini_t["rougeL"][0] - sft_t["rougeL"][0], mini_s["rougeL"][0] - sft_s["rougeL"][0]]
+    last = {}
+    for key, metric in (("rougeL", "Rouge-L"), ("valid", "validity")):
+        last[metric] = all(position(ranked(rows, b, key, PAPER), "seqkd") == 0 for b in BUDGETS.values())
+    where = [m for m, v in last.items() if v]
+    per_step = {
+        a: rows[(a, "equal_steps")]["s_per_step"][0] for a in ("sft", "minillm", "onpolicy_rkl", "distillm2")
+    }
+    steps_t = {a: rows[(a, "equal_time")]["steps"][0] for a in per_step}
+    return (
+        "- [smollm2_distill](experiments/results/smollm2_distill/README.md) (a real pretrained teacher, offline: "
+        "SmolLM2-135M-Instruct SFT-tuned → its every-third-layer student, 9 methods × equal time (3 min) and "
+        "equal steps (16), 2 seeds for SFT/KD/SeqKD/MiniLLM, 1 for the newer ones; its table is transcribed "
+        f"from run files that were not kept): the init scores {init_r:.1f} Rouge-L; "
+        + "; ".join(
+            f"{SHORT[a]} at {b.replace('_', ' ')} ends at {rows[(a, b)]['rougeL'][0]:.1f}, within 1 of it"
+            for a, b in at_init
+        )
+        + (", and the other" if at_init else "; the")
+        + f" {len(moved)} method-and-budget rows at {rc.span(moved)}. MiniLLM against the continued-SFT control: "
+        f"{rc.signed(gaps[0])} / {rc.signed(gaps[1])} "
+        f"Rouge-L (equal time / equal steps), "
+        + ("inside" if max(abs(d) for d in gaps) < max(stds) else "beyond")
+        + f" the two's seed std of up to {max(stds):.1f} (1–2 seeds, no intervals). SeqKD is last of the paper's "
+        "four methods under both budgets on "
+        + (" and ".join(where) + " only" if where else "neither metric")
+        + f". In the 3 equal-time minutes SFT took {steps_t['sft']:.0f} steps, "
+        + ", ".join(f"{SHORT[a]} {steps_t[a]:.0f}" for a in per_step if a != "sft")
+        + " (seconds per step at equal steps: "
+        + ", ".join(f"{SHORT[a]} {per_step[a]:.1f}" for a in per_step)
+        + ", timed under different loads)."
+    )
+
+
+def cost(folder: Path = FOLDER) -> str:
+    """The top-level README's cost line for this pair (one markdown bullet), from ``rounds/*.json``."""
+    rounds = {n: rc.read_json(folder / "rounds" / f"{n}.json") for n in ROUNDS}
+    bench = rc.read_json(folder / "bench.json")
+    one, two, mb4 = rounds["r8_cache_1thread"], rounds["r8_cache_2threads"], rounds["r8_mb4"]
+    cache_mib = 8 * 64 * bench["models"]["vocab_size"] * 4 / 2**20  # rollouts × tokens × vocabulary × fp32
+    return (
+        "- Cost, measured (fp32 on 2 shared CPU cores, each setting in its own process under its own load; "
+        "`experiments/smollm2_distill/measure.sh`): a MiniLLM round of 8 rollouts of up to 64 tokens with "
+        f"{one['rounds'][0]['global_step']} updates on one torch thread took "
+        f"{span([x['seconds'] for x in one['rounds']], 0)} s, peak memory {one['peak_rss_mib']:,} MiB "
+        f"(`objective.mini_batch_size=4`: {mb4['peak_rss_mib']:,} MiB, {mb4['rounds'][0]['global_step']} updates, "
+        f"{span([x['seconds'] for x in mb4['rounds']], 0)} s); the teacher's kept distributions are "
+        f"{cache_mib:.0f} MiB a round. The preset sets `data.batch_size=8` and `eval.max_new_tokens=64` from "
+        "these; `experiments/results/smollm2_distill/README.md` has every setting measured. On a busy machine "
+        f"pass `fit.num_threads=1`: two threads took {round_seconds(two) / round_seconds(one):.1f}× one thread's "
+        f"time per round here (load average {two['load_average_after'].split()[0]} and "
+        f"{one['load_average_after'].split()[0]} after each)."
+    )
+
+
 def readme(folder: Path) -> str:
     s = read_summary(folder / "summary.md")
     stages = read_stages(folder / "stages.tsv")

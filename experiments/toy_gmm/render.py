@@ -19,6 +19,34 @@ def mix(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}".replace("-", "−")
 
 
+def verdict(r: dict) -> tuple[bool, bool]:
+    """(the forward-KL fit lands on the mixture's moments, the reverse-KL fit on one component)."""
+    toy = r["config"]["toy"]
+    fwd, rev, mom = r["forward_fit"], r["reverse_fit"], r["moments"]
+    on_moments = abs(fwd["mu"] - mom["mu"]) < 1e-3 and abs(fwd["sigma"] - mom["sigma"]) < 1e-3
+    nearest = min(range(len(toy["means"])), key=lambda k: abs(toy["means"][k] - rev["mu"]))
+    one_component = (
+        abs(rev["mu"] - toy["means"][nearest]) < 0.01 and abs(rev["sigma"] - toy["stds"][nearest]) < 0.01
+    )
+    return on_moments, one_component
+
+
+def summary(folder: Path = FOLDER) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet)."""
+    r = rc.read_json(folder / "run" / "results.json")
+    fwd, rev, mom = r["forward_fit"], r["reverse_fit"], r["moments"]
+    on_moments, one_component = verdict(r)
+    return (
+        "- [toy_gmm](experiments/results/toy_gmm/README.md): "
+        + ("**reproduced**" if on_moments and one_component else "**not reproduced**")
+        + " — forward KL lands "
+        + ("on" if on_moments else "off")
+        + f" the mixture's moments (σ = {fwd['sigma']:.3f} against {mom['sigma']:.3f}), reverse KL on "
+        + ("one mode" if one_component else "no single mode")
+        + f" (KL(q‖p) = {rev['reverse_kl']:.3f}, log 2 = {math.log(2):.3f})."
+    )
+
+
 def readme(folder: Path) -> str:
     r = rc.read_json(folder / "run" / "results.json")
     toy = r["config"]["toy"]
@@ -26,11 +54,7 @@ def readme(folder: Path) -> str:
     comps = " and ".join(f"N({mix(m, 1)}, {s}²)" for m, s in zip(toy["means"], toy["stds"], strict=True))
     equal = len(set(toy["weights"])) == 1
     closed = math.sqrt(toy["stds"][0] ** 2 + toy["means"][1] ** 2)  # two equal components at ±m with std s
-    on_moments = abs(fwd["mu"] - mom["mu"]) < 1e-3 and abs(fwd["sigma"] - mom["sigma"]) < 1e-3
-    nearest = min(range(len(toy["means"])), key=lambda k: abs(toy["means"][k] - rev["mu"]))
-    one_component = (
-        abs(rev["mu"] - toy["means"][nearest]) < 0.01 and abs(rev["sigma"] - toy["stds"][nearest]) < 0.01
-    )
+    on_moments, one_component = verdict(r)
     log2 = math.log(2)
     rows = [
         f"| {name} KL | {mix(f['mu'])} | {f['sigma']:.3f} | {f['forward_kl']:.3f} | {f['reverse_kl']:.3f} |"

@@ -576,19 +576,24 @@ def claims(s: dict) -> dict:
     }
 
 
-def make_run_note(s: dict) -> str:
+def scale_verdict(s: dict) -> str:
+    """Whether any MiniLLM setting beat its init or the control beyond noise (make run's sentence, and the
+    top-level README's)."""
     c = claims(s)
-    mini = minillm_arms(s)
     if c["beats_init"] or c["beats_control"]:
-        first = (
+        return (
             f"At this scale {', '.join(sorted(set(c['beats_init'] + c['beats_control'])))} beat the init or the "
             "continued-SFT control beyond noise in test validity or Rouge-L"
         )
-    else:
-        first = (
-            f"At this scale none of the {len(mini)} MiniLLM settings tried beat its init or the continued-SFT "
-            "control beyond noise in test validity or Rouge-L"
-        )
+    return (
+        f"At this scale none of the {len(minillm_arms(s))} MiniLLM settings tried beat its init or the "
+        "continued-SFT control beyond noise in test validity or Rouge-L"
+    )
+
+
+def make_run_note(s: dict) -> str:
+    c = claims(s)
+    first = scale_verdict(s)
     if c["kl_tested"] and len(c["kl_below_control"]) == len(c["kl_tested"]):
         second = "; each lowers the reverse KL to the teacher below the control's beyond noise"
     else:
@@ -598,6 +603,97 @@ def make_run_note(s: dict) -> str:
             "than once are within noise of it)"
         )
     return f"{first}{second}: experiments/results/validity_drop/README.md\n"
+
+
+def signed(x: float, digits: int = 1) -> str:
+    """``+1.2`` / ``−0.8`` with a true minus sign, as the top-level README writes numbers."""
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def kl_summary(s: dict) -> dict:
+    """The reverse-KL facts both top-level README sentences state: the init's, the MiniLLM arm means', the
+    control's, and how many arms probed more than once are within noise of the control."""
+    probes, c = s["probes"], claims(s)
+    mini = minillm_arms(s)
+    return {
+        "init": rkl(probes["student init"][0]),
+        "arm_means": [mean_std([rkl(d) for d in probes[a]])[0] for a in mini if a in probes],
+        "control": ms([rkl(d) for d in probes[CONTROL]], 2),
+        "control_lower": mean_std([rkl(d) for d in probes[CONTROL]])[0] < rkl(probes["student init"][0]),
+        "within": len(c["kl_tested"]) - len(c["kl_below_control"]),
+        "tested": len(c["kl_tested"]),
+        "prompts": s["probe_settings"]["num_prompts"],
+    }
+
+
+def all_within_init(s: dict) -> bool:
+    return all(within_noise(*vs_init(s, a, k)) for a in s["names"] for k in ("valid", "rougeL"))
+
+
+def headline(folder: Path = RESULTS) -> str:
+    """The top-level README's paragraph on the embedded default's MiniLLM run: the study's verdict, rendered
+    from the same numbers as its README."""
+    s = load(Path(folder))
+    full, init = s["arms"]["full"], s["init"]
+    pv = s["paired"]["full"]["valid"]
+    k = kl_summary(s)
+    drop = "borne out" if not (pv[1][0] <= 0 <= pv[1][1]) and pv[0] < 0 else "not borne out"
+    return (
+        f"The validity drop the 3-minute `make run` once printed is {drop}: over {len(full)} training seeds × "
+        f"{len(full[0]['sampling_seeds'])} sampling seeds on all {full[0]['n_test']} test prompts "
+        "([validity_drop](experiments/results/validity_drop/README.md)), MiniLLM as `make run` trained it then "
+        f"(`full`, lr {sci(full[0]['config']['optim.lr'])}, {full[0]['global_step']} steps) ends at {ms([r['valid'] for r in full])} % valid "
+        f"against the init's {init['valid']:.1f} ± {init['valid_std']:.1f} — paired over prompts "
+        f"{signed(pv[0])} points [{signed(pv[1][0])}, {signed(pv[1][1])}], {ci_word(*pv)} — and "
+        + (
+            f"every one of the {len(s['names'])} arms (α, estimator variant, single-step term, lr, inner epochs, "
+            "selection metric, and the continued-SFT control) is within noise of the init"
+            if all_within_init(s)
+            else f"not all of the {len(s['names'])} arms are within noise of the init"
+        )
+        + f" in test validity and Rouge-L. **{scale_verdict(s)}.** MiniLLM lowers the exact per-token reverse KL "
+        f"to the teacher on {k['prompts']} valid prompts ({k['init']:.2f} → {span(k['arm_means'], 2)}, arm "
+        + (
+            "means), but so does continued SFT ("
+            if k["control_lower"]
+            else "means); continued SFT does not ("
+        )
+        + f"{k['control']}; {k['within']} of the {k['tested']} MiniLLM arms probed more than once are within noise "
+        "of it)."
+    )
+
+
+def summary(folder: Path = RESULTS) -> str:
+    """The study's line in the top-level README's results list (one markdown bullet)."""
+    s = load(Path(folder))
+    full = s["arms"]["full"]
+    pv = s["paired"]["full"]["valid"]
+    k = kl_summary(s)
+    probes = s["probes"]
+    copied = [
+        mean_std([d["copying"]["copied_invalid_share"] for d in probes[a]])[0]
+        for a in s["names"]
+        if a in probes
+    ]
+    noise = pv[1][0] <= 0 <= pv[1][1]
+    return (
+        f"- [validity_drop](experiments/results/validity_drop/README.md) ({len(full)} training seeds × "
+        f"{len(full[0]['sampling_seeds'])} sampling seeds, whole test split, {len(s['names'])} arms): `make run`'s "
+        + ("validity drop was sampling noise" if noise else "validity drop is beyond noise")
+        + " (paired over prompts "
+        f"{signed(pv[0])} [{signed(pv[1][0])}, {signed(pv[1][1])}]); "
+        + (
+            "no MiniLLM variant nor the SFT control moves validity or Rouge-L beyond noise"
+            if all_within_init(s)
+            else "some arm moves validity or Rouge-L beyond noise"
+        )
+        + f" in {full[0]['global_step']} steps; MiniLLM lowers the exact reverse KL to the teacher "
+        f"({k['init']:.2f} → {span(k['arm_means'], 2)} per token), "
+        + ("and so does the SFT control (" if k["control_lower"] else "the SFT control does not (")
+        + f"{k['control']}; {k['within']} of the {k['tested']} MiniLLM arms probed more than once within noise of it); "
+        f"{span(copied)} % of the student's invalid "
+        "answers appear among the teacher's samples — its errors are its own."
+    )
 
 
 def readme(s: dict) -> str:

@@ -1,0 +1,209 @@
+"""The top-level README's result sections, assembled from the studies' own summaries: ``python
+experiments/render_readme.py [--check]``.
+
+README.md marks each rendered section with ``<!-- rendered:NAME ... -->`` and ``<!-- /rendered:NAME -->``; the
+text between is replaced by what ``SECTIONS[NAME]`` renders from the study scripts (``summary``, ``headline``
+and the like), which compute every number and verdict word from the committed files under
+``experiments/results/``. Nothing else in README.md is touched. ``--check`` writes nothing and exits 1 naming the
+first README.md line that differs (``tests/test_study_reports.py`` runs the same check; ``make check-reports``
+runs it with every study script's own ``--check``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))  # render_common (appended: no shadowing)
+import render_common as rc  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+
+# (study, its analysis script): every folder under experiments/results/ but bench/ has one.
+STUDIES = [
+    ("validity_drop", "experiments/validity_drop/analyze.py"),
+    ("methods_compare", "experiments/methods_compare/analyze.py"),
+    ("smollm2_distill", "experiments/smollm2_distill/render.py"),
+    ("alpha_sweep", "experiments/alpha_sweep/render.py"),
+    ("ablation_stabilizers", "experiments/ablation_stabilizers/render.py"),
+    ("objectives_compare", "experiments/objectives_compare/render.py"),
+    ("scaling", "experiments/scaling/render.py"),
+    ("teacher_gap", "experiments/teacher_gap/render.py"),
+    ("toy_gmm", "experiments/toy_gmm/render.py"),
+    ("toy_sequences", "experiments/toy_sequences/render.py"),
+    ("evaluation", "experiments/evaluation/render.py"),
+]
+MARKED = re.compile(r"( *<!-- rendered:(\w+)[^\n]*-->\n)(.*?)( *<!-- /rendered:\2 -->)", re.DOTALL)
+
+
+def load_study(study: str):
+    """A study's script as a module, imported by path (experiments/ is not a package)."""
+    script = dict(STUDIES)[study]
+    spec = importlib.util.spec_from_file_location(f"study_{study}_{Path(script).stem}", ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def from_init(name: str, g: dict) -> str:
+    """``+a to +b Rouge-L and +c to +d validity points in NAME`` for one study's arms against the init."""
+    return (
+        f"{rc.signed(min(g['rougeL']))} to {rc.signed(max(g['rougeL']))} Rouge-L and "
+        f"{rc.signed(min(g['valid']))} to {rc.signed(max(g['valid']))} validity points in "
+        f"[{name}](experiments/results/{name}/README.md)"
+    )
+
+
+def embedded() -> str:
+    """Results on the embedded default: the shipped models (teacher_gap), the short MiniLLM runs from the init
+    (ablation_stabilizers, alpha_sweep, validity_drop) and Table 1 in small (objectives_compare, with
+    methods_compare's 3-seed ranking of the same methods)."""
+    short = {s: load_study(s).gains() for s in ("ablation_stabilizers", "alpha_sweep")}
+    above = all(g["all_above"] for g in short.values())
+    apart = any(g["separable"] for g in short.values())
+    runs = (
+        "Short MiniLLM runs from this init (90 s, one training seed, first 200 test prompts) "
+        + ("end above it in every variant" if above else "do not all end above it")
+        + " — "
+        + ", ".join(from_init(s, g) for s, g in short.items())
+        + ", one run each with no interval against the init — and the variants are "
+        + (
+            "apart beyond one sampling std in at least one study"
+            if apart
+            else "within sampling noise of each other"
+        )
+        + ". "
+        + load_study("validity_drop").headline()
+        + " On that study's validation evidence MiniLLM's default lr is now 3e-5 (was 1e-4)."
+    )
+    table1 = load_study("objectives_compare").headline() + " " + load_study("methods_compare").paper_methods()
+    return "\n\n".join([load_study("teacher_gap").headline(), runs, table1])
+
+
+def results() -> str:
+    """The results list: each study's own summary line, in the order the list reads."""
+    lines = [
+        load_study(s).summary() for s in ("toy_gmm", "toy_sequences", "ablation_stabilizers", "alpha_sweep")
+    ]
+    lines.append(
+        load_study("objectives_compare").summary() + " " + load_study("methods_compare").paper_methods()
+    )
+    lines += [
+        load_study(s).summary() for s in ("methods_compare", "smollm2_distill", "validity_drop", "scaling")
+    ]
+    lines.append(
+        "- Not run: every study at the recipe's full size (3 training seeds, whole test split, longer runs), and "
+        "`scaling` with its models trained to their plateaus."
+    )
+    return "\n".join(lines)
+
+
+def smollm2_cost() -> str:
+    return load_study("smollm2_distill").cost()
+
+
+BENCH = rc.RESULTS / "bench"
+
+
+def bench() -> str:
+    """The benchmark targets table (indented: it sits in a list item) from the committed ``make bench``
+    records: ``bench.json`` (the step on the shipped models) and ``bench_2026-12-01_trl.json`` (the one run
+    that timed TRL's GKDTrainer alternately with our step). Not wrapped."""
+    main = {x["target"].strip(): x for x in rc.read_json(BENCH / "bench.json")["targets"]}
+    trl_run = rc.read_json(BENCH / "bench_2026-12-01_trl.json")
+    trl, trl_target = trl_run["trl_gkd"], trl_run["targets"][-1]
+
+    def target(prefix: str) -> dict:
+        (hit,) = [x for name, x in main.items() if name.startswith(prefix)]
+        return hit
+
+    def met(x: dict) -> str:
+        return "yes" if x["ok"] else "**no**"
+
+    linear = target("step time linear in response length")
+    plain = linear["value"] / target("time(256)/time(128) of the step")["value"]  # plain decoding's own ratio
+    rows = [
+        (
+            "teacher-mixed lockstep rollout ≤ 1.25 × (student alone + teacher alone)",
+            target("lockstep rollout"),
+            "{:.2f} ×",
+        ),
+        (
+            "teacher log-probs from the rollout: teacher forward tokens ÷ needed",
+            target("teacher log-probs"),
+            "{:.2f}",
+        ),
+        (
+            "without cached logits: teacher passes per token per inner epoch",
+            target("≤ 1 teacher pass"),
+            "{:.2f}",
+        ),
+        (
+            f"step time linear in response length: t(256) ÷ t(128) (plain KV-cached decoding: {plain:.2f})",
+            linear,
+            "{:.2f}",
+        ),
+        (
+            "chunked full-vocabulary term (`objective.chunk_size`): memory added ÷ one pass, same numbers",
+            target("chunked full-vocabulary term"),
+            "{:.2f}",
+        ),
+    ]
+    lines = ["  | target | measured | met |", "  |---|---:|---|"]
+    lines += [f"  | {label} | {fmt.format(x['value'])} | {met(x)} |" for label, x, fmt in rows]
+    lines.append(
+        "  | GKD-equivalent step (α = 0, reverse KL only, as training runs it) ÷ TRL GKDTrainer's step time, both "
+        f"timed alternately in one run (2026-12-01, load average {trl['load_avg_before'][0]:.1f}) | "
+        f"**{trl['speedup']:.2f} × faster** (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
+        f"{met(trl_target)} (target 1.5 ×) |"
+    )
+    return "\n".join(lines)
+
+
+SECTIONS = {"embedded": embedded, "results": results, "smollm2_cost": smollm2_cost, "bench": bench}
+UNWRAPPED = {"bench"}  # an indented table: rc.wrap would fold its long rows
+
+
+def render(readme: Path = README) -> dict[str, str]:
+    """README.md with every marked section replaced by its rendering ({"README.md": text}); a section of
+    SECTIONS without its markers, or markers naming no section, is an error naming the file."""
+    text = readme.read_text()
+    found = [m.group(2) for m in MARKED.finditer(text)]
+    missing = sorted(set(SECTIONS) - set(found))
+    unknown = sorted(set(found) - set(SECTIONS))
+    if missing or unknown or len(found) != len(set(found)):
+        raise ValueError(
+            f"{readme}: rendered sections must be marked once each with <!-- rendered:NAME --> … "
+            f"<!-- /rendered:NAME --> (missing {missing}, unknown {unknown}, found {found})"
+        )
+
+    def replace(m: re.Match) -> str:
+        text = SECTIONS[m.group(2)]()
+        return m.group(1) + (text if m.group(2) in UNWRAPPED else rc.wrap(text)) + "\n" + m.group(4)
+
+    return {readme.name: MARKED.sub(replace, text)}
+
+
+def main(argv=None) -> int:
+    from minillm.evaluation.rendered import write_or_check
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--readme", type=Path, default=README, help="the README to render into (default: %(default)s)"
+    )
+    ap.add_argument("--check", action="store_true", help="compare with the committed README; write nothing")
+    args = ap.parse_args(argv)
+    try:
+        rendered = render(args.readme)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    return write_or_check(rendered, args.readme.parent, args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
