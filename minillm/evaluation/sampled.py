@@ -306,6 +306,20 @@ def _sampled_metrics(
     return result
 
 
+def eval_subset(examples: list, num_samples: int | None, split: str, *, say: bool = True) -> list:
+    """The first ``eval.num_samples`` examples of a split (all of them when null). A split with fewer is
+    evaluated whole, and (with ``say``) one line says the request was capped."""
+    if say and num_samples and num_samples > len(examples):
+        log.warning(
+            "eval.num_samples=%d: the %s split has %d prompts (that fit data.max_prompt_len); evaluating those %d",
+            num_samples,
+            split,
+            len(examples),
+            len(examples),
+        )
+    return examples[:num_samples] if num_samples else examples
+
+
 def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
     """One row of the end-of-run table: :func:`evaluate_model` on each split in eval.splits (its first
     eval.num_samples prompts). ``cache`` (the fixed teacher and a student init read from a path) reuses
@@ -315,7 +329,7 @@ def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False
         split: evaluate_model(
             model,
             tokenizer,
-            dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split],
+            eval_subset(dm.examples[split], e.num_samples, split, say=False),  # said once: minillm.run
             dm.records[split],
             name=name,
             cache_dir=cfg.cache_dir if cache else None,
