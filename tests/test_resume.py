@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,3 +202,64 @@ def test_last_ckpt_is_the_latest_validation_not_the_best(compose, tmp_path):
     load = lambda name: torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=False)  # noqa: E731
     assert load("best.ckpt")["global_step"] == 4
     assert load("last.ckpt")["global_step"] == 8
+
+
+def save_tiny_student(folder, tokenizer, seed: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_model_digest_follows_the_files_not_the_path(tmp_path, tiny_tokenizer):
+    from minillm.resume import model_digest
+
+    save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    (tmp_path / "elsewhere" / "b" / ".cache").mkdir()  # a download's metadata does not count
+    (tmp_path / "elsewhere" / "b" / ".cache" / "x").write_text("etag")
+    assert model_digest(tmp_path / "a") == model_digest(tmp_path / "elsewhere" / "b")
+    save_tiny_student(tmp_path / "c", tiny_tokenizer, seed=1)  # same shapes, other weights
+    assert model_digest(tmp_path / "c") != model_digest(tmp_path / "a")
+    assert model_digest("some-org/some-hub-id") is None
+
+
+def test_a_checkpoint_resumes_with_its_model_moved_and_refuses_other_weights_at_the_same_path(
+    compose, tmp_path, tiny_tokenizer
+):
+    """student.path is compared by the files it names (a digest stored at save time): a copy at another
+    path (a moved checkout, another clone) resumes; other weights under the trained path are refused."""
+    from minillm.errors import MinillmError
+
+    trained, moved = tmp_path / "models" / "student", tmp_path / "clone" / "models" / "student"
+    save_tiny_student(trained, tiny_tokenizer, seed=0)
+    steps = ["objective=sft", "student=hf", "trainer.max_steps=3", "trainer.val_check_interval=2"]
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "a", *steps, f"student.path={trained}", "fit.stop_at_step=2")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert set(torch.load(ckpt, weights_only=False)["minillm"]["models"]) == {"student.path"}
+    shutil.copytree(trained, moved)
+    save_tiny_student(trained, tiny_tokenizer, seed=1)  # the old path now holds another model
+    with pytest.raises(MinillmError, match=rf"trained with student\.path={trained} \(files \w+\), this run has "
+                       rf"student\.path={trained} \(files \w+\)"):  # fmt: skip
+        run(compose, tmp_path, "b", *steps, f"student.path={trained}", f"ckpt_path={ckpt}")
+    resumed = run(compose, tmp_path, "c", *steps, f"student.path={moved}", f"ckpt_path={ckpt}")
+    assert resumed["global_step"] == 3
+
+
+def test_a_checkpoint_without_model_digests_compares_the_paths_as_text(compose, tmp_path, tiny_tokenizer):
+    from minillm.errors import MinillmError
+    from minillm.resume import check_config
+
+    save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    config = {"student": {"path": str(tmp_path / "a")}, "seed": 0}
+    old = {"minillm": {"config": config}}  # written before checkpoints carried digests
+    with pytest.raises(MinillmError, match="trained with student.path=.*/a, this run has student.path=.*/b"):
+        check_config(old, tmp_path / "x.ckpt", {"student": {"path": str(tmp_path / "b")}, "seed": 0})
