@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -263,3 +264,33 @@ def test_a_checkpoint_without_model_digests_compares_the_paths_as_text(compose, 
     old = {"minillm": {"config": config}}  # written before checkpoints carried digests
     with pytest.raises(MinillmError, match="trained with student.path=.*/a, this run has student.path=.*/b"):
         check_config(old, tmp_path / "x.ckpt", {"student": {"path": str(tmp_path / "b")}, "seed": 0})
+
+
+def test_max_time_stops_a_minillm_round_between_its_updates_and_the_run_goes_on_from_there(
+    compose, tmp_path, monkeypatch
+):
+    """trainer.max_time is checked before every update of a round but its first, not only between rounds
+    (Lightning's Timer): with a fake clock that advances 1 s per update and rounds of 4 updates, a 5 s
+    budget stops after update 5 (inside round 2), not 8. The run ends normally and a larger max_time goes
+    on from its last.ckpt."""
+    import lightning.pytorch.callbacks.timer as timer_module
+
+    from minillm.training.round import MiniLLMRound
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(timer_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    update = MiniLLMRound.update
+
+    def timed_update(self, mb):
+        out = update(self, mb)
+        clock.now += 1.0
+        return out
+
+    monkeypatch.setattr(MiniLLMRound, "update", timed_update)
+    budget = [*ON_POLICY, "trainer.max_steps=20", "trainer.val_check_interval=10"]
+    first = run(compose, tmp_path, "a", *budget, "trainer.max_time=00:00:00:05")
+    assert first["global_step"] == 5
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 5
+    more = run(compose, tmp_path, "b", *budget, "trainer.max_time=00:00:00:07", f"ckpt_path={ckpt}")
+    assert more["global_step"] == 7  # 2 more seconds: round 3's first two updates

@@ -274,6 +274,19 @@ class ResumableMixin:
             path = self.save_stop_checkpoint()
             raise RunInterrupted(path, self.global_step, stop.requested)
 
+    def out_of_time(self) -> bool:
+        """Whether ``trainer.max_time`` is spent. Lightning's Timer checks it between training batches only;
+        a module whose batch holds several updates (a MiniLLM round) asks here between them. Under DDP rank
+        zero decides for all (as the Timer does), so every rank stops at the same update."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = None if timer is None else timer.time_remaining()
+        if remaining is None:
+            return False
+        spent = remaining <= 0
+        return bool(self.trainer.strategy.broadcast(spent)) if self._world()[1] > 1 else spent
+
     def skip_nonfinite(self, what: str) -> None:
         """Count a skipped update; after ``fit.max_bad_steps`` in a row, save and stop."""
         self.bad_steps += 1
