@@ -270,9 +270,10 @@ def test_max_time_stops_a_minillm_round_between_its_updates_and_the_run_goes_on_
     compose, tmp_path, monkeypatch
 ):
     """trainer.max_time is checked before every update of a round but its first, not only between rounds
-    (Lightning's Timer): with a fake clock that advances 1 s per update and rounds of 4 updates, a 5 s
-    budget stops after update 5 (inside round 2), not 8. The run ends normally and a larger max_time goes
-    on from its last.ckpt."""
+    (Lightning's Timer). A fake clock advances 0.5 s per rollout and 1 s per update; rounds of 4 updates.
+    A 5 s budget: round 1 ends at 4.5 s, round 2's rollout at 5 s; its first update still runs (the
+    rollout is not wasted), then the round stops: 5 updates, not 8. The run ends normally, and a larger
+    max_time (8 s) goes on from its last.ckpt: round 3's rollout 6.5 s, updates to 7.5 and 8.5 s: step 7."""
     import lightning.pytorch.callbacks.timer as timer_module
 
     from minillm.training.round import MiniLLMRound
@@ -287,10 +288,18 @@ def test_max_time_stops_a_minillm_round_between_its_updates_and_the_run_goes_on_
         return out
 
     monkeypatch.setattr(MiniLLMRound, "update", timed_update)
+    start = MiniLLMRound.start
+
+    def timed_start(self, *args, **kwargs):
+        out = start(self, *args, **kwargs)
+        clock.now += 0.5
+        return out
+
+    monkeypatch.setattr(MiniLLMRound, "start", timed_start)
     budget = [*ON_POLICY, "trainer.max_steps=20", "trainer.val_check_interval=10"]
     first = run(compose, tmp_path, "a", *budget, "trainer.max_time=00:00:00:05")
     assert first["global_step"] == 5
     ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 5
-    more = run(compose, tmp_path, "b", *budget, "trainer.max_time=00:00:00:07", f"ckpt_path={ckpt}")
-    assert more["global_step"] == 7  # 2 more seconds: round 3's first two updates
+    more = run(compose, tmp_path, "b", *budget, "trainer.max_time=00:00:00:08", f"ckpt_path={ckpt}")
+    assert more["global_step"] == 7
