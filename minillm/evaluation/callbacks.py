@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from minillm.data.datasets import Example
@@ -206,11 +207,23 @@ class SampledValidation(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.examples or trainer.sanity_checking:
             return
-        from minillm.evaluation.sampled import evaluate_model
+        res = self.metrics(pl_module.student, *_data_parallel_ranks(trainer))
+        pl_module.log(ROUGE, res["rougeL"], prog_bar=True)
+        if res["valid_rate"] is not None:
+            pl_module.log(VALIDITY, res["valid_rate"])
+        pl_module.log(LENGTH, res["length"])
+
+    def metrics(self, student, rank: int = 0, world: int = 1) -> dict:
+        """``evaluate_model`` on the slice, its batches dealt to the ``world`` data-parallel ranks and
+        gathered (:func:`~minillm.evaluation.sampled.sample_sharded`): every rank gets what one process
+        computes, each sampling its share of the prompts."""
+        from functools import partial
+
+        from minillm.evaluation.sampled import evaluate_model, sample_sharded
 
         e = self.eval_cfg
-        res = evaluate_model(
-            pl_module.student,
+        return evaluate_model(
+            student,
             self.tokenizer,
             self.examples,
             self.records,
@@ -222,11 +235,19 @@ class SampledValidation(Callback):
             top_p=e.top_p,
             name="val",
             progress=False,
+            sampler=partial(sample_sharded, rank=rank, world=world),
         )
-        pl_module.log(ROUGE, res["rougeL"], prog_bar=True)
-        if res["valid_rate"] is not None:
-            pl_module.log(VALIDITY, res["valid_rate"])
-        pl_module.log(LENGTH, res["length"])
+
+
+def _data_parallel_ranks(trainer) -> tuple[int, int]:
+    """(rank, world size) to shard validation over: DDP's ranks. One process, or FSDP (whose decoding runs
+    in lockstep on every rank: each samples all the prompts, as before), is (0, 1)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    world = int(trainer.world_size)
+    if world > 1 and isinstance(trainer.strategy, DDPStrategy) and torch.distributed.is_initialized():
+        return int(trainer.global_rank), world
+    return 0, 1
 
 
 def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
