@@ -2,7 +2,7 @@
 
 The paper's metrics for one model (the trained student of a run, the config's teacher or student init):
 Rouge-L over sampling seeds with exact match, validity and breakdowns by category and gold length;
-exposure bias (ExAccErr); calibration (ECE); diversity (Distinct-4) and test loss. Config:
+exposure bias (ExAccErr); calibration (ECE); diversity (Distinct-4) and the split's LM loss. Config:
 ``conf/evaluate.yaml`` (the root config plus an ``evaluate`` node); guide: docs/evaluation.md.
 """
 

@@ -68,8 +68,8 @@ def train(cfg: DictConfig) -> dict:
 
     from minillm.config import validate_config
     from minillm.data.datamodule import InstructionDataModule, load_records
-    from minillm.evaluation.callbacks import make_eval_callbacks
-    from minillm.evaluation.sampled import evaluate_splits
+    from minillm.evaluation.callbacks import check_monitor, make_eval_callbacks
+    from minillm.evaluation.sampled import eval_subset, evaluate_splits
     from minillm.loggers import loggers_from_config
     from minillm.models.loading import gathered_student, load_models, weights_digest
     from minillm.models.lora import export_student
@@ -80,6 +80,7 @@ def train(cfg: DictConfig) -> dict:
     from minillm.training.trainer import build_module, fit, make_trainer, module_class
 
     validate_config(cfg)
+    check_monitor(cfg)  # before any model loads: a metric nothing logs would fail at the first validation
     prepare_models(cfg)  # GGUF presets converted, pruned students made: once, into cache_dir/models
     resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -100,6 +101,8 @@ def train(cfg: DictConfig) -> dict:
     )
     # data-parallel (strategy=ddp/fsdp): every rank trains; only rank zero evaluates and writes
     zero = rank_zero_only.rank == 0
+    for split in cfg.eval.splits if zero else ():
+        eval_subset(dm.examples[split], cfg.eval.num_samples, split)  # one line if the split is smaller
     table: dict[str, dict] = {}  # the end-of-run table: teacher and init first (cached: fixed models)
     if zero and cfg.eval.compare and teacher is not None:
         table["teacher"] = evaluate_splits(cfg, teacher, tokenizer, dm, "teacher", cache=True)
@@ -177,7 +180,10 @@ def write_results(cfg: DictConfig, run_dir: Path, results: dict, loggers: list, 
         )
     (run_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    print(f"\n{split} split, {cfg.eval.num_samples or 'all'} prompts, seeds {list(cfg.eval.seeds)}:")
+    used = next((row[split]["n"] for row in results["eval"].values() if split in row), 0)
+    print(
+        f"\n{split} split, {used} prompts, seeds {list(cfg.eval.seeds)}:"
+    )  # as evaluated (a smaller split: all)
     print(format_table(results["eval"], split))
     comparison = format_comparison({k: v for k, v in results.items() if k.startswith("compare/")}, split)
     if comparison:

@@ -392,3 +392,97 @@ def test_minillm_under_fsdp_matches_ddp_and_keeps_the_teacher_out_of_the_checkpo
     ckpt = torch.load(tmp_path / "fsdp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["state_dict"] and all(k.startswith("student.") for k in ckpt["state_dict"])
     assert all(type(v) is torch.Tensor for v in ckpt["state_dict"].values())  # gathered, not shards
+
+
+# --------------------------------------------------------------------------- validation sharded over ranks
+
+
+def validation_setup(folder: str):
+    """The tokenizer saved in ``folder``, a tiny student (fixed seed) and 11 valid prompts with checkers:
+    batches of 4, 4 and 3, so rank 0 samples batches 0 and 2 (7 prompts), rank 1 batch 1 (4)."""
+    from omegaconf import OmegaConf
+
+    from minillm.data.bundled import generate_records
+    from minillm.data.datasets import tokenize_records
+    from minillm.data.template import PromptTemplate
+    from minillm.evaluation.callbacks import SampledValidation
+    from minillm.models.loading import load_tokenizer
+    from minillm.models.tiny import build_model
+
+    tokenizer = load_tokenizer(folder)
+    student = build_model(ARCH, len(tokenizer), eos_token_id=tokenizer.eos_token_id, seed=4).eval()
+    records = generate_records(11, seed=3)
+    examples = tokenize_records(
+        records,
+        tokenizer,
+        PromptTemplate.from_name("short", tokenizer),
+        max_prompt_len=256,
+        max_response_len=64,
+    )
+    cfg = OmegaConf.create(
+        {
+            "select": {"monitor": "val/rougeL"},
+            "eval": {"val_samples": 11, "batch_size": 4, "max_new_tokens": 12, "temperature": 1.0,
+                     "top_k": 0, "top_p": 1.0},
+        }
+    )  # fmt: skip
+    return SampledValidation(cfg, tokenizer, examples, records), student
+
+
+def validation_worker(rank: int, world: int, folder: str) -> dict:
+    import minillm.evaluation.sampled as sampled
+
+    drawn = []
+    sample = sampled.sample_responses
+
+    def counting(model, tokenizer, examples, **kwargs):
+        drawn.extend(e.index for e in examples)
+        return sample(model, tokenizer, examples, **kwargs)
+
+    sampled.sample_responses = counting
+    callback, student = validation_setup(folder)
+    result = callback.metrics(student, rank, world)
+    return {"result": result, "drawn": drawn}
+
+
+VALIDATION_KEYS = ("rougeL", "exact_match", "valid_rate", "distinct4", "length", "rougeL_per_prompt",
+                   "valid_per_prompt", "per_category", "by_length", "samples")  # fmt: skip
+
+
+@pytest.mark.slow  # two spawned processes: about 20 s on a quiet machine, 70 s under load
+def test_validation_under_ddp_samples_a_share_per_rank_and_equals_one_process(tmp_path, tiny_tokenizer):
+    """SampledValidation with 2 ranks: each samples its own batches of the slice (none twice, none left
+    out) and both end with the metrics one process computes on the whole slice."""
+    from functools import partial
+
+    folder = tmp_path / "tok"
+    tiny_tokenizer.save_pretrained(folder)
+    ranks = spawn(partial(validation_worker, folder=str(folder)), tmp_path, deadline_s=240)
+    callback, student = validation_setup(str(folder))
+    alone = callback.metrics(student)
+    assert alone["valid_rate"] is not None and len(alone["rougeL_per_prompt"]) == 11
+    assert sorted(ranks[0]["drawn"] + ranks[1]["drawn"]) == list(range(11))
+    assert ranks[0]["drawn"] == [0, 1, 2, 3, 8, 9, 10] and ranks[1]["drawn"] == [4, 5, 6, 7]
+    for got in ranks:
+        for key in VALIDATION_KEYS:
+            assert got["result"][key] == alone[key], key
+
+
+def test_validation_is_sharded_over_ddp_ranks_only(monkeypatch):
+    """DDP's ranks share the validation prompts; FSDP decodes in lockstep on every rank (each samples all of
+    them, as one process does); one process is rank 0 of 1."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
+
+    from minillm.evaluation.callbacks import _data_parallel_ranks
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    ddp = SimpleNamespace(world_size=2, global_rank=1, strategy=DDPStrategy())
+    assert _data_parallel_ranks(ddp) == (1, 2)
+    fsdp = SimpleNamespace(world_size=2, global_rank=1, strategy=ModelParallelStrategy())
+    assert _data_parallel_ranks(fsdp) == (0, 1)
+    assert _data_parallel_ranks(SimpleNamespace(world_size=1, global_rank=0, strategy=DDPStrategy())) == (
+        0,
+        1,
+    )

@@ -270,9 +270,9 @@ def test_smoke_evaluation_writes_results_summary_and_figures(compose, tmp_path):
     results = run_evaluation(cfg)
     saved = json.loads((run_dir / "results.json").read_text())
     m = saved["eval"]["init"]["test"]
-    for key in ("rougeL", "rougeL_std", "exact_match", "valid_rate", "distinct4", "test_loss", "exaccerr"):
+    for key in ("rougeL", "rougeL_std", "exact_match", "valid_rate", "distinct4", "loss", "exaccerr"):
         assert m[key] is not None, key
-    assert math.isclose(m["test_loss"], math.log(400), rel_tol=0.1)  # a random model: about uniform
+    assert math.isclose(m["loss"], math.log(400), rel_tol=0.1)  # a random model: about uniform
     assert set(m["by_length"]) == {"0-5", "6-10", "11+"} and sum(b["n"] for b in m["by_length"].values()) == 8
     assert saved["exposure"]["student_rows"][0] == 6
     for name in ("summary.md", "exaccerr.png", "exaccerr.csv", "csv/metrics.csv"):
@@ -513,3 +513,35 @@ def test_an_empty_metric_list_is_refused(compose):
 
     with pytest.raises(MinillmError, match=r"^evaluate\.metrics=\[\]: name at least one of \["):
         validate_evaluate_config(compose(["evaluate.metrics=[]"], config_name="evaluate"))
+
+
+def test_an_evaluation_names_its_loss_by_the_split_and_counts_the_prompts_it_used(compose, tmp_path, caplog):
+    """evaluate.split=valid: the loss is the valid split's (key and header), and eval.num_samples above the
+    split's size reports the prompts evaluated, with one line saying the request was capped."""
+    from minillm.evaluation.suite import run_evaluation
+
+    run_dir = tmp_path / "eval"
+    cfg = compose(
+        [*TINY, f"cache_dir={tmp_path / 'cache'}", "logger=none", "evaluate.model=init", "evaluate.split=valid",
+         "eval.num_samples=1000", "eval.seeds=[0]", "evaluate.metrics=[rouge,loss]"],
+        run_dir=run_dir,
+        config_name="evaluate",
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        results = run_evaluation(cfg)
+    m = results["eval"]["init"]["valid"]
+    assert 0 < m["n"] < 1000 and results["valid/loss"] == m["loss"] and "valid/test_loss" not in results
+    summary = (run_dir / "summary.md").read_text()
+    assert f"{m['n']} prompts" in summary and "1000" not in summary
+    assert "| valid loss |" in summary and "test loss" not in summary
+    capped = [r.getMessage() for r in caplog.records if "eval.num_samples=1000" in r.getMessage()]
+    assert capped == [f"eval.num_samples=1000: the valid split has {m['n']} prompts (that fit "
+                      f"data.max_prompt_len); evaluating those {m['n']}"]  # fmt: skip
+
+
+def test_a_results_file_from_before_the_split_named_loss_still_shows_it():
+    from minillm.evaluation.report import metric_table
+
+    table = metric_table([("old", {"rougeL": 20.0, "test_loss": 2.5})], "test")
+    assert table.splitlines()[0] == "| model | Rouge-L | test loss |" and "| 2.500 |" in table
+    assert metric_table([("m", {"loss": 1.0})]).splitlines()[0] == "| model | LM loss |"

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -240,3 +242,103 @@ def test_a_dropout_student_stopped_mid_round_resumes_with_its_dropout_off(compos
     assert all(update["same"] for update in straight + record), "two forwards in the update's mode differ"
     assert [u["logs"] for u in record] == [u["logs"] for u in straight[5:]]
     assert resumed_result["final_weights_sha1"] == straight_result["final_weights_sha1"]
+
+
+def save_tiny_student(folder, tokenizer, seed: int) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_model_digest_follows_the_files_not_the_path(tmp_path, tiny_tokenizer):
+    from minillm.resume import model_digest
+
+    save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
+    shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
+    (tmp_path / "elsewhere" / "b" / ".cache").mkdir()  # a download's metadata does not count
+    (tmp_path / "elsewhere" / "b" / ".cache" / "x").write_text("etag")
+    assert model_digest(tmp_path / "a") == model_digest(tmp_path / "elsewhere" / "b")
+    save_tiny_student(tmp_path / "c", tiny_tokenizer, seed=1)  # same shapes, other weights
+    assert model_digest(tmp_path / "c") != model_digest(tmp_path / "a")
+    assert model_digest("some-org/some-hub-id") is None
+
+
+def test_a_checkpoint_resumes_with_its_model_moved_and_refuses_other_weights_at_the_same_path(
+    compose, tmp_path, tiny_tokenizer
+):
+    """student.path is compared by the files it names (a digest stored at save time): a copy at another
+    path (a moved checkout, another clone) resumes; other weights under the trained path are refused."""
+    from minillm.errors import MinillmError
+
+    trained, moved = tmp_path / "models" / "student", tmp_path / "clone" / "models" / "student"
+    save_tiny_student(trained, tiny_tokenizer, seed=0)
+    steps = ["objective=sft", "student=hf", "trainer.max_steps=3", "trainer.val_check_interval=2"]
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "a", *steps, f"student.path={trained}", "fit.stop_at_step=2")
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert set(torch.load(ckpt, weights_only=False)["minillm"]["models"]) == {"student.path"}
+    shutil.copytree(trained, moved)
+    save_tiny_student(trained, tiny_tokenizer, seed=1)  # the old path now holds another model
+    with pytest.raises(MinillmError, match=rf"trained with student\.path={trained} \(files \w+\), this run has "
+                       rf"student\.path={trained} \(files \w+\)"):  # fmt: skip
+        run(compose, tmp_path, "b", *steps, f"student.path={trained}", f"ckpt_path={ckpt}")
+    resumed = run(compose, tmp_path, "c", *steps, f"student.path={moved}", f"ckpt_path={ckpt}")
+    assert resumed["global_step"] == 3
+
+
+def test_a_checkpoint_without_model_digests_compares_the_paths_as_text(compose, tmp_path, tiny_tokenizer):
+    from minillm.errors import MinillmError
+    from minillm.resume import check_config
+
+    save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    config = {"student": {"path": str(tmp_path / "a")}, "seed": 0}
+    old = {"minillm": {"config": config}}  # written before checkpoints carried digests
+    with pytest.raises(MinillmError, match="trained with student.path=.*/a, this run has student.path=.*/b"):
+        check_config(old, tmp_path / "x.ckpt", {"student": {"path": str(tmp_path / "b")}, "seed": 0})
+
+
+def test_max_time_stops_a_minillm_round_between_its_updates_and_the_run_goes_on_from_there(
+    compose, tmp_path, monkeypatch
+):
+    """trainer.max_time is checked before every update of a round but its first, not only between rounds
+    (Lightning's Timer). A fake clock advances 0.5 s per rollout and 1 s per update; rounds of 4 updates.
+    A 5 s budget: round 1 ends at 4.5 s, round 2's rollout at 5 s; its first update still runs (the
+    rollout is not wasted), then the round stops: 5 updates, not 8. The run ends normally, and a larger
+    max_time (8 s) goes on from its last.ckpt: round 3's rollout 6.5 s, updates to 7.5 and 8.5 s: step 7."""
+    import lightning.pytorch.callbacks.timer as timer_module
+
+    from minillm.training.round import MiniLLMRound
+
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(timer_module, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    update = MiniLLMRound.update
+
+    def timed_update(self, mb):
+        out = update(self, mb)
+        clock.now += 1.0
+        return out
+
+    monkeypatch.setattr(MiniLLMRound, "update", timed_update)
+    start = MiniLLMRound.start
+
+    def timed_start(self, *args, **kwargs):
+        out = start(self, *args, **kwargs)
+        clock.now += 0.5
+        return out
+
+    monkeypatch.setattr(MiniLLMRound, "start", timed_start)
+    budget = [*ON_POLICY, "trainer.max_steps=20", "trainer.val_check_interval=10"]
+    first = run(compose, tmp_path, "a", *budget, "trainer.max_time=00:00:00:05")
+    assert first["global_step"] == 5
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 5
+    more = run(compose, tmp_path, "b", *budget, "trainer.max_time=00:00:00:08", f"ckpt_path={ckpt}")
+    assert more["global_step"] == 7

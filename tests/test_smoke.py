@@ -109,7 +109,8 @@ BAD_INPUTS = [
     ),
     (
         ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
-        "error: select.monitor=val/valid: this run never logs that metric (it logs [",
+        "error: select.monitor=val/valid: objective=sft never logs it; choose one of ['val/loss', "
+        "'val/rougeL', 'val/valid_rate', 'val/length']",
     ),
 ]
 
@@ -351,3 +352,52 @@ def test_validity_monitor_needs_a_checker_in_the_validation_slice():
     check_sampled_monitor(cfg, examples, [{"check": None}, {"check": {"type": "exact", "answers": ["a"]}}])
     cfg.select.monitor = "val/rougeL"
     check_sampled_monitor(cfg, examples, records)  # Rouge-L needs no checker
+
+
+def test_a_monitor_nothing_logs_is_refused_before_any_model_loads(compose, tmp_path, monkeypatch):
+    import minillm.models.loading
+    import minillm.models.prepare
+    from minillm.errors import MinillmError
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the monitor was checked")
+
+    monkeypatch.setattr(minillm.models.prepare, "prepare_models", no_model)
+    monkeypatch.setattr(minillm.models.loading, "load_models", no_model)
+    cfg = compose(smoke_overrides(tmp_path, "objective=reverse_kld", "select.monitor=val/nope"))
+    with pytest.raises(MinillmError) as err:
+        train(cfg)
+    assert str(err.value) == (
+        "select.monitor=val/nope: objective=reverse_kld never logs it; choose one of ['val/loss', "
+        "'val/rougeL', 'val/valid_rate', 'val/length'] (eval.callbacks.enabled=true adds ['val/exaccerr', "
+        "'val/ece', 'val/label_acc', 'val/distinct4'])"
+    )
+    cfg = compose(smoke_overrides(tmp_path, "select.monitor=val/ece", "eval.callbacks.enabled=true"))
+    with pytest.raises(AssertionError, match="a model was loaded"):  # accepted: the run goes on to load
+        train(cfg)
+
+
+def test_the_monitor_candidates_are_what_a_run_logs_and_a_capped_split_prints_its_size(
+    compose, tmp_path, capsys, caplog
+):
+    """The candidates come from the classes that log them; a run with every source on logs exactly them
+    at validation. eval.num_samples above the test split's size prints the prompts evaluated."""
+    import csv
+
+    from minillm.evaluation.callbacks import monitor_candidates
+
+    cfg = compose(
+        smoke_overrides(tmp_path, "objective=forward_kld", "logger=csv", "eval.compare=false",
+                        "trainer.max_steps=1", "eval.num_samples=1000", "eval.callbacks.enabled=true",
+                        "eval.callbacks.n_prompts=2", "eval.callbacks.max_new_tokens=12")
+    )  # fmt: skip
+    with caplog.at_level("WARNING"):
+        results = train(cfg)
+    with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as handle:
+        logged = {k for row in csv.DictReader(handle) for k, v in row.items() if k.startswith("val/") and v}
+    assert logged == set(monitor_candidates(cfg))
+    n = results["eval"]["trained student"]["test"]["n"]
+    assert 0 < n < 1000
+    assert f"test split, {n} prompts, seeds [0]:" in capsys.readouterr().out
+    capped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("eval.num_samples=1000")]
+    assert len(capped) == 1 and f"the test split has {n} prompts" in capped[0]

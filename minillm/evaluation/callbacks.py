@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+import torch
 from lightning.pytorch.callbacks import Callback
 
 from minillm.data.datasets import Example
@@ -27,7 +28,13 @@ from minillm.evaluation.metrics import distinct_n
 from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
-CALLBACK_METRICS = ("exaccerr", "ece", "distinct4")
+# each behaviour metric (eval.callbacks.metrics) and the names it logs
+CALLBACK_LOGS = {
+    "exaccerr": ("val/exaccerr",),
+    "ece": ("val/ece", "val/label_acc"),
+    "distinct4": ("val/distinct4",),
+}
+CALLBACK_METRICS = tuple(CALLBACK_LOGS)
 
 
 class BehaviourMetricsCallback(Callback):
@@ -87,6 +94,14 @@ class BehaviourMetricsCallback(Callback):
                 "eval.callbacks: no classification records in the valid split, so val/ece is not logged"
             )
 
+    @staticmethod
+    def logged_metrics(cfg) -> tuple[str, ...]:
+        """The names this callback logs under ``cfg`` (none when ``eval.callbacks`` is off)."""
+        c = cfg.eval.get("callbacks")
+        if not c or not c.get("enabled", False):
+            return ()
+        return tuple(name for m in c.metrics if m in CALLBACK_LOGS for name in CALLBACK_LOGS[m])
+
     def on_fit_start(self, trainer, pl_module):
         if self.teacher is not None:
             self.teacher.to(pl_module.device)
@@ -118,7 +133,8 @@ class BehaviourMetricsCallback(Callback):
                 batch_size=self.batch_size,
                 seed=self.seed,
             )
-            out["val/exaccerr"] = curve["exaccerr_mean"]
+            (name,) = CALLBACK_LOGS["exaccerr"]
+            out[name] = curve["exaccerr_mean"]
         if "ece" in self.metrics and self.items:
             cal = calibration(
                 student,
@@ -129,8 +145,8 @@ class BehaviourMetricsCallback(Callback):
                 n_bins=self.bins,
                 keep_records=False,
             )
-            out["val/ece"] = cal["ece"]
-            out["val/label_acc"] = cal["accuracy"]
+            ece, accuracy = CALLBACK_LOGS["ece"]
+            out[ece], out[accuracy] = cal["ece"], cal["accuracy"]
         if "distinct4" in self.metrics and self.prompts:
             texts, _ = sample_responses(
                 student,
@@ -141,7 +157,8 @@ class BehaviourMetricsCallback(Callback):
                 seed=self.seed,
                 progress=False,
             )
-            out["val/distinct4"] = distinct_n(texts, 4)
+            (name,) = CALLBACK_LOGS["distinct4"]
+            out[name] = distinct_n(texts, 4)
         return out
 
     def state_dict(self) -> dict:
@@ -151,7 +168,7 @@ class BehaviourMetricsCallback(Callback):
         self.val_runs = int(state_dict.get("val_runs", 0))
 
 
-SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # from validation generations
+ROUGE, VALIDITY, LENGTH = SAMPLED_METRICS = ("val/rougeL", "val/valid_rate", "val/length")  # generations
 
 
 def check_sampled_monitor(cfg, val_examples, val_records) -> None:
@@ -182,14 +199,31 @@ class SampledValidation(Callback):
         check_sampled_monitor(cfg, self.examples, records)
         self.records, self.tokenizer, self.eval_cfg = records, tokenizer, cfg.eval
 
+    @staticmethod
+    def logged_metrics(cfg) -> tuple[str, ...]:
+        """The names this callback logs under ``cfg`` (val/valid_rate only for prompts with a checker)."""
+        return SAMPLED_METRICS
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.examples or trainer.sanity_checking:
             return
-        from minillm.evaluation.sampled import evaluate_model
+        res = self.metrics(pl_module.student, *_data_parallel_ranks(trainer))
+        pl_module.log(ROUGE, res["rougeL"], prog_bar=True)
+        if res["valid_rate"] is not None:
+            pl_module.log(VALIDITY, res["valid_rate"])
+        pl_module.log(LENGTH, res["length"])
+
+    def metrics(self, student, rank: int = 0, world: int = 1) -> dict:
+        """``evaluate_model`` on the slice, its batches dealt to the ``world`` data-parallel ranks and
+        gathered (:func:`~minillm.evaluation.sampled.sample_sharded`): every rank gets what one process
+        computes, each sampling its share of the prompts."""
+        from functools import partial
+
+        from minillm.evaluation.sampled import evaluate_model, sample_sharded
 
         e = self.eval_cfg
-        res = evaluate_model(
-            pl_module.student,
+        return evaluate_model(
+            student,
             self.tokenizer,
             self.examples,
             self.records,
@@ -201,11 +235,19 @@ class SampledValidation(Callback):
             top_p=e.top_p,
             name="val",
             progress=False,
+            sampler=partial(sample_sharded, rank=rank, world=world),
         )
-        pl_module.log("val/rougeL", res["rougeL"], prog_bar=True)
-        if res["valid_rate"] is not None:
-            pl_module.log("val/valid_rate", res["valid_rate"])
-        pl_module.log("val/length", res["length"])
+
+
+def _data_parallel_ranks(trainer) -> tuple[int, int]:
+    """(rank, world size) to shard validation over: DDP's ranks. One process, or FSDP (whose decoding runs
+    in lockstep on every rank: each samples all the prompts, as before), is (0, 1)."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    world = int(trainer.world_size)
+    if world > 1 and isinstance(trainer.strategy, DDPStrategy) and torch.distributed.is_initialized():
+        return int(trainer.global_rank), world
+    return 0, 1
 
 
 def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
@@ -234,3 +276,35 @@ def make_eval_callbacks(cfg, datamodule, tokenizer, teacher) -> list[Callback]:
         ),
         sampled,
     ]
+
+
+def monitor_candidates(cfg) -> list[str]:
+    """The validation metrics a run with ``cfg`` can log, from the classes that log them: the objective's
+    module (``objective.module``), the sampled validation, the behaviour metrics, and any ``callbacks.*``
+    class that declares ``logged_metrics(cfg)``."""
+    from hydra.utils import get_class
+
+    from minillm.training.trainer import module_class
+
+    sources = [module_class(cfg), SampledValidation, BehaviourMetricsCallback]
+    for node in (cfg.get("callbacks") or {}).values():
+        try:
+            sources.append(get_class(str(node.get("_target_"))))
+        except Exception:  # not a class: make_trainer names the node
+            continue
+    names = [n for source in sources if hasattr(source, "logged_metrics") for n in source.logged_metrics(cfg)]
+    return list(dict.fromkeys(names))
+
+
+def check_monitor(cfg) -> None:
+    """Refuse, before any model loads, a ``select.monitor`` that no part of this run logs. Training
+    metrics (``train/…``, ``rollout/…``: they depend on the objective's options) are left to Lightning."""
+    monitor = str(cfg.select.monitor)
+    if monitor.startswith(("train/", "rollout/")):
+        return
+    names = monitor_candidates(cfg)
+    if monitor not in names:
+        raise MinillmError(
+            f"select.monitor={monitor}: objective={cfg.objective.name} never logs it; choose one of "
+            f"{names} (eval.callbacks.enabled=true adds {[n for v in CALLBACK_LOGS.values() for n in v]})"
+        )

@@ -27,7 +27,7 @@ COLUMNS = (
     ("ECE", "ece", None, "{:.3f}"),
     ("label acc %", "calibration_accuracy", None, "{:.1f}"),
     ("Dist-4", "distinct4", None, "{:.1f}"),
-    ("test loss", "test_loss", None, "{:.3f}"),
+    ("loss", "loss", None, "{:.3f}"),  # the header names the split: "test loss", "valid loss"
     ("length", "length", None, "{:.1f}"),
 )
 
@@ -42,11 +42,27 @@ def _cell(metrics: dict, key: str, std_key: str | None, fmt: str) -> str:
     return text
 
 
-def metric_table(rows: list[tuple[str, dict]]) -> str:
-    """A markdown table, one row per (label, metrics); a column appears when any row has its metric."""
+def _upgrade_metrics(metrics: dict) -> dict:
+    """A split's metrics in today's keys: results written before the LM loss was named by its split
+    called it ``test_loss`` whatever the split."""
+    if "test_loss" in metrics and "loss" not in metrics:
+        return {**metrics, "loss": metrics["test_loss"]}
+    return metrics
+
+
+def _header(name: str, split: str | None) -> str:
+    if name != "loss":
+        return name
+    return f"{split} loss" if split else "LM loss"
+
+
+def metric_table(rows: list[tuple[str, dict]], split: str | None = None) -> str:
+    """A markdown table, one row per (label, metrics); a column appears when any row has its metric.
+    ``split`` names the split in the loss column's header ("valid loss"; "LM loss" without one)."""
+    rows = [(label, _upgrade_metrics(m)) for label, m in rows]
     columns = [c for c in COLUMNS if any(m.get(c[1]) is not None for _, m in rows)]
     lines = [
-        "| model | " + " | ".join(c[0] for c in columns) + " |",
+        "| model | " + " | ".join(_header(c[0], split) for c in columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
     for label, metrics in rows:
@@ -129,7 +145,7 @@ def comparison_rows(paths: list[Path], split: str | None = None) -> list[tuple[s
 def comparison_markdown(paths: list[str | Path], split: str | None = None) -> str:
     """``python -m minillm.compare``: the metric table of every model in the results files ``paths``
     (files or run folders), on ``split`` (default: each model's first)."""
-    return metric_table(comparison_rows(find_results(paths), split))
+    return metric_table(comparison_rows(find_results(paths), split), split)
 
 
 # --------------------------------------------------------------------------- the study report of a multirun
@@ -412,7 +428,7 @@ def summary_markdown(results: dict) -> str:
         f"{results['settings']['temperature']}, top-k {results['settings']['top_k']}, top-p "
         f"{results['settings']['top_p']}, no_repeat_ngram_size {results['settings']['no_repeat_ngram_size']}.",
         "",
-        metric_table([(name, m)]),
+        metric_table([(name, m)], split),
         "",
     ]
     if m.get("by_length"):

@@ -134,6 +134,44 @@ def cache_path(
     return Path(cache_dir) / "eval" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.json"
 
 
+def sample_sharded(
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    batch_size: int,
+    seed: int = 0,
+    rank: int = 0,
+    world: int = 1,
+    **kwargs,
+) -> tuple[list[str], list[int]]:
+    """``sample_responses`` with the batches dealt to ``world`` data-parallel ranks and gathered.
+
+    Batch ``b`` (examples ``b·batch_size`` on) is sampled by rank ``b mod world`` with a generator of its
+    own, seeded from ``(seed, b)``, so a batch's samples do not depend on which rank drew it nor on the
+    world size: every rank returns all the texts and lengths, in example order, equal to one process's.
+    The gather (``all_gather_object``) is a collective: every rank calls it, with or without batches.
+    """
+    mine = {}
+    for b, start in enumerate(range(0, len(examples), batch_size)):
+        if b % world == rank:
+            mine[b] = sample_responses(
+                model,
+                tokenizer,
+                examples[start : start + batch_size],
+                batch_size=batch_size,
+                seed=seed * 1_000_003 + b,
+                **kwargs,
+            )
+    if world > 1:
+        parts: list = [None] * world
+        torch.distributed.all_gather_object(parts, mine)
+        mine = {b: out for part in parts for b, out in part.items()}
+    texts = [t for b in sorted(mine) for t in mine[b][0]]
+    lengths = [n for b in sorted(mine) for n in mine[b][1]]
+    return texts, lengths
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -152,6 +190,7 @@ def evaluate_model(
     no_repeat_ngram_size: int = 0,
     length_edges: tuple[int, ...] = LENGTH_EDGES,
     cache_dir: str | Path | None = None,
+    sampler=None,
 ) -> dict:
     """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
 
@@ -167,7 +206,9 @@ def evaluate_model(
     With ``cache_dir`` the result is written to ``cache_path(...)`` and, on a later call with the same
     weights, prompts, references and settings, read back instead of sampling again (``seconds`` is then
     the original evaluation's) — as long as the entry holds every key of ``CACHED_EVAL_KEYS``.
-    ``name`` and ``progress`` only label the progress bar.
+    ``name`` and ``progress`` only label the progress bar. ``sampler`` replaces
+    ``minillm.rollout.generate.sample_responses`` (same arguments and return): :func:`sample_sharded` for
+    validation under DDP; not with ``cache_dir``.
     """
     settings = dict(
         seeds=tuple(seeds),
@@ -205,6 +246,7 @@ def evaluate_model(
         keep_samples=keep_samples,
         no_repeat_ngram_size=no_repeat_ngram_size,
         length_edges=length_edges,
+        sample=sampler or sample_responses,
     )
     result["seconds"] = round(time.perf_counter() - started, 1)
     if path is not None:
@@ -230,6 +272,7 @@ def _sampled_metrics(
     keep_samples: int,
     no_repeat_ngram_size: int,
     length_edges: tuple[int, ...],
+    sample,
 ) -> dict:
     """``evaluate_model`` without the cache and the timing."""
     was_training = model.training
@@ -241,7 +284,7 @@ def _sampled_metrics(
     per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
     processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
     for seed in seeds:
-        texts, lengths = sample_responses(
+        texts, lengths = sample(
             model,
             tokenizer,
             examples,
@@ -306,6 +349,20 @@ def _sampled_metrics(
     return result
 
 
+def eval_subset(examples: list, num_samples: int | None, split: str, *, say: bool = True) -> list:
+    """The first ``eval.num_samples`` examples of a split (all of them when null). A split with fewer is
+    evaluated whole, and (with ``say``) one line says the request was capped."""
+    if say and num_samples and num_samples > len(examples):
+        log.warning(
+            "eval.num_samples=%d: the %s split has %d prompts (that fit data.max_prompt_len); evaluating those %d",
+            num_samples,
+            split,
+            len(examples),
+            len(examples),
+        )
+    return examples[:num_samples] if num_samples else examples
+
+
 def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False) -> dict:
     """One row of the end-of-run table: :func:`evaluate_model` on each split in eval.splits (its first
     eval.num_samples prompts). ``cache`` (the fixed teacher and a student init read from a path) reuses
@@ -315,7 +372,7 @@ def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False
         split: evaluate_model(
             model,
             tokenizer,
-            dm.examples[split][: e.num_samples] if e.num_samples else dm.examples[split],
+            eval_subset(dm.examples[split], e.num_samples, split, say=False),  # said once: minillm.run
             dm.records[split],
             name=name,
             cache_dir=cfg.cache_dir if cache else None,

@@ -24,7 +24,7 @@ from minillm.evaluation.calibration import calibration, items_from_records, read
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
-from minillm.evaluation.sampled import evaluate_model, lm_loss, sampling_settings
+from minillm.evaluation.sampled import eval_subset, evaluate_model, lm_loss, sampling_settings
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
 from minillm.models.prepare import prepare_models
 from minillm.models.tokenizers import resolve_tokenizer
@@ -41,7 +41,7 @@ SCALARS = (
     "valid_rate",
     "distinct4",
     "length",
-    "test_loss",
+    "loss",  # the LM loss of the gold responses of the evaluated split: "<split>/loss"
     "exaccerr",
     "exaccerr_final",
     "ece",
@@ -292,7 +292,7 @@ def run_evaluation(cfg) -> dict:
         raise MinillmError(
             f"evaluate.split={split}: no prompt fits data.max_prompt_len={cfg.data.max_prompt_len}"
         )
-    subset = examples[: ev.num_samples] if ev.num_samples else examples
+    subset = eval_subset(examples, ev.num_samples, split)
     metrics: dict = {"n": len(subset), "seeds": list(ev.seeds)}
     results: dict = {
         "kind": "minillm.evaluate",
@@ -344,7 +344,7 @@ def run_evaluation(cfg) -> dict:
         )
         metrics.update({k: v for k, v in sampled.items() if k != "seconds"})  # timed: results["seconds"]
     if "loss" in e.metrics:
-        metrics["test_loss"] = timed(
+        metrics["loss"] = timed(
             "loss", lambda: lm_loss(model, subset, tokenizer.pad_token_id, batch_size=ev.batch_size)
         )
 

@@ -22,6 +22,7 @@ import torch
 from minillm.data.datasets import Example
 from minillm.errors import MinillmError
 from minillm.objectives.supervised import sft_loss, shift_for_next_token
+from minillm.training.supervised import VAL_LOSS
 from minillm.training.token_kd import (
     TokenKDModule,
     collate_examples,
@@ -157,7 +158,7 @@ class DistillmModule(TokenKDModule):
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = sft_loss(logits, batch["labels"])
         n = len(batch["input_ids"])
-        self.log("val/loss", loss, prog_bar=True, batch_size=n)
+        self.log(VAL_LOSS, loss, prog_bar=True, batch_size=n)
         self._val_sum += float(loss) * n
         self._val_count += n
 

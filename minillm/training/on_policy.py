@@ -139,7 +139,7 @@ class OnPolicyModule(SupervisedModule):
             skipped=self.skip_nonfinite,
             stepped=self._reset_bad_steps,
             between_updates=self.stop_if_requested,  # mid-round: the checkpoint carries the round
-            out_of_steps=lambda: 0 < self.trainer.max_steps <= self.global_step,
+            out_of_steps=self._out_of_budget,
             pretrain_loss=self._pretrain_loss,
         )
         pool, world_size = (
@@ -157,6 +157,13 @@ class OnPolicyModule(SupervisedModule):
             pool=pool,
             world_size=world_size,
         )
+
+    def _out_of_budget(self) -> bool:
+        """The round ends before its next update at ``trainer.max_steps``, or once ``trainer.max_time`` is
+        spent: checked before every update but a round's first (its rollout is not wasted)."""
+        if 0 < self.trainer.max_steps <= self.global_step:
+            return True
+        return self._round is not None and self._round.next > 0 and self.out_of_time()
 
     def _reset_bad_steps(self) -> None:
         self.bad_steps = 0

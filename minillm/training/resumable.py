@@ -24,6 +24,7 @@ from minillm.models.lora import is_lora
 from minillm.resume import (
     RunInterrupted,
     fix_epoch_end_checkpoint,
+    model_digests,
     rescale_data_position,
     rng_state,
     set_rng_state,
@@ -51,6 +52,7 @@ class ResumableMixin:
         self._stop_log_step: int | None = None
         self._schedule_steps: int | None = None  # optimizer steps the schedules span (configure_optimizers)
         self._config: dict | None = None  # the resolved config, as plain containers, for the checkpoint
+        self._model_digests: dict[str, str] = {}  # set with _config
         self._resume_log_step: int | None = None  # set at the first batch after a resume
 
     def _world(self) -> tuple[int, int]:
@@ -127,11 +129,13 @@ class ResumableMixin:
             from omegaconf import OmegaConf
 
             self._config = OmegaConf.to_container(self.cfg, resolve=True)
+            self._model_digests = model_digests(self._config)  # hashed once per run
         checkpoint["state_dict"] = self.checkpoint_state_dict(checkpoint["state_dict"])
         checkpoint["minillm"] = {
             "objective": str(self.cfg.objective.name),
             # plain dicts / lists / scalars: readable with torch.load(weights_only=True); a resume compares it
             "config": self._config,
+            "models": self._model_digests,  # the files of student/teacher/tokenizer.path: a resume compares them
             "schedule_steps": self._schedule_steps,
             "rng": rng_state(),
             "data": data,
@@ -269,6 +273,19 @@ class ResumableMixin:
         if should:
             path = self.save_stop_checkpoint()
             raise RunInterrupted(path, self.global_step, stop.requested)
+
+    def out_of_time(self) -> bool:
+        """Whether ``trainer.max_time`` is spent. Lightning's Timer checks it between training batches only;
+        a module whose batch holds several updates (a MiniLLM round) asks here between them. Under DDP rank
+        zero decides for all (as the Timer does), so every rank stops at the same update."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = None if timer is None else timer.time_remaining()
+        if remaining is None:
+            return False
+        spent = remaining <= 0
+        return bool(self.trainer.strategy.broadcast(spent)) if self._world()[1] > 1 else spent
 
     def skip_nonfinite(self, what: str) -> None:
         """Count a skipped update; after ``fit.max_bad_steps`` in a row, save and stop."""

@@ -20,6 +20,7 @@ from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.resumable import ResumableMixin
 
 log = logging.getLogger(__name__)
+VAL_LOSS = "val/loss"  # what every module logs at validation (select.monitor's default)
 
 
 class FrozenTeacher:
@@ -47,6 +48,11 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
     """
 
     train_data = "sft"  # what the datamodule's training batches hold: tokenized prompt + response
+
+    @classmethod
+    def logged_metrics(cls, cfg) -> tuple[str, ...]:
+        """The validation metrics this module logs itself (``select.monitor`` candidates)."""
+        return (VAL_LOSS,)
 
     def __init__(self, student, cfg, tokenizer, teacher=None, datamodule=None):
         super().__init__()
@@ -110,7 +116,7 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
     def validation_step(self, batch, batch_idx):
         logits = self(batch["input_ids"], batch["attention_mask"])
         self.log(
-            "val/loss", sft_loss(logits, batch["labels"]), prog_bar=True, batch_size=len(batch["input_ids"])
+            VAL_LOSS, sft_loss(logits, batch["labels"]), prog_bar=True, batch_size=len(batch["input_ids"])
         )
 
     def configure_optimizers(self):
