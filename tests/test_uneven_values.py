@@ -102,9 +102,10 @@ def _supervised_by_hand(student, teacher, labels, kd_ratio: float, tau: float) -
 def test_supervised_preset_losses_at_kd_ratio_0_2(compose, preset, tau):
     """``objective.loss`` as the supervised module instantiates it from the preset, at kd_ratio = 0.2 (the
     presets' default 0.5 cannot tell (1 − r)·CE + r·KL from r·CE + (1 − r)·KL) and, for hinton_kd, at
-    τ = 0.7 (the default τ = 2 cannot tell τ² from 2τ). Loss and logged terms against plain Python.
-    Mutations caught: supervised_loss passing 1 − kd_ratio; its ce_loss / kd_kl logs swapped; hinton's
-    τ² written as 2τ."""
+    τ = 0.7 (its preset's τ = 2 and r = 0.5 are also temperature_kd_loss's own defaults, so a key the preset
+    fails to pass on goes unseen at them). Loss and logged terms against plain Python. Mutations caught:
+    supervised_loss passing 1 − kd_ratio; its ce_loss / kd_kl logs swapped; hinton_kd.yaml's loss node
+    without its temperature or its kd_ratio line."""
     overrides = [f"objective={preset}", "objective.kd_ratio=0.2"]
     if preset == "hinton_kd":
         overrides.append(f"objective.temperature={tau}")
