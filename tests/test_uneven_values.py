@@ -3,8 +3,10 @@
 Each test here covers a parameter the rest of the suite reached only at values where a wrong formula gives
 the right answer (a ratio of 0.5, a temperature of 1 or 2, one-token responses, no top-k / top-p with a
 teacher mixed in), against a value computed independently in float64 (plain Python loops over tokens and
-vocabulary entries, no library code). Each was checked to fail under the mutation named in its docstring
-(a scratch edit, reverted), with the old suite green under the same mutation.
+vocabulary entries, no library code). Each was checked to fail under the mutations its docstring names
+(scratch edits, reverted) that left green the files which tested that code before: test_policy_gradient,
+_divergences, _token_kd, _pretrain_loss, _on_policy, _rollout, _evaluation, _bench, _training_optim,
+_architecture, _config and the hinton_kd smoke run.
 """
 
 from __future__ import annotations
@@ -264,9 +266,10 @@ def test_first_token_with_a_teacher_mixed_in_under_top_k_and_top_p():
     the mass renormalised after top-k, and the recorded log p̃ is the filtered, renormalised mixture's.
     The suite samples with top-k / top-p only from the student alone, and top-p only at 1 and 1e-6.
     8000 first tokens against the distribution enumerated here over the 50-token vocabulary, which is far
-    from each wrong variant (the test can tell). Mutations caught: the components filtered before mixing;
-    top-p's mass not renormalised after top-k; the crossing token dropped from the nucleus; log p̃ recorded
-    from the unfiltered mixture."""
+    from each wrong variant (the test can tell). Mutations caught that the suite missed: the components
+    filtered before mixing; top-p's mass not renormalised after top-k; the crossing token dropped from the
+    nucleus. (It also catches log p̃ recorded from the unfiltered mixture, as test_rollout's greedy test
+    does.)"""
     student, teacher = _tiny("llama", seed=1), _tiny("llama", seed=2)
     s_row, t_row = _first_token_logits(student, 7), _first_token_logits(teacher, 7)
     want = _sampled_from(s_row, t_row, ALPHA, TAU, TOP_K, TOP_P)
@@ -327,9 +330,11 @@ def _check_against_teacher_forced(rollout, student, teacher, alpha, tau, top_k, 
 
 def test_lockstep_teacher_mixed_rollout_with_ragged_eos_rows():
     """The teacher decoding in lockstep (α = 0.3, τ = 0.7, top-k and top-p on) with rows that end at EOS at
-    different steps: in the suite ragged EOS rows are sampled only at α = 0, where the teacher scores the
-    finished responses in a separate pass. Per-token values against teacher-forced passes, and 0 after EOS.
-    Mutations caught: the teacher's log-probs, the mixture's, or the kept teacher logits left unmasked."""
+    different steps: in the suite ragged EOS rows are sampled only at α = 0 and without filters. Per-token
+    values against teacher-forced passes at every step of every row, and 0 after EOS. Mutations caught that
+    the suite missed: the components filtered before mixing; top-p's mass not renormalised after top-k; the
+    crossing token dropped from the nucleus. (It also catches the teacher's log-probs, the mixture's or the
+    kept teacher logits left unmasked after EOS, as test_rollout's α = 0 tests do.)"""
     student = _bias_eos(_tiny("gpt2", seed=5), bias=4.0)
     teacher = _bias_eos(_tiny("gpt2", seed=6), bias=2.0)
     prompt_ids, prompt_mask = _prompts([3, 5, 2, 4, 1, 3, 2, 5])
@@ -350,7 +355,7 @@ def test_a_round_samples_with_its_configured_alpha_temperature_top_k_and_top_p(c
     objective with temperature 0.7, top_k 10, top_p 0.7) at α = 0.3: the round's rollout is the one drawn
     from that filtered tempered mixture. The suite runs rounds at temperature 1 without filters only.
     Mutations caught: objective.temperature not read into the options; the round passing temperature 1,
-    top_p 1 or α = 0 to the sampler."""
+    top_k 0, top_p 1 or α = 0 to the sampler."""
     from minillm.training.options import RoundOptions
     from minillm.training.round import MiniLLMRound
 
