@@ -414,3 +414,45 @@ def test_token_kd_student_batches_are_sampled_at_the_configured_temperature():
     ]
     assert responses == sampled(TAU)
     assert sampled(1.0) != sampled(TAU)  # the test can tell the temperatures apart
+
+
+# --------------------------------------------------------------------------- MiniLLM's logged ratio statistics
+
+
+def test_logged_ratio_statistics_include_the_importance_weight_on_padded_rows():
+    """``minillm_loss``'s logged ``ratio_mean``, ``clip_frac`` and ``advantage_mean`` on
+    padded rows sampled at α = 0.3 with q_old ≠ q_θ (the paper preset: unwhitened advantages, return from
+    t+1 over the summed token count), against plain Python: ratio_t = q_θ/q_old · q_old/p̃, the quantity
+    the PPO clip acts on. The suite reads ratio_mean only at α = 0, where w_t = 1. Mutation caught: the
+    logged ratio without w_t."""
+    from minillm.objectives.policy_gradient import PGOptions, minillm_loss
+
+    from .test_policy_gradient import padded_batch
+
+    batch = padded_batch(0)
+    options = PGOptions.paper()
+    _, logs = minillm_loss(**batch, options=options)
+    mask, logq = batch["mask"], batch["logprobs"].detach()
+    lengths = mask.sum(1).tolist()
+    ratios, taken, advs = [], [], []
+    for b, length in enumerate(lengths):
+        old = batch["old_logprobs"][b].tolist()
+        rewards = [float(batch["teacher_logprobs"][b, k]) - old[k] for k in range(length)]
+        for t in range(length):
+            future = rewards[t + 1 : length]
+            adv = sum(future) / max(len(future), 1)
+            ratio = math.exp(float(logq[b, t]) - old[t]) * math.exp(
+                old[t] - float(batch["mix_logprobs"][b, t])
+            )
+            clipped = min(max(ratio, 1 - options.clip_eps), 1 + options.clip_eps)
+            ratios.append(ratio)
+            taken.append(-adv * clipped > -adv * ratio)
+            advs.append(adv)
+    assert 0 < sum(taken) < len(taken)  # the clip binds on some tokens, not all
+    assert float(logs["ratio_mean"]) == pytest.approx(sum(ratios) / len(ratios), rel=1e-9)
+    assert float(logs["clip_frac"]) == pytest.approx(sum(taken) / len(taken), rel=1e-9)
+    assert float(logs["advantage_mean"]) == pytest.approx(sum(advs) / len(advs), rel=1e-9, abs=1e-12)
+    unweighted = [
+        math.exp(float(logq[b, t] - batch["old_logprobs"][b, t])) for b, t in mask.nonzero().tolist()
+    ]
+    assert abs(sum(unweighted) / len(unweighted) - sum(ratios) / len(ratios)) > 1e-2  # the test can tell
