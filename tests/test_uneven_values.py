@@ -456,3 +456,32 @@ def test_logged_ratio_statistics_include_the_importance_weight_on_padded_rows():
         math.exp(float(logq[b, t] - batch["old_logprobs"][b, t])) for b, t in mask.nonzero().tolist()
     ]
     assert abs(sum(unweighted) / len(unweighted) - sum(ratios) / len(ratios)) > 1e-2  # the test can tell
+
+
+# --------------------------------------------------------------------------- the teacher cache's budget
+
+
+def test_the_teacher_cache_budget_counts_rollouts_tokens_vocabulary_and_bytes():
+    """``keep_teacher_logits``: a round's kept teacher distributions are num_rollouts × max_new_tokens ×
+    vocabulary values in the output layer's dtype (here 6 × 7 × 50 bf16 values: 4200 bytes). The suite sets
+    only budgets of 0 (never kept) and the default (always kept at its sizes), where any formula decides
+    the same. A budget just above and just below the size decides each way. Mutations caught: the element
+    size left out; the hidden size read for the vocabulary."""
+    from omegaconf import OmegaConf
+
+    from minillm.training.options import keep_teacher_logits
+
+    head = torch.nn.Linear(8, 50, bias=False).to(torch.bfloat16)  # weight (vocabulary 50, hidden 8)
+    teacher = SimpleNamespace(get_output_embeddings=lambda: head)
+    mib = 6 * 7 * 50 * 2 / 2**20
+
+    def decide(budget):
+        obj = OmegaConf.create(
+            {"num_rollouts": 6, "max_new_tokens": 7, "cache_teacher_logits": True, "teacher_cache_mb": budget}
+        )
+        return keep_teacher_logits(obj, teacher)
+
+    keep, need = decide(mib * 1.01)
+    assert keep and need == pytest.approx(mib, rel=1e-12)
+    assert decide(mib * 0.99)[0] is False
+    assert decide(None)[0] is True
