@@ -408,7 +408,7 @@ def test_token_kd_student_batches_are_sampled_at_the_configured_temperature():
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     gold = [Example([5, 6, 7], [8, 9, EOS], 11), Example([12, 13], [14, EOS], 4), Example([20], [EOS], 2)]
     module = SimpleNamespace(
-        student=student, tokenizer=tokenizer, max_new_tokens=8, temperature=TAU,
+        student=student, tokenizer=tokenizer, max_new_tokens=8, temperature=TAU, top_p=1.0,
         sample_gen=torch.Generator().manual_seed(3), device="cpu",
     )  # fmt: skip
     batch = TokenKDModule.student_batch(module, collate_sft(gold, pad_token_id=PAD))
