@@ -174,6 +174,11 @@ RUN_BOUND_KEYS = (
     "eval.num_samples",
     "eval.seeds",
     "select.save_hf",
+    # where the engine runs and how much memory it takes, not what it samples (sampler.name is run-bound)
+    "sampler.python",
+    "sampler.kv_cache_gib",
+    "sampler.threads",
+    "sampler.max_model_len",
     *LAYOUT_KEYS,
 )
 LIMIT_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")

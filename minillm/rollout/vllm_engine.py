@@ -52,15 +52,18 @@ def current() -> VllmSampler | None:
 
 
 def configure(cfg) -> VllmSampler | None:
-    """Set the process's sampler from ``cfg.sampler`` (checked by ``check_sampler`` first); returns it."""
+    """Set the process's sampler from ``cfg.sampler`` (after ``check_sampler``, and after the presets are
+    converted: ``minillm.models.prepare``); returns it. Starts no engine: that happens on first use."""
     global _ACTIVE
     node = cfg.get("sampler")
     name = None if node is None else node.get("name")
     if _ACTIVE is not None and (name != "vllm" or _ACTIVE.settings != _settings(node)):
         _ACTIVE.close()
         _ACTIVE = None
-    if name == "vllm" and _ACTIVE is None:
-        _ACTIVE = VllmSampler(**_settings(node))
+    if name == "vllm":
+        check_models(cfg)  # again: a GGUF preset's folder exists now
+        if _ACTIVE is None:
+            _ACTIVE = VllmSampler(**_settings(node))
     return _ACTIVE
 
 
@@ -132,6 +135,74 @@ def check_kv_budget(key: str, config: dict, kv_cache_gib: float, max_model_len: 
             f"sampler.kv_cache_gib={kv_cache_gib}: one sequence of sampler.max_model_len={max_model_len} tokens of "
             f"{key} needs {need:.3g} GiB of KV cache; raise it or lower sampler.max_model_len"
         )
+
+
+def check_sampler(cfg) -> None:
+    """``sampler=vllm``'s settings, before any model loads: the engine installed, no teacher mixing, nothing
+    the engine cannot do, a KV budget the machine holds, and the models it would sample (where their config is
+    known yet: ``configure`` checks again once the presets are converted)."""
+    node = cfg.get("sampler")
+    if node is None or node.get("name") != "vllm":
+        return
+    if not engine_installed(str(node.python)):
+        raise MinillmError(f"sampler=vllm: no vLLM engine at sampler.python={node.python}: {INSTALL_HINT}")
+    obj = cfg.get("objective") or {}
+    for key in ("teacher_mix_alpha", "alpha_end"):
+        alpha = obj.get(key)
+        if key == "alpha_end" and obj.get("alpha_schedule") in (None, "constant"):
+            continue
+        if alpha is not None and float(alpha) > 0:
+            raise MinillmError(
+                f"objective.{key}={alpha}: the engine samples from the student alone and cannot mix in the "
+                "teacher; use sampler=hf for teacher-mixed rollouts (or objective.teacher_mix_alpha=0)"
+            )
+    ngram = (cfg.get("evaluate") or {}).get("no_repeat_ngram_size")
+    if ngram:
+        raise MinillmError(
+            f"evaluate.no_repeat_ngram_size={ngram}: the engine has no such filter; use sampler=hf, or set it to 0"
+        )
+    if (cfg.get("student") or {}).get("lora", {}).get("r"):
+        raise MinillmError(
+            "student.lora.r: sampler=vllm pushes plain weights, not LoRA adapters; use sampler=hf"
+        )
+    for key in ("kv_cache_gib", "max_model_len"):
+        value = node.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise MinillmError(f"sampler.{key}={value!r}: must be a positive number")
+    free = available_memory_gib()
+    if float(node.kv_cache_gib) > free:
+        raise MinillmError(
+            f"sampler.kv_cache_gib={node.kv_cache_gib}: more than this machine's available memory "
+            f"({free:.1f} GiB); lower it"
+        )
+    check_models(cfg)
+
+
+def check_models(cfg) -> None:
+    """The student and teacher the engine may sample (``arch``, or a folder's config.json once it exists)."""
+    node = cfg.sampler
+    for key in ("student", "teacher"):
+        config = model_config(cfg.get(key))
+        if config is None:
+            continue
+        check_model_shape(key, config)
+        max_len = min(int(node.max_model_len), int(config.get("max_position_embeddings") or 10**9))
+        check_kv_budget(key, config, float(node.kv_cache_gib), max_len)
+
+
+def model_config(spec) -> dict | None:
+    """A model's Hugging Face config as a dict: its ``arch`` node, or its folder's config.json (None when
+    neither is known yet, e.g. a GGUF preset before its conversion)."""
+    if spec is None:
+        return None
+    if spec.get("arch"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(spec.arch, resolve=True)
+    path = spec.get("path")
+    if path and (Path(str(path)) / "config.json").is_file():
+        return json.loads((Path(str(path)) / "config.json").read_text())
+    return None
 
 
 # ---------------------------------------------------------------- the engine
