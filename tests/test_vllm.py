@@ -108,8 +108,13 @@ def test_vllm_without_the_engine_is_one_line_exit_2_naming_the_make_target(tmp_p
             r"sampler.kv_cache_gib=100000: more than this machine",
         ),
         (
-            ["objective=onpolicy_rkl", *SHAPE, "sampler.kv_cache_gib=0.00001"],
-            r"sampler.kv_cache_gib=1e-05: one sequence of .* student needs",
+            [
+                "objective=onpolicy_rkl",
+                *SHAPE,
+                "sampler.max_model_len=2000000",
+                "student.arch.max_position_embeddings=2000000",
+            ],
+            r"sampler.kv_cache_gib=1: one sequence of sampler.max_model_len=2000000 tokens of student needs 1.91 GiB",
         ),
         (
             ["objective=onpolicy_rkl", *SHAPE, "student.arch.model_type=gpt2"],

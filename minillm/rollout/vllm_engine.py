@@ -70,7 +70,7 @@ def configure(cfg) -> VllmSampler | None:
 def _settings(node) -> dict:
     return {
         "python": str(node.python),
-        "kv_cache_gib": float(node.kv_cache_gib),
+        "kv_cache_gib": int(node.kv_cache_gib),
         "threads": None if node.get("threads") is None else int(node.threads),
         "max_model_len": int(node.max_model_len),
     }
@@ -127,7 +127,7 @@ def kv_bytes_per_token(config: dict) -> int:
     return 2 * int(config.get("num_hidden_layers", 1)) * kv_heads * head_dim * 4
 
 
-def check_kv_budget(key: str, config: dict, kv_cache_gib: float, max_model_len: int) -> None:
+def check_kv_budget(key: str, config: dict, kv_cache_gib: int, max_model_len: int) -> None:
     """The KV cache must hold one whole sequence, and the machine the cache."""
     need = kv_bytes_per_token(config) * max_model_len / 2**30
     if need > kv_cache_gib:
@@ -165,10 +165,10 @@ def check_sampler(cfg) -> None:
         raise MinillmError(
             "student.lora.r: sampler=vllm pushes plain weights, not LoRA adapters; use sampler=hf"
         )
-    for key in ("kv_cache_gib", "max_model_len"):
+    for key in ("kv_cache_gib", "max_model_len"):  # whole GiB: vLLM reads VLLM_CPU_KVCACHE_SPACE as an int
         value = node.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise MinillmError(f"sampler.{key}={value!r}: must be a positive number")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise MinillmError(f"sampler.{key}={value!r}: must be a positive integer")
     free = available_memory_gib()
     if float(node.kv_cache_gib) > free:
         raise MinillmError(
@@ -187,7 +187,7 @@ def check_models(cfg) -> None:
             continue
         check_model_shape(key, config)
         max_len = min(int(node.max_model_len), int(config.get("max_position_embeddings") or 10**9))
-        check_kv_budget(key, config, float(node.kv_cache_gib), max_len)
+        check_kv_budget(key, config, int(node.kv_cache_gib), max_len)
 
 
 def model_config(spec) -> dict | None:
@@ -209,7 +209,7 @@ def model_config(spec) -> dict | None:
 class EngineProcess:
     """One ``vllm_server.py`` process on one model shape."""
 
-    def __init__(self, python: str, folder: Path, *, kv_cache_gib: float, threads: int | None, max_len: int):
+    def __init__(self, python: str, folder: Path, *, kv_cache_gib: int, threads: int | None, max_len: int):
         env = dict(os.environ)
         env.update(
             VLLM_ENABLE_V1_MULTIPROCESSING="0",  # the engine in the server process itself: no third process
@@ -260,7 +260,7 @@ class EngineProcess:
 class VllmSampler:
     """The engines of one process, one per model shape, with the weight pushes and the trainer's rescoring."""
 
-    def __init__(self, *, python: str, kv_cache_gib: float, threads: int | None, max_model_len: int):
+    def __init__(self, *, python: str, kv_cache_gib: int, threads: int | None, max_model_len: int):
         self.settings = {
             "python": python,
             "kv_cache_gib": kv_cache_gib,
