@@ -19,6 +19,7 @@ engine; ``current()`` is what the samplers ask (None: our own decoder).
 from __future__ import annotations
 
 import atexit
+import copy
 import json
 import logging
 import os
@@ -42,6 +43,16 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 # Architectures sampled and checked against the trainer here (tests/test_vllm.py); others are refused
 # rather than trusted: the weight push relies on the engine reading the Hugging Face names.
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+
+# config.json keys that name or date a model rather than shape it
+_NOT_SHAPE = (
+    "_name_or_path",
+    "_model_name_or_path",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+    "transformers_version",
+)
 
 _ACTIVE: VllmSampler | None = None
 
@@ -289,15 +300,17 @@ class VllmSampler:
 
         model = _unwrap(model)
         config = model.config.to_dict()
-        key = json.dumps(
-            {k: v for k, v in sorted(config.items()) if k not in ("_name_or_path", "dtype")}, default=str
-        )
+        # the shape decides the engine; names, dtypes and versions do not (a teacher of the student's shape
+        # shares its engine, each sampling pushing the weights it asks for)
+        key = json.dumps({k: v for k, v in sorted(config.items()) if k not in _NOT_SHAPE}, default=str)
         if key not in self.engines:
             check_model_shape("sampled model", config)
             max_len = min(self.settings["max_model_len"], int(config.get("max_position_embeddings") or 10**9))
             check_kv_budget("the sampled model", config, self.settings["kv_cache_gib"], max_len)
             folder = self._scratch() / f"model{len(self.engines)}"
-            model.config.save_pretrained(folder)
+            config_copy = copy.deepcopy(model.config)
+            config_copy.architectures = [type(model).__name__]  # a model built from config may not name it
+            config_copy.save_pretrained(folder)
             _save_weights(model, folder / "model.safetensors")
             log.info("sampler=vllm: starting an engine for %s (%s)", config.get("architectures"), folder)
             self.engines[key] = EngineProcess(

@@ -40,6 +40,10 @@ class Engine:
             skip_tokenizer_init=True,  # token ids in and out; the caller owns the tokenizer
             generation_config="vllm",  # no defaults from the model's generation_config.json
             seed=seed,
+            # A prompt split over two steps discards the first step's sample and rewinds its seeded generator,
+            # which CPU generators cannot do ("CPU Generator does not use offset"): prefill each prompt whole.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 4096),
         )
 
     def load(self, path: str, repack_head: bool = True, reset_cache: bool = True) -> None:
