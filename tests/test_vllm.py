@@ -62,6 +62,7 @@ def test_default_is_hf_and_starts_no_engine(compose, tmp_path):
     assert vllm_engine.configure(cfg) is None and vllm_engine.current() is None
 
 
+@pytest.mark.slow  # a whole process (the refusal's text is checked in the default suite below)
 def test_vllm_without_the_engine_is_one_line_exit_2_naming_the_make_target(tmp_path):
     env = {**os.environ, "MINILLM_VLLM_PYTHON": str(tmp_path / "no-python")}
     out = subprocess.run(
@@ -128,13 +129,30 @@ def test_vllm_without_the_engine_is_one_line_exit_2_naming_the_make_target(tmp_p
     ids=["alpha", "alpha-schedule", "head-size", "kv-machine", "kv-sequence", "architecture", "lora"],
 )
 def test_vllm_refusals_name_the_key(compose_vllm, engine_found, overrides, message):
+    """Each refusal, past the install check; the install check itself: the next test."""
     with pytest.raises(MinillmError, match=message):
         _validate(compose_vllm, *overrides)
+
+
+def test_vllm_without_the_engine_names_the_make_target(compose_vllm, tmp_path):
+    with pytest.raises(MinillmError, match=r"sampler=vllm: no vLLM engine at .*`make install-vllm`"):
+        _validate(compose_vllm, "objective=onpolicy_rkl", *SHAPE, f"sampler.python={tmp_path / 'no-python'}")
 
 
 def test_vllm_accepts_alpha_zero_and_the_shape_it_can_sample(compose_vllm, engine_found):
     _validate(compose_vllm, "objective=reverse_kld", "objective.teacher_mix_alpha=0", *SHAPE)
     _validate(compose_vllm, "objective=gkd", *SHAPE)
+
+
+def test_evaluate_with_vllm_refuses_the_ngram_filter_and_ignores_the_objectives_alpha(
+    compose, tmp_path, engine_found
+):
+    from minillm.config import validate_config
+
+    base = smoke_overrides(tmp_path, "sampler=vllm", *SHAPE)
+    validate_config(compose(base, config_name="evaluate"))  # reverse_kld's α = 0.2: evaluation trains nothing
+    with pytest.raises(MinillmError, match="evaluate.no_repeat_ngram_size=3: the engine has no such filter"):
+        validate_config(compose([*base, "evaluate.no_repeat_ngram_size=3"], config_name="evaluate"))
 
 
 # ---------------------------------------------------------------- the engine against the trainer (slow)

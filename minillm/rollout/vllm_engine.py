@@ -157,7 +157,8 @@ def check_sampler(cfg) -> None:
         return
     if not engine_installed(str(node.python)):
         raise MinillmError(f"sampler=vllm: no vLLM engine at sampler.python={node.python}: {INSTALL_HINT}")
-    obj = cfg.get("objective") or {}
+    training = cfg.get("evaluate") is None and cfg.get("diagnose") is None  # those two train nothing
+    obj = (cfg.get("objective") or {}) if training else {}
     for key in ("teacher_mix_alpha", "alpha_end"):
         alpha = obj.get(key)
         if key == "alpha_end" and obj.get("alpha_schedule") in (None, "constant"):
