@@ -218,10 +218,9 @@ def sample_rollouts(
         raise MinillmError(f"alpha = {alpha} > 0 needs a teacher, got teacher=None")
     if keep_teacher_logits and teacher is None:
         raise MinillmError("keep_teacher_logits=True needs a teacher, got teacher=None")
+    # sampler=vllm at α = 0: the engine picks the tokens; the log-probs come from the trainer's own passes
     engine = vllm_engine.current() if alpha == 0.0 else None
-    if (
-        engine is not None
-    ):  # sampler=vllm: the engine picks the tokens; the log-probs are the trainer's passes'
+    if engine is not None:
         rollout = engine.generate(
             student,
             prompt_ids,
