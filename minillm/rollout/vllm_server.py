@@ -139,6 +139,10 @@ def main() -> None:
         out.flush()
 
     serve(sys.stdin, answer)
+    # stdin closed (the trainer ended, however it ended) or a stop: leave now, without waiting for the engine's
+    # own threads, which would keep an orphan alive
+    out.close()
+    os._exit(0)
 
 
 if __name__ == "__main__":
