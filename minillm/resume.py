@@ -178,6 +178,11 @@ RUN_BOUND_KEYS = (
     # labels (student=hf names the model by its path): what a model is, its path's files say (MODEL_PATH_KEYS)
     "student.name",
     "teacher.name",
+    # where the engine runs and how much memory it takes, not what it samples (sampler.name is run-bound)
+    "sampler.python",
+    "sampler.kv_cache_gib",
+    "sampler.threads",
+    "sampler.max_model_len",
     *LAYOUT_KEYS,
 )
 LIMIT_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")

@@ -76,12 +76,14 @@ def train(cfg: DictConfig) -> dict:
     from minillm.models.prepare import prepare_models
     from minillm.models.tokenizers import resolve_tokenizer
     from minillm.resume import Resume
+    from minillm.rollout import vllm_engine
     from minillm.safe_load import load_checkpoint
     from minillm.training.trainer import build_module, fit, make_trainer, module_class
 
     validate_config(cfg)
     check_monitor(cfg)  # before any model loads: a metric nothing logs would fail at the first validation
     prepare_models(cfg)  # GGUF presets converted, pruned students made: once, into cache_dir/models
+    vllm_engine.configure(cfg)  # sampler=vllm: the engine (started on first use); hf: none
     resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")

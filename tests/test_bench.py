@@ -100,8 +100,10 @@ def test_bench_writes_every_field(results):
         "targets",
         "settings",
         "trl_gkd",
+        "samplers",
     }
     assert saved["trl_gkd"] == {"skipped": "trl_gkd.enabled=false"}
+    assert saved["samplers"] == {"skipped": "samplers.enabled=false"}  # hf vs vllm: only when asked
     vm = saved["vocab_memory"]
     assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [3, None]
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from minillm.bench.measure import LOAD_WARNING
 from minillm.bench.models import load_models
 from minillm.bench.rollouts import rollout_throughput
+from minillm.bench.samplers import render_samplers, sampler_comparison
 from minillm.bench.settings import Runtime, gkd_one_pass, gkd_settings, make_runtime, positive, step_settings
 from minillm.bench.step import measure_step
 from minillm.bench.sweep import sweep
@@ -70,6 +71,7 @@ def run_bench(cfg: DictConfig) -> dict:
     results["trl_gkd"] = trl_gkd_comparison(models, runtime, cfg, gkd_one_pass(main))
     results["sweep"] = sweep(models, runtime, cfg, main)
     results["vocab_memory"] = vocab_memory(runtime, cfg)
+    results["samplers"] = sampler_comparison(models, runtime, cfg, main)  # hf vs vllm (samplers.enabled)
     results["targets"] = targets(results)
     load_after = os.getloadavg()
     results["machine"].update(
@@ -102,6 +104,7 @@ def bench(cfg: DictConfig) -> dict:
         )
     results = run_bench(cfg)
     print(render(results, plain=bool(cfg.plain)), flush=True)
+    print(render_samplers(results["samplers"]), flush=True)
     for path in write_results(results, cfg):
         print(f"wrote {path}")
     return results

@@ -16,6 +16,7 @@ import torch
 
 from minillm.errors import MinillmError
 from minillm.models.loading import weights_digest
+from minillm.rollout import vllm_engine
 from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ def provenance(cfg, teacher, dm) -> dict:
     data_digest = hashlib.sha1(
         json.dumps([(r["instruction"], r["context"]) for r in train]).encode()
     ).hexdigest()
+    engine = {"sampler": "vllm"} if vllm_engine.current() is not None else {}  # hf: the keys of old caches
     return {
+        **engine,
         "teacher": str(cfg.teacher.get("path") or cfg.teacher.get("name")),
         "teacher_weights": weights_digest(teacher),
         "data": data_digest[:16],

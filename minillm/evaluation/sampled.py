@@ -37,6 +37,7 @@ from minillm.evaluation.metrics import (
 )
 from minillm.models.loading import weights_digest
 from minillm.objectives.supervised import sft_loss
+from minillm.rollout import vllm_engine
 from minillm.rollout.generate import sample_responses
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,10 @@ def evaluate_model(
         no_repeat_ngram_size=(no_repeat_ngram_size, 0),
         length_edges=(list(length_edges), list(LENGTH_EDGES)),
         keep_samples=(keep_samples, 5),
+        sampler=(
+            "vllm" if vllm_engine.current() is not None else "hf",
+            "hf",
+        ),  # other samplers, other samples
     )
     cache_settings = {**settings, **{k: v for k, (v, default) in extra.items() if v != default}}
     path = None

@@ -28,6 +28,7 @@ from minillm.evaluation.sampled import eval_subset, evaluate_model, lm_loss, sam
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
 from minillm.models.prepare import prepare_models
 from minillm.models.tokenizers import resolve_tokenizer
+from minillm.rollout import vllm_engine
 from minillm.safe_load import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,7 @@ def run_evaluation(cfg) -> dict:
     validate_config(cfg)
     validate_evaluate_config(cfg)
     prepare_models(cfg)
+    vllm_engine.configure(cfg)  # sampler=vllm: the engine (started on first use); hf: none
     e, ev = cfg.evaluate, cfg.eval
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

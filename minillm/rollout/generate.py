@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from minillm.rollout import vllm_engine
 from minillm.rollout.sampler import LogitsProcessor, generate
 
 
@@ -55,11 +56,29 @@ def sample_responses(
     """Sample one response per example; returns texts and response lengths in tokens (EOS included).
 
     One generator seeded with ``seed`` runs through the batches in order, so a seed gives the same
-    samples for the same examples and ``batch_size``. ``logits_processor`` is passed to ``generate``
+    samples for the same examples and ``batch_size`` (with ``sampler=vllm``, for any ``batch_size``: each
+    row's engine seed is drawn from it in order). ``logits_processor`` is passed to ``generate``
     (evaluation's ``no_repeat_ngram_size``).
     """
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
+    engine = vllm_engine.current() if logits_processor is None else None
+    if engine is not None:  # sampler=vllm: every prompt in one call (the engine batches them itself)
+        tokens = engine.sample_ids(
+            model,
+            [e.prompt_ids for e in examples],
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
+        eos = tokenizer.eos_token_id
+        texts = [
+            tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip() for ids in tokens
+        ]
+        return texts, [len(ids) for ids in tokens]
     texts, lengths = [], []
     batches = range(0, len(examples), batch_size)
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from minillm.errors import MinillmError
+from minillm.rollout import vllm_engine
 
 # On an accelerator the "all rows finished?" test is a host sync that stalls the launch queue, so it
 # runs only every few steps there; the extra steps are trimmed away at the end.
@@ -217,6 +218,24 @@ def sample_rollouts(
         raise MinillmError(f"alpha = {alpha} > 0 needs a teacher, got teacher=None")
     if keep_teacher_logits and teacher is None:
         raise MinillmError("keep_teacher_logits=True needs a teacher, got teacher=None")
+    # sampler=vllm at α = 0: the engine picks the tokens; the log-probs come from the trainer's own passes
+    engine = vllm_engine.current() if alpha == 0.0 else None
+    if engine is not None:
+        rollout = engine.generate(
+            student,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
+        if teacher is None:
+            return rollout
+        return score_with_teacher(teacher, rollout, keep_teacher_logits=keep_teacher_logits)
     # At α = 0 the teacher never affects what is sampled: decode with the student alone, then score the
     # finished responses with ONE teacher pass (same log-probs, far cheaper than decoding in lockstep).
     score_after = alpha == 0.0 and teacher is not None and teacher_after_decoding
@@ -266,7 +285,24 @@ def generate(
     sampling: ``response_ids`` (B, t) are the tokens generated so far, ``logits`` (B, V). It changes what
     is sampled (and ``mix_logprobs``), never the recorded ``student_logprobs``. Evaluation uses it for
     ``no_repeat_ngram_size`` (``minillm.evaluation.generation``).
+
+    With ``sampler=vllm`` (``minillm.rollout.vllm_engine``) the engine picks the tokens and one pass of
+    ``model`` records the log-probs; a ``logits_processor`` always runs here.
     """
+    engine = vllm_engine.current() if logits_processor is None else None
+    if engine is not None:
+        return engine.generate(
+            model,
+            prompt_ids,
+            prompt_mask,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            generator=generator,
+        )
     return _decode(
         model,
         None,

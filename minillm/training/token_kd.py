@@ -15,6 +15,7 @@ import torch
 
 from minillm.data.datasets import IGNORE_INDEX, Example, collate_sft
 from minillm.errors import MinillmError
+from minillm.rollout import vllm_engine
 from minillm.rollout.generate import left_pad
 from minillm.rollout.sampler import generate
 from minillm.training.supervised import SupervisedModule
@@ -46,6 +47,19 @@ def sample_student_examples(
 ) -> list[Example]:
     """The student's sampled response to each prompt (EOS kept when it stopped), as examples (``top_p`` < 1:
     sampled from the nucleus of that mass)."""
+    engine = vllm_engine.current()
+    if engine is not None:  # sampler=vllm: only the tokens are read, so no pass of the student rescores them
+        responses = engine.sample_ids(
+            student,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            temperature=temperature,
+            top_k=0,
+            top_p=top_p,
+            generator=generator,
+        )
+        return [Example(p, r, i) for p, r, i in zip(prompts, responses, indices, strict=True)]
     device = next(student.parameters()).device
     prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_token_id)
     rollout = generate(
