@@ -298,3 +298,36 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=False)
     assert updates == [(s.round, 2)] * 4  # 2 inner epochs × 2 minibatches of 2 of the 4 rollouts
     assert out["updates"] == 4
+
+
+def test_bench_builds_the_round_once_as_training_does_and_per_step_on_request(tmp_path, monkeypatch):
+    """``step_runner`` keeps one ``MiniLLMRound`` across timed steps (training builds it once per fit);
+    ``build_per_step=True`` (the old path, for the comparison) rebuilds it from the config each step, with
+    the same options."""
+    from minillm.bench.measure import Clock
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import step_runner
+    from minillm.training.round import MiniLLMRound
+
+    cfg = compose_bench([*TINY, "objective.variant=paper", "grad_clip=0.5"], tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = step_settings(cfg, models.teacher, models.eos_token_id)
+    built = []
+    real_init = MiniLLMRound.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self.options)
+
+    monkeypatch.setattr(MiniLLMRound, "__init__", init)
+    once = step_runner(models, runtime, cfg, s)
+    for _ in range(3):
+        once(Clock(runtime))
+    assert built == [s.round]
+    built.clear()
+    per_step = step_runner(models, runtime, cfg, s, build_per_step=True)
+    for _ in range(3):
+        per_step(Clock(runtime))
+    assert built == [s.round] * 3

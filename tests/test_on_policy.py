@@ -487,3 +487,46 @@ def test_the_round_without_lightning_trains_the_same_weights_as_the_module(compo
     assert logs["train/skipped_updates"] == 0.0 and logs["train/grad_norm"] > 0.05  # clipping was active
     for key in ("train/loss", "train/pg_loss", "train/single_step_loss", "train/grad_norm", "rollout/reward"):
         assert float(logged[key]) == pytest.approx(logs[key], rel=1e-6), key
+
+
+def test_the_round_is_built_once_per_fit_and_no_dataloader_is_built_in_a_step(compose, monkeypatch):
+    """Three rounds of one epoch each (max_steps unset: the schedule spans epochs × the datamodule's
+    batches): the round (options, hooks, MiniLLMRound) is built at the first step only, and the
+    datamodule's training DataLoader only once, by configure_optimizers for the schedule's length."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from minillm.training.on_policy import OnPolicyModule
+
+    cfg = module_config(compose)
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    batch = {"input_ids": PROMPTS, "attention_mask": PROMPT_MASK}
+    loaders, builds = [], []
+
+    def train_dataloader():
+        loaders.append(1)
+        return DataLoader([batch], batch_size=None)
+
+    real_build = OnPolicyModule.build_round
+    monkeypatch.setattr(OnPolicyModule, "build_round", lambda self: builds.append(1) or real_build(self))
+    from types import SimpleNamespace
+
+    module = make_module(cfg, student, teacher, datamodule=SimpleNamespace(train_dataloader=train_dataloader))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=-1,
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader([batch], batch_size=None))
+    assert trainer.global_step == 3  # three rounds of one update each
+    assert module._schedule_steps == 3
+    assert len(builds) == 1
+    assert len(loaders) == 1
