@@ -209,8 +209,28 @@ def config_differences(
     return [
         (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
         for k in keys
-        if run_bound(k) == bound and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+        if run_bound(k) == bound
+        and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+        and not (k == PRECISION_KEY and new.get(k) == "auto")  # auto takes the checkpoint's (adopt_precision)
     ]
+
+
+PRECISION_KEY = "trainer.precision"
+
+
+def adopt_precision(cfg, saved: dict | None) -> None:
+    """``trainer.precision=auto`` resuming a checkpoint: the precision that checkpoint trained with (what
+    auto resolved to then), not a fresh measurement that might choose otherwise."""
+    from omegaconf import open_dict
+
+    if str(cfg.trainer.get("precision")) != "auto" or saved is None:
+        return
+    value = dict(_flatten(saved)).get(PRECISION_KEY)
+    if value is None or value == "auto":
+        return
+    with open_dict(cfg):
+        cfg.trainer.precision = value
+    log.info("trainer.precision=auto: %s, as the checkpoint trained", value)
 
 
 # Config keys renamed since runs began saving their config, as (old, new) values in today's names.
@@ -549,6 +569,7 @@ class Resume:
         if checkpoint is not None:
             check_checkpoint(checkpoint, ckpt_path, str(cfg.objective.name))
             check_config(checkpoint, ckpt_path, config, allow_change)
+            adopt_precision(cfg, checkpoint_config(checkpoint, ckpt_path))
         run_dir.mkdir(parents=True, exist_ok=True)
         return cls(run_dir, ckpt_path, checkpoint)
 

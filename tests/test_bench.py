@@ -56,6 +56,8 @@ TINY = [
     "vocab_memory.response_len=8",
     "vocab_memory.chunk_sizes=[3]",
     "trl_gkd.enabled=false",  # the TRL comparison has its own tests below
+    "pairs.repeats=1",
+    "pairs.warmup=0",
 ]
 
 
@@ -100,8 +102,29 @@ def test_bench_writes_every_field(results):
         "targets",
         "settings",
         "trl_gkd",
+        "pairs",
     }
     assert saved["trl_gkd"] == {"skipped": "trl_gkd.enabled=false"}
+    from minillm.training.precision import bf16_supported
+
+    build = saved["pairs"]["round_build"]
+    assert (build["old"], build["new"]) == ("rebuilt every step", "built once")
+    precision = saved["pairs"]["precision"]
+    if bf16_supported("cpu"):
+        assert (precision["old"], precision["new"]) == ("fp32", "bf16-mixed")
+    else:
+        assert precision == {"skipped": "this cpu has no native bf16"}
+    for pair in (build, precision) if "skipped" not in precision else (build,):
+        times = pair["seconds"]
+        assert [len(v) for v in times.values()] == [1, 1] and all(t > 0 for v in times.values() for t in v)
+        first, second = times.values()
+        assert pair["speedup"] == pytest.approx(first[0] / second[0])
+        assert len(pair["load_avg_before"]) == len(pair["load_avg_after"]) == 3
+    by_name = {t["target"]: t for t in saved["targets"]}
+    (built_once,) = [t for name, t in by_name.items() if name.startswith("MiniLLM step: round built once")]
+    (bf16_row,) = [t for name, t in by_name.items() if name.startswith("MiniLLM step: bf16-mixed ≥ 1.5×")]
+    assert built_once["value"] == build["speedup"] and built_once["ok"] == (build["speedup"] >= 1.0)
+    assert bf16_row["value"] == precision.get("speedup")
     vm = saved["vocab_memory"]
     assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [3, None]
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
@@ -225,8 +248,8 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
     ("overrides", "message"),
     [
         (["device=cuda"], "device=cuda: no CUDA device"),
-        (["dtype=bf16"], "dtype=bf16: part of the CUDA path"),
-        (["compile=true"], "compile=True: part of the CUDA path"),
+        (["dtype=bf16"], "dtype=bf16: this cpu has no native bf16"),
+        (["compile=true"], "compile=true: part of the CUDA path"),
         (["objective.teacher_mix_alpha=1.5"], r"objective.teacher_mix_alpha=1.5: must lie in \[0, 1\]"),
         (["objective.num_rollouts=0"], "objective.num_rollouts=0: must be a positive integer"),
         (
@@ -240,6 +263,10 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
 def test_bad_settings_fail_clearly(tmp_path, overrides, message):
     if "device=cuda" in overrides and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    from minillm.training.precision import bf16_supported
+
+    if "dtype=bf16" in overrides and bf16_supported("cpu"):
+        pytest.skip("this CPU has native bf16: dtype=bf16 runs here")
     cfg = compose_bench([*TINY, *overrides], tmp_path)
     with pytest.raises(MinillmError, match=message):
         run_bench(cfg)

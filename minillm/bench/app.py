@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from minillm.bench.measure import LOAD_WARNING
 from minillm.bench.models import load_models
+from minillm.bench.pairs import pairs
 from minillm.bench.rollouts import rollout_throughput
 from minillm.bench.settings import Runtime, gkd_one_pass, gkd_settings, make_runtime, positive, step_settings
 from minillm.bench.step import measure_step
@@ -67,6 +68,7 @@ def run_bench(cfg: DictConfig) -> dict:
         name: measure_step(models, runtime, cfg, s, repeats=repeats, warmup=warmup, detail=True)
         for name, s in steps.items()
     }
+    results["pairs"] = pairs(models, runtime, cfg, main)
     results["trl_gkd"] = trl_gkd_comparison(models, runtime, cfg, gkd_one_pass(main))
     results["sweep"] = sweep(models, runtime, cfg, main)
     results["vocab_memory"] = vocab_memory(runtime, cfg)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from minillm.errors import MinillmError
 from minillm.training.options import RoundOptions, keep_teacher_logits
+from minillm.training.precision import bf16_supported
 
 
 def positive(node, key: str, name: str | None = None) -> int:
@@ -98,6 +99,7 @@ def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) 
         eos_token_id=None,
         pad_token_id=eos_token_id,
         keep_teacher_logits=keep,
+        mixed_precision=cfg.dtype == "bf16",
     )
     return StepSettings(
         batch_size=batch_size,
@@ -152,11 +154,12 @@ def make_runtime(cfg: DictConfig) -> Runtime:
         raise MinillmError(
             "device=cuda: no CUDA device is available here (torch.cuda.is_available() is False)"
         )
-    if device != "cuda":
-        for key, value, off in (("dtype", cfg.dtype, "fp32"), ("compile", bool(cfg.compile), False)):
-            if value != off:
-                raise MinillmError(
-                    f"{key}={value}: part of the CUDA path; it needs device=cuda and a CUDA device "
-                    f"(on CPU use {key}={str(off).lower()})"
-                )
+    if device != "cuda" and bool(cfg.compile):
+        raise MinillmError(
+            "compile=true: part of the CUDA path; it needs device=cuda and a CUDA device (on CPU use compile=false)"
+        )
+    if cfg.dtype == "bf16" and not bf16_supported(device):
+        raise MinillmError(
+            f"dtype=bf16: this {device} has no native bf16 (AVX512-BF16 / AMX on CPU); use dtype=fp32"
+        )
     return Runtime(device=torch.device(device), dtype=str(cfg.dtype), compile=bool(cfg.compile))

@@ -119,7 +119,7 @@ def measure_step(
 ) -> dict:
     """Round time (the repeat with the median total, and its split); with ``detail`` also forward
     token counts (from an untimed step on the plain models, which doubles as a warm-up) and peak memory."""
-    run = step_runner(models, runtime, cfg, s)
+    run = step_runner(models, runtime, cfg, s, build_per_step=bool(cfg.get("round_per_step", False)))
     out: dict = {"settings": asdict(s)}
     if detail:
         with count_tokens({"teacher": models.teacher, "student": models.student}) as counts:

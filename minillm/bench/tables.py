@@ -26,6 +26,41 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One table per old-and-new pair: each side's median, min and max, the ratio, the load."""
+    out = []
+    for title, pair in (
+        ("MiniLLM step, fp32 against bf16 mixed precision", (pairs or {}).get("precision")),
+        ("MiniLLM step, round rebuilt every step against built once", (pairs or {}).get("round_build")),
+    ):
+        if not pair:
+            continue
+        if "skipped" in pair:  # said in the header lines (render)
+            continue
+        rows = [
+            [name, _fmt(statistics.median(v)), _fmt(min(v)), _fmt(max(v))]
+            for name, v in pair["seconds"].items()
+        ]
+        rows.append(
+            [
+                f"{pair['old']} ÷ {pair['new']}",
+                _fmt(pair["speedup"]),
+                _fmt(pair["pair_ratio_min"]),
+                _fmt(pair["pair_ratio_max"]),
+            ]
+        )
+        load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"
+        out.append(
+            (
+                f"{title}, timed alternately ({pair['repeats']} pairs after {pair['warmup']} untimed; {load}; "
+                "ratio row: median ÷ median, then the pairs' own min and max)",
+                ["path", "median s", "min s", "max s"],
+                rows,
+            )
+        )
+    return out
+
+
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """(title, header, rows) of every table printed."""
     out = []
@@ -158,6 +193,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             )
         )
 
+    out.extend(pair_tables(results.get("pairs")))
+
     trl = results.get("trl_gkd") or {}
     if "speedup" in trl:
         s = trl["settings"]
@@ -218,6 +255,9 @@ def render(results: dict, plain: bool) -> str:
     skipped = (results.get("trl_gkd") or {}).get("skipped")
     if skipped:
         lines.append(f"TRL GKDTrainer comparison skipped: {skipped}")
+    skipped = ((results.get("pairs") or {}).get("precision") or {}).get("skipped")
+    if skipped:
+        lines.append(f"bf16 against fp32 skipped: {skipped}")
     head = "\n".join(lines)
     if not plain:
         try:

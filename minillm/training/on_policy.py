@@ -21,6 +21,7 @@ import torch
 from minillm.errors import MinillmError
 from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.options import RoundOptions, alpha_at, keep_teacher_logits, pg_options
+from minillm.training.precision import is_mixed
 from minillm.training.round import (
     MiniLLMRound,
     RoundHooks,
@@ -143,6 +144,7 @@ class OnPolicyModule(SupervisedModule):
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             keep_teacher_logits=self.cache_teacher_logits(),
+            mixed_precision=is_mixed(self.trainer.precision),
         )
         hooks = RoundHooks(
             backward=self.manual_backward,
