@@ -358,3 +358,15 @@ def test_bench_builds_the_round_once_as_training_does_and_per_step_on_request(tm
     for _ in range(3):
         per_step(Clock(runtime))
     assert built == [s.round] * 3
+
+
+def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
+    """``pairs_only=true`` (large models): only the alternated pairs, their targets and the machine."""
+    from minillm.bench.tables import render
+
+    out = run_bench(compose_bench([*TINY, "pairs_only=true"], tmp_path))
+    assert set(out) == {"machine", "models", "pairs", "targets", "settings"}
+    assert [t["target"].split(":")[0] for t in out["targets"]] == ["MiniLLM step", "MiniLLM step"]
+    text = render(out, plain=True)
+    assert "MiniLLM step, round rebuilt every step against built once, timed alternately" in text
+    assert "rebuilt every step ÷ built once" in text

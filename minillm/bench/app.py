@@ -20,7 +20,7 @@ from minillm.bench.settings import Runtime, gkd_one_pass, gkd_settings, make_run
 from minillm.bench.step import measure_step
 from minillm.bench.sweep import sweep
 from minillm.bench.tables import render
-from minillm.bench.targets import targets
+from minillm.bench.targets import pair_targets, targets
 from minillm.bench.trl_gkd import trl_gkd_comparison
 from minillm.bench.vocab_memory import vocab_memory
 from minillm.cli import quiet_libraries, user_errors
@@ -57,6 +57,25 @@ def run_bench(cfg: DictConfig) -> dict:
     repeats, warmup = positive(cfg, "repeats"), int(cfg.warmup)
 
     results: dict = {"machine": machine_info(runtime), "models": models.info}
+    if cfg.pairs_only:  # the old-and-new pairs alone (large models, where the full benchmark takes long)
+        results["pairs"] = pairs(models, runtime, cfg, main)
+        results["targets"] = pair_targets(results["pairs"])
+    else:
+        results.update(full_bench(models, runtime, cfg, main, repeats, warmup))
+    load_after = os.getloadavg()
+    results["machine"].update(
+        load_avg_before=list(load_before),
+        load_avg_after=list(load_after),
+        under_load=load_before[0] > LOAD_WARNING,  # the benchmark's own threads raise the one after
+        wall_seconds=time.perf_counter() - started,
+    )
+    results["settings"] = OmegaConf.to_container(cfg, resolve=True)
+    return results
+
+
+def full_bench(models, runtime: Runtime, cfg: DictConfig, main, repeats: int, warmup: int) -> dict:
+    """Every table of the benchmark but the machine's: rollouts, steps, pairs, TRL, sweep, memory, targets."""
+    results: dict = {}
     results["rollout"] = rollout_throughput(models, runtime, main, repeats, warmup)
     steps = {"minillm": main}
     if main.round.keep_teacher_logits and cfg.rescored_step:
@@ -73,14 +92,6 @@ def run_bench(cfg: DictConfig) -> dict:
     results["sweep"] = sweep(models, runtime, cfg, main)
     results["vocab_memory"] = vocab_memory(runtime, cfg)
     results["targets"] = targets(results)
-    load_after = os.getloadavg()
-    results["machine"].update(
-        load_avg_before=list(load_before),
-        load_avg_after=list(load_after),
-        under_load=load_before[0] > LOAD_WARNING,  # the benchmark's own threads raise the one after
-        wall_seconds=time.perf_counter() - started,
-    )
-    results["settings"] = OmegaConf.to_container(cfg, resolve=True)
     return results
 
 

@@ -61,8 +61,18 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
     return out
 
 
+def targets_table(results: dict) -> tuple[str, list[str], list[list[str]]]:
+    rows = [
+        [t["target"], _fmt(t["value"]), "skipped" if "skipped" in t else _fmt(t["ok"])]
+        for t in results["targets"]
+    ]
+    return ("Targets", ["target", "measured", "met"], rows)
+
+
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table printed."""
+    """(title, header, rows) of every table printed (``pairs_only``: the pairs and their targets)."""
+    if "rollout" not in results:
+        return [*pair_tables(results.get("pairs")), targets_table(results)]
     out = []
     ro = results["rollout"]
     s = results["steps"]["minillm"]["settings"]
@@ -231,11 +241,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             )
         )
 
-    rows = [
-        [t["target"], _fmt(t["value"]), "skipped" if "skipped" in t else _fmt(t["ok"])]
-        for t in results["targets"]
-    ]
-    out.append(("Targets", ["target", "measured", "met"], rows))
+    out.append(targets_table(results))
     return out
 
 
