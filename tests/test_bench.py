@@ -370,3 +370,8 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     text = render(out, plain=True)
     assert "MiniLLM step, round rebuilt every step against built once, timed alternately" in text
     assert "rebuilt every step ÷ built once" in text
+    assert all(
+        peak > 0 for pair in out["pairs"].values() if "peak_mib" in pair for peak in pair["peak_mib"].values()
+    )
+    precision_only = run_bench(compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false"], tmp_path))
+    assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1

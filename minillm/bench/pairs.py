@@ -17,30 +17,34 @@ from dataclasses import replace
 import torch
 from omegaconf import DictConfig
 
-from minillm.bench.measure import Clock
+from minillm.bench.measure import Clock, peak_memory
 from minillm.bench.models import Models
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import step_runner
 from minillm.training.precision import bf16_supported
 
 
-def alternate(sides: dict[str, Callable[[], float]], repeats: int, warmup: int) -> dict:
-    """Time ``sides`` (name -> callable returning its seconds) alternately; the first is the old path,
-    the second the new one. Returns every time, the medians, old ÷ new of the medians (> 1: the new path
-    is faster) and of each pair, with the 1-minute load average before and after."""
+def alternate(sides: dict[str, Callable[[], tuple[float, float]]], repeats: int, warmup: int) -> dict:
+    """Time ``sides`` (name -> callable returning its seconds and peak MiB) alternately; the first is the
+    old path, the second the new one. Returns every time, the medians, old ÷ new of the medians (> 1: the
+    new path is faster) and of each pair, each side's peak memory over its timed calls, with the 1-minute
+    load average before and after."""
     (old, run_old), (new, run_new) = sides.items()
     load_before = os.getloadavg()
     times: dict[str, list[float]] = {old: [], new: []}
+    peaks: dict[str, float] = {old: 0.0, new: 0.0}
     for i in range(warmup + repeats):
         pair = {old: run_old(), new: run_new()}
         if i >= warmup:
-            for name, seconds in pair.items():
+            for name, (seconds, peak_mib) in pair.items():
                 times[name].append(seconds)
+                peaks[name] = max(peaks[name], peak_mib)
     ratios = [a / b for a, b in zip(times[old], times[new], strict=True)]
     return {
         "old": old,
         "new": new,
         "seconds": times,
+        "peak_mib": peaks,
         "median_seconds": {name: statistics.median(values) for name, values in times.items()},
         "speedup": statistics.median(times[old]) / statistics.median(times[new]),
         "pair_ratio_min": min(ratios),
@@ -62,8 +66,16 @@ def own_copy(models: Models, teacher_dtype: torch.dtype | None = None) -> Models
     return replace(models, student=student, teacher=teacher, decode_student=student, decode_teacher=teacher)
 
 
-def timed(run: Callable, runtime: Runtime) -> Callable[[], float]:
-    return lambda: run(Clock(runtime))
+def timed(run: Callable, runtime: Runtime) -> Callable[[], tuple[float, float]]:
+    """One timed round and its peak memory (``measure.peak_memory``: CUDA allocator or the process's
+    resident set, reset before the round)."""
+
+    def once() -> tuple[float, float]:
+        with peak_memory(runtime) as memory:
+            seconds = run(Clock(runtime))
+        return seconds, memory["peak_mib"]
+
+    return once
 
 
 def precision_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
@@ -106,7 +118,7 @@ def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings)
     """Both pairs (``pairs.enabled``), or None."""
     if not cfg.pairs.enabled:
         return None
-    return {
-        "precision": precision_pair(models, runtime, cfg, main),
-        "round_build": round_build_pair(models, runtime, cfg, main),
-    }
+    out = {"precision": precision_pair(models, runtime, cfg, main)}
+    if cfg.pairs.round_build:
+        out["round_build"] = round_build_pair(models, runtime, cfg, main)
+    return out

@@ -27,7 +27,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 
 def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
-    """One table per old-and-new pair: each side's median, min and max, the ratio, the load."""
+    """One table per old-and-new pair: each side's median, min, max and peak memory, the ratio, the load."""
     out = []
     for title, pair in (
         ("MiniLLM step, fp32 against bf16 mixed precision", (pairs or {}).get("precision")),
@@ -38,7 +38,7 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
         if "skipped" in pair:  # said in the header lines (render)
             continue
         rows = [
-            [name, _fmt(statistics.median(v)), _fmt(min(v)), _fmt(max(v))]
+            [name, _fmt(statistics.median(v)), _fmt(min(v)), _fmt(max(v)), _fmt(pair["peak_mib"][name], 1)]
             for name, v in pair["seconds"].items()
         ]
         rows.append(
@@ -47,6 +47,7 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
                 _fmt(pair["speedup"]),
                 _fmt(pair["pair_ratio_min"]),
                 _fmt(pair["pair_ratio_max"]),
+                "—",
             ]
         )
         load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"
@@ -54,7 +55,7 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
             (
                 f"{title}, timed alternately ({pair['repeats']} pairs after {pair['warmup']} untimed; {load}; "
                 "ratio row: median ÷ median, then the pairs' own min and max)",
-                ["path", "median s", "min s", "max s"],
+                ["path", "median s", "min s", "max s", "peak MiB"],
                 rows,
             )
         )

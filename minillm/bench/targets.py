@@ -103,7 +103,9 @@ def pair_targets(pairs: dict | None) -> list[dict]:
     if "skipped" in precision:
         row["skipped"] = precision["skipped"]
     rows.append(row)
-    build = pairs["round_build"]
+    build = pairs.get("round_build")
+    if build is None:
+        return rows
     rows.append(
         {
             "target": "MiniLLM step: round built once no slower than rebuilt every step (rebuilt ÷ once ≥ 1)",
