@@ -370,6 +370,11 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     text = render(out, plain=True)
     assert "MiniLLM step, round rebuilt every step against built once, timed alternately" in text
     assert "rebuilt every step ÷ built once" in text
+    assert (
+        0
+        < out["pairs"]["round_build"]["rebuild_seconds"]
+        < min(out["pairs"]["round_build"]["seconds"]["rebuilt every step"])
+    )
     assert all(
         peak > 0 for pair in out["pairs"].values() if "peak_mib" in pair for peak in pair["peak_mib"].values()
     )

@@ -50,6 +50,8 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
                 "—",
             ]
         )
+        if "rebuild_seconds" in pair:
+            rows.append(["the rebuild alone (median of 50)", _fmt(pair["rebuild_seconds"], 5), "—", "—", "—"])
         load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"
         out.append(
             (
