@@ -380,3 +380,24 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     )
     precision_only = run_bench(compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false"], tmp_path))
     assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1
+
+
+def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
+    """dtype=bf16 (on a CPU with native bf16): the teacher's weights in bf16, the round under bf16 autocast
+    with its old log-probs rescored: the student's forward tokens are the fp32 round's plus one pass."""
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import measure_step
+    from minillm.training.precision import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    cfg = compose_bench([*TINY, "dtype=bf16"], tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = step_settings(cfg, models.teacher, models.eos_token_id)
+    assert models.teacher.lm_head.weight.dtype == torch.bfloat16 and s.round.rescore_old_logprobs
+    out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=True)
+    tokens = out["forward_tokens"]
+    fp32_needed = s.with_round(rescore_old_logprobs=False).needed_tokens()["student"]
+    assert tokens["student"] == tokens["student_needed"] == fp32_needed + 4 * (3 + 5)

@@ -58,11 +58,13 @@ class StepSettings:
 
         Teacher: every prompt token and every response token but the last (whose next-token
         distribution nobody uses), once, in the rollout. Student: the same in the rollout, plus one
-        teacher-forced pass over prompt + response per row per inner epoch.
+        teacher-forced pass over prompt + response per row per inner epoch, and one more to score the old
+        log-probs under mixed precision (``round.rescore_old_logprobs``).
         """
         rollout = self.batch_size * (self.prompt_len + self.response_len - 1)
         per_epoch = self.batch_size * (self.prompt_len + self.response_len)
-        return {"teacher": rollout, "student": rollout + self.round.ppo_epochs * per_epoch}
+        passes = self.round.ppo_epochs + int(self.round.rescore_old_logprobs)
+        return {"teacher": rollout, "student": rollout + passes * per_epoch}
 
 
 def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) -> StepSettings:
@@ -115,7 +117,11 @@ def gkd_settings(main: StepSettings) -> StepSettings:
     """GKD's step on our machinery: α = 0, one update per batch, the token reverse KL alone, the teacher
     decoding in lockstep (``gkd_one_pass`` scores with one teacher pass instead, as training does at α = 0)."""
     return replace(main, alpha=0.0, pg_term=False).with_round(
-        ppo_epochs=1, mini_batch_size=main.batch_size, keep_teacher_logits=True, teacher_after_decoding=False
+        ppo_epochs=1,
+        mini_batch_size=main.batch_size,
+        keep_teacher_logits=True,
+        teacher_after_decoding=False,
+        rescore_old_logprobs=False,  # its loss never reads the old log-probs (no PPO ratio)
     )
 
 
