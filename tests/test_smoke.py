@@ -352,11 +352,23 @@ OBJECTIVES = sorted(p.stem for p in (ROOT / "conf" / "objective").glob("*.yaml")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_every_objective_trains_under_bf16_mixed(compose, tmp_path, objective):
+def test_every_objective_trains_under_bf16_mixed(compose, tmp_path, monkeypatch, objective):
     """trainer.precision=bf16-mixed (the choice of trainer.precision=auto on a CPU where bf16 measured
     faster): every objective's updates, rollouts, teacher scoring (the teacher held in bf16 by
-    fit.teacher_dtype=auto) and validation run under bf16 autocast, with finite float32 losses."""
+    fit.teacher_dtype=auto), validation and end-of-run evaluation run under bf16 autocast, with finite
+    float32 losses."""
     import torch
+
+    from minillm.evaluation import sampled
+
+    autocast_seen = []
+    real_metrics = sampled._sampled_metrics
+
+    def metrics(*args, **kwargs):
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        return real_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(sampled, "_sampled_metrics", metrics)
 
     cfg = compose(
         smoke_overrides(
@@ -377,3 +389,4 @@ def test_every_objective_trains_under_bf16_mixed(compose, tmp_path, objective):
     with open(tmp_path / "run" / "csv" / "metrics.csv") as handle:
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
     assert losses and all(math.isfinite(v) for v in losses)
+    assert autocast_seen and all(autocast_seen)  # the trained student's end-of-run evaluation

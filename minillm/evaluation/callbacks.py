@@ -186,22 +186,25 @@ class SampledValidation(Callback):
         if not self.examples or trainer.sanity_checking:
             return
         from minillm.evaluation.sampled import evaluate_model
+        from minillm.training.precision import autocast
 
         e = self.eval_cfg
-        res = evaluate_model(
-            pl_module.student,
-            self.tokenizer,
-            self.examples,
-            self.records,
-            seeds=(0,),
-            batch_size=e.batch_size,
-            max_new_tokens=e.max_new_tokens,
-            temperature=e.temperature,
-            top_k=e.top_k,
-            top_p=e.top_p,
-            name="val",
-            progress=False,
-        )
+        # under the run's mixed precision, as the rest of validation (this hook is outside Lightning's)
+        with autocast(trainer.precision, pl_module.device.type):
+            res = evaluate_model(
+                pl_module.student,
+                self.tokenizer,
+                self.examples,
+                self.records,
+                seeds=(0,),
+                batch_size=e.batch_size,
+                max_new_tokens=e.max_new_tokens,
+                temperature=e.temperature,
+                top_k=e.top_k,
+                top_p=e.top_p,
+                name="val",
+                progress=False,
+            )
         pl_module.log("val/rougeL", res["rougeL"], prog_bar=True)
         if res["valid_rate"] is not None:
             pl_module.log("val/valid_rate", res["valid_rate"])

@@ -17,6 +17,7 @@ rescore_old_logprobs``), so the first inner step's ratio is exactly 1.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import statistics
@@ -37,6 +38,16 @@ PROBE_REPEATS = 3  # timed pairs (after one untimed pair); the medians are compa
 def is_mixed(precision) -> bool:
     """Lightning's mixed-precision settings (``bf16-mixed``, ``16-mixed`` and their short forms)."""
     return str(precision) in ("bf16-mixed", "bf16", "16-mixed", "16")
+
+
+def autocast(precision, device: str):
+    """The autocast a mixed ``precision`` runs under on ``device`` (bf16 or fp16), else a null context:
+    for what runs outside Lightning (the end-of-run evaluation)."""
+    if not is_mixed(precision):
+        return contextlib.nullcontext()
+    return torch.autocast(
+        device, dtype=torch.bfloat16 if str(precision).startswith("bf16") else torch.float16
+    )
 
 
 def device_type(cfg: DictConfig) -> str:
