@@ -67,9 +67,13 @@ def validate_config(cfg) -> None:
         raise MinillmError(f"select.mode={cfg.select.mode!r}; choose one of ['max', 'min']")
     if not cfg.eval.seeds:
         raise MinillmError("eval.seeds: give at least one sampling seed")
-    if cfg.trainer.accelerator == "cpu" and "bf16" in str(cfg.trainer.precision):
+    from minillm.training.precision import bf16_supported
+
+    cpu_bf16 = cfg.trainer.accelerator == "cpu" and bf16_supported("cpu")
+    if cfg.trainer.accelerator == "cpu" and "bf16" in str(cfg.trainer.precision) and not cpu_bf16:
         log.warning(
-            "trainer.precision=%s on CPU: this CPU has no bf16 instructions and runs ~30x slower",
+            "trainer.precision=%s on CPU: this CPU has no bf16 instructions (AVX512-BF16 / AMX) and runs it "
+            "far slower than fp32; trainer.precision=auto chooses by measuring",
             cfg.trainer.precision,
         )
     teacher_dtype = _get(cfg, "fit.teacher_dtype")
@@ -77,7 +81,9 @@ def validate_config(cfg) -> None:
         raise MinillmError(
             f"fit.teacher_dtype={teacher_dtype!r}; choose one of ['auto', 'bf16', 'fp16', 'fp32'] or null"
         )
-    if cfg.trainer.accelerator == "cpu" and teacher_dtype in ("bf16", "fp16"):
+    if cfg.trainer.accelerator == "cpu" and (
+        teacher_dtype == "fp16" or (teacher_dtype == "bf16" and not cpu_bf16)
+    ):
         log.warning(
             "fit.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
             teacher_dtype,

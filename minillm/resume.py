@@ -218,7 +218,9 @@ def config_differences(
     return [
         (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
         for k in keys
-        if run_bound(k) == bound and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+        if run_bound(k) == bound
+        and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+        and not (k == PRECISION_KEY and new.get(k) == "auto")  # auto takes the checkpoint's (adopt_precision)
     ]
 
 
@@ -284,6 +286,24 @@ def training_differences(ckpt: dict, saved: dict, current: dict) -> list[tuple[s
             where = "not a local model" if now is None else f"files {now[:12]}"
             diffs.append((key, f"{old.get(key)} (files {digest[:12]})", f"{new.get(key)} ({where})"))
     return diffs + [d for d in config_differences(saved, current) if d[0] not in digests]
+
+
+PRECISION_KEY = "trainer.precision"
+
+
+def adopt_precision(cfg, saved: dict | None) -> None:
+    """``trainer.precision=auto`` resuming a checkpoint: the precision that checkpoint trained with (what
+    auto resolved to then), not a fresh measurement that might choose otherwise."""
+    from omegaconf import open_dict
+
+    if str(cfg.trainer.get("precision")) != "auto" or saved is None:
+        return
+    value = dict(_flatten(saved)).get(PRECISION_KEY)
+    if value is None or value == "auto":
+        return
+    with open_dict(cfg):
+        cfg.trainer.precision = value
+    log.info("trainer.precision=auto: %s, as the checkpoint trained", value)
 
 
 # Config keys renamed since runs began saving their config, as (old, new) values in today's names.
@@ -623,6 +643,7 @@ class Resume:
         if checkpoint is not None:
             check_checkpoint(checkpoint, ckpt_path, str(cfg.objective.name))
             check_config(checkpoint, ckpt_path, config, allow_change)
+            adopt_precision(cfg, checkpoint_config(checkpoint, ckpt_path))
         run_dir.mkdir(parents=True, exist_ok=True)
         return cls(run_dir, ckpt_path, checkpoint)
 

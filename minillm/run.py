@@ -71,13 +71,14 @@ def train(cfg: DictConfig) -> dict:
     from minillm.evaluation.callbacks import check_monitor, make_eval_callbacks
     from minillm.evaluation.sampled import eval_subset, evaluate_splits
     from minillm.loggers import loggers_from_config
-    from minillm.models.loading import gathered_student, load_models, weights_digest
+    from minillm.models.loading import cast_teacher, gathered_student, load_models, weights_digest
     from minillm.models.lora import export_student
     from minillm.models.prepare import prepare_models
     from minillm.models.tokenizers import resolve_tokenizer
     from minillm.resume import Resume
     from minillm.rollout import vllm_engine
     from minillm.safe_load import load_checkpoint
+    from minillm.training.precision import resolve_precision
     from minillm.training.trainer import build_module, fit, make_trainer, module_class
 
     validate_config(cfg)
@@ -93,6 +94,9 @@ def train(cfg: DictConfig) -> dict:
     records = load_records(cfg.data, cfg.cache_dir)
     tokenizer = resolve_tokenizer(cfg, records)
     student, teacher = load_models(cfg, tokenizer)
+    # trainer.precision=auto: bf16-mixed or 32-true, measured on this machine before Lightning sees it
+    if resolve_precision(cfg, student) is not None and teacher is not None:
+        cast_teacher(cfg, teacher)  # fit.teacher_dtype=auto follows the precision chosen
     dm = InstructionDataModule(
         cfg.data,
         tokenizer,

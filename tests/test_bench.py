@@ -56,6 +56,8 @@ TINY = [
     "vocab_memory.response_len=8",
     "vocab_memory.chunk_sizes=[3]",
     "trl_gkd.enabled=false",  # the TRL comparison has its own tests below
+    "pairs.repeats=1",
+    "pairs.warmup=0",
 ]
 
 
@@ -101,9 +103,30 @@ def test_bench_writes_every_field(results):
         "settings",
         "trl_gkd",
         "samplers",
+        "pairs",
     }
     assert saved["trl_gkd"] == {"skipped": "trl_gkd.enabled=false"}
     assert saved["samplers"] == {"skipped": "samplers.enabled=false"}  # hf vs vllm: only when asked
+    from minillm.training.precision import bf16_supported
+
+    build = saved["pairs"]["round_build"]
+    assert (build["old"], build["new"]) == ("rebuilt every step", "built once")
+    precision = saved["pairs"]["precision"]
+    if bf16_supported("cpu"):
+        assert (precision["old"], precision["new"]) == ("fp32", "bf16-mixed")
+    else:
+        assert precision == {"skipped": "this cpu has no native bf16"}
+    for pair in (build, precision) if "skipped" not in precision else (build,):
+        times = pair["seconds"]
+        assert [len(v) for v in times.values()] == [1, 1] and all(t > 0 for v in times.values() for t in v)
+        first, second = times.values()
+        assert pair["speedup"] == pytest.approx(first[0] / second[0])
+        assert len(pair["load_avg_before"]) == len(pair["load_avg_after"]) == 3
+    by_name = {t["target"]: t for t in saved["targets"]}
+    (built_once,) = [t for name, t in by_name.items() if name.startswith("MiniLLM step: round built once")]
+    (bf16_row,) = [t for name, t in by_name.items() if name.startswith("MiniLLM step: bf16-mixed ≥ 1.5×")]
+    assert built_once["value"] == build["speedup"] and built_once["ok"] == (build["speedup"] >= 1.0)
+    assert bf16_row["value"] == precision.get("speedup")
     vm = saved["vocab_memory"]
     assert vm["shape"] == [2, 8, 64] and [r["chunk_size"] for r in vm["rows"]] == [3, None]
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
@@ -227,8 +250,8 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
     ("overrides", "message"),
     [
         (["device=cuda"], "device=cuda: no CUDA device"),
-        (["dtype=bf16"], "dtype=bf16: part of the CUDA path"),
-        (["compile=true"], "compile=True: part of the CUDA path"),
+        (["dtype=bf16"], "dtype=bf16: this cpu has no native bf16"),
+        (["compile=true"], "compile=true: part of the CUDA path"),
         (["objective.teacher_mix_alpha=1.5"], r"objective.teacher_mix_alpha=1.5: must lie in \[0, 1\]"),
         (["objective.num_rollouts=0"], "objective.num_rollouts=0: must be a positive integer"),
         (
@@ -242,6 +265,10 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
 def test_bad_settings_fail_clearly(tmp_path, overrides, message):
     if "device=cuda" in overrides and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    from minillm.training.precision import bf16_supported
+
+    if "dtype=bf16" in overrides and bf16_supported("cpu"):
+        pytest.skip("this CPU has native bf16: dtype=bf16 runs here")
     cfg = compose_bench([*TINY, *overrides], tmp_path)
     with pytest.raises(MinillmError, match=message):
         run_bench(cfg)
@@ -300,3 +327,79 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=False)
     assert updates == [(s.round, 2)] * 4  # 2 inner epochs × 2 minibatches of 2 of the 4 rollouts
     assert out["updates"] == 4
+
+
+def test_bench_builds_the_round_once_as_training_does_and_per_step_on_request(tmp_path, monkeypatch):
+    """``step_runner`` keeps one ``MiniLLMRound`` across timed steps (training builds it once per fit);
+    ``build_per_step=True`` (the old path, for the comparison) rebuilds it from the config each step, with
+    the same options."""
+    from minillm.bench.measure import Clock
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import step_runner
+    from minillm.training.round import MiniLLMRound
+
+    cfg = compose_bench([*TINY, "objective.variant=paper", "grad_clip=0.5"], tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = step_settings(cfg, models.teacher, models.eos_token_id)
+    built = []
+    real_init = MiniLLMRound.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        built.append(self.options)
+
+    monkeypatch.setattr(MiniLLMRound, "__init__", init)
+    once = step_runner(models, runtime, cfg, s)
+    for _ in range(3):
+        once(Clock(runtime))
+    assert built == [s.round]
+    built.clear()
+    per_step = step_runner(models, runtime, cfg, s, build_per_step=True)
+    for _ in range(3):
+        per_step(Clock(runtime))
+    assert built == [s.round] * 3
+
+
+def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
+    """``pairs_only=true`` (large models): only the alternated pairs, their targets and the machine."""
+    from minillm.bench.tables import render
+
+    out = run_bench(compose_bench([*TINY, "pairs_only=true"], tmp_path))
+    assert set(out) == {"machine", "models", "pairs", "targets", "settings"}
+    assert [t["target"].split(":")[0] for t in out["targets"]] == ["MiniLLM step", "MiniLLM step"]
+    text = render(out, plain=True)
+    assert "MiniLLM step, round rebuilt every step against built once, timed alternately" in text
+    assert "rebuilt every step ÷ built once" in text
+    assert (
+        0
+        < out["pairs"]["round_build"]["rebuild_seconds"]
+        < min(out["pairs"]["round_build"]["seconds"]["rebuilt every step"])
+    )
+    assert all(
+        peak > 0 for pair in out["pairs"].values() if "peak_mib" in pair for peak in pair["peak_mib"].values()
+    )
+    precision_only = run_bench(compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false"], tmp_path))
+    assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1
+
+
+def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
+    """dtype=bf16 (on a CPU with native bf16): the teacher's weights in bf16, the round under bf16 autocast
+    with its old log-probs rescored: the student's forward tokens are the fp32 round's plus one pass."""
+    from minillm.bench.models import load_models
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import measure_step
+    from minillm.training.precision import bf16_supported
+
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    cfg = compose_bench([*TINY, "dtype=bf16"], tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = step_settings(cfg, models.teacher, models.eos_token_id)
+    assert models.teacher.lm_head.weight.dtype == torch.bfloat16 and s.round.rescore_old_logprobs
+    out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=True)
+    tokens = out["forward_tokens"]
+    fp32_needed = s.with_round(rescore_old_logprobs=False).needed_tokens()["student"]
+    assert tokens["student"] == tokens["student_needed"] == fp32_needed + 4 * (3 + 5)

@@ -420,6 +420,10 @@ def test_evaluation_cache_hits_only_for_the_same_weights_prompts_and_settings(tm
         other.weight.fill_(3.0)
     run(m=other)
     assert seeds_sampled == [0, 1, 0, 0, 1, 0, 1] and len(list((tmp_path / "eval").glob("*.json"))) == 4
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a bf16-mixed run's evaluation: an entry of its own
+        run()
+        assert seeds_sampled[-2:] == [0, 1] and len(list((tmp_path / "eval").glob("*.json"))) == 5
+        assert run() is not None and len(seeds_sampled) == 9  # and reused under the same autocast
 
 
 def test_fixed_model_evaluations_are_cached_across_run_and_evaluate(compose, tmp_path, monkeypatch):

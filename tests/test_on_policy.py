@@ -171,7 +171,7 @@ def probe_updates(monkeypatch, probe):
     )
 
 
-def fit(module, max_steps: int, validate: bool = False):
+def fit(module, max_steps: int, validate: bool = False, precision: str = "32-true"):
     """A real Lightning fit: ``max_steps`` rounds over the same prompt batch, optionally validating between."""
     import lightning as L
     from torch.utils.data import DataLoader
@@ -189,6 +189,7 @@ def fit(module, max_steps: int, validate: bool = False):
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=1 if validate else 0,
+        precision=precision,
     )
     trainer.fit(
         module,
@@ -557,3 +558,132 @@ def test_onpolicy_rkl_update_is_the_per_token_reverse_kl_policy_gradient(compose
     logs = {k: float(v) for k, v in update["logs"].items()}
     assert logs["pg_loss"] == pytest.approx(-sum(rewards) / len(valid), rel=1e-5)  # the ratio is 1
     assert logs.get("single_step_loss", 0.0) == 0.0
+
+
+def test_the_round_is_built_once_per_fit_and_no_dataloader_is_built_in_a_step(compose, monkeypatch):
+    """Three rounds of one epoch each (max_steps unset: the schedule spans epochs × the datamodule's
+    batches): the round (options, hooks, MiniLLMRound) is built at the first step only, and the
+    datamodule's training DataLoader only once, by configure_optimizers for the schedule's length."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from minillm.training.on_policy import OnPolicyModule
+
+    cfg = module_config(compose)
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    batch = {"input_ids": PROMPTS, "attention_mask": PROMPT_MASK}
+    loaders, builds = [], []
+
+    def train_dataloader():
+        loaders.append(1)
+        return DataLoader([batch], batch_size=None)
+
+    real_build = OnPolicyModule.build_round
+    monkeypatch.setattr(OnPolicyModule, "build_round", lambda self: builds.append(1) or real_build(self))
+    from types import SimpleNamespace
+
+    module = make_module(cfg, student, teacher, datamodule=SimpleNamespace(train_dataloader=train_dataloader))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=-1,
+        max_epochs=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, train_dataloaders=DataLoader([batch], batch_size=None))
+    assert trainer.global_step == 3  # three rounds of one update each
+    assert module._schedule_steps == 3
+    assert len(builds) == 1
+    assert len(loaders) == 1
+
+
+def first_update_log_ratio(record, forwards):
+    """Per update: log q_θ − log q_old over the valid tokens, q_θ from the update's own forward."""
+
+    def probe(rnd, mb, update):
+        start = len(forwards)
+        logs = update(mb)
+        logits = forwards[start][:, : mb.response_ids.shape[1]]
+        record.append(
+            (sampled_logprobs(logits, mb.response_ids) - mb.student_logprobs)[mb.response_mask.bool()]
+        )
+        return logs
+
+    return probe
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.2])
+def test_the_first_inner_step_ratio_is_exactly_one_under_bf16_mixed(compose, monkeypatch, alpha):
+    """Under trainer.precision=bf16-mixed the rollout decodes in bf16, where the KV-cached steps and a
+    teacher-forced pass differ by bf16 rounding; the round scores its old log-probs with the updates' own
+    pass (float32 log-softmax of the same logits), so the first update's PPO ratio q_θ/q_old is exactly 1
+    on every token (and later ones, after a step, are not). Two inner epochs of two minibatches, ragged."""
+    cfg = module_config(
+        compose,
+        f"objective.teacher_mix_alpha={alpha}",
+        "objective.mini_batch_size=2",
+        "objective.ppo_epochs=2",
+        "objective.max_new_tokens=16",
+    )
+    # wide enough, and long enough responses, that bf16 decoding and the teacher-forced pass differ
+    # (by ~2e-3 in log q here; at hidden size 32 and 7 tokens they happen to agree bitwise)
+    arch = {**TEACHER_ARCH, "hidden_size": 128, "intermediate_size": 256}
+    student = build_model(arch, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(arch, VOCAB, eos_token_id=EOS, seed=2).eval()
+    record, forwards = [], []
+    probe_updates(monkeypatch, first_update_log_ratio(record, forwards))
+    student.register_forward_hook(
+        lambda m, args, out: forwards.append(out.logits.detach()) if torch.is_grad_enabled() else None
+    )
+    module = make_module(cfg, student, teacher)
+    fit(module, max_steps=4, precision="bf16-mixed")
+    assert forwards[0].dtype == torch.bfloat16  # the updates did run under bf16 autocast
+    assert len(record) == 4
+    assert record[0].numel() > 0 and torch.equal(record[0], torch.zeros_like(record[0]))
+    assert record[2].abs().max() > 0  # after two steps the student has moved
+    assert module._runner.options.rescore_old_logprobs
+
+
+def test_rescored_old_logprobs_give_ratio_one_in_fp32_too():
+    """``rescore_old_logprobs`` in fp32 (off by default there): the first update's ratio is exactly 1,
+    and the rescored log-probs agree with the decoding's to float rounding."""
+    student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
+    teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
+    options = RoundOptions(
+        mini_batch_size=3, ppo_epochs=1, max_new_tokens=6, eos_token_id=EOS, pad_token_id=EOS
+    )
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.0)  # only read for the logged lr
+    decoded_state = MiniLLMRound(student, teacher, optimizer, None, options).start(
+        PROMPTS,
+        PROMPT_MASK,
+        alpha=0.2,
+        rollout_gen=torch.Generator().manual_seed(5),
+        shuffle_gen=torch.Generator().manual_seed(6),
+    )
+    rescoring = MiniLLMRound(
+        student, teacher, optimizer, None, dataclasses.replace(options, rescore_old_logprobs=True)
+    )
+    state = rescoring.start(
+        PROMPTS,
+        PROMPT_MASK,
+        alpha=0.2,
+        rollout_gen=torch.Generator().manual_seed(5),
+        shuffle_gen=torch.Generator().manual_seed(6),
+    )
+    decoded, rescored = decoded_state.buffer.rollout(), state.buffer.rollout()
+    assert torch.equal(decoded.response_ids, rescored.response_ids)
+    m = rescored.response_mask.bool()
+    torch.testing.assert_close(rescored.student_logprobs[m], decoded.student_logprobs[m], atol=1e-5, rtol=0)
+    assert torch.equal(rescored.mix_logprobs, decoded.mix_logprobs)  # α > 0: p̃ is the sampler's
+    for rows in state.order[:2]:  # the first epoch's two minibatches (3 + 1 rows)
+        mb = state.buffer.minibatch(rows)
+        with torch.enable_grad():
+            logprobs = sampled_logprobs(response_logits(student, mb), mb.response_ids)
+        valid = mb.response_mask.bool()
+        assert torch.equal(logprobs[valid].detach(), mb.student_logprobs[valid])

@@ -49,8 +49,8 @@ def csv_rows(run_dir):
 
 @pytest.mark.parametrize(
     "extra, stop_at",
-    [(SUPERVISED, 5), (ON_POLICY, 5)],
-    ids=["forward_kld", "reverse_kld-mid-round"],
+    [(SUPERVISED, 5), (ON_POLICY, 5), ([*ON_POLICY, "trainer.precision=bf16-mixed"], 5)],
+    ids=["forward_kld", "reverse_kld-mid-round", "reverse_kld-mid-round-bf16-mixed"],
 )
 def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):
     straight = run(compose, tmp_path, "straight", *extra)
@@ -68,6 +68,20 @@ def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):
     assert resumed["final_weights_sha1"] == straight["final_weights_sha1"]
     assert csv_rows(tmp_path / "straight") == csv_rows(tmp_path / "stopped")
     assert resumed["test/rougeL"] == straight["test/rougeL"]
+
+
+def test_precision_auto_resumes_with_the_precision_the_checkpoint_trained_with(compose, tmp_path, caplog):
+    """A run stopped under bf16-mixed and resumed with trainer.precision=auto goes on in bf16-mixed (no new
+    measurement) and ends with the straight bf16-mixed run's weights."""
+    bf16 = [*ON_POLICY, "trainer.max_steps=6"]
+    straight = run(compose, tmp_path, "straight", *bf16, "trainer.precision=bf16-mixed")
+    with pytest.raises(RunInterrupted):
+        run(compose, tmp_path, "stopped", *bf16, "trainer.precision=bf16-mixed", "fit.stop_at_step=3")
+    ckpt = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    with caplog.at_level("INFO"):
+        resumed = run(compose, tmp_path, "resume", *bf16, "trainer.precision=auto", f"ckpt_path={ckpt}")
+    assert "trainer.precision=auto: bf16-mixed, as the checkpoint trained" in caplog.text
+    assert resumed["final_weights_sha1"] == straight["final_weights_sha1"]
 
 
 def test_resume_from_a_validation_checkpoint_equals_straight_run(compose, tmp_path):

@@ -14,13 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from minillm.bench.measure import LOAD_WARNING
 from minillm.bench.models import load_models
+from minillm.bench.pairs import pairs
 from minillm.bench.rollouts import rollout_throughput
 from minillm.bench.samplers import render_samplers, sampler_comparison
 from minillm.bench.settings import Runtime, gkd_one_pass, gkd_settings, make_runtime, positive, step_settings
 from minillm.bench.step import measure_step
 from minillm.bench.sweep import sweep
 from minillm.bench.tables import render
-from minillm.bench.targets import targets
+from minillm.bench.targets import pair_targets, targets
 from minillm.bench.trl_gkd import trl_gkd_comparison
 from minillm.bench.vocab_memory import vocab_memory
 from minillm.cli import quiet_libraries, user_errors
@@ -57,6 +58,25 @@ def run_bench(cfg: DictConfig) -> dict:
     repeats, warmup = positive(cfg, "repeats"), int(cfg.warmup)
 
     results: dict = {"machine": machine_info(runtime), "models": models.info}
+    if cfg.pairs_only:  # the old-and-new pairs alone (large models, where the full benchmark takes long)
+        results["pairs"] = pairs(models, runtime, cfg, main)
+        results["targets"] = pair_targets(results["pairs"])
+    else:
+        results.update(full_bench(models, runtime, cfg, main, repeats, warmup))
+    load_after = os.getloadavg()
+    results["machine"].update(
+        load_avg_before=list(load_before),
+        load_avg_after=list(load_after),
+        under_load=load_before[0] > LOAD_WARNING,  # the benchmark's own threads raise the one after
+        wall_seconds=time.perf_counter() - started,
+    )
+    results["settings"] = OmegaConf.to_container(cfg, resolve=True)
+    return results
+
+
+def full_bench(models, runtime: Runtime, cfg: DictConfig, main, repeats: int, warmup: int) -> dict:
+    """Every table of the benchmark but the machine's: rollouts, steps, pairs, TRL, sweep, memory, targets."""
+    results: dict = {}
     results["rollout"] = rollout_throughput(models, runtime, main, repeats, warmup)
     steps = {"minillm": main}
     if main.round.keep_teacher_logits and cfg.rescored_step:
@@ -68,19 +88,12 @@ def run_bench(cfg: DictConfig) -> dict:
         name: measure_step(models, runtime, cfg, s, repeats=repeats, warmup=warmup, detail=True)
         for name, s in steps.items()
     }
+    results["pairs"] = pairs(models, runtime, cfg, main)
     results["trl_gkd"] = trl_gkd_comparison(models, runtime, cfg, gkd_one_pass(main))
     results["sweep"] = sweep(models, runtime, cfg, main)
     results["vocab_memory"] = vocab_memory(runtime, cfg)
     results["samplers"] = sampler_comparison(models, runtime, cfg, main)  # hf vs vllm (samplers.enabled)
     results["targets"] = targets(results)
-    load_after = os.getloadavg()
-    results["machine"].update(
-        load_avg_before=list(load_before),
-        load_avg_after=list(load_after),
-        under_load=load_before[0] > LOAD_WARNING,  # the benchmark's own threads raise the one after
-        wall_seconds=time.perf_counter() - started,
-    )
-    results["settings"] = OmegaConf.to_container(cfg, resolve=True)
     return results
 
 

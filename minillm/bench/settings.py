@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from minillm.errors import MinillmError
 from minillm.training.options import RoundOptions, keep_teacher_logits
+from minillm.training.precision import bf16_supported
 
 
 def positive(node, key: str, name: str | None = None) -> int:
@@ -57,11 +58,13 @@ class StepSettings:
 
         Teacher: every prompt token and every response token but the last (whose next-token
         distribution nobody uses), once, in the rollout. Student: the same in the rollout, plus one
-        teacher-forced pass over prompt + response per row per inner epoch.
+        teacher-forced pass over prompt + response per row per inner epoch, and one more to score the old
+        log-probs under mixed precision (``round.rescore_old_logprobs``).
         """
         rollout = self.batch_size * (self.prompt_len + self.response_len - 1)
         per_epoch = self.batch_size * (self.prompt_len + self.response_len)
-        return {"teacher": rollout, "student": rollout + self.round.ppo_epochs * per_epoch}
+        passes = self.round.ppo_epochs + int(self.round.rescore_old_logprobs)
+        return {"teacher": rollout, "student": rollout + passes * per_epoch}
 
 
 def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) -> StepSettings:
@@ -98,6 +101,7 @@ def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) 
         eos_token_id=None,
         pad_token_id=eos_token_id,
         keep_teacher_logits=keep,
+        mixed_precision=cfg.dtype == "bf16",
     )
     return StepSettings(
         batch_size=batch_size,
@@ -113,7 +117,11 @@ def gkd_settings(main: StepSettings) -> StepSettings:
     """GKD's step on our machinery: α = 0, one update per batch, the token reverse KL alone, the teacher
     decoding in lockstep (``gkd_one_pass`` scores with one teacher pass instead, as training does at α = 0)."""
     return replace(main, alpha=0.0, pg_term=False).with_round(
-        ppo_epochs=1, mini_batch_size=main.batch_size, keep_teacher_logits=True, teacher_after_decoding=False
+        ppo_epochs=1,
+        mini_batch_size=main.batch_size,
+        keep_teacher_logits=True,
+        teacher_after_decoding=False,
+        rescore_old_logprobs=False,  # its loss never reads the old log-probs (no PPO ratio)
     )
 
 
@@ -152,11 +160,12 @@ def make_runtime(cfg: DictConfig) -> Runtime:
         raise MinillmError(
             "device=cuda: no CUDA device is available here (torch.cuda.is_available() is False)"
         )
-    if device != "cuda":
-        for key, value, off in (("dtype", cfg.dtype, "fp32"), ("compile", bool(cfg.compile), False)):
-            if value != off:
-                raise MinillmError(
-                    f"{key}={value}: part of the CUDA path; it needs device=cuda and a CUDA device "
-                    f"(on CPU use {key}={str(off).lower()})"
-                )
+    if device != "cuda" and bool(cfg.compile):
+        raise MinillmError(
+            "compile=true: part of the CUDA path; it needs device=cuda and a CUDA device (on CPU use compile=false)"
+        )
+    if cfg.dtype == "bf16" and not bf16_supported(device):
+        raise MinillmError(
+            f"dtype=bf16: this {device} has no native bf16 (AVX512-BF16 / AMX on CPU); use dtype=fp32"
+        )
     return Runtime(device=torch.device(device), dtype=str(cfg.dtype), compile=bool(cfg.compile))

@@ -8,7 +8,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 
 import torch
 from omegaconf import DictConfig
@@ -18,6 +18,7 @@ from minillm.bench.models import Models, make_prompts
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.objectives.policy_gradient import single_step_loss
 from minillm.training.optim import make_optimizer, make_scheduler
+from minillm.training.options import RoundOptions, keep_teacher_logits
 from minillm.training.round import LossFn, MiniLLMRound, RoundHooks
 
 PARTS = ("rollout", "teacher_scoring", "student_fwd_bwd", "optimizer")  # the round's timer regions
@@ -36,39 +37,74 @@ def single_step_only(chunk_size: int | None) -> LossFn:
     return loss
 
 
-def step_runner(models: Models, runtime: Runtime, cfg: DictConfig, s: StepSettings) -> Callable[..., float]:
+def step_runner(
+    models: Models, runtime: Runtime, cfg: DictConfig, s: StepSettings, *, build_per_step: bool = False
+) -> Callable[..., float]:
     """``run(clock, plain=False) -> seconds``: one timed round of ``s`` (device-synchronised at both ends),
     with its own optimizer, scheduler, prompts and generators, built once and kept across calls.
-    ``plain=True`` decodes with the uncompiled models."""
+    ``plain=True`` decodes with the uncompiled models.
+
+    The round itself (``MiniLLMRound``) is built once per decoder choice and reused, as training builds
+    it once per fit; ``build_per_step=True`` times the old path instead, which rebuilt it (its options
+    read from the config again) inside every step."""
     optimizer = make_optimizer(models.student.parameters(), cfg.optim)
     scheduler = make_scheduler(optimizer, cfg.scheduler, 10_000)
     prompts = make_prompts(models, s.batch_size, s.prompt_len, 2, runtime.device)
     rollout_gen = torch.Generator(device=runtime.device).manual_seed(int(cfg.seed) + 3)
     shuffle_gen = torch.Generator().manual_seed(int(cfg.seed) + 2)
     loss = None if s.pg_term else single_step_only(s.round.chunk_size)
+    clock_now: list[Clock] = []  # the clock of the call in progress (the hooks, built once, read it)
 
-    def run(clock: Clock, plain: bool = False) -> float:
+    def timer(name: str):
+        return clock_now[0](name)
+
+    def build(plain: bool, options: RoundOptions) -> MiniLLMRound:
         decoders = (
             (models.student, models.teacher) if plain else (models.decode_student, models.decode_teacher)
         )
-        round_ = MiniLLMRound(
+        return MiniLLMRound(
             models.student,
             models.teacher,
             optimizer,
             scheduler,
-            s.round,
-            RoundHooks(timer=clock),
+            options,
+            RoundHooks(timer=timer),
             decoders=decoders,
             loss=loss,
             device=runtime.device,
         )
+
+    def rebuilt_options() -> RoundOptions:
+        """The options read from the config again, as the old per-step path did (``s.round`` with the
+        config's own values of what bench fixes: the batch, lengths and α's cached-logits choice)."""
+        fresh = RoundOptions.from_config(
+            cfg.objective,
+            grad_clip=cfg.get("grad_clip"),
+            eos_token_id=s.round.eos_token_id,
+            pad_token_id=s.round.pad_token_id,
+            keep_teacher_logits=keep_teacher_logits(cfg.objective, models.teacher)[0],
+        )
+        return replace(
+            fresh,
+            **{f.name: getattr(s.round, f.name) for f in fields(RoundOptions) if f.name != "pg"},
+        )
+
+    built: dict[bool, MiniLLMRound] = {}
+
+    def run(clock: Clock, plain: bool = False) -> float:
+        clock_now[:] = [clock]
         runtime.sync()
         start = time.perf_counter()
+        if build_per_step:
+            round_ = build(plain, rebuilt_options())
+        else:
+            round_ = built.get(plain) or built.setdefault(plain, build(plain, s.round))
         with runtime.autocast():
             round_(*prompts, alpha=s.alpha, rollout_gen=rollout_gen, shuffle_gen=shuffle_gen)
         runtime.sync()
         return time.perf_counter() - start
 
+    run.rebuild = lambda: build(False, rebuilt_options())  # what the old path added to every step
     return run
 
 
@@ -84,7 +120,7 @@ def measure_step(
 ) -> dict:
     """Round time (the repeat with the median total, and its split); with ``detail`` also forward
     token counts (from an untimed step on the plain models, which doubles as a warm-up) and peak memory."""
-    run = step_runner(models, runtime, cfg, s)
+    run = step_runner(models, runtime, cfg, s, build_per_step=bool(cfg.get("round_per_step", False)))
     out: dict = {"settings": asdict(s)}
     if detail:
         with count_tokens({"teacher": models.teacher, "student": models.student}) as counts:

@@ -26,8 +26,56 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """One table per old-and-new pair: each side's median, min, max and peak memory, the ratio, the load."""
+    out = []
+    for title, pair in (
+        ("MiniLLM step, fp32 against bf16 mixed precision", (pairs or {}).get("precision")),
+        ("MiniLLM step, round rebuilt every step against built once", (pairs or {}).get("round_build")),
+    ):
+        if not pair:
+            continue
+        if "skipped" in pair:  # said in the header lines (render)
+            continue
+        rows = [
+            [name, _fmt(statistics.median(v)), _fmt(min(v)), _fmt(max(v)), _fmt(pair["peak_mib"][name], 1)]
+            for name, v in pair["seconds"].items()
+        ]
+        rows.append(
+            [
+                f"{pair['old']} ÷ {pair['new']}",
+                _fmt(pair["speedup"]),
+                _fmt(pair["pair_ratio_min"]),
+                _fmt(pair["pair_ratio_max"]),
+                "—",
+            ]
+        )
+        if "rebuild_seconds" in pair:
+            rows.append(["the rebuild alone (median of 50)", _fmt(pair["rebuild_seconds"], 5), "—", "—", "—"])
+        load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"
+        out.append(
+            (
+                f"{title}, timed alternately ({pair['repeats']} pairs after {pair['warmup']} untimed; {load}; "
+                "ratio row: median ÷ median, then the pairs' own min and max)",
+                ["path", "median s", "min s", "max s", "peak MiB"],
+                rows,
+            )
+        )
+    return out
+
+
+def targets_table(results: dict) -> tuple[str, list[str], list[list[str]]]:
+    rows = [
+        [t["target"], _fmt(t["value"]), "skipped" if "skipped" in t else _fmt(t["ok"])]
+        for t in results["targets"]
+    ]
+    return ("Targets", ["target", "measured", "met"], rows)
+
+
 def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of every table printed."""
+    """(title, header, rows) of every table printed (``pairs_only``: the pairs and their targets)."""
+    if "rollout" not in results:
+        return [*pair_tables(results.get("pairs")), targets_table(results)]
     out = []
     ro = results["rollout"]
     s = results["steps"]["minillm"]["settings"]
@@ -158,6 +206,8 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             )
         )
 
+    out.extend(pair_tables(results.get("pairs")))
+
     trl = results.get("trl_gkd") or {}
     if "speedup" in trl:
         s = trl["settings"]
@@ -194,11 +244,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             )
         )
 
-    rows = [
-        [t["target"], _fmt(t["value"]), "skipped" if "skipped" in t else _fmt(t["ok"])]
-        for t in results["targets"]
-    ]
-    out.append(("Targets", ["target", "measured", "met"], rows))
+    out.append(targets_table(results))
     return out
 
 
@@ -218,6 +264,9 @@ def render(results: dict, plain: bool) -> str:
     skipped = (results.get("trl_gkd") or {}).get("skipped")
     if skipped:
         lines.append(f"TRL GKDTrainer comparison skipped: {skipped}")
+    skipped = ((results.get("pairs") or {}).get("precision") or {}).get("skipped")
+    if skipped:
+        lines.append(f"bf16 against fp32 skipped: {skipped}")
     head = "\n".join(lines)
     if not plain:
         try:

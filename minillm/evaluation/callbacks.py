@@ -207,7 +207,11 @@ class SampledValidation(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if not self.examples or trainer.sanity_checking:
             return
-        res = self.metrics(pl_module.student, *_data_parallel_ranks(trainer))
+        from minillm.training.precision import autocast
+
+        # under the run's mixed precision, as the rest of validation (this hook is outside Lightning's)
+        with autocast(trainer.precision, pl_module.device.type):
+            res = self.metrics(pl_module.student, *_data_parallel_ranks(trainer))
         pl_module.log(ROUGE, res["rougeL"], prog_bar=True)
         if res["valid_rate"] is not None:
             pl_module.log(VALIDITY, res["valid_rate"])

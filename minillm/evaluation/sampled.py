@@ -118,6 +118,14 @@ def sampling_settings(eval_cfg) -> dict:
     )
 
 
+def autocast_dtype(model) -> str | None:
+    """The autocast dtype active on ``model``'s device (``torch.bfloat16``), or None outside autocast."""
+    device = next(model.parameters()).device.type
+    if not torch.is_autocast_enabled(device):
+        return None
+    return str(torch.get_autocast_dtype(device))
+
+
 def cache_path(
     cache_dir: str | Path, model, examples: list[Example], records: list[dict], settings: dict
 ) -> Path:
@@ -228,6 +236,7 @@ def evaluate_model(
             "vllm" if vllm_engine.current() is not None else "hf",
             "hf",
         ),  # other samplers, other samples
+        autocast=(autocast_dtype(model), None),  # bf16-mixed runs evaluate under autocast
     )
     cache_settings = {**settings, **{k: v for k, (v, default) in extra.items() if v != default}}
     path = None
@@ -372,6 +381,15 @@ def evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool = False
     """One row of the end-of-run table: :func:`evaluate_model` on each split in eval.splits (its first
     eval.num_samples prompts). ``cache`` (the fixed teacher and a student init read from a path) reuses
     the evaluation stored under ``cache_dir/eval/``."""
+    from minillm.training.precision import autocast
+
+    device = next(model.parameters()).device.type
+    # under the run's mixed precision (bf16-mixed: bf16 autocast, as Lightning runs validation)
+    with autocast((cfg.get("trainer") or {}).get("precision"), device):
+        return _evaluate_splits(cfg, model, tokenizer, dm, name, cache=cache)
+
+
+def _evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool) -> dict:
     e = cfg.eval
     return {
         split: evaluate_model(

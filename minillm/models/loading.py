@@ -138,6 +138,15 @@ def teacher_dtype(cfg) -> torch.dtype | None:
     return TEACHER_DTYPES[choice] if choice else None
 
 
+def cast_teacher(cfg, teacher) -> None:
+    """The frozen teacher's weights in ``fit.teacher_dtype`` (inference only: reduced-precision weights
+    halve its memory, and bf16 matmuls are faster where the device has them); with trainer.precision=auto
+    not yet resolved, as loaded (``minillm.run`` casts again once it is)."""
+    dtype = teacher_dtype(cfg)
+    if dtype is not None:
+        teacher.to(dtype)
+
+
 def load_student(cfg, tokenizer):
     """The student as ``student`` (and ``student.lora``) describe it, untrained: its init."""
     student = load_model(
@@ -186,9 +195,7 @@ def load_models(cfg, tokenizer):
         )
     )
     check_same_vocab(teacher, student, tokenizer)
-    dtype = teacher_dtype(cfg)
-    if dtype is not None:  # inference only: reduced-precision weights halve its memory (CUDA)
-        teacher.to(dtype)
+    cast_teacher(cfg, teacher)
     if cfg.teacher.get("path"):
         check_same_tokenizer(tokenizer, cfg.teacher.path, "teacher.path")
     return student, teacher

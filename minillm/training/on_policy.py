@@ -21,6 +21,7 @@ import torch
 from minillm.errors import MinillmError
 from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.options import RoundOptions, alpha_at, keep_teacher_logits, pg_options
+from minillm.training.precision import is_mixed
 from minillm.training.round import (
     MiniLLMRound,
     RoundHooks,
@@ -56,10 +57,12 @@ class OnPolicyModule(SupervisedModule):
         self._round: RoundState | None = None  # the round in progress (rollouts, minibatch order, sums)
         self._cache_logged: bool | None = None  # the teacher-cache decision last logged
         self._compiled = None  # torch.compile wrappers for decoding (objective.compile_decode)
+        self._runner: MiniLLMRound | None = None  # the round as this fit runs it, built at its first step
 
     # ---------------------------------------------------------------- set-up
     def on_fit_start(self):
         super().on_fit_start()
+        self._runner = None  # a new fit has its own optimizer, scheduler and process group
         self.rollout_gen = torch.Generator(device=self.device).manual_seed(self.rank_seed(3))  # per rank
         if self.disable_dropout and getattr(self.student, "is_activation_checkpointing", False):
             log.warning(
@@ -109,8 +112,8 @@ class OnPolicyModule(SupervisedModule):
         runner = self._round_runner()
         if self._round is None:  # else: a round resumed from a checkpoint, redone with its own rollouts
             # α's schedule runs over objective.alpha_steps optimizer steps when set (time-budgeted runs,
-            # where the total is unknown), else over the whole run
-            horizon = self.obj.get("alpha_steps") or self.total_steps()
+            # where the total is unknown), else over the whole run (stored by configure_optimizers)
+            horizon = self.obj.get("alpha_steps") or self._schedule_steps
             self._round = runner.start(
                 batch["input_ids"],
                 batch["attention_mask"],
@@ -125,6 +128,14 @@ class OnPolicyModule(SupervisedModule):
         self.log_dict(means, on_step=True)
 
     def _round_runner(self) -> MiniLLMRound:
+        """The round as this fit runs it, built at the fit's first step and kept (nothing in it changes
+        within a fit: the options come from the config and the teacher, the optimizer and scheduler are
+        Lightning's for the whole fit, the hooks read the trainer's state when called)."""
+        if self._runner is None:
+            self._runner = self.build_round()
+        return self._runner
+
+    def build_round(self) -> MiniLLMRound:
         """The round as training runs it: Lightning's optimizer, scheduler and backward, the module's
         stop, skip and L_PT handling."""
         options = RoundOptions.from_config(
@@ -133,6 +144,7 @@ class OnPolicyModule(SupervisedModule):
             eos_token_id=self.tokenizer.eos_token_id,
             pad_token_id=self.tokenizer.pad_token_id,
             keep_teacher_logits=self.cache_teacher_logits(),
+            mixed_precision=is_mixed(self.trainer.precision),
         )
         hooks = RoundHooks(
             backward=self.manual_backward,

@@ -86,6 +86,12 @@ class RoundOptions:
     grad_clip: float | None = None  # the config's grad_clip (global norm); None or 0: no clipping
     pt_coef: float = 0.0  # weight of L_PT (the round needs a pre-training loss callable when > 0)
     chunk_size: int | None = None  # positions per chunk of the full-vocabulary terms; None: one pass
+    # the old log-probs of the PPO ratio (and the rewards' log q) from a teacher-forced pass over each
+    # minibatch of the first inner epoch, the updates' own path, instead of the decoding's: the first
+    # step's ratio is then exactly 1 at any precision. On under mixed precision (bf16 decoding and the
+    # teacher-forced pass differ by bf16 rounding); off in fp32, where they differ by float rounding
+    # only (~1e-6) and one student pass per round is saved
+    rescore_old_logprobs: bool = False
 
     @classmethod
     def from_config(
@@ -96,6 +102,7 @@ class RoundOptions:
         eos_token_id: int | None,
         pad_token_id: int,
         keep_teacher_logits: bool,
+        mixed_precision: bool = False,
     ) -> RoundOptions:
         return cls(
             mini_batch_size=int(objective_cfg.mini_batch_size),
@@ -112,6 +119,7 @@ class RoundOptions:
             grad_clip=grad_clip,
             pt_coef=float(objective_cfg.get("pt_coef", 0.0) or 0.0),
             chunk_size=objective_cfg.get("chunk_size"),
+            rescore_old_logprobs=mixed_precision,
         )
 
 

@@ -18,6 +18,8 @@ between two updates and resumed. The losses are the pure functions of ``minillm.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -318,11 +320,37 @@ class MiniLLMRound:
         buffer = RolloutBuffer()
         buffer.add(rollout)
         order = buffer.minibatch_order(o.mini_batch_size, o.ppo_epochs, generator=shuffle_gen)
+        if o.rescore_old_logprobs:
+            with timer("student_fwd_bwd"):  # one student pass, no gradient
+                rollout = self.rescore_old_logprobs(buffer, order, alpha)
         logs = {
             **rollout_logs(rollout, alpha, o.eos_token_id, self.pool),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
         }
         return RoundState(buffer=buffer, order=order, rollout_logs=logs)
+
+    @torch.no_grad()
+    def rescore_old_logprobs(self, buffer: RolloutBuffer, order: list[Tensor], alpha: float) -> Rollout:
+        """Replace the rollout's ``student_logprobs`` (log q_old, B × T) by those of a teacher-forced pass
+        over each minibatch of the first inner epoch, exactly as ``update`` will run it (same rows, same
+        trimming, same mode and precision, float32 log-softmax); returns the updated rollout, also in
+        ``buffer``. At α = 0, temperature 1 and no top-k / top-p, p̃ is q itself: ``mix_logprobs`` follow,
+        so the importance weights stay exactly 1."""
+        o, rollout = self.options, buffer.rollout()
+        student_lp = torch.zeros_like(rollout.student_logprobs)
+        epoch = math.ceil(len(rollout) / o.mini_batch_size)  # the first inner epoch's minibatches
+        for rows in order[:epoch]:
+            mb = buffer.minibatch(rows).to(self.device)
+            logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
+            logprobs = logprobs * mb.response_mask
+            student_lp[rows.to(student_lp.device), : logprobs.shape[1]] = logprobs.to(student_lp.device)
+        plain = alpha == 0.0 and o.temperature == 1.0 and o.top_k == 0 and o.top_p == 1.0
+        rollout = dataclasses.replace(
+            rollout, student_logprobs=student_lp, mix_logprobs=student_lp if plain else rollout.mix_logprobs
+        )
+        buffer.clear()
+        buffer.add(rollout)
+        return rollout
 
     def run(self, state: RoundState) -> dict[str, float]:
         """The round's remaining updates; returns the means of their logs (``train/…``) and

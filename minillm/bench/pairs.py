@@ -1,0 +1,133 @@
+"""Old and new paths of the round, timed alternately in one run (issue 22): the MiniLLM round under bf16
+mixed precision against fp32, and the round built once (as training runs it) against rebuilt every step.
+
+Each pair alternates its two sides ``repeats`` times after ``warmup`` untimed pairs, so a drift in the
+machine's load hits both alike; medians, each pair's own ratio (min and max) and the load average before
+and after are reported. Each side trains its own copy of the student with its own optimizer, so each is a
+training run of its own."""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from omegaconf import DictConfig
+
+from minillm.bench.measure import Clock, peak_memory
+from minillm.bench.models import Models
+from minillm.bench.settings import Runtime, StepSettings
+from minillm.bench.step import step_runner
+from minillm.training.precision import bf16_supported
+
+BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
+
+
+def alternate(sides: dict[str, Callable[[], tuple[float, float]]], repeats: int, warmup: int) -> dict:
+    """Time ``sides`` (name -> callable returning its seconds and peak MiB) alternately; the first is the
+    old path, the second the new one. Returns every time, the medians, old ÷ new of the medians (> 1: the
+    new path is faster) and of each pair, each side's peak memory over its timed calls, with the 1-minute
+    load average before and after."""
+    (old, run_old), (new, run_new) = sides.items()
+    load_before = os.getloadavg()
+    times: dict[str, list[float]] = {old: [], new: []}
+    peaks: dict[str, float] = {old: 0.0, new: 0.0}
+    for i in range(warmup + repeats):
+        pair = {old: run_old(), new: run_new()}
+        if i >= warmup:
+            for name, (seconds, peak_mib) in pair.items():
+                times[name].append(seconds)
+                peaks[name] = max(peaks[name], peak_mib)
+    ratios = [a / b for a, b in zip(times[old], times[new], strict=True)]
+    return {
+        "old": old,
+        "new": new,
+        "seconds": times,
+        "peak_mib": peaks,
+        "median_seconds": {name: statistics.median(values) for name, values in times.items()},
+        "speedup": statistics.median(times[old]) / statistics.median(times[new]),
+        "pair_ratio_min": min(ratios),
+        "pair_ratio_max": max(ratios),
+        "repeats": repeats,
+        "warmup": warmup,
+        "load_avg_before": list(load_before),
+        "load_avg_after": list(os.getloadavg()),
+    }
+
+
+def own_copy(models: Models, teacher_dtype: torch.dtype | None = None) -> Models:
+    """A copy of the student (trained by one side only) and of the teacher (in ``teacher_dtype``), decoded
+    eagerly."""
+    student = copy.deepcopy(models.student)
+    teacher = copy.deepcopy(models.teacher)
+    if teacher_dtype is not None:
+        teacher.to(teacher_dtype)
+    return replace(models, student=student, teacher=teacher, decode_student=student, decode_teacher=teacher)
+
+
+def timed(run: Callable, runtime: Runtime) -> Callable[[], tuple[float, float]]:
+    """One timed round and its peak memory (``measure.peak_memory``: CUDA allocator or the process's
+    resident set, reset before the round)."""
+
+    def once() -> tuple[float, float]:
+        with peak_memory(runtime) as memory:
+            seconds = run(Clock(runtime))
+        return seconds, memory["peak_mib"]
+
+    return once
+
+
+def precision_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
+    """The MiniLLM round in fp32 (today's default) against bf16 mixed precision as training runs it (bf16
+    autocast, the teacher's weights in bf16 as fit.teacher_dtype=auto holds them, old log-probs rescored);
+    skipped where the device has no native bf16."""
+    device = runtime.device.type
+    if not bf16_supported(device):
+        return {"skipped": f"this {device} has no native bf16"}
+    fp32 = replace(runtime, dtype="fp32", compile=False)
+    bf16 = replace(runtime, dtype="bf16", compile=False)
+    fp32_settings = main.with_round(rescore_old_logprobs=False)
+    bf16_settings = main.with_round(rescore_old_logprobs=True)
+    sides = {
+        "fp32": timed(step_runner(own_copy(models, torch.float32), fp32, cfg, fp32_settings), fp32),
+        "bf16-mixed": timed(step_runner(own_copy(models, torch.bfloat16), bf16, cfg, bf16_settings), bf16),
+    }
+    out = alternate(sides, int(cfg.pairs.repeats), int(cfg.pairs.warmup))
+    out["settings"] = {
+        "batch_size": main.batch_size,
+        "prompt_len": main.prompt_len,
+        "response_len": main.response_len,
+    }
+    return out
+
+
+def round_build_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
+    """The MiniLLM round rebuilt from the config every step (the old training path) against built once."""
+    plain = replace(runtime, compile=False)
+    rebuilt = step_runner(own_copy(models), plain, cfg, main, build_per_step=True)
+    sides = {
+        "rebuilt every step": timed(rebuilt, plain),
+        "built once": timed(step_runner(own_copy(models), plain, cfg, main), plain),
+    }
+    out = alternate(sides, int(cfg.pairs.repeats), int(cfg.pairs.warmup))
+    builds = []
+    for _ in range(BUILD_REPEATS):  # the rebuild alone: what the old path added to every step
+        start = time.perf_counter()
+        rebuilt.rebuild()
+        builds.append(time.perf_counter() - start)
+    out["rebuild_seconds"] = statistics.median(builds)
+    return out
+
+
+def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict | None:
+    """Both pairs (``pairs.enabled``), or None."""
+    if not cfg.pairs.enabled:
+        return None
+    out = {"precision": precision_pair(models, runtime, cfg, main)}
+    if cfg.pairs.round_build:
+        out["round_build"] = round_build_pair(models, runtime, cfg, main)
+    return out
