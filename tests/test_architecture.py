@@ -36,6 +36,7 @@ ENTRY_POINTS = {
     "minillm.models.assets",
     "minillm.models.convert",
     "minillm.diagnose",
+    "minillm.rollout.vllm_server",  # the engine's process, started by vllm_engine in the engine's own venv
 }
 
 # Packages of an entry point's own modules: only their own modules import them.
