@@ -38,6 +38,8 @@ ENTRY_POINTS = {
     "minillm.diagnose",
     "minillm.rollout.vllm_server",  # the engine's process, started by vllm_engine in the engine's own venv
 }
+# Programs the project starts itself, with no console script; every other entry point is a command (test_scripts).
+INTERNAL_PROGRAMS = {"minillm.rollout.vllm_server"}
 
 # Packages of an entry point's own modules: only their own modules import them.
 ENTRY_POINT_PACKAGES = {"minillm.bench"}

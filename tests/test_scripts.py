@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_architecture import ENTRY_POINTS
+from tests.test_architecture import ENTRY_POINTS, INTERNAL_PROGRAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
 
 
 def test_every_entry_point_has_a_console_script():
-    assert {target.split(":")[0] for target in SCRIPTS.values()} == ENTRY_POINTS
+    assert {target.split(":")[0] for target in SCRIPTS.values()} == ENTRY_POINTS - INTERNAL_PROGRAMS
     assert all(name.startswith("minillm-") and target.endswith(":main") for name, target in SCRIPTS.items())
 
 
