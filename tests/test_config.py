@@ -94,6 +94,7 @@ def test_unknown_choice_lists_valid_ones():
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # the message is checked in process below; this is the command's exit 2 (make test-slow)
 def test_data_path_without_data_jsonl_is_refused_before_training(tmp_path):
     """The user's file is never silently replaced by the bundled data: one line says to add data=jsonl."""
     mine = tmp_path / "mine.jsonl"

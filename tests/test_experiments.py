@@ -250,7 +250,11 @@ def test_every_recipe_has_its_expected_runs():
     assert sorted(STUDY_RUNS) == sorted(STUDY_KEYS) == STUDIES
 
 
-@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize(
+    "study",
+    # the real-model study's many jobs: make test-slow
+    [pytest.param(s, marks=pytest.mark.slow) if s == "smollm2_distill" else s for s in STUDIES],
+)
 def test_every_job_of_a_study_composes_and_trains_what_it_did(compose, study):
     """Each job of the recipe's sweep (and its controls) composes, passes validation, and sets what the
     committed results ran with (STUDY_RUNS), for each training seed the recipe sweeps."""

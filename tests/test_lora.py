@@ -82,6 +82,7 @@ def _built_student(cfg):
     )
 
 
+@pytest.mark.slow  # exact mid-round resume is tested without LoRA in the default suite; with it here
 def test_lora_run_stopped_mid_round_resumes_exactly(compose, tmp_path):
     """The adapter-only checkpoint carries everything a resume needs: stopped inside a MiniLLM round and
     resumed, the run ends with the same weights and logs as one straight through."""

@@ -49,7 +49,13 @@ def csv_rows(run_dir):
 
 @pytest.mark.parametrize(
     "extra, stop_at",
-    [(SUPERVISED, 5), (ON_POLICY, 5), ([*ON_POLICY, "trainer.precision=bf16-mixed"], 5)],
+    [
+        (SUPERVISED, 5),
+        (ON_POLICY, 5),
+        pytest.param(
+            [*ON_POLICY, "trainer.precision=bf16-mixed"], 5, marks=pytest.mark.slow
+        ),  # not the default
+    ],
     ids=["forward_kld", "reverse_kld-mid-round", "reverse_kld-mid-round-bf16-mixed"],
 )
 def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):

@@ -137,7 +137,9 @@ def test_the_checkpoint_carries_its_config_as_plain_containers(compose, tmp_path
 @pytest.mark.parametrize(
     "extra, first, second, steps",
     [
-        (SFT, ["trainer.max_steps=4"], ["trainer.max_steps=8"], 8),
+        pytest.param(
+            SFT, ["trainer.max_steps=4"], ["trainer.max_steps=8"], 8, marks=pytest.mark.slow
+        ),  # as the next
         (ON_POLICY, ["trainer.max_steps=4"], ["trainer.max_steps=8"], 8),
         # a whole epoch (16 batches) done, max_steps set: Lightning alone trains nothing in the next epoch
         (

@@ -120,7 +120,10 @@ def test_a_run_refuses_it_before_building_any_model(compose, tmp_path, evil, mon
     [
         # the evaluate command's reader is checked in process above; its process with make test-slow
         pytest.param("minillm.evaluate", ["evaluate.path={path}"], marks=pytest.mark.slow),
-        ("minillm.run", ["objective=sft", "logger=none", "ckpt_path={path}"]),
+        # in process: test_a_run_refuses_it_before_building_any_model
+        pytest.param(
+            "minillm.run", ["objective=sft", "logger=none", "ckpt_path={path}"], marks=pytest.mark.slow
+        ),
     ],
     ids=["evaluate", "run"],
 )

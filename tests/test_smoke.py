@@ -107,10 +107,11 @@ BAD_INPUTS = [
         ["select.monitor=val/valid_rate", "eval.val_samples=0"],
         "error: select.monitor=val/valid_rate: needs validation generations, but eval.val_samples=0",
     ),
-    (
+    pytest.param(  # in process: test_a_monitor_nothing_logs_is_refused_before_any_model_loads
         ["select.monitor=val/valid", "objective=sft", "trainer.max_steps=1"],
         "error: select.monitor=val/valid: objective=sft never logs it; choose one of ['val/loss', "
         "'val/rougeL', 'val/valid_rate', 'val/length']",
+        marks=SLOW,
     ),
 ]
 
