@@ -22,7 +22,6 @@ formula against another arm (the continued-SFT control) uses both arms' training
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -1069,19 +1068,9 @@ def render(folder: Path = RESULTS, figures: bool = True) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    from minillm.evaluation.rendered import write_or_check
+    from minillm.evaluation.rendered import study_main
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--results", type=Path, default=RESULTS, help="the study's results folder (default: %(default)s)"
-    )
-    ap.add_argument(
-        "--check", action="store_true", help="re-render in memory; exit 1 at the first difference"
-    )
-    ap.add_argument("--no-figures", action="store_true", help="do not redraw trajectory.png")
-    args = ap.parse_args(argv)
-    rendered = render(args.results, figures=not (args.check or args.no_figures))
-    return write_or_check(rendered, args.results, args.check)
+    return study_main(render, RESULTS, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -49,3 +49,25 @@ def write_or_check(rendered: dict[str, str], folder: Path, check: bool) -> int:
     for name, text in rendered.items():
         (folder / name).write_text(text)
     return 0
+
+
+def study_main(render, default_folder: Path, description: str, argv=None) -> int:
+    """The command line of a study script whose ``render(folder, figures)`` also draws its figures:
+    ``--results`` (the study's folder), ``--check`` (re-render the text in memory, exit 1 naming the first
+    difference; figures are not redrawn) and ``--no-figures``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=default_folder,
+        help="the study's results folder (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="re-render the text in memory; exit 1 at the first difference"
+    )
+    ap.add_argument("--no-figures", action="store_true", help="do not redraw the figures")
+    args = ap.parse_args(argv)
+    rendered = render(args.results, figures=not (args.check or args.no_figures))
+    return write_or_check(rendered, args.results, args.check)
