@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from minillm.evaluation.rendered import flat
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results" / "methods_compare"
 if str(REPO) not in sys.path:  # run as a script: import this checkout's minillm, not an installed one
@@ -106,16 +108,6 @@ def read_job(folder: Path) -> dict | None:
         "_config": flat(cfg),
         "_log": read_log(folder),
     }
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 LOGGED = ("train/fresh", "train/taid_t", "train/on_policy", "train/clip_frac", "train/ratio_mean")

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import yaml
 
+from minillm.evaluation.rendered import flat
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results" / "validity_drop"
 if str(REPO) not in sys.path:  # run as a script: import this checkout's minillm, not an installed one
@@ -120,16 +122,6 @@ def span(values, digits: int = 1, sep: str = "–") -> str:
 
 
 # --------------------------------------------------------------------------- reading the committed files
-
-
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def read_config(path: Path) -> dict:

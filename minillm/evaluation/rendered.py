@@ -71,3 +71,14 @@ def study_main(render, default_folder: Path, description: str, argv=None) -> int
     args = ap.parse_args(argv)
     rendered = render(args.results, figures=not (args.check or args.no_figures))
     return write_or_check(rendered, args.results, args.check)
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}`` (a run's config.yaml, read by the study scripts)."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
