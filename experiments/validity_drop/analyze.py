@@ -32,12 +32,13 @@ from pathlib import Path
 
 import yaml
 
-from minillm.evaluation.rendered import flat
-
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "experiments" / "results" / "validity_drop"
 if str(REPO) not in sys.path:  # run as a script: import this checkout's minillm, not an installed one
     sys.path.insert(0, str(REPO))
+
+from minillm.evaluation.rendered import flat  # noqa: E402 (after the path is set)
+
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student's t, two-sided 95%
 ORDER = ["full", "alpha0", "alpha_decay", "paper", "no_single_step", "lr3e-5", "ppo1", "select_valid", "sft"]
 CONTROL = "sft"
