@@ -66,7 +66,7 @@ def run_diagnose(cfg) -> dict:
     from minillm.data.template import PromptTemplate
     from minillm.errors import MinillmError
     from minillm.evaluation.divergence_probe import diagnose_markdown, probe, summarise, summary_table
-    from minillm.evaluation.suite import load_evaluated_model, load_teacher
+    from minillm.evaluation.loading import load_evaluated_model, load_teacher
     from minillm.models.prepare import prepare_models
     from minillm.rollout import vllm_engine
 

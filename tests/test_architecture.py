@@ -13,7 +13,11 @@ functions (a lazy import is still a dependency). The rules:
 - nothing under ``minillm/`` imports an entry point; the modules of ``minillm/bench/`` (the package
   behind ``python -m minillm.bench``) import each other, and nothing outside it imports them;
 - ``minillm/training/`` imports of the project only training, objectives, rollout, data, models, errors
-  and the checkpoint plumbing (resume, safe_load).
+  and the checkpoint plumbing (resume, safe_load);
+- the evaluation command's modules keep to their part: its config checks (``evaluation/evaluate_config``)
+  import only errors, its model loading (``evaluation/loading``) no metric, data, rollout or training, its
+  metrics (``evaluation/suite_metrics``) and outputs (``evaluation/suite_outputs``) neither the run's config
+  checks nor another's part, and only the orchestration (``evaluation/suite``) ties them together.
 """
 
 from __future__ import annotations
@@ -55,6 +59,20 @@ TRAINING_ALLOWED = (
     "minillm.resume",
     "minillm.safe_load",
 )
+
+# What each module of the evaluation command may import of the project (beyond itself).
+EVALUATION_COMMAND_ALLOWED = {
+    "minillm.evaluation.evaluate_config": ("minillm.errors",),
+    "minillm.evaluation.loading": ("minillm.errors", "minillm.models", "minillm.safe_load", "minillm.resume"),
+    "minillm.evaluation.suite_metrics": (
+        "minillm.evaluation.calibration",
+        "minillm.evaluation.exposure",
+        "minillm.evaluation.sampled",
+        "minillm.evaluation.plots",
+        "minillm.evaluation.loading",  # the teacher that exposure bias compares with
+    ),
+    "minillm.evaluation.suite_outputs": ("minillm.evaluation.report", "minillm.loggers"),
+}
 
 # Third-party packages an objective must not reach for (losses take tensors, not trainers or models).
 OBJECTIVE_FORBIDDEN_LIBRARIES = ("lightning", "pytorch_lightning", "transformers", "hydra", "omegaconf")
@@ -189,6 +207,29 @@ def test_training_imports_only_objectives_rollout_data_and_models():
         and not within(dep, "minillm.errors")
         and not any(within(dep, allowed) for allowed in TRAINING_ALLOWED)
     ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_evaluation_command_modules_keep_to_their_part():
+    """Checks, loading, metrics and outputs of ``python -m minillm.evaluate`` each import only what their
+    part needs; ``evaluation/suite`` (the orchestration) is the one module that imports all four, and of the
+    package only the entry point and ``suite`` import it."""
+    modules = project_modules()
+    bad = []
+    for name, allowed in EVALUATION_COMMAND_ALLOWED.items():
+        assert name in modules, f"{name}: no such module"
+        for dep in sorted(modules[name]):
+            if within(dep, "minillm") and dep != "minillm" and not within(dep, name):
+                if not any(within(dep, a) for a in allowed):
+                    bad.append(f"{name} imports {dep}")
+    for name, imports in modules.items():
+        if name != "minillm.evaluation.suite" and all(
+            any(within(dep, part) for dep in imports) for part in EVALUATION_COMMAND_ALLOWED
+        ):
+            bad.append(f"{name} imports every part of the evaluation command (only suite may)")
+        users = {"minillm.evaluate", "minillm.evaluation.suite"}
+        if name not in users and any(within(dep, "minillm.evaluation.suite") for dep in imports):
+            bad.append(f"{name} imports minillm.evaluation.suite (the command's body: only minillm.evaluate)")
     assert not bad, "\n".join(bad)
 
 

@@ -284,7 +284,7 @@ def test_smoke_evaluation_writes_results_summary_and_figures(compose, tmp_path):
 
 
 def test_evaluate_loads_a_run_checkpoint_and_needs_a_path_for_the_student(compose, tmp_path, tiny_tokenizer):
-    from minillm.evaluation.suite import load_evaluated_model
+    from minillm.evaluation.loading import load_evaluated_model
 
     run = tmp_path / "some-run"
     model = tiny_llama(3, vocab=len(tiny_tokenizer))
@@ -513,7 +513,7 @@ def test_behaviour_callback_logs_on_every_nth_validation(compose, tmp_path, tiny
 
 
 def test_an_empty_metric_list_is_refused(compose):
-    from minillm.evaluation.suite import validate_evaluate_config
+    from minillm.evaluation.evaluate_config import validate_evaluate_config
 
     with pytest.raises(MinillmError, match=r"^evaluate\.metrics=\[\]: name at least one of \["):
         validate_evaluate_config(compose(["evaluate.metrics=[]"], config_name="evaluate"))

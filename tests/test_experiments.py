@@ -371,7 +371,7 @@ def test_the_committed_evaluate_and_diagnose_commands_still_compose(compose, pro
     """Each such command composes with its program's config (a renamed key fails here) and passes the checks
     the program runs before it loads a model."""
     from minillm.diagnose import validate_diagnose_config
-    from minillm.evaluation.suite import validate_evaluate_config
+    from minillm.evaluation.evaluate_config import validate_evaluate_config
 
     cfg = compose(args, config_name=program)
     validate_config(cfg)

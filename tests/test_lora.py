@@ -241,7 +241,7 @@ def test_adapters_export_and_the_checkpoint_evaluate_as_the_same_student(compose
     run's student rebuilt from the checkpoint's config, the adapters merged) gives the same model."""
     from transformers import AutoModelForCausalLM
 
-    from minillm.evaluation.suite import load_evaluated_model
+    from minillm.evaluation.loading import load_evaluated_model
 
     run = tmp_path / "run"
     overrides = smoke_overrides(tmp_path, "objective=sft", *LORA, "student.lora.export=adapters")

@@ -75,7 +75,7 @@ def test_the_crafted_checkpoint_does_run_code_when_unpickled(tmp_path):
 
 @pytest.mark.parametrize("payload", list(PAYLOADS))
 def test_every_reader_refuses_it_in_one_line_naming_file_and_type(compose, tmp_path, payload):
-    from minillm.evaluation.suite import load_evaluated_model
+    from minillm.evaluation.loading import load_evaluated_model
     from minillm.training.trainer import make_trainer
 
     marker = tmp_path / "marker"
