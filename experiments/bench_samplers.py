@@ -1,7 +1,8 @@
 """``make bench``'s samplers rows alone (sampler=hf against sampler=vllm, alternated): the rest of the benchmark
 takes far longer than these on the SmolLM2 pair. Needs `make install-vllm` and the converted models (`make smollm2`).
 
-    python experiments/bench_samplers.py OUT_DIR teacher_path=... student_path=... tokenizer_path=... [bench keys]
+    python experiments/bench_samplers.py OUT_DIR teacher=smollm2_135m student=smollm2_pruned10 [bench keys]
+    python experiments/bench_samplers.py OUT_DIR teacher.path=... student.path=... [bench keys]
 
 Writes OUT_DIR/samplers.json (what ``make bench`` puts under ``samplers``, plus the load and the models).
 """
@@ -37,15 +38,16 @@ def compose_bench(overrides: list[str], run_dir: Path):
 def main(out_dir: Path, overrides: list[str]) -> None:
     import torch
 
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.samplers import render_samplers, sampler_comparison
-    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.settings import make_runtime, refuse_renamed_keys, step_settings
 
+    refuse_renamed_keys(overrides)  # bench's keys of before, in one line naming the new key
     cfg = compose_bench(["samplers.enabled=true", *overrides], out_dir)
     runtime = make_runtime(cfg)
     torch.manual_seed(int(cfg.seed))
     load_before, started = os.getloadavg(), time.perf_counter()
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     result = sampler_comparison(models, runtime, cfg, step_settings(cfg, models.teacher, models.eos_token_id))
     result.update(
         load_before=list(load_before),
@@ -61,4 +63,6 @@ def main(out_dir: Path, overrides: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2:])
+    from minillm.cli import user_errors
+
+    user_errors(main)(Path(sys.argv[1]), sys.argv[2:])

@@ -8,6 +8,7 @@ full-vocabulary divergence equals the plain one in tests/test_divergences.py::te
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -33,10 +34,9 @@ TINY_ARCH = [
     ).items()
 ]
 TINY = [
-    "teacher_path=null",
-    "student_path=null",
-    "tokenizer_path=null",
-    "vocab_size=50",
+    "teacher=tiny_llama",  # the run's presets, built from their (shrunk) architectures
+    "student=tiny_llama",
+    "tokenizer.vocab_size=50",
     *TINY_ARCH,
     "objective.num_rollouts=4",
     "prompt_len=3",
@@ -49,7 +49,7 @@ TINY = [
     "sweep.batch_size=2",
     "sweep.batch_sizes=[2,3]",
     "sweep.response_len=2",
-    "threads=1",
+    "fit.num_threads=1",
     "plain=true",
     "vocab_memory.vocab_size=64",
     "vocab_memory.batch_size=2",
@@ -132,7 +132,7 @@ def test_bench_writes_every_field(results):
     assert vm["max_abs_diff_vs_one_pass"] < 1e-6  # chunked: the same loss and gradient
     assert (
         saved["models"]["teacher"]["random_init"]
-        and "teacher_path=null" in saved["models"]["teacher"]["source"]
+        and "teacher.path=null" in saved["models"]["teacher"]["source"]
     )
     assert set(saved["rollout"]["runs"]) == {
         "lockstep α=0.2",
@@ -203,14 +203,14 @@ def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
     """TRL's GKDTrainer step and ours run in turn in this process, and the ratio is median ÷ median of
     those timings: no figure from another time or machine enters it."""
     pytest.importorskip("trl")
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.settings import gkd_one_pass, make_runtime, step_settings
     from minillm.bench.trl_gkd import TRL_STEP
     from minillm.bench.trl_gkd import trl_gkd_comparison as compare
 
     cfg = compose_bench(TRL_TINY, tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     s = gkd_one_pass(step_settings(cfg, models.teacher, models.eos_token_id))
     out = compare(models, runtime, cfg, s)
 
@@ -230,7 +230,7 @@ def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
     assert out["pair_ratios"] == pairs
     assert (out["pair_ratio_min"], out["pair_ratio_max"]) == (min(pairs), max(pairs))
     assert trl_target(out)["value"] == out["speedup"]
-    assert out["torch_threads"] == 1  # threads=1 of TINY, for both sides
+    assert out["torch_threads"] == 1  # fit.num_threads=1 of TINY, for both sides
 
 
 def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path, monkeypatch, capsys):
@@ -259,7 +259,10 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
             "objective.max_new_tokens=9: make bench decodes exactly response_len=5",
         ),
         (["objective.pt_coef=1.0"], "objective.pt_coef=1.0: make bench times the round without L_PT"),
-        (["teacher_path=/nonexistent/teacher", "random_init_fallback=false"], "teacher_path=/nonexistent"),
+        (
+            ["teacher.path=/nonexistent/teacher"],
+            "teacher.path=/nonexistent/teacher: model path does not exist",
+        ),
     ],
 )
 def test_bad_settings_fail_clearly(tmp_path, overrides, message):
@@ -293,7 +296,7 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
 def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, monkeypatch):
     """The timed round is training's ``MiniLLMRound`` (every update goes through it), with the options a run
     builds from the same ``objective`` and ``optim`` keys: here a non-default variant, minibatch and clip."""
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import measure_step
     from minillm.objectives.policy_gradient import PGOptions
@@ -303,7 +306,7 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     overrides = ["objective.variant=paper", "objective.mini_batch_size=2", "grad_clip=0.5"]
     cfg = compose_bench([*TINY, *overrides], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     expected = RoundOptions.from_config(
         cfg.objective,
@@ -334,14 +337,14 @@ def test_bench_builds_the_round_once_as_training_does_and_per_step_on_request(tm
     ``build_per_step=True`` (the old path, for the comparison) rebuilds it from the config each step, with
     the same options."""
     from minillm.bench.measure import Clock
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import step_runner
     from minillm.training.round import MiniLLMRound
 
     cfg = compose_bench([*TINY, "objective.variant=paper", "grad_clip=0.5"], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     built = []
     real_init = MiniLLMRound.__init__
@@ -387,7 +390,7 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
     """dtype=bf16 (on a CPU with native bf16): the teacher's weights in bf16, the round under bf16 autocast
     with its old log-probs rescored: the student's forward tokens are the fp32 round's plus one pass."""
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import measure_step
     from minillm.training.precision import bf16_supported
@@ -396,10 +399,93 @@ def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
         pytest.skip("this CPU has no native bf16")
     cfg = compose_bench([*TINY, "dtype=bf16"], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     assert models.teacher.lm_head.weight.dtype == torch.bfloat16 and s.round.rescore_old_logprobs
     out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=True)
     tokens = out["forward_tokens"]
     fp32_needed = s.with_round(rescore_old_logprobs=False).needed_tokens()["student"]
     assert tokens["student"] == tokens["student_needed"] == fp32_needed + 4 * (3 + 5)
+
+
+def test_bench_loads_the_runs_default_models_with_the_runs_loader(tmp_path):
+    """With no model overrides bench composes the run's default groups (teacher=embedded, student=embedded) and
+    loads them through minillm.models.loading.load_models: the shipped folders, the student's tokenizer."""
+    from omegaconf import OmegaConf
+
+    from minillm.bench.models import bench_models
+    from minillm.bench.settings import make_runtime
+    from minillm.models.loading import load_models, load_tokenizer
+
+    cfg = compose_bench(["fit.num_threads=1"], tmp_path)
+    assets = Path(cfg.assets_dir)
+    assert (cfg.teacher.path, cfg.student.path) == (str(assets / "teacher"), str(assets / "student_init"))
+    models = bench_models(cfg, make_runtime(cfg))
+    assert models.info["vocab_from"] == f"student.path={assets / 'student_init'}"
+    for key in ("teacher", "student"):
+        assert not models.info[key]["random_init"] and models.info[key]["source"] == cfg[key].path
+    tokenizer = load_tokenizer(str(assets / "student_init"))
+    assert models.eos_token_id == tokenizer.eos_token_id and models.vocab_size >= len(tokenizer)
+    run_cfg = OmegaConf.merge(cfg, {"trainer": {"precision": "32-true"}})
+    student, teacher = load_models(run_cfg, tokenizer)  # as minillm.run loads them
+    for ours, theirs in ((models.student, student), (models.teacher, teacher)):
+        mine, run = ours.state_dict(), theirs.state_dict()
+        assert mine.keys() == run.keys() and all(torch.equal(mine[k], run[k]) for k in mine)
+    assert not any(p.requires_grad for p in models.teacher.parameters()) and not models.teacher.training
+
+
+def test_bench_takes_the_tokenizer_from_the_one_model_folder_and_builds_the_other(tmp_path):
+    """student.path set, teacher=tiny_llama: the teacher is built from its architecture with the student's
+    tokenizer's vocabulary and seed + 1, as a run builds it; fit.teacher_dtype casts it as in a run."""
+    from minillm.bench.models import bench_models
+    from minillm.bench.settings import make_runtime
+
+    tiny = [o for o in TINY if not o.startswith(("student", "tokenizer"))]
+    cfg = compose_bench([*tiny, "student=embedded", "fit.teacher_dtype=bf16"], tmp_path)
+    models = bench_models(cfg, make_runtime(cfg))
+    assert models.info["vocab_from"].startswith("student.path=")
+    assert models.info["teacher"]["random_init"] and not models.info["student"]["random_init"]
+    assert (
+        models.teacher.get_output_embeddings().weight.shape[0] == models.vocab_size == len(models.tokenizer)
+    )
+    assert models.teacher.lm_head.weight.dtype == torch.bfloat16  # fit.teacher_dtype=bf16, as a run casts it
+    assert models.student.lm_head.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("teacher_path=/x", "use teacher=… (a preset of conf/teacher/) / teacher.path=…"),
+        ("student_path=/x", "use student=… (a preset of conf/student/) / student.path=…"),
+        ("tokenizer_path=/x", "use tokenizer.path=…"),
+        ("vocab_size=50", "use tokenizer.vocab_size=…"),
+        ("threads=1", "use fit.num_threads=…"),
+        ("+random_init_fallback=false", "use teacher=tiny_llama / student=tiny_llama for a random init"),
+    ],
+)
+def test_old_bench_keys_are_refused_naming_the_new_one(old, new):
+    from minillm.bench.settings import refuse_renamed_keys
+
+    with pytest.raises(
+        MinillmError, match=f"^{re.escape(old)}: bench takes the run's keys; {re.escape(new)}"
+    ):
+        refuse_renamed_keys(["repeats=1", old])
+    refuse_renamed_keys(["teacher.path=/x", "fit.num_threads=1", "samplers.threads=2"])  # the new keys pass
+
+
+def test_the_command_refuses_an_old_key_in_one_line(tmp_path):
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "minillm.bench", "teacher_path=/models/t", f"hydra.run.dir={tmp_path}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: teacher_path=/models/t: bench takes the run's keys; use teacher=… (a preset of conf/teacher/) "
+        "/ teacher.path=…"
+    ]

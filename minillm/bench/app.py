@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minillm.bench.measure import LOAD_WARNING
-from minillm.bench.models import load_models
+from minillm.bench.models import bench_models
 from minillm.bench.pairs import pairs
 from minillm.bench.rollouts import rollout_throughput
 from minillm.bench.samplers import render_samplers, sampler_comparison
@@ -48,12 +48,12 @@ def machine_info(runtime: Runtime) -> dict:
 def run_bench(cfg: DictConfig) -> dict:
     """Every measurement of the benchmark, as one JSON-ready dictionary."""
     runtime = make_runtime(cfg)
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
+    if cfg.fit.get("num_threads"):
+        torch.set_num_threads(int(cfg.fit.num_threads))  # as minillm.run does
     torch.manual_seed(int(cfg.seed))
     load_before = os.getloadavg()
     started = time.perf_counter()
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     main = step_settings(cfg, models.teacher, models.eos_token_id)
     repeats, warmup = positive(cfg, "repeats"), int(cfg.warmup)
 

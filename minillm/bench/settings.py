@@ -13,6 +13,27 @@ from minillm.errors import MinillmError
 from minillm.training.options import RoundOptions, keep_teacher_logits
 from minillm.training.precision import bf16_supported
 
+# Bench's own keys of before it composed the run's model groups, and what replaced each.
+RENAMED_KEYS = {
+    "teacher_path": "teacher=… (a preset of conf/teacher/) / teacher.path=…",
+    "student_path": "student=… (a preset of conf/student/) / student.path=…",
+    "tokenizer_path": "tokenizer.path=…",
+    "vocab_size": "tokenizer.vocab_size=…",
+    "threads": "fit.num_threads=…",
+    "random_init_fallback": (
+        "teacher=tiny_llama / student=tiny_llama for a random init (a missing model folder is an error, "
+        "as in a run)"
+    ),
+}
+
+
+def refuse_renamed_keys(overrides: list[str]) -> None:
+    """An override of a key bench no longer has (``teacher_path=…``) fails in one line naming its new key."""
+    for arg in overrides:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in RENAMED_KEYS:
+            raise MinillmError(f"{arg}: bench takes the run's keys; use {RENAMED_KEYS[key]}")
+
 
 def positive(node, key: str, name: str | None = None) -> int:
     """``node[key]`` as a positive integer, else an error naming ``name`` (default: ``key``)."""
@@ -67,16 +88,22 @@ class StepSettings:
         return {"teacher": rollout, "student": rollout + passes * per_epoch}
 
 
-def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) -> StepSettings:
-    """The main round: ``objective.*`` (``num_rollouts``, ``mini_batch_size``, ``ppo_epochs``,
-    ``teacher_mix_alpha``, ``cache_teacher_logits`` within ``teacher_cache_mb``, ``variant`` and the
-    estimator's keys, ``temperature``, ``chunk_size``, ``disable_dropout``), ``grad_clip``, and bench's
-    own ``prompt_len``, ``response_len`` and ``pg_term``. Rows never stop at EOS (fixed lengths)."""
+def check_on_policy(cfg: DictConfig) -> None:
+    """Bench times the on-policy round: refuse another objective before any model is loaded."""
     obj = cfg.objective
     if "OnPolicyModule" not in str((obj.get("module") or {}).get("_target_", "")):
         raise MinillmError(
             f"objective={obj.get('name')}: make bench times the on-policy round; use objective=reverse_kld"
         )
+
+
+def step_settings(cfg: DictConfig, teacher: torch.nn.Module, eos_token_id: int) -> StepSettings:
+    """The main round: ``objective.*`` (``num_rollouts``, ``mini_batch_size``, ``ppo_epochs``,
+    ``teacher_mix_alpha``, ``cache_teacher_logits`` within ``teacher_cache_mb``, ``variant`` and the
+    estimator's keys, ``temperature``, ``chunk_size``, ``disable_dropout``), ``grad_clip``, and bench's
+    own ``prompt_len``, ``response_len`` and ``pg_term``. Rows never stop at EOS (fixed lengths)."""
+    check_on_policy(cfg)
+    obj = cfg.objective
     batch_size = positive(obj, "num_rollouts", "objective.num_rollouts")
     positive(obj, "mini_batch_size", "objective.mini_batch_size")
     positive(obj, "ppo_epochs", "objective.ppo_epochs")

@@ -10,7 +10,6 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
@@ -23,26 +22,6 @@ from minillm.errors import MinillmError
 
 TARGET_GKD_SPEEDUP = 1.5
 TRL_STEP = "gkd_one_teacher_pass"  # our step set against GKDTrainer's: what training runs at α = 0
-
-
-def _trl_tokenizer(cfg: DictConfig, models: Models):
-    """GKDTrainer needs a tokenizer for its pad id: ``tokenizer_path`` when it is a folder, else a
-    word-level stand-in over the models' vocabulary with their EOS as pad."""
-    from transformers import PreTrainedTokenizerFast
-
-    path = cfg.get("tokenizer_path")
-    if path and Path(path).is_dir():
-        from minillm.models.loading import load_tokenizer
-
-        tok = load_tokenizer(path, "tokenizer_path")
-        tok.pad_token = tok.pad_token or tok.eos_token
-        return tok
-    from tokenizers import Tokenizer
-    from tokenizers import models as tok_models
-
-    eos = f"t{models.eos_token_id}"
-    words = Tokenizer(tok_models.WordLevel({f"t{i}": i for i in range(models.vocab_size)}, unk_token=eos))
-    return PreTrainedTokenizerFast(tokenizer_object=words, eos_token=eos, pad_token=eos)
 
 
 def trl_gkd_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: StepSettings) -> dict:
@@ -87,7 +66,7 @@ def trl_gkd_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
     student, teacher = copy.deepcopy(models.student), copy.deepcopy(models.teacher)
     for model in (student, teacher):
         model.generation_config.eos_token_id = None  # fixed-length rows, as on our side
-    tok = _trl_tokenizer(cfg, models)
+    tok = models.tokenizer  # GKDTrainer reads its pad id
     steps = warmup + repeats
     gen = torch.Generator().manual_seed(int(cfg.seed) + 5)
     ids = torch.randint(0, models.vocab_size - 1, (s.batch_size * steps, s.prompt_len), generator=gen)
