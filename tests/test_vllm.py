@@ -155,6 +155,50 @@ def test_evaluate_with_vllm_refuses_the_ngram_filter_and_ignores_the_objectives_
         validate_config(compose([*base, "evaluate.no_repeat_ngram_size=3"], config_name="evaluate"))
 
 
+class _TokensFromNowhere(vllm_engine.VllmSampler):
+    """An engine that starts no process: each row's ``max_new_tokens`` tokens drawn uniformly (the bench's
+    bookkeeping needs what the trainer does with an engine's samples, not the engine)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__(python="none", kv_cache_gib=1, threads=1, max_model_len=64)
+        self.vocab_size, self.calls = vocab_size, 0
+
+    def sample_ids(self, model, prompts, *, max_new_tokens, generator, **_):
+        self.calls += 1
+        ids = torch.randint(0, self.vocab_size, (len(prompts), max_new_tokens), generator=generator)
+        return ids.tolist()
+
+
+def test_bench_counts_the_trainers_pass_over_the_engines_samples(tmp_path):
+    """``make bench``'s α = 0 round with each sampler, forward tokens counted by hooks on the trainer's models:
+    with the engine, the student's count holds the no-grad pass that records the log-probs (one whole prompt +
+    response per row) besides the updates' passes; with our decoder, its decoding steps instead."""
+    import dataclasses
+
+    from minillm.bench.models import load_models
+    from minillm.bench.samplers import round_forward_tokens
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import step_runner
+
+    from .test_bench import TINY, compose_bench
+
+    cfg = compose_bench(TINY, tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = dataclasses.replace(step_settings(cfg, models.teacher, models.eos_token_id), alpha=0.0)
+    engine = _TokensFromNowhere(models.vocab_size)
+    rounds = {side: step_runner(models, runtime, cfg, s) for side in ("hf", "vllm")}
+    counted = round_forward_tokens(rounds, models, runtime, engine, s)
+    assert engine.calls == 1 and vllm_engine.current() is None  # the engine sampled the vllm round only
+    b, p, t, epochs = 4, 3, 5, 2  # TINY: num_rollouts, prompt_len, response_len, ppo_epochs
+    assert (s.batch_size, s.prompt_len, s.response_len, s.round.ppo_epochs) == (b, p, t, epochs)
+    updates = epochs * b * (p + t)
+    assert counted["hf"]["student"] == b * (p + t - 1) + updates == counted["hf"]["student_needed"]
+    assert counted["vllm"]["student"] == b * (p + t) + updates == counted["vllm"]["student_needed"]
+    assert counted["hf"]["met"] and counted["vllm"]["met"]
+    assert counted["hf"]["teacher"] == counted["vllm"]["teacher"] == b * (p + t)
+
+
 # ---------------------------------------------------------------- the engine against the trainer (slow)
 def _model(scale: float):
     """A tied Llama with head size 32; ``scale`` multiplies the final norm, so the logits (and how peaked the
