@@ -40,6 +40,7 @@ def sampler_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
         kv_cache_gib=int(node.kv_cache_gib),
         threads=None if node.get("threads") is None else int(node.threads),
         max_model_len=int(node.max_model_len),
+        gpu_memory_utilization=float(node.get("gpu_memory_utilization", vllm_engine.GPU_MEMORY_UTILIZATION)),
     )
     try:
         vllm_engine.check_model_shape("student", models.student.config.to_dict())
