@@ -49,7 +49,11 @@ class Engine:
             max_num_batched_tokens=max(max_model_len, 4096),
             # CUDA: the trainer shares the GPU, so the engine takes only its share of the memory (the CPU build
             # sizes its KV cache from VLLM_CPU_KVCACHE_SPACE instead)
-            **({"gpu_memory_utilization": gpu_memory_utilization} if torch.cuda.is_available() else {}),
+            **(
+                {"gpu_memory_utilization": gpu_memory_utilization}
+                if torch.cuda.is_available() and gpu_memory_utilization is not None
+                else {}
+            ),
         )
 
     def load(self, path: str, repack_head: bool = True, reset_cache: bool = True) -> None:
