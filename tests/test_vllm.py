@@ -472,14 +472,28 @@ def test_smoke_runs_sample_through_the_engine(compose, tmp_path, objective):
 @pytest.mark.slow
 @needs_engine
 def test_a_resumed_vllm_run_ends_with_the_straight_runs_weights_and_evaluates(compose, tmp_path):
+    """Stopped after 2 of 4 steps and resumed, the run ends with the straight run's weights and scores. Each run
+    gets a fresh engine, as a new process would (an engine kept across runs would carry its prefix cache)."""
+    from omegaconf import OmegaConf
+
     from minillm.errors import RunInterrupted
 
+    def fresh_engine():
+        vllm_engine.configure(OmegaConf.create({"sampler": {"name": "hf"}}))  # closes the process's engine
+
     extra = ["logger=csv", "eval.compare=false", "objective=onpolicy_rkl", "trainer.max_steps=4"]
+    engines = []
     straight = _vllm_run(compose, tmp_path, "straight", *extra)
+    engines.append(vllm_engine.current())
+    fresh_engine()
     with pytest.raises(RunInterrupted):
         _vllm_run(compose, tmp_path, "stopped", *extra, "fit.stop_at_step=2")
+    engines.append(vllm_engine.current())
+    fresh_engine()
     ckpt = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     resumed = _vllm_run(compose, tmp_path, "resume", *extra, f"ckpt_path={ckpt}")
+    engines.append(vllm_engine.current())
+    assert len({id(e) for e in engines}) == 3 and all(e.pushes > 0 for e in engines)
     assert resumed["global_step"] == straight["global_step"] == 4
     assert resumed["final_weights_sha1"] == straight["final_weights_sha1"]
     assert resumed["test/rougeL"] == straight["test/rougeL"]
