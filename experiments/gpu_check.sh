@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Issue 14 item 6: the GPU check, within 8 minutes on one CUDA GPU. A short MiniLLM run (embedded default,
+# Issue 14 item 6: the GPU check, within 10 minutes on one CUDA GPU. A short MiniLLM run (embedded default,
 # bf16: trainer=gpu) under strategy=ddp and under strategy=fsdp (one device each: the strategies' code paths,
-# not their scaling), then `make bench` on CUDA (bf16, compiled decoding). Figures and logs go to
-# experiments/results/gpu/: results.json and metrics.csv of each run, bench.json, env.txt, times.tsv.
+# not their scaling), then `make bench` on CUDA (bf16, compiled decoding), then (issue 23 item 7) sampler=hf
+# against sampler=vllm on CUDA: the official vllm of requirements-vllm-cuda.txt, installed beforehand by
+# `make install-vllm` (the GPU machine may have no network) into .venv-vllm or at $MINILLM_VLLM_PYTHON; skipped,
+# saying so, without it. Figures and logs go to experiments/results/gpu/: results.json and metrics.csv of each
+# run, bench.json, samplers.json, env.txt, times.tsv.
 # Usage: bash experiments/gpu_check.sh            (PYTHON=... to name the interpreter; default: python3)
 # Needs torch with CUDA, lightning, transformers, hydra-core, omegaconf, rouge-score (pip install -e .).
 set -euo pipefail
@@ -39,4 +42,24 @@ for strategy in ddp fsdp; do
 done
 timed bench 150 "$PY" -m minillm.bench device=cuda dtype=bf16 compile=true plain=true save=true "save_dir=$PWD/$OUT" \
   "hydra.run.dir=$RUNS/bench"
+# hf against vllm, alternated in one process (experiments/bench_samplers.py: rollout, an α = 0 round, evaluation
+# sampling), fp32 as the engine samples, on a random-init pair whose head size (64) every vLLM attention kernel
+# takes (the embedded pair's 8 is refused); SAMPLERS_ARGS replaces the models, e.g. the SmolLM2 pair's paths.
+VLLM_PY=${MINILLM_VLLM_PYTHON:-$PWD/.venv-vllm/bin/python}
+SAMPLERS_ARGS=${SAMPLERS_ARGS:-teacher_path=null student_path=null \
+  student.arch.hidden_size=256 student.arch.intermediate_size=704 student.arch.num_hidden_layers=4 \
+  student.arch.num_attention_heads=4 student.arch.num_key_value_heads=4 \
+  teacher.arch.hidden_size=512 teacher.arch.intermediate_size=1408 teacher.arch.num_hidden_layers=4 \
+  teacher.arch.num_attention_heads=8 teacher.arch.num_key_value_heads=8}
+if [ -x "$VLLM_PY" ]; then
+  # shellcheck disable=SC2086  # SAMPLERS_ARGS is a list of overrides
+  timed samplers 150 "$PY" experiments/bench_samplers.py "$RUNS/samplers" device=cuda dtype=fp32 \
+    "samplers.python=$VLLM_PY" samplers.gpu_memory_utilization=0.3 objective.num_rollouts=32 response_len=128 \
+    samplers.eval_prompts=64 $SAMPLERS_ARGS
+  [ -f "$RUNS/samplers/samplers.json" ] && cp "$RUNS/samplers/samplers.json" "$OUT/samplers.json"
+else
+  echo "samplers: skipped: no vLLM engine at $VLLM_PY (make install-vllm, or MINILLM_VLLM_PYTHON=...)" \
+    | tee "$OUT/samplers.log"
+  printf 'samplers\t0\tskipped (no engine)\n' >> "$OUT/times.tsv"
+fi
 cat "$OUT/times.tsv"

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,13 +126,86 @@ def test_vllm_without_the_engine_is_one_line_exit_2_naming_the_make_target(tmp_p
             ["objective=onpolicy_rkl", *SHAPE, "student.lora.r=4"],
             r"student.lora.r: sampler=vllm pushes plain",
         ),
+        (
+            ["objective=onpolicy_rkl", *SHAPE, "sampler.gpu_memory_utilization=1.5"],
+            r"sampler.gpu_memory_utilization=1.5: the engine's share of the GPU's memory, in \(0, 1\)",
+        ),
     ],
-    ids=["alpha", "alpha-schedule", "head-size", "kv-machine", "kv-sequence", "architecture", "lora"],
+    ids=[
+        "alpha",
+        "alpha-schedule",
+        "head-size",
+        "kv-machine",
+        "kv-sequence",
+        "architecture",
+        "lora",
+        "gpu-share",
+    ],
 )
 def test_vllm_refusals_name_the_key(compose_vllm, engine_found, overrides, message):
     """Each refusal, past the install check; the install check itself: the next test."""
     with pytest.raises(MinillmError, match=message):
         _validate(compose_vllm, *overrides)
+
+
+def test_the_embedded_pair_is_refused_by_its_head_size_before_any_model_loads(
+    compose, tmp_path, engine_found, monkeypatch
+):
+    """The default (embedded) student and teacher have 4 heads of 8: vLLM's CPU attention cannot run them.
+    ``train`` stops on the config, naming the folder and the head size, before it loads a model."""
+    from minillm.models import loading
+    from minillm.run import train
+
+    def loads(*args, **kwargs):
+        raise AssertionError("a model was loaded before the refusal")
+
+    monkeypatch.setattr(loading, "load_models", loads)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU's head sizes
+    cfg = compose([f"cache_dir={tmp_path / 'cache'}", "sampler=vllm", "objective=onpolicy_rkl"])
+    assert cfg.student.name == "embedded-student" and cfg.sampler.name == "vllm"
+    with pytest.raises(MinillmError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("student.path=") and "assets/embedded/student_init: head size 8" in message
+    assert message.endswith("use sampler=hf")
+
+
+def test_ddp_ranks_share_the_cores_between_their_engines(compose, tmp_path, monkeypatch):
+    """``sampler.threads=null``: each rank's engine takes its share of the machine's cores (2 ranks on 2 cores:
+    one thread each, not two engines of two threads); a set value is taken as it is."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    base = smoke_overrides(tmp_path, "sampler=vllm", *SHAPE)
+    alone = compose(base)
+    ddp = compose([*base, "strategy=ddp", "trainer.devices=2"])
+    ddp3 = compose([*base, "strategy=ddp", "trainer.devices=3"])
+    assert [vllm_engine.ranks_per_machine(c) for c in (alone, ddp, ddp3)] == [1, 2, 3]
+    assert vllm_engine._settings(alone.sampler, alone)["threads"] == 6
+    assert vllm_engine._settings(ddp.sampler, ddp)["threads"] == 3
+    assert vllm_engine._settings(ddp3.sampler, ddp3)["threads"] == 2
+    fixed = compose([*base, "strategy=ddp", "trainer.devices=2", "sampler.threads=5"])
+    assert vllm_engine._settings(fixed.sampler, fixed)["threads"] == 5
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert vllm_engine.engine_threads(None, 2) == 1 and vllm_engine.engine_threads(None, 3) == 1
+
+
+def test_the_engine_process_is_a_world_of_its_own(monkeypatch):
+    """Under a launcher the engine sees none of the trainer's rank variables (vLLM would read them), and on
+    CUDA only the GPU of its rank."""
+    launcher = {
+        "RANK": "1",
+        "LOCAL_RANK": "1",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29500",
+    }
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    env = vllm_engine._world_of_its_own({**launcher, "HOME": "/h"})
+    assert env == {"HOME": "/h"}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    assert vllm_engine._world_of_its_own(launcher) == {"CUDA_VISIBLE_DEVICES": "6"}
 
 
 def test_vllm_without_the_engine_names_the_make_target(compose_vllm, tmp_path):
@@ -153,6 +227,50 @@ def test_evaluate_with_vllm_refuses_the_ngram_filter_and_ignores_the_objectives_
     validate_config(compose(base, config_name="evaluate"))  # reverse_kld's α = 0.2: evaluation trains nothing
     with pytest.raises(MinillmError, match="evaluate.no_repeat_ngram_size=3: the engine has no such filter"):
         validate_config(compose([*base, "evaluate.no_repeat_ngram_size=3"], config_name="evaluate"))
+
+
+class _TokensFromNowhere(vllm_engine.VllmSampler):
+    """An engine that starts no process: each row's ``max_new_tokens`` tokens drawn uniformly (the bench's
+    bookkeeping needs what the trainer does with an engine's samples, not the engine)."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__(python="none", kv_cache_gib=1, threads=1, max_model_len=64)
+        self.vocab_size, self.calls = vocab_size, 0
+
+    def sample_ids(self, model, prompts, *, max_new_tokens, generator, **_):
+        self.calls += 1
+        ids = torch.randint(0, self.vocab_size, (len(prompts), max_new_tokens), generator=generator)
+        return ids.tolist()
+
+
+def test_bench_counts_the_trainers_pass_over_the_engines_samples(tmp_path):
+    """``make bench``'s α = 0 round with each sampler, forward tokens counted by hooks on the trainer's models:
+    with the engine, the student's count holds the no-grad pass that records the log-probs (one whole prompt +
+    response per row) besides the updates' passes; with our decoder, its decoding steps instead."""
+    import dataclasses
+
+    from minillm.bench.models import load_models
+    from minillm.bench.samplers import round_forward_tokens
+    from minillm.bench.settings import make_runtime, step_settings
+    from minillm.bench.step import step_runner
+
+    from .test_bench import TINY, compose_bench
+
+    cfg = compose_bench(TINY, tmp_path)
+    runtime = make_runtime(cfg)
+    models = load_models(cfg, runtime)
+    s = dataclasses.replace(step_settings(cfg, models.teacher, models.eos_token_id), alpha=0.0)
+    engine = _TokensFromNowhere(models.vocab_size)
+    rounds = {side: step_runner(models, runtime, cfg, s) for side in ("hf", "vllm")}
+    counted = round_forward_tokens(rounds, models, runtime, engine, s)
+    assert engine.calls == 1 and vllm_engine.current() is None  # the engine sampled the vllm round only
+    b, p, t, epochs = 4, 3, 5, 2  # TINY: num_rollouts, prompt_len, response_len, ppo_epochs
+    assert (s.batch_size, s.prompt_len, s.response_len, s.round.ppo_epochs) == (b, p, t, epochs)
+    updates = epochs * b * (p + t)
+    assert counted["hf"]["student"] == b * (p + t - 1) + updates == counted["hf"]["student_needed"]
+    assert counted["vllm"]["student"] == b * (p + t) + updates == counted["vllm"]["student_needed"]
+    assert counted["hf"]["met"] and counted["vllm"]["met"]
+    assert counted["hf"]["teacher"] == counted["vllm"]["teacher"] == b * (p + t)
 
 
 # ---------------------------------------------------------------- the engine against the trainer (slow)
@@ -354,14 +472,28 @@ def test_smoke_runs_sample_through_the_engine(compose, tmp_path, objective):
 @pytest.mark.slow
 @needs_engine
 def test_a_resumed_vllm_run_ends_with_the_straight_runs_weights_and_evaluates(compose, tmp_path):
+    """Stopped after 2 of 4 steps and resumed, the run ends with the straight run's weights and scores. Each run
+    gets a fresh engine, as a new process would (an engine kept across runs would carry its prefix cache)."""
+    from omegaconf import OmegaConf
+
     from minillm.errors import RunInterrupted
 
+    def fresh_engine():
+        vllm_engine.configure(OmegaConf.create({"sampler": {"name": "hf"}}))  # closes the process's engine
+
     extra = ["logger=csv", "eval.compare=false", "objective=onpolicy_rkl", "trainer.max_steps=4"]
+    engines = []
     straight = _vllm_run(compose, tmp_path, "straight", *extra)
+    engines.append(vllm_engine.current())
+    fresh_engine()
     with pytest.raises(RunInterrupted):
         _vllm_run(compose, tmp_path, "stopped", *extra, "fit.stop_at_step=2")
+    engines.append(vllm_engine.current())
+    fresh_engine()
     ckpt = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     resumed = _vllm_run(compose, tmp_path, "resume", *extra, f"ckpt_path={ckpt}")
+    engines.append(vllm_engine.current())
+    assert len({id(e) for e in engines}) == 3 and all(e.pushes > 0 for e in engines)
     assert resumed["global_step"] == straight["global_step"] == 4
     assert resumed["final_weights_sha1"] == straight["final_weights_sha1"]
     assert resumed["test/rougeL"] == straight["test/rougeL"]
@@ -378,3 +510,39 @@ def test_a_resumed_vllm_run_ends_with_the_straight_runs_weights_and_evaluates(co
     cfg = compose([*overrides, "evaluate.metrics=[rouge]"], run_dir=tmp_path / "eval", config_name="evaluate")
     evaluated = run_evaluation(cfg)
     assert 0.0 <= evaluated["test/rougeL"] <= 100.0
+
+
+@pytest.mark.slow  # two ranks, each with its own engine: minutes on a shared 2-core machine
+@needs_engine
+def test_each_ddp_rank_samples_with_its_own_engine_and_the_run_finishes(tmp_path):
+    """``strategy=ddp trainer.devices=2`` over gloo on CPU with ``sampler=vllm``: Lightning launches the second
+    rank, each rank starts an engine of its own (its own process and shared-memory folder) on its share of the
+    cores, and the run ends with the configured steps."""
+    import re
+
+    run_dir = tmp_path / "run"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "disabled",
+        "MINILLM_VLLM_PYTHON": ENGINE_PYTHON,
+    }
+    env.pop("OMP_NUM_THREADS", None)  # the share is the engine's own choice here
+    cmd = [sys.executable, "-m", "minillm.run", *smoke_overrides(tmp_path), "objective=onpolicy_rkl",
+           "strategy=ddp", "trainer.devices=2", "logger=csv", "sampler=vllm", f"hydra.run.dir={run_dir}",
+           *SHAPE]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["global_step"] == 3 and results["test/rougeL"] is not None
+    starts = re.findall(
+        r"sampler=vllm: rank (\d+) starts an engine \(process (\d+), (\d+) threads?\) in (\S+)",
+        done.stdout + done.stderr,
+    )
+    ranks = {rank for rank, *_ in starts}
+    assert ranks == {"0", "1"}, starts
+    by_rank = {rank: (pid, threads, folder) for rank, pid, threads, folder in starts}
+    assert by_rank["0"][0] != by_rank["1"][0]  # two trainer processes…
+    assert Path(by_rank["0"][2]).parent != Path(by_rank["1"][2]).parent  # …each with its own scratch folder
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert {int(threads) for _, threads, _ in by_rank.values()} == {share}

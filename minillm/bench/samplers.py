@@ -17,7 +17,7 @@ from collections import defaultdict
 import torch
 from omegaconf import DictConfig
 
-from minillm.bench.measure import Clock
+from minillm.bench.measure import Clock, count_tokens
 from minillm.bench.models import Models, make_prompts
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import step_runner
@@ -40,6 +40,7 @@ def sampler_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
         kv_cache_gib=int(node.kv_cache_gib),
         threads=None if node.get("threads") is None else int(node.threads),
         max_model_len=int(node.max_model_len),
+        gpu_memory_utilization=float(node.get("gpu_memory_utilization", vllm_engine.GPU_MEMORY_UTILIZATION)),
     )
     try:
         vllm_engine.check_model_shape("student", models.student.config.to_dict())
@@ -90,6 +91,9 @@ def _compare(models, runtime, cfg, s: StepSettings, engine, node) -> dict:
         ("alpha0_round", "hf"): with_engine(lambda: hf_round(Clock(runtime), plain=True), False),
         ("alpha0_round", "vllm"): with_engine(lambda: vllm_round(Clock(runtime), plain=True), True),
     }
+    forward_tokens = round_forward_tokens(
+        {"hf": hf_round, "vllm": vllm_round}, models, runtime, engine, alpha0
+    )
     times: dict[tuple, list[float]] = defaultdict(list)
     for i in range(int(node.warmup) + int(node.repeats)):  # alternated: drifts in load hit both samplers
         for key, fn in runs.items():
@@ -104,7 +108,7 @@ def _compare(models, runtime, cfg, s: StepSettings, engine, node) -> dict:
         "evaluation": int(node.eval_prompts) * s.response_len,
         "alpha0_round": s.batch_size * s.response_len,
     }
-    out: dict = {"engine_pushes": engine.pushes, "rows": {}}
+    out: dict = {"engine_pushes": engine.pushes, "forward_tokens": forward_tokens, "rows": {}}
     for what, target in TARGETS.items():
         hf, vllm = (statistics.median(times[(what, side)]) for side in ("hf", "vllm"))
         out["rows"][what] = {
@@ -121,6 +125,29 @@ def _compare(models, runtime, cfg, s: StepSettings, engine, node) -> dict:
     return out
 
 
+def round_forward_tokens(rounds: dict, models, runtime, engine, s: StepSettings) -> dict:
+    """Forward tokens of one untimed α = 0 round per sampler (``rounds``: ``step_runner``s of ``s``), counted
+    by hooks on the trainer's teacher and student, against ``s.alpha0_needed_tokens``. With ``sampler=vllm``
+    the student's count is the trainer's no-grad pass over what the engine sampled plus the updates' passes."""
+    out = {}
+    for side, run in rounds.items():
+        vllm_engine._ACTIVE = engine if side == "vllm" else None
+        try:
+            with count_tokens({"teacher": models.teacher, "student": models.student}) as counts:
+                run(Clock(runtime), plain=True)
+        finally:
+            vllm_engine._ACTIVE = None
+        needed = s.alpha0_needed_tokens(engine=side == "vllm")
+        out[side] = {
+            "teacher": counts["teacher"],
+            "teacher_needed": needed["teacher"],
+            "student": counts["student"],
+            "student_needed": needed["student"],
+            "met": counts["student"] == needed["student"],
+        }
+    return out
+
+
 def render_samplers(result: dict) -> str:
     """The comparison as plain text lines."""
     if "skipped" in result:
@@ -130,5 +157,11 @@ def render_samplers(result: dict) -> str:
         lines.append(
             f"  {what:<13} {row['tokens']:>6} tokens  hf {row['hf_seconds']:8.2f} s  vllm {row['vllm_seconds']:8.2f} s  "
             f"speed-up {row['speedup']:5.2f}x  target {row['target']}x: {'met' if row['met'] else 'not met'}"
+        )
+    for side, t in result.get("forward_tokens", {}).items():
+        lines.append(
+            f"  α = 0 round, {side} forward tokens (counted / needed): teacher {t['teacher']:,} / "
+            f"{t['teacher_needed']:,}  student {t['student']:,} / {t['student_needed']:,}"
+            + ("  (the trainer's pass over the engine's samples included)" if side == "vllm" else "")
         )
     return "\n".join(lines)

@@ -87,6 +87,19 @@ class StepSettings:
         passes = self.round.ppo_epochs + int(self.round.rescore_old_logprobs)
         return {"teacher": rollout, "student": rollout + passes * per_epoch}
 
+    def alpha0_needed_tokens(self, *, engine: bool) -> dict[str, int]:
+        """Forward tokens of the trainer's own models in an α = 0 round (``sampler=hf`` or, ``engine``,
+        ``sampler=vllm``). Teacher: one pass over prompt + response scores the finished rollout. Student:
+        the rollout, then one teacher-forced pass per inner epoch (and the mixed-precision rescoring). The
+        rollout is our decoder's steps (every token but the last) with ``sampler=hf``; with the engine it is
+        the trainer's no-grad pass over what the engine sampled (the log-probs every loss reads), one whole
+        prompt + response per row. The engine's own decoding runs in another process and is not counted.
+        """
+        per_pass = self.batch_size * (self.prompt_len + self.response_len)
+        rollout = per_pass if engine else self.batch_size * (self.prompt_len + self.response_len - 1)
+        passes = self.round.ppo_epochs + int(self.round.rescore_old_logprobs)
+        return {"teacher": per_pass, "student": rollout + passes * per_pass}
+
 
 def check_on_policy(cfg: DictConfig) -> None:
     """Bench times the on-policy round: refuse another objective before any model is loaded."""

@@ -43,6 +43,13 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 # Architectures sampled and checked against the trainer here (tests/test_vllm.py); others are refused
 # rather than trusted: the weight push relies on the engine reading the Hugging Face names.
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
+# On CUDA the engine shares the GPU with the trainer: the share of the GPU's memory it takes (weights, activations
+# and KV cache: vLLM's gpu_memory_utilization, whose own default of 0.9 would leave the trainer almost nothing).
+GPU_MEMORY_UTILIZATION = 0.3
+# The trainer's launcher variables: the engine is a world of one process of its own (vLLM reads LOCAL_RANK and
+# the env:// ones where present)
+_LAUNCHER_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "GROUP_RANK",
+                       "MASTER_ADDR", "MASTER_PORT")  # fmt: skip
 
 # config.json keys that name or date a model rather than shape it
 _NOT_SHAPE = (
@@ -68,22 +75,43 @@ def configure(cfg) -> VllmSampler | None:
     global _ACTIVE
     node = cfg.get("sampler")
     name = None if node is None else node.get("name")
-    if _ACTIVE is not None and (name != "vllm" or _ACTIVE.settings != _settings(node)):
+    if _ACTIVE is not None and (name != "vllm" or _ACTIVE.settings != _settings(node, cfg)):
         _ACTIVE.close()
         _ACTIVE = None
     if name == "vllm":
         check_models(cfg)  # again: a GGUF preset's folder exists now
         if _ACTIVE is None:
-            _ACTIVE = VllmSampler(**_settings(node))
+            _ACTIVE = VllmSampler(**_settings(node, cfg))
     return _ACTIVE
 
 
-def _settings(node) -> dict:
+def ranks_per_machine(cfg) -> int:
+    """Training processes on this machine: ``trainer.devices`` under a data-parallel strategy (ddp, fsdp),
+    else 1. Every one of them starts its own engine."""
+    trainer = cfg.get("trainer") or {}
+    devices = trainer.get("devices")
+    if not trainer.get("strategy") or isinstance(devices, bool) or not isinstance(devices, int):
+        return 1
+    return max(1, devices)
+
+
+def engine_threads(threads: int | None, ranks: int) -> int:
+    """The engine's CPU threads: ``sampler.threads``, or where null this process's share of the cores (all of
+    them over the ranks on this machine), as Lightning shares them out to the ranks' trainers. A rank's trainer
+    waits while its engine samples, so the two take turns on the same share."""
+    if threads is not None:
+        return threads
+    return max(1, (os.cpu_count() or 1) // ranks)
+
+
+def _settings(node, cfg=None) -> dict:
+    threads = None if node.get("threads") is None else int(node.threads)
     return {
         "python": str(node.python),
         "kv_cache_gib": int(node.kv_cache_gib),
-        "threads": None if node.get("threads") is None else int(node.threads),
+        "threads": threads if cfg is None else engine_threads(threads, ranks_per_machine(cfg)),
         "max_model_len": int(node.max_model_len),
+        "gpu_memory_utilization": float(node.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)),
     }
 
 
@@ -177,6 +205,12 @@ def check_sampler(cfg) -> None:
         raise MinillmError(
             "student.lora.r: sampler=vllm pushes plain weights, not LoRA adapters; use sampler=hf"
         )
+    share = node.get("gpu_memory_utilization", GPU_MEMORY_UTILIZATION)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+        raise MinillmError(
+            f"sampler.gpu_memory_utilization={share!r}: the engine's share of the GPU's memory, in (0, 1) (the "
+            "trainer uses the rest)"
+        )
     for key in ("kv_cache_gib", "max_model_len"):  # whole GiB: vLLM reads VLLM_CPU_KVCACHE_SPACE as an int
         value = node.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -194,10 +228,12 @@ def check_models(cfg) -> None:
     """The student and teacher the engine may sample (``arch``, or a folder's config.json once it exists)."""
     node = cfg.sampler
     for key in ("student", "teacher"):
-        config = model_config(cfg.get(key))
+        spec = cfg.get(key)
+        config = model_config(spec)
         if config is None:
             continue
-        check_model_shape(key, config)
+        # a folder's model is named by its path (the embedded pair's head size 8 is refused here, on CPU)
+        check_model_shape(key if spec.get("arch") else f"{key}.path={spec.path}", config)
         max_len = min(int(node.max_model_len), int(config.get("max_position_embeddings") or 10**9))
         check_kv_budget(key, config, int(node.kv_cache_gib), max_len)
 
@@ -221,7 +257,16 @@ def model_config(spec) -> dict | None:
 class EngineProcess:
     """One ``vllm_server.py`` process on one model shape."""
 
-    def __init__(self, python: str, folder: Path, *, kv_cache_gib: int, threads: int | None, max_len: int):
+    def __init__(
+        self,
+        python: str,
+        folder: Path,
+        *,
+        kv_cache_gib: int,
+        threads: int | None,
+        max_len: int,
+        gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+    ):
         env = dict(os.environ)
         env.update(
             VLLM_ENABLE_V1_MULTIPROCESSING="0",  # the engine in the server process itself: no third process
@@ -232,6 +277,7 @@ class EngineProcess:
         )
         for name in ("PYTHONPATH", "VIRTUAL_ENV"):  # the engine's environment is its own
             env.pop(name, None)
+        env = _world_of_its_own(env)
         self.log_path = folder.parent / f"{folder.name}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -243,7 +289,13 @@ class EngineProcess:
             text=True,
         )
         self.weights_key: tuple | None = None
-        self.call(op="start", folder=str(folder), max_model_len=max_len, seed=0)
+        self.call(
+            op="start",
+            folder=str(folder),
+            max_model_len=max_len,
+            seed=0,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
 
     def call(self, **request) -> dict:
         try:
@@ -272,12 +324,21 @@ class EngineProcess:
 class VllmSampler:
     """The engines of one process, one per model shape, with the weight pushes and the trainer's rescoring."""
 
-    def __init__(self, *, python: str, kv_cache_gib: int, threads: int | None, max_model_len: int):
+    def __init__(
+        self,
+        *,
+        python: str,
+        kv_cache_gib: int,
+        threads: int | None,
+        max_model_len: int,
+        gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
+    ):
         self.settings = {
             "python": python,
             "kv_cache_gib": kv_cache_gib,
             "threads": threads,
             "max_model_len": max_model_len,
+            "gpu_memory_utilization": gpu_memory_utilization,
         }
         self.engines: dict[str, EngineProcess] = {}
         self.folder: Path | None = None
@@ -292,7 +353,8 @@ class VllmSampler:
     def _scratch(self) -> Path:
         if self.folder is None:
             shm = "/dev/shm" if Path("/dev/shm").is_dir() else None
-            self.folder = Path(tempfile.mkdtemp(prefix="minillm-vllm-", dir=shm))
+            # one folder per process (each data-parallel rank has its own engine), its rank in the name
+            self.folder = Path(tempfile.mkdtemp(prefix=f"minillm-vllm-rank{_local_rank()}-", dir=shm))
         return self.folder
 
     def engine_for(self, model: nn.Module) -> EngineProcess:
@@ -313,13 +375,23 @@ class VllmSampler:
             config_copy.architectures = [type(model).__name__]  # a model built from config may not name it
             config_copy.save_pretrained(folder)
             _save_weights(model, folder / "model.safetensors")
-            log.info("sampler=vllm: starting an engine for %s (%s)", config.get("architectures"), folder)
+            threads = engine_threads(self.settings["threads"], 1)
+            log.info(
+                "sampler=vllm: rank %d starts an engine (process %d, %d thread%s) in %s for %s",
+                _local_rank(),
+                os.getpid(),
+                threads,
+                "" if threads == 1 else "s",
+                folder,
+                config.get("architectures"),
+            )
             self.engines[key] = EngineProcess(
                 self.settings["python"],
                 folder,
                 kv_cache_gib=self.settings["kv_cache_gib"],
                 threads=self.settings["threads"],
                 max_len=max_len,
+                gpu_memory_utilization=self.settings["gpu_memory_utilization"],
             )
             self.engines[key].weights_key = _weights_key(model)
         engine = self.engines[key]
@@ -427,6 +499,22 @@ class VllmSampler:
 
 
 # ---------------------------------------------------------------- helpers
+def _world_of_its_own(env: dict) -> dict:
+    """The engine process's environment under a data-parallel launcher: none of the trainer's rank variables,
+    and on CUDA only this rank's GPU (vLLM's single-process engine takes the first visible device)."""
+    env = {k: v for k, v in env.items() if k not in _LAUNCHER_VARIABLES}
+    if torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        env["CUDA_VISIBLE_DEVICES"] = devices[_local_rank() % len(devices)]
+    return env
+
+
+def _local_rank() -> int:
+    """This process's rank on its machine (Lightning's launcher sets LOCAL_RANK; 0 before it runs)."""
+    return int(os.environ.get("LOCAL_RANK") or 0)
+
+
 def _weights_key(model: nn.Module) -> tuple:
     """Which weights ``model`` holds now: its identity and its parameters' in-place version counters (an
     optimizer step, ``load_state_dict`` and ``copy_`` each bump them)."""

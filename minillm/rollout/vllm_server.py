@@ -26,7 +26,10 @@ import time
 class Engine:
     """One vLLM ``LLM`` on one model, and the three things done with it."""
 
-    def __init__(self, folder: str, max_model_len: int, seed: int):
+    def __init__(
+        self, folder: str, max_model_len: int, seed: int, gpu_memory_utilization: float | None = None
+    ):
+        import torch
         from vllm import LLM
 
         self.tied = bool(
@@ -44,6 +47,13 @@ class Engine:
             # which CPU generators cannot do ("CPU Generator does not use offset"): prefill each prompt whole.
             enable_chunked_prefill=False,
             max_num_batched_tokens=max(max_model_len, 4096),
+            # CUDA: the trainer shares the GPU, so the engine takes only its share of the memory (the CPU build
+            # sizes its KV cache from VLLM_CPU_KVCACHE_SPACE instead)
+            **(
+                {"gpu_memory_utilization": gpu_memory_utilization}
+                if torch.cuda.is_available() and gpu_memory_utilization is not None
+                else {}
+            ),
         )
 
     def load(self, path: str, repack_head: bool = True, reset_cache: bool = True) -> None:
@@ -108,7 +118,12 @@ def serve(requests, answer) -> None:
         started = time.perf_counter()
         try:
             if op == "start":
-                engine = Engine(request["folder"], int(request["max_model_len"]), int(request["seed"]))
+                engine = Engine(
+                    request["folder"],
+                    int(request["max_model_len"]),
+                    int(request["seed"]),
+                    request.get("gpu_memory_utilization"),
+                )
                 reply: dict = {}
             elif op == "load":
                 engine.load(
