@@ -39,4 +39,9 @@ for strategy in ddp fsdp; do
 done
 timed bench 150 "$PY" -m minillm.bench device=cuda dtype=bf16 compile=true plain=true save=true "save_dir=$PWD/$OUT" \
   "hydra.run.dir=$RUNS/bench"
+# Issue 22 item 2: the lockstep α = 0.2 rollout, eager against sampler.decode=compiled (static cache, CUDA graphs
+# through mode="reduce-overhead"), alternated; fp32 so that both sides' tokens can be compared.
+timed decode_pair 150 "$PY" -m minillm.bench device=cuda pairs_only=true pairs.precision=false \
+  pairs.round_build=false pairs.decode=compiled plain=true "hydra.run.dir=$RUNS/decode_pair"
+[ -f "$RUNS/decode_pair/bench.json" ] && cp "$RUNS/decode_pair/bench.json" "$OUT/bench_decode_pair.json"
 cat "$OUT/times.tsv"

@@ -191,8 +191,15 @@ class Slot:
             state.compiled = _compile(self.model)
         graphs = _unique_graphs()
         start = time.perf_counter()
+        on_cuda = ids.device.type == "cuda"
         try:
+            if on_cuda:  # CUDA graphs: each call is a new replay of the recorded graph
+                torch.compiler.cudagraph_mark_step_begin()
             logits = state.compiled(ids, self.mask, pos, self.cache)
+            if (
+                on_cuda
+            ):  # the graph's output buffer is overwritten by the next replay; the sampler may keep it
+                logits = logits.clone()
         except Exception as err:  # any compiler failure: decode eagerly, said once
             state.failed = (
                 f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
