@@ -135,6 +135,22 @@ def test_a_failed_compile_falls_back_to_eager_steps_with_one_logged_line(pair, m
     assert "OPTForCausalLM" in lines[0]
 
 
+def test_a_model_without_static_cache_support_decodes_eagerly_with_one_logged_line(monkeypatch, caplog):
+    def unsupported(*args):
+        raise NotImplementedError("this architecture has no static cache\nmore detail")
+
+    monkeypatch.setattr(static_decode, "_forward", unsupported)
+    student, teacher = _bias_eos(_tiny("gpt2", seed=1), 2.0), _tiny("gpt2", seed=2)
+    ref = _rollout("eager", student, teacher, [3, 7, 5, 1, 6], alpha=0.2)
+    with caplog.at_level(logging.INFO, logger="minillm.rollout.static_decode"):
+        for _ in range(2):  # a second round goes straight to the eager path, nothing logged again
+            _assert_same(_rollout("static", student, teacher, [3, 7, 5, 1, 6], alpha=0.2), ref)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # one per model
+    assert all("\n" not in line and "has no static cache" in line for line in lines)
+    assert "GPT2LMHeadModel cannot decode over a static cache" in lines[0]
+
+
 def test_sampler_decode_is_read_from_the_config_and_checked():
     old = static_decode.mode()
     try:

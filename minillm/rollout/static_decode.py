@@ -109,6 +109,7 @@ class _ModelState:
     caches: dict = field(default_factory=dict)  # (batch, length, dtype, device) -> StaticCache
     compiled: object = None  # the torch.compile'd step (None until first needed)
     failed: str | None = None  # why compiled steps fell back to eager, once logged
+    unsupported: str | None = None  # why the static cache itself failed (the eager path decodes), once logged
     compilations: int = 0  # graphs compiled for this model (one per bucket seen)
     compile_seconds: float = 0.0
 
@@ -129,6 +130,8 @@ def slot(model: nn.Module, batch: int, prompt_len: int, max_new_tokens: int, dev
     if _mode == "eager" or getattr(model, "config", None) is None:
         return None
     state = _states.setdefault(model, _ModelState())
+    if state.unsupported is not None:
+        return None
     padded, length = batch_bucket(batch), length_bucket(prompt_len + max_new_tokens)
     dtype = _cache_dtype(model, device)
     key = (padded, length, dtype, str(device))
@@ -166,11 +169,23 @@ class Slot:
         self.mask = torch.zeros(padded, length, dtype=torch.long, device=device)
         self.compiled = compiled
         self.prefilled = False
+        self.dynamic = None  # a DynamicCache once the static one failed on this model
 
     def step(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
         """Logits (B, V) of the last position. ``input_ids`` (B, q): the prompt (first call) or the new
         token; ``attention_mask`` (B, n): every column so far, this call's included (n ≤ cache length);
         ``position_ids`` (B, q)."""
+        if self.dynamic is not None:  # the model cannot decode over a static cache: the eager path's cache
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=self.dynamic,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.dynamic = out.cache
+            return out.logits[:, -1, :]
         n = attention_mask.shape[1]
         if n > self.length:
             raise RuntimeError(f"static cache of {self.length} slots cannot hold {n} columns")
@@ -178,7 +193,20 @@ class Slot:
         ids, pos = input_ids[self.rows], position_ids[self.rows]
         if not self.prefilled:  # the prompt: eager (its length changes every batch)
             self.prefilled = True
-            logits = _forward(self.model, ids, self.mask, pos, self.cache)
+            try:
+                logits = _forward(self.model, ids, self.mask, pos, self.cache)
+            except Exception as err:  # e.g. an architecture without static-cache support: eager, said once
+                self.state.unsupported = _one_line(err)
+                log.warning(
+                    "sampler.decode=%s: %s cannot decode over a static cache (%s); it decodes eagerly",
+                    "compiled" if self.compiled else "static",
+                    type(self.model).__name__,
+                    self.state.unsupported,
+                )
+                from transformers import DynamicCache
+
+                self.dynamic = DynamicCache(config=self.model.config)
+                return self.step(input_ids, attention_mask, position_ids)
         elif self.compiled and self.state.failed is None:
             logits = self._compiled_step(ids, pos)
         else:
@@ -196,18 +224,15 @@ class Slot:
             if on_cuda:  # CUDA graphs: each call is a new replay of the recorded graph
                 torch.compiler.cudagraph_mark_step_begin()
             logits = state.compiled(ids, self.mask, pos, self.cache)
-            if (
-                on_cuda
-            ):  # the graph's output buffer is overwritten by the next replay; the sampler may keep it
+            # the graph's output buffer is overwritten by the next replay, and the sampler may keep it
+            if on_cuda:
                 logits = logits.clone()
         except Exception as err:  # any compiler failure: decode eagerly, said once
-            state.failed = (
-                f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
-            )
+            state.failed = _one_line(err)
             log.warning(
                 "sampler.decode=compiled: compiling %s's decoding step failed (%s); its steps run eagerly",
                 type(self.model).__name__,
-                state.failed[:300],
+                state.failed,
             )
             return _forward(self.model, ids, self.mask, pos, self.cache)
         new = _unique_graphs() - graphs
@@ -223,6 +248,12 @@ class Slot:
                 seconds,
             )
         return logits
+
+
+def _one_line(err: Exception) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for a one-line log."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _forward(
