@@ -180,6 +180,7 @@ def bench() -> str:
 # The runs that timed the lockstep rollout eagerly against sampler.decode=compiled (issue 22 item 2).
 DECODE_RECORDS = {
     "shipped pair": "bench_2026-12-06_decode_embedded.json",
+    "shipped pair, run again": "bench_2026-12-06_decode_embedded_2.json",
     "random tiny_llama pair (2.16M, 0.23M)": "bench_2026-12-06_decode_tiny_llama.json",
 }
 
