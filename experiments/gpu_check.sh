@@ -46,7 +46,7 @@ timed bench 150 "$PY" -m minillm.bench device=cuda dtype=bf16 compile=true plain
 # sampling), fp32 as the engine samples, on a random-init pair whose head size (64) every vLLM attention kernel
 # takes (the embedded pair's 8 is refused); SAMPLERS_ARGS replaces the models, e.g. the SmolLM2 pair's paths.
 VLLM_PY=${MINILLM_VLLM_PYTHON:-$PWD/.venv-vllm/bin/python}
-SAMPLERS_ARGS=${SAMPLERS_ARGS:-teacher_path=null student_path=null \
+SAMPLERS_ARGS=${SAMPLERS_ARGS:-teacher=tiny_llama student=tiny_llama \
   student.arch.hidden_size=256 student.arch.intermediate_size=704 student.arch.num_hidden_layers=4 \
   student.arch.num_attention_heads=4 student.arch.num_key_value_heads=4 \
   teacher.arch.hidden_size=512 teacher.arch.intermediate_size=1408 teacher.arch.num_hidden_layers=4 \
@@ -62,4 +62,9 @@ else
     | tee "$OUT/samplers.log"
   printf 'samplers\t0\tskipped (no engine)\n' >> "$OUT/times.tsv"
 fi
+# Issue 22 item 2: the lockstep α = 0.2 rollout, eager against sampler.decode=compiled (static cache, CUDA graphs
+# through mode="reduce-overhead"), alternated; fp32 so that both sides' tokens can be compared.
+timed decode_pair 150 "$PY" -m minillm.bench device=cuda pairs_only=true pairs.precision=false \
+  pairs.round_build=false pairs.decode=compiled plain=true "hydra.run.dir=$RUNS/decode_pair"
+[ -f "$RUNS/decode_pair/bench.json" ] && cp "$RUNS/decode_pair/bench.json" "$OUT/bench_decode_pair.json"
 cat "$OUT/times.tsv"

@@ -161,8 +161,28 @@ def bench() -> str:
         f"**{trl['speedup']:.2f} × faster** (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
         f"{met(trl_target)} (target 1.5 ×) |"
     )
+    for models, record in DECODE_RECORDS.items():
+        run = rc.read_json(BENCH / record)
+        decode, decode_target = run["pairs"]["decode"], run["targets"][-1]
+        threads = run["machine"]["torch_threads"]
+        lines.append(
+            f"  | lockstep α = {decode['settings']['alpha']:g} rollout, {models}: `sampler.decode=eager` ÷ "
+            f"`{decode['new']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
+            f"thread{'s' * (threads != 1)}, load average {decode['load_avg_before'][0]:.1f} → "
+            f"{decode['load_avg_after'][0]:.1f}; compiling took {decode['compile_seconds']:.0f} s, untimed) | "
+            f"**{decode['speedup']:.2f} × faster** (pairs {decode['pair_ratio_min']:.2f}–"
+            f"{decode['pair_ratio_max']:.2f}, {'same' if decode['same_tokens'] else 'different'} tokens) | "
+            f"{met(decode_target)} (target 1.5 ×) |"
+        )
     return "\n".join(lines)
 
+
+# The runs that timed the lockstep rollout eagerly against sampler.decode=compiled (issue 22 item 2).
+DECODE_RECORDS = {
+    "shipped pair": "bench_2026-12-06_decode_embedded.json",
+    "shipped pair, run again": "bench_2026-12-06_decode_embedded_2.json",
+    "random tiny_llama pair (2.16M, 0.23M)": "bench_2026-12-06_decode_tiny_llama.json",
+}
 
 SECTIONS = {"embedded": embedded, "results": results, "smollm2_cost": smollm2_cost, "bench": bench}
 UNWRAPPED = {"bench"}  # an indented table: rc.wrap would fold its long rows

@@ -58,6 +58,7 @@ TINY = [
     "trl_gkd.enabled=false",  # the TRL comparison has its own tests below
     "pairs.repeats=1",
     "pairs.warmup=0",
+    "pairs.decode=null",  # the decode pair has its own test below (compiling is slow here)
 ]
 
 
@@ -385,6 +386,33 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     )
     precision_only = run_bench(compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false"], tmp_path))
     assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1
+
+
+def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(tmp_path):
+    """``pairs.decode=static``: the lockstep rollout at the round's α, eager and static alternated, the same
+    tokens on both sides, its target row and table; the other pairs can be switched off."""
+    from minillm.bench.tables import render
+
+    args = [
+        *TINY,
+        "pairs_only=true",
+        "pairs.precision=false",
+        "pairs.round_build=false",
+        "pairs.decode=static",
+    ]
+    out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
+    decode = out["pairs"]["decode"]
+    assert set(out["pairs"]) == {"decode"} and (decode["old"], decode["new"]) == ("eager", "static")
+    assert [len(v) for v in decode["seconds"].values()] == [2, 2] and decode["warmup"] == 1
+    assert decode["same_tokens"] is True and decode["compilations"] == 0  # static: nothing compiled
+    (row,) = out["targets"]
+    assert row["target"].startswith("lockstep α=0.2 rollout: sampler.decode=static ≥ 1.5× eager")
+    assert row["value"] == decode["speedup"] and row["ok"] == (decode["speedup"] >= 1.5)
+    text = render(out, plain=True)
+    assert "Lockstep rollout, sampler.decode=eager against the static cache, timed alternately" in text
+    assert "eager ÷ static" in text and "0 graphs, same tokens" in text
+    with pytest.raises(MinillmError, match="pairs.decode='fast'"):
+        run_bench(compose_bench([*args, "pairs.decode=fast"], tmp_path))
 
 
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):

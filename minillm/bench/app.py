@@ -117,7 +117,8 @@ def bench(cfg: DictConfig) -> dict:
         )
     results = run_bench(cfg)
     print(render(results, plain=bool(cfg.plain)), flush=True)
-    print(render_samplers(results["samplers"]), flush=True)
+    if "samplers" in results:  # not measured with pairs_only
+        print(render_samplers(results["samplers"]), flush=True)
     for path in write_results(results, cfg):
         print(f"wrote {path}")
     return results

@@ -1,5 +1,6 @@
 """Old and new paths of the round, timed alternately in one run (issue 22): the MiniLLM round under bf16
-mixed precision against fp32, and the round built once (as training runs it) against rebuilt every step.
+mixed precision against fp32, the round built once (as training runs it) against rebuilt every step, and
+the lockstep teacher-mixed rollout decoded eagerly against ``sampler.decode=compiled`` (or ``static``).
 
 Each pair alternates its two sides ``repeats`` times after ``warmup`` untimed pairs, so a drift in the
 machine's load hits both alike; medians, each pair's own ratio (min and max) and the load average before
@@ -19,9 +20,12 @@ import torch
 from omegaconf import DictConfig
 
 from minillm.bench.measure import Clock, peak_memory
-from minillm.bench.models import Models
+from minillm.bench.models import Models, make_prompts
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import step_runner
+from minillm.errors import MinillmError
+from minillm.rollout import static_decode
+from minillm.rollout.sampler import _unwrap, sample_rollouts
 from minillm.training.precision import bf16_supported
 
 BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
@@ -123,11 +127,67 @@ def round_build_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: St
     return out
 
 
+def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
+    """The lockstep rollout at the round's α (its batch and lengths, every row decoding ``response_len``
+    tokens) with ``sampler.decode=eager`` against ``pairs.decode`` (static or compiled), on the same models
+    and prompts. The compile happens in the untimed pairs (at least one); its time is reported beside."""
+    new = str(cfg.pairs.decode)
+    if new not in ("static", "compiled"):
+        raise MinillmError(f"pairs.decode={new!r}: must be static, compiled or null")
+    prompt_ids, prompt_mask = make_prompts(models, main.batch_size, main.prompt_len, 1, runtime.device)
+    rollouts = {}
+
+    def side(mode: str) -> Callable[[], tuple[float, float]]:
+        def once() -> tuple[float, float]:
+            gen = torch.Generator(device=runtime.device).manual_seed(0)
+            with static_decode.decode_mode(mode), peak_memory(runtime) as memory, runtime.autocast():
+                runtime.sync()
+                start = time.perf_counter()
+                rollouts[mode] = sample_rollouts(
+                    models.student,
+                    models.teacher,
+                    prompt_ids,
+                    prompt_mask,
+                    max_new_tokens=main.response_len,
+                    alpha=main.alpha,
+                    eos_token_id=None,
+                    pad_token_id=models.eos_token_id,
+                    generator=gen,
+                    keep_teacher_logits=main.round.keep_teacher_logits,
+                    teacher_after_decoding=False,  # lockstep at α = 0 too
+                )
+                runtime.sync()
+                seconds = time.perf_counter() - start
+            return seconds, memory["peak_mib"]
+
+        return once
+
+    warmup = max(1, int(cfg.pairs.warmup))  # the first compiled side compiles
+    out = alternate({"eager": side("eager"), new: side(new)}, int(cfg.pairs.repeats), warmup)
+    hf = [_unwrap(models.student), _unwrap(models.teacher)]
+    states = [static_decode._states.get(m) for m in hf]
+    out["compile_seconds"] = sum(s.compile_seconds for s in states if s is not None)
+    out["compilations"] = sum(s.compilations for s in states if s is not None)
+    out["compile_failed"] = [s.failed for s in states if s is not None and s.failed]
+    out["same_tokens"] = bool(torch.equal(rollouts["eager"].response_ids, rollouts[new].response_ids))
+    out["settings"] = {
+        "alpha": main.alpha,
+        "batch_size": main.batch_size,
+        "prompt_len": main.prompt_len,
+        "response_len": main.response_len,
+    }
+    return out
+
+
 def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict | None:
-    """Both pairs (``pairs.enabled``), or None."""
+    """Every pair (``pairs.enabled``), or None."""
     if not cfg.pairs.enabled:
         return None
-    out = {"precision": precision_pair(models, runtime, cfg, main)}
+    out = {}
+    if cfg.pairs.get("precision", True):
+        out["precision"] = precision_pair(models, runtime, cfg, main)
     if cfg.pairs.round_build:
         out["round_build"] = round_build_pair(models, runtime, cfg, main)
+    if cfg.pairs.get("decode"):
+        out["decode"] = decode_pair(models, runtime, cfg, main)
     return out

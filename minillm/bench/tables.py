@@ -32,6 +32,7 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
     for title, pair in (
         ("MiniLLM step, fp32 against bf16 mixed precision", (pairs or {}).get("precision")),
         ("MiniLLM step, round rebuilt every step against built once", (pairs or {}).get("round_build")),
+        ("Lockstep rollout, sampler.decode=eager against the static cache", (pairs or {}).get("decode")),
     ):
         if not pair:
             continue
@@ -50,6 +51,11 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
                 "—",
             ]
         )
+        if "compile_seconds" in pair:
+            failed = f"; fell back: {'; '.join(pair['compile_failed'])}" if pair["compile_failed"] else ""
+            same = "same tokens" if pair["same_tokens"] else "DIFFERENT tokens"
+            note = f"{pair['compilations']} graphs, {same}{failed}"
+            rows.append(["compile time (untimed pairs)", _fmt(pair["compile_seconds"], 1), "—", "—", note])
         if "rebuild_seconds" in pair:
             rows.append(["the rebuild alone (median of 50)", _fmt(pair["rebuild_seconds"], 5), "—", "—", "—"])
         load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from minillm.errors import MinillmError
-from minillm.rollout import vllm_engine
+from minillm.rollout import static_decode, vllm_engine
 
 # On an accelerator the "all rows finished?" test is a host sync that stalls the launch queue, so it
 # runs only every few steps there; the extra steps are trimmed away at the end.
@@ -406,7 +406,13 @@ def _decode_loop(
 
     check_every = 1 if device.type == "cpu" else _FINISH_CHECK_EVERY_ACCEL
     lockstep = _sharded(student) or _sharded(teacher)  # FSDP: stop when every rank's rows are finished
-    caches: list = [None, None]
+    # sampler.decode=static|compiled: preallocated caches (minillm.rollout.static_decode); eager: None
+    caches: list = [
+        None
+        if m is None or lockstep
+        else static_decode.slot(_unwrap(m), batch, prompt_len, max_new_tokens, device)
+        for m in (student, teacher)
+    ]
     input_ids, step_positions = prompt_ids, positions
     steps = 0
     bar = tqdm(total=max_new_tokens, desc="rollout", disable=not progress, leave=False)
@@ -488,6 +494,8 @@ def _decode_loop(
 
 def _step(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, kv_cache):
     """One forward with KV cache; returns last-position logits (B, V) and the cache."""
+    if isinstance(kv_cache, static_decode.Slot):
+        return kv_cache.step(input_ids, attention_mask, position_ids), kv_cache
     names = _forward_params(type(_unwrap(model)))
     # transformers 5.x names it `cache`; `past_key_values` is the 4.x name (still accepted, deprecated).
     cache_kw = "past_key_values" if "past_key_values" in names and "cache" not in names else "cache"

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.errors import MinillmError
+from minillm.rollout import static_decode
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def configure(cfg) -> VllmSampler | None:
     """Set the process's sampler from ``cfg.sampler`` (after ``check_sampler``, and after the presets are
     converted: ``minillm.models.prepare``); returns it. Starts no engine: that happens on first use."""
     global _ACTIVE
+    static_decode.configure(cfg)  # sampler.decode: how our own decoder steps (eager | static | compiled)
     node = cfg.get("sampler")
     name = None if node is None else node.get("name")
     if _ACTIVE is not None and (name != "vllm" or _ACTIVE.settings != _settings(node, cfg)):
@@ -180,6 +182,7 @@ def check_sampler(cfg) -> None:
     """``sampler=vllm``'s settings, before any model loads: the engine installed, no teacher mixing, nothing
     the engine cannot do, a KV budget the machine holds, and the models it would sample (where their config is
     known yet: ``configure`` checks again once the presets are converted)."""
+    static_decode.check(cfg)  # sampler.decode names a path
     node = cfg.get("sampler")
     if node is None or node.get("name") != "vllm":
         return

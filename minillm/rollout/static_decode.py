@@ -1,0 +1,306 @@
+"""Static-cache decoding for the lockstep sampler and ``generate`` (``sampler.decode``, issue 22).
+
+``minillm.rollout.sampler`` decodes token by token; each step is one forward of a small model, so at the
+embedded pair's size the step is mostly per-call overhead (Python, dispatcher, a growing ``DynamicCache``
+concatenating every layer's keys and values). This module gives each decoding model a KV cache allocated
+once (transformers' ``StaticCache``) and, with ``sampler.decode=compiled``, one ``torch.compile``'d
+per-token step over it:
+
+- ``eager`` (default): the sampler's own path, a ``DynamicCache`` per decoding.
+- ``static``: a ``StaticCache`` reused across decodings, steps run eagerly.
+- ``compiled``: the same cache, the per-token step compiled (CPU: inductor; CUDA: ``mode="reduce-overhead"``,
+  CUDA graphs). The prompt's pass (prefill) stays eager: its length changes every batch.
+
+Shapes are bucketed so that a new batch or prompt length does not compile again: the batch is padded to
+the next power of two (extra rows repeat row 0 and are dropped from the logits, so they never touch the
+sampler's generator) and the cache length to 64·2^k ≥ prompt + new tokens. One cache per (model, bucket,
+dtype) is kept for the process and reset at the start of every decoding; one compiled step per model
+serves every bucket (a bucket compiles once, the first time it is seen). Compile time is logged; where
+compiling fails the model's steps run eagerly on the same cache, said in one logged line.
+
+Cache layout: slot ``j`` holds the ``j``-th column of the sampler's attention mask (prompt columns first,
+then one per generated token). The mask passed to the model covers the whole cache (zeros past the
+columns written so far), and the query's slot comes from the cache's own counter, so position ids (from
+the mask, as in the eager path) and slots are independent: left padding works as in the eager path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from minillm.errors import MinillmError
+
+log = logging.getLogger(__name__)
+
+MODES = ("eager", "static", "compiled")
+LENGTH_BUCKET = 64  # the smallest cache length; longer ones double
+# Compiled graphs per code object before dynamo gives up and runs eagerly (torch's default is 8): every
+# model and bucket is one entry of the same step function.
+RECOMPILE_LIMIT = 64
+BACKEND = "inductor"  # torch.compile's backend ("eager" in tests: tracing without code generation)
+
+_mode = "eager"
+
+
+def mode() -> str:
+    """The process's decoding path: ``eager``, ``static`` or ``compiled``."""
+    return _mode
+
+
+def set_mode(name: str, *, key: str = "sampler.decode") -> None:
+    """Select the decoding path for the process (``key`` names the setting in the error)."""
+    global _mode
+    if name not in MODES:
+        raise MinillmError(f"{key}={name!r}: must be one of {', '.join(MODES)}")
+    _mode = name
+
+
+def check(cfg) -> str:
+    """``cfg.sampler.decode`` (absent or null: eager), refused in one line when it names no path."""
+    node = cfg.get("sampler")
+    name = node.get("decode") if node is not None else None
+    name = "eager" if name is None else name
+    if name not in MODES:
+        raise MinillmError(f"sampler.decode={name!r}: must be one of {', '.join(MODES)}")
+    return name
+
+
+def configure(cfg) -> str:
+    """Set the decoding path from ``cfg.sampler.decode``; returns it."""
+    set_mode(check(cfg))
+    return _mode
+
+
+@contextlib.contextmanager
+def decode_mode(name: str):
+    """Temporarily decode with ``name`` (benchmarks and tests)."""
+    old = _mode
+    set_mode(name)
+    try:
+        yield
+    finally:
+        set_mode(old)
+
+
+def batch_bucket(batch: int) -> int:
+    """The padded batch: the next power of two ≥ ``batch``."""
+    return 1 << max(0, batch - 1).bit_length()
+
+
+def length_bucket(length: int) -> int:
+    """The cache length: the smallest ``LENGTH_BUCKET``·2^k ≥ ``length``."""
+    size = LENGTH_BUCKET
+    while size < length:
+        size *= 2
+    return size
+
+
+@dataclass
+class _ModelState:
+    """What one model keeps for the process: its caches per bucket, its compiled step, its counts."""
+
+    caches: dict = field(default_factory=dict)  # (batch, length, dtype, device) -> StaticCache
+    compiled: object = None  # the torch.compile'd step (None until first needed)
+    failed: str | None = None  # why compiled steps fell back to eager, once logged
+    unsupported: str | None = None  # why the static cache itself failed (the eager path decodes), once logged
+    compilations: int = 0  # graphs compiled for this model (one per bucket seen)
+    compile_seconds: float = 0.0
+
+
+_states: weakref.WeakKeyDictionary[nn.Module, _ModelState] = weakref.WeakKeyDictionary()
+
+
+def compilations(model: nn.Module) -> int:
+    """How many step graphs were compiled for ``model`` in this process."""
+    state = _states.get(model)
+    return 0 if state is None else state.compilations
+
+
+def slot(model: nn.Module, batch: int, prompt_len: int, max_new_tokens: int, device: torch.device):
+    """A reset cache for one decoding of ``batch`` rows by ``model`` (the Hugging Face model itself, not
+    a wrapper), or None where the eager path decodes (``sampler.decode=eager``, or a model without a
+    ``config``)."""
+    if _mode == "eager" or getattr(model, "config", None) is None:
+        return None
+    state = _states.setdefault(model, _ModelState())
+    if state.unsupported is not None:
+        return None
+    padded, length = batch_bucket(batch), length_bucket(prompt_len + max_new_tokens)
+    dtype = _cache_dtype(model, device)
+    key = (padded, length, dtype, str(device))
+    cache = state.caches.get(key)
+    if cache is None:
+        # allocated by the first (prompt) pass, in the dtype and head layout the model gives its keys
+        cache = _new_cache(model, length)
+        state.caches[key] = cache
+    cache.reset()  # a fresh decoding: counters at 0, no keys or values of the last one
+    return Slot(model, state, cache, batch, padded, length, device, compiled=_mode == "compiled")
+
+
+class Slot:
+    """One decoding's view of a model's static cache: pads the batch and the mask to the bucket, runs the
+    prompt's pass eagerly and every later step compiled (or eagerly)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        state: _ModelState,
+        cache,
+        batch: int,
+        padded: int,
+        length: int,
+        device: torch.device,
+        *,
+        compiled: bool,
+    ):
+        self.model, self.state, self.cache = model, state, cache
+        self.batch, self.length = batch, length
+        # Padding rows repeat row 0: real inputs, so no row attends to nothing.
+        self.rows = torch.cat(
+            [torch.arange(batch, device=device), torch.zeros(padded - batch, dtype=torch.long, device=device)]
+        )
+        self.mask = torch.zeros(padded, length, dtype=torch.long, device=device)
+        self.compiled = compiled
+        self.prefilled = False
+        self.dynamic = None  # a DynamicCache once the static one failed on this model
+
+    def step(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        """Logits (B, V) of the last position. ``input_ids`` (B, q): the prompt (first call) or the new
+        token; ``attention_mask`` (B, n): every column so far, this call's included (n ≤ cache length);
+        ``position_ids`` (B, q)."""
+        if self.dynamic is not None:  # the model cannot decode over a static cache: the eager path's cache
+            out = self.model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=self.dynamic,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            self.dynamic = out.cache
+            return out.logits[:, -1, :]
+        n = attention_mask.shape[1]
+        if n > self.length:
+            raise RuntimeError(f"static cache of {self.length} slots cannot hold {n} columns")
+        self.mask[:, :n] = attention_mask[self.rows]
+        ids, pos = input_ids[self.rows], position_ids[self.rows]
+        if not self.prefilled:  # the prompt: eager (its length changes every batch)
+            self.prefilled = True
+            try:
+                logits = _forward(self.model, ids, self.mask, pos, self.cache)
+            except Exception as err:  # e.g. an architecture without static-cache support: eager, said once
+                self.state.unsupported = _one_line(err)
+                log.warning(
+                    "sampler.decode=%s: %s cannot decode over a static cache (%s); it decodes eagerly",
+                    "compiled" if self.compiled else "static",
+                    type(self.model).__name__,
+                    self.state.unsupported,
+                )
+                from transformers import DynamicCache
+
+                self.dynamic = DynamicCache(config=self.model.config)
+                return self.step(input_ids, attention_mask, position_ids)
+        elif self.compiled and self.state.failed is None:
+            logits = self._compiled_step(ids, pos)
+        else:
+            logits = _forward(self.model, ids, self.mask, pos, self.cache)
+        return logits[: self.batch]
+
+    def _compiled_step(self, ids: Tensor, pos: Tensor) -> Tensor:
+        state = self.state
+        if state.compiled is None:
+            state.compiled = _compile(self.model)
+        graphs = _unique_graphs()
+        start = time.perf_counter()
+        on_cuda = ids.device.type == "cuda"
+        try:
+            if on_cuda:  # CUDA graphs: each call is a new replay of the recorded graph
+                torch.compiler.cudagraph_mark_step_begin()
+            logits = state.compiled(ids, self.mask, pos, self.cache)
+            # the graph's output buffer is overwritten by the next replay, and the sampler may keep it
+            if on_cuda:
+                logits = logits.clone()
+        except Exception as err:  # any compiler failure: decode eagerly, said once
+            state.failed = _one_line(err)
+            log.warning(
+                "sampler.decode=compiled: compiling %s's decoding step failed (%s); its steps run eagerly",
+                type(self.model).__name__,
+                state.failed,
+            )
+            return _forward(self.model, ids, self.mask, pos, self.cache)
+        new = _unique_graphs() - graphs
+        if new > 0:
+            seconds = time.perf_counter() - start
+            state.compilations += new
+            state.compile_seconds += seconds
+            log.info(
+                "sampler.decode=compiled: compiled %s's decoding step for batch %d, cache %d in %.1f s",
+                type(self.model).__name__,
+                self.rows.shape[0],
+                self.length,
+                seconds,
+            )
+        return logits
+
+
+def _one_line(err: Exception) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for a one-line log."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _forward(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache
+) -> Tensor:
+    """One forward over the static cache; the last position's logits (B, V)."""
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :]
+
+
+def _compile(model: nn.Module):
+    """The compiled step of ``model``: static shapes (the buckets), one graph (fullgraph), CUDA graphs on
+    CUDA."""
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    on_cuda = next(model.parameters()).device.type == "cuda"
+
+    def step(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
+        return _forward(model, input_ids, attention_mask, position_ids, cache)
+
+    if BACKEND != "inductor":  # tests: dynamo's tracing and guards without inductor's code generation
+        return torch.compile(step, fullgraph=True, dynamic=False, backend=BACKEND)
+    return torch.compile(step, fullgraph=True, dynamic=False, mode="reduce-overhead" if on_cuda else None)
+
+
+def _unique_graphs() -> int:
+    """Graphs dynamo has compiled in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def _cache_dtype(model: nn.Module, device: torch.device) -> torch.dtype:
+    """The dtype the model's keys and values take: autocast's where it is on, else the weights'."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(model.parameters()).dtype
+
+
+def _new_cache(model: nn.Module, length: int):
+    """A ``StaticCache`` of ``length`` slots for ``model`` (allocated by its first update)."""
+    from transformers import StaticCache
+
+    return StaticCache(config=model.config, max_cache_len=length)

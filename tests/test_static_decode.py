@@ -1,0 +1,191 @@
+"""Static-cache decoding (``sampler.decode=static|compiled``, minillm.rollout.static_decode): the same tokens
+and log-probs as the eager path for a seed, caches and compiled steps reused across rounds."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from minillm.errors import MinillmError
+from minillm.rollout import static_decode
+from minillm.rollout.sampler import generate, sample_rollouts
+from tests.test_rollout import EOS, PAD, _bias_eos, _prompts, _tiny
+
+# Sampling settings that exercise every branch of the mixture sampler: a temperature, top-k and top-p on.
+SAMPLING = dict(temperature=0.7, top_k=12, top_p=0.9)
+
+
+@pytest.fixture(scope="module")
+def pair():
+    # an EOS bias so that rows finish at different steps (the finished rows keep being fed pads)
+    return _bias_eos(_tiny("llama", seed=1), 2.0), _tiny("llama", seed=2)
+
+
+def _rollout(mode: str, student, teacher, lengths: list[int], *, alpha: float, seed: int = 5, **kw):
+    ids, mask = _prompts(lengths, seed=seed)
+    with static_decode.decode_mode(mode):
+        return sample_rollouts(
+            student,
+            teacher,
+            ids,
+            mask,
+            max_new_tokens=12,
+            alpha=alpha,
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+            generator=torch.Generator().manual_seed(seed),
+            **SAMPLING,
+            **kw,
+        )
+
+
+def _assert_same(new, ref) -> None:
+    """Same tokens and masks; log-probs equal to float32 rounding (the static cache's attention sums over
+    masked slots too, so the last bits may differ)."""
+    assert torch.equal(new.response_ids, ref.response_ids)
+    assert torch.equal(new.response_mask, ref.response_mask)
+    for name in ("student_logprobs", "teacher_logprobs", "mix_logprobs"):
+        a, b = getattr(new, name), getattr(ref, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=0, atol=2e-5, msg=name)
+
+
+def _ragged(ref) -> None:
+    """The fixture is only a test if rows have ragged prompts and finish at different steps."""
+    lengths = ref.response_mask.sum(1)
+    assert len(set(lengths.tolist())) > 1, "rows should finish at different steps"
+    assert (ref.prompt_mask == 0).any(), "prompts should be left-padded"
+
+
+@pytest.mark.parametrize(
+    "alpha, kw",
+    [(0.2, {}), (0.0, {"teacher_after_decoding": False}), (0.0, {})],
+    ids=["alpha0.2-lockstep", "alpha0-lockstep", "alpha0-scored-after"],
+)
+def test_static_cache_gives_the_eager_tokens_and_logprobs(pair, alpha, kw):
+    student, teacher = pair
+    ref = _rollout("eager", student, teacher, [3, 7, 5, 1, 6], alpha=alpha, **kw)
+    _ragged(ref)
+    _assert_same(_rollout("static", student, teacher, [3, 7, 5, 1, 6], alpha=alpha, **kw), ref)
+
+
+def test_rounds_of_other_shapes_reuse_the_caches_and_stay_exact(pair):
+    """Round 2 has fewer rows and a shorter prompt (same buckets): the cache of round 1 is reused, so a
+    slot or counter left over from round 1 would change its tokens. Round 3 takes a larger bucket."""
+    student, teacher = pair
+    shapes = [[3, 7, 5, 1, 6], [4, 2, 2], [5, 3, 1, 2, 7, 4, 4, 6, 2]]
+    for round_, lengths in enumerate(shapes):
+        ref = _rollout("eager", student, teacher, lengths, alpha=0.2, seed=10 + round_)
+        _assert_same(_rollout("static", student, teacher, lengths, alpha=0.2, seed=10 + round_), ref)
+    state = static_decode._states[student]
+    assert {key[:2] for key in state.caches} >= {(8, 64), (16, 64)}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "opt", "qwen2"])
+def test_generate_with_a_static_cache_matches_eager_for_other_architectures(kind):
+    model = _bias_eos(_tiny(kind, seed=3), 3.0)
+    ids, mask = _prompts([3, 7, 5, 1], seed=4)
+
+    def run(mode):
+        with static_decode.decode_mode(mode):
+            kw = dict(max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
+            return generate(model, ids, mask, generator=torch.Generator().manual_seed(9), **kw)
+
+    ref = run("eager")
+    _ragged(ref)
+    _assert_same(run("static"), ref)
+
+
+@pytest.mark.slow  # dynamo tracing two models: 20-40 s on the shared cores
+def test_compiled_steps_trace_once_per_bucket_and_match_eager(pair, monkeypatch):
+    """dynamo traces the per-token step (backend "eager": no code generation, so the test stays fast);
+    a later round with another batch size in the same bucket compiles nothing new."""
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    student, teacher = _bias_eos(_tiny("llama", seed=1), 2.0), _tiny("llama", seed=2)  # fresh: no graphs yet
+    ref = _rollout("eager", student, teacher, [3, 7, 5, 1, 6], alpha=0.2)
+    _assert_same(_rollout("compiled", student, teacher, [3, 7, 5, 1, 6], alpha=0.2), ref)
+    assert static_decode.compilations(student) == 1
+    assert static_decode.compilations(teacher) == 1
+    ref = _rollout("eager", student, teacher, [2, 4, 4, 1, 3, 5, 2], alpha=0.2, seed=6)
+    _assert_same(_rollout("compiled", student, teacher, [2, 4, 4, 1, 3, 5, 2], alpha=0.2, seed=6), ref)
+    assert static_decode.compilations(student) == 1, "a batch of 7 in the bucket of 8 recompiled"
+    assert static_decode.compilations(teacher) == 1
+
+
+def test_a_failed_compile_falls_back_to_eager_steps_with_one_logged_line(pair, monkeypatch, caplog):
+    def broken(model):
+        def step(*args):
+            raise RuntimeError("no compiler for this model\nsecond line of the compiler's message")
+
+        return step
+
+    monkeypatch.setattr(static_decode, "_compile", broken)
+    student, teacher = _tiny("opt", seed=1), _tiny("opt", seed=2)
+    ref = _rollout("eager", student, teacher, [3, 7, 5, 1, 6], alpha=0.2)
+    with caplog.at_level(logging.INFO, logger="minillm.rollout.static_decode"):
+        for _ in range(2):  # a second round: still eager, nothing logged again
+            _assert_same(_rollout("compiled", student, teacher, [3, 7, 5, 1, 6], alpha=0.2), ref)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # one per model, each one line
+    assert all("\n" not in line and "no compiler for this model" in line for line in lines)
+    assert "OPTForCausalLM" in lines[0]
+
+
+def test_a_model_without_static_cache_support_decodes_eagerly_with_one_logged_line(monkeypatch, caplog):
+    def unsupported(*args):
+        raise NotImplementedError("this architecture has no static cache\nmore detail")
+
+    monkeypatch.setattr(static_decode, "_forward", unsupported)
+    student, teacher = _bias_eos(_tiny("gpt2", seed=1), 2.0), _tiny("gpt2", seed=2)
+    ref = _rollout("eager", student, teacher, [3, 7, 5, 1, 6], alpha=0.2)
+    with caplog.at_level(logging.INFO, logger="minillm.rollout.static_decode"):
+        for _ in range(2):  # a second round goes straight to the eager path, nothing logged again
+            _assert_same(_rollout("static", student, teacher, [3, 7, 5, 1, 6], alpha=0.2), ref)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # one per model
+    assert all("\n" not in line and "has no static cache" in line for line in lines)
+    assert "GPT2LMHeadModel cannot decode over a static cache" in lines[0]
+
+
+def test_sampler_decode_is_read_from_the_config_and_checked():
+    old = static_decode.mode()
+    try:
+        assert (
+            static_decode.configure(OmegaConf.create({"sampler": {"name": "hf", "decode": "static"}}))
+            == "static"
+        )
+        assert static_decode.configure(OmegaConf.create({"sampler": {"name": "hf"}})) == "eager"
+        with pytest.raises(
+            MinillmError, match=r"sampler.decode='fast': must be one of eager, static, compiled"
+        ):
+            static_decode.check(OmegaConf.create({"sampler": {"decode": "fast"}}))
+    finally:
+        static_decode.set_mode(old)
+
+
+def test_buckets():
+    assert [static_decode.batch_bucket(b) for b in (1, 2, 3, 5, 8, 9)] == [1, 2, 4, 8, 8, 16]
+    assert [static_decode.length_bucket(n) for n in (1, 64, 65, 200)] == [64, 64, 128, 256]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["llama", "gpt2", "opt"])
+def test_inductor_compiled_step_matches_eager_or_falls_back_in_one_line(kind, caplog):
+    """The real compiler (CPU inductor): Llama-, GPT-2- and OPT-style students either run compiled steps
+    (same tokens, one graph, none more for a second round of another batch size) or say in one line that
+    they fell back."""
+    student, teacher = _bias_eos(_tiny(kind, seed=1), 2.0), _tiny(kind, seed=2)
+    with caplog.at_level(logging.INFO, logger="minillm.rollout.static_decode"):
+        for seed, lengths in ((5, [3, 7, 5, 1, 6]), (6, [2, 4, 4, 1, 3, 5, 2])):
+            ref = _rollout("eager", student, teacher, lengths, alpha=0.2, seed=seed)
+            _assert_same(_rollout("compiled", student, teacher, lengths, alpha=0.2, seed=seed), ref)
+    fell_back = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    if fell_back:
+        assert len(fell_back) <= 2 and static_decode._states[student].failed is not None
+    else:
+        assert static_decode.compilations(student) == 1
+        assert static_decode.compilations(teacher) == 1
