@@ -75,8 +75,8 @@ def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
 
     calls = []
 
-    def sample_responses(model, tokenizer, examples, **kwargs):
-        calls.append(kwargs)
+    def sample_responses(model, tokenizer, examples, sampling, **kwargs):
+        calls.append(sampling)
         return ["a response"] * len(examples), [2] * len(examples)
 
     monkeypatch.setattr(seqkd, "sample_responses", sample_responses)
@@ -95,5 +95,6 @@ def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
                 "objective": objective,
             }
         )
-        assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), None, dm) == ["a response"]
-        assert calls[-1]["top_p"] == expected and calls[-1]["temperature"] == 0.8
+        tokenizer = SimpleNamespace(eos_token_id=1, pad_token_id=0)
+        assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), tokenizer, dm) == ["a response"]
+        assert calls[-1].top_p == expected and calls[-1].temperature == 0.8

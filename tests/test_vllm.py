@@ -16,6 +16,7 @@ import torch
 from minillm.errors import MinillmError
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import left_pad
+from minillm.rollout.options import SamplingOptions
 
 from .conftest import ROOT
 from .test_smoke import smoke_overrides
@@ -204,7 +205,11 @@ def _sample(engine, model, seed=0, **kw):
     settings = dict(max_new_tokens=24, eos_token_id=2, pad_token_id=0, temperature=0.7, top_k=0, top_p=0.9)
     settings.update(kw)
     return engine.generate(
-        model, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(seed), **settings
+        model,
+        prompt_ids,
+        prompt_mask,
+        SamplingOptions(**settings),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -250,11 +255,9 @@ def test_first_token_frequencies_match_the_trainers_softmax(engine):
     tokens = engine.sample_ids(
         model,
         [prompt] * n,
-        max_new_tokens=1,
-        eos_token_id=None,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=1.0,
+        SamplingOptions(
+            max_new_tokens=1, eos_token_id=None, pad_token_id=0, temperature=temperature, top_k=top_k
+        ),
         generator=torch.Generator().manual_seed(0),
     )
     counts = torch.bincount(torch.tensor([t[0] for t in tokens]), minlength=256).double()

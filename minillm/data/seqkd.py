@@ -18,6 +18,7 @@ from minillm.errors import MinillmError
 from minillm.models.loading import weights_digest
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import sample_responses
+from minillm.rollout.options import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +79,15 @@ def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
         log.info("SeqKD: sampling %d teacher responses into %s", len(examples), path)
         device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator == "gpu" else "cpu"
         teacher.to(device)
+        sampling = SamplingOptions.from_config(
+            cfg.objective, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
         cached, _ = sample_responses(
             teacher,
             tokenizer,
             examples,
+            sampling,
             batch_size=cfg.objective.batch_size,
-            max_new_tokens=cfg.objective.max_new_tokens,
-            temperature=cfg.objective.temperature,
-            top_p=float(cfg.objective.get("top_p", 1.0)),
             seed=cfg.objective.seed,
             desc="SeqKD teacher samples",
         )

@@ -24,7 +24,7 @@ from minillm.evaluation.calibration import calibration, items_from_records, read
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.plots import plot_exaccerr, plot_reliability
 from minillm.evaluation.report import summary_markdown
-from minillm.evaluation.sampled import eval_subset, evaluate_model, lm_loss, sampling_settings
+from minillm.evaluation.sampled import EvaluationOptions, eval_subset, evaluate_model, lm_loss
 from minillm.models.loading import check_same_vocab, freeze, load_model, load_tokenizer
 from minillm.models.prepare import prepare_models
 from minillm.models.tokenizers import resolve_tokenizer
@@ -337,11 +337,14 @@ def run_evaluation(cfg) -> dict:
                 tokenizer,
                 subset,
                 records[split],
+                EvaluationOptions.from_config(
+                    ev,
+                    tokenizer,
+                    no_repeat_ngram_size=e.no_repeat_ngram_size,
+                    length_edges=tuple(e.length_buckets),
+                ),
                 name=name,
-                no_repeat_ngram_size=e.no_repeat_ngram_size,
-                length_edges=tuple(e.length_buckets),
                 cache_dir=cfg.cache_dir if fixed else None,
-                **sampling_settings(ev),
             ),
         )
         metrics.update({k: v for k, v in sampled.items() if k != "seconds"})  # timed: results["seconds"]

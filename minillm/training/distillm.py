@@ -132,10 +132,7 @@ class DistillmModule(TokenKDModule):
                 self.student,
                 prompts_of(batch),
                 batch["index"].tolist(),
-                self.tokenizer,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                self.sampling,
                 generator=self.sample_gen,
             )
             self.buffer.extend(examples)
@@ -244,10 +241,7 @@ class Distillm2Module(TokenKDModule):
                 self.student,
                 [e.prompt_ids for e in chunk],
                 [e.index for e in chunk],
-                self.tokenizer,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                self.sampling,
                 generator=self.sample_gen,
             )
             self.responses.update({e.index: e.response_ids for e in sampled})

@@ -302,13 +302,7 @@ class MiniLLMRound:
                 None if score_after else teacher,
                 prompt_ids,
                 prompt_mask,
-                max_new_tokens=o.max_new_tokens,
-                alpha=alpha,
-                eos_token_id=o.eos_token_id,
-                pad_token_id=o.pad_token_id,
-                temperature=o.temperature,
-                top_k=o.top_k,
-                top_p=o.top_p,
+                dataclasses.replace(o.sampling, teacher_mix_alpha=alpha),
                 generator=rollout_gen,
                 keep_teacher_logits=o.keep_teacher_logits and not score_after,
                 teacher_after_decoding=False,
@@ -324,7 +318,7 @@ class MiniLLMRound:
             with timer("student_fwd_bwd"):  # one student pass, no gradient
                 rollout = self.rescore_old_logprobs(buffer, order, alpha)
         logs = {
-            **rollout_logs(rollout, alpha, o.eos_token_id, self.pool),
+            **rollout_logs(rollout, alpha, o.sampling.eos_token_id, self.pool),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
         }
         return RoundState(buffer=buffer, order=order, rollout_logs=logs)
@@ -344,7 +338,8 @@ class MiniLLMRound:
             logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
             logprobs = logprobs * mb.response_mask
             student_lp[rows.to(student_lp.device), : logprobs.shape[1]] = logprobs.to(student_lp.device)
-        plain = alpha == 0.0 and o.temperature == 1.0 and o.top_k == 0 and o.top_p == 1.0
+        sampling = o.sampling
+        plain = alpha == 0.0 and sampling.temperature == 1.0 and sampling.top_k == 0 and sampling.top_p == 1.0
         rollout = dataclasses.replace(
             rollout, student_logprobs=student_lp, mix_logprobs=student_lp if plain else rollout.mix_logprobs
         )
