@@ -37,7 +37,7 @@ def compose_bench(overrides: list[str], run_dir: Path):
 def main(out_dir: Path, overrides: list[str]) -> None:
     import torch
 
-    from minillm.bench.models import load_models
+    from minillm.bench.models import load_bench_models
     from minillm.bench.samplers import render_samplers, sampler_comparison
     from minillm.bench.settings import make_runtime, step_settings
 
@@ -45,7 +45,7 @@ def main(out_dir: Path, overrides: list[str]) -> None:
     runtime = make_runtime(cfg)
     torch.manual_seed(int(cfg.seed))
     load_before, started = os.getloadavg(), time.perf_counter()
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     result = sampler_comparison(models, runtime, cfg, step_settings(cfg, models.teacher, models.eos_token_id))
     result.update(
         load_before=list(load_before),

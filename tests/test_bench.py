@@ -203,14 +203,14 @@ def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
     """TRL's GKDTrainer step and ours run in turn in this process, and the ratio is median ÷ median of
     those timings: no figure from another time or machine enters it."""
     pytest.importorskip("trl")
-    from minillm.bench.models import load_models
+    from minillm.bench.models import load_bench_models
     from minillm.bench.settings import gkd_one_pass, make_runtime, step_settings
     from minillm.bench.trl_gkd import TRL_STEP
     from minillm.bench.trl_gkd import trl_gkd_comparison as compare
 
     cfg = compose_bench(TRL_TINY, tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     s = gkd_one_pass(step_settings(cfg, models.teacher, models.eos_token_id))
     out = compare(models, runtime, cfg, s)
 
@@ -293,7 +293,7 @@ def test_cli_reports_errors_in_one_line(tmp_path, capsys):
 def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, monkeypatch):
     """The timed round is training's ``MiniLLMRound`` (every update goes through it), with the options a run
     builds from the same ``objective`` and ``optim`` keys: here a non-default variant, minibatch and clip."""
-    from minillm.bench.models import load_models
+    from minillm.bench.models import load_bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import measure_step
     from minillm.objectives.policy_gradient import PGOptions
@@ -303,7 +303,7 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     overrides = ["objective.variant=paper", "objective.mini_batch_size=2", "grad_clip=0.5"]
     cfg = compose_bench([*TINY, *overrides], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     expected = RoundOptions.from_config(
         cfg.objective,
@@ -334,14 +334,14 @@ def test_bench_builds_the_round_once_as_training_does_and_per_step_on_request(tm
     ``build_per_step=True`` (the old path, for the comparison) rebuilds it from the config each step, with
     the same options."""
     from minillm.bench.measure import Clock
-    from minillm.bench.models import load_models
+    from minillm.bench.models import load_bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import step_runner
     from minillm.training.round import MiniLLMRound
 
     cfg = compose_bench([*TINY, "objective.variant=paper", "grad_clip=0.5"], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     built = []
     real_init = MiniLLMRound.__init__
@@ -387,7 +387,7 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
     """dtype=bf16 (on a CPU with native bf16): the teacher's weights in bf16, the round under bf16 autocast
     with its old log-probs rescored: the student's forward tokens are the fp32 round's plus one pass."""
-    from minillm.bench.models import load_models
+    from minillm.bench.models import load_bench_models
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import measure_step
     from minillm.training.precision import bf16_supported
@@ -396,7 +396,7 @@ def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):
         pytest.skip("this CPU has no native bf16")
     cfg = compose_bench([*TINY, "dtype=bf16"], tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     s = step_settings(cfg, models.teacher, models.eos_token_id)
     assert models.teacher.lm_head.weight.dtype == torch.bfloat16 and s.round.rescore_old_logprobs
     out = measure_step(models, runtime, cfg, s, repeats=1, warmup=0, detail=True)

@@ -147,7 +147,7 @@ def test_the_modules_pretrain_term_at_pt_kd_ratio_0_2(compose):
         chunk_size=None,
         _pretrain_batch=lambda: PT_BLOCK,
     )
-    loss, logs = OnPolicyModule._pretrain_loss(module)
+    loss, logs = OnPolicyModule._next_pretrain_loss(module)
     with torch.no_grad():
         s_logits, t_logits = (m(input_ids=PT_BLOCK).logits for m in (student, teacher))
     lm, kl, n = 0.0, 0.0, 0

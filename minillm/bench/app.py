@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minillm.bench.measure import LOAD_WARNING
-from minillm.bench.models import load_models
+from minillm.bench.models import load_bench_models
 from minillm.bench.pairs import pairs
 from minillm.bench.rollouts import rollout_throughput
 from minillm.bench.samplers import render_samplers, sampler_comparison
@@ -53,7 +53,7 @@ def run_bench(cfg: DictConfig) -> dict:
     torch.manual_seed(int(cfg.seed))
     load_before = os.getloadavg()
     started = time.perf_counter()
-    models = load_models(cfg, runtime)
+    models = load_bench_models(cfg, runtime)
     main = step_settings(cfg, models.teacher, models.eos_token_id)
     repeats, warmup = positive(cfg, "repeats"), int(cfg.warmup)
 

@@ -36,7 +36,7 @@ def _vocab_of(model) -> int:
     return model.get_output_embeddings().weight.shape[0]
 
 
-def load_models(cfg: DictConfig, runtime: Runtime) -> Models:
+def load_bench_models(cfg: DictConfig, runtime: Runtime) -> Models:
     """Teacher and student from ``*_path`` folders, or random init from ``*.arch`` when a folder is missing."""
     from minillm.models.loading import freeze, load_model, load_tokenizer
     from minillm.models.tiny import build_model, count_parameters

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from minillm.errors import MinillmError
 from minillm.objectives.policy_gradient import LOCAL, RankPool, minillm_loss
-from minillm.objectives.pretrain import pretrain_loss as objective_pretrain_loss
+from minillm.objectives.pretrain import pretrain_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import (
     Rollout,
@@ -69,8 +69,8 @@ class RoundHooks:
     stepped: Callable[[], None] = _nothing  # just before each optimizer step
     between_updates: Callable[[], None] = _nothing  # may raise to stop mid-round (the state can be saved)
     out_of_steps: Callable[[], bool] = _never  # True ends the round before its next update (max_steps)
-    # L_PT and its logs on one pre-training batch (see ``pretrain_loss``); needed when pt_coef > 0
-    pretrain_loss: Callable[[], tuple[Tensor, dict[str, Tensor]]] | None = None
+    # L_PT and its logs on the next pre-training batch (see ``pretrain_loss_on_block``); needed when pt_coef > 0
+    next_pretrain_loss: Callable[[], tuple[Tensor, dict[str, Tensor]]] | None = None
     # wraps the round's parts: "rollout", "teacher_scoring", "student_fwd_bwd", "optimizer" (make bench)
     timer: Callable[[str], AbstractContextManager] = _no_timer
 
@@ -154,7 +154,7 @@ def minillm_minibatch_loss(options: RoundOptions, pool: RankPool = LOCAL) -> Los
     return loss
 
 
-def pretrain_loss(
+def pretrain_loss_on_block(
     student: nn.Module, teacher: nn.Module, block: Tensor, *, kd_ratio: float, chunk_size: int | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_PT (:func:`minillm.objectives.pretrain.pretrain_loss`) on one (B, L) block of pre-training text:
@@ -164,9 +164,7 @@ def pretrain_loss(
     if kd_ratio > 0:
         with torch.no_grad():
             teacher_logits = teacher(input_ids=block).logits[:, :-1]
-    return objective_pretrain_loss(
-        logits, block[:, 1:], teacher_logits, kd_ratio=kd_ratio, chunk_size=chunk_size
-    )
+    return pretrain_loss(logits, block[:, 1:], teacher_logits, kd_ratio=kd_ratio, chunk_size=chunk_size)
 
 
 @torch.no_grad()
@@ -252,7 +250,7 @@ class MiniLLMRound:
         self.pool, self.world_size = pool, int(world_size)
         self.loss = loss or minillm_minibatch_loss(options, pool)
         self.device = device if device is not None else next(student.parameters()).device
-        if options.pt_coef > 0 and self.hooks.pretrain_loss is None:
+        if options.pt_coef > 0 and self.hooks.next_pretrain_loss is None:
             raise MinillmError(
                 f"objective.pt_coef={options.pt_coef}: L_PT needs pre-training batches, and none are given here"
             )
@@ -390,7 +388,7 @@ class MiniLLMRound:
             objective = share if self.world_size == 1 else share * self.world_size
             loss = share if self.pool is LOCAL else self.pool.sum(share.detach())  # logged: global
             if o.pt_coef > 0:
-                pt_loss, pt_logs = hooks.pretrain_loss()
+                pt_loss, pt_logs = hooks.next_pretrain_loss()
                 objective = objective + o.pt_coef * pt_loss
                 pt_mean = pt_loss if self.pool is LOCAL else self.pool.sum(pt_loss.detach()) / self.world_size
                 loss = loss + o.pt_coef * pt_mean
