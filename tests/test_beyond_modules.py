@@ -16,7 +16,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minillm.data.datasets import Example, collate_sft
-from minillm.objectives.beyond import distillm2_loss
+from minillm.objectives.distillm2 import distillm2_loss
 from minillm.rollout.generate import left_pad
 from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate

@@ -6,7 +6,7 @@
   student-generated batches that rises by ``threshold_step`` whenever the validation loss has risen by
   ``loss_eps`` or more above its reference. The buffer, φ and the generators are part of the checkpoint.
 - :class:`Distillm2Module` (``objective=distillm2``): the contrastive loss
-  (:func:`minillm.objectives.beyond.distillm2_loss`) on a teacher response and a student response per prompt;
+  (:func:`minillm.objectives.distillm2.distillm2_loss`) on a teacher response and a student response per prompt;
   student responses generated once per epoch for every training prompt (the paper's offline data) or per
   batch (``student_responses=batch``: on-policy); each term averaged per token (``normalize=token``) or per
   response (``normalize=sequence``, the released code's).
