@@ -412,46 +412,21 @@ def test_train_mode_restored(pair):
 
 
 def test_bad_arguments_name_the_argument(pair):
+    """Bad options are refused when built (test_sampling_options_…); these are refused by the sampler."""
     student, teacher = pair
     prompt_ids, prompt_mask = _prompts([2, 3])
-    kw = dict(eos_token_id=EOS, pad_token_id=PAD)
+    mixed = SamplingOptions(max_new_tokens=2, eos_token_id=EOS, pad_token_id=PAD, teacher_mix_alpha=0.2)
     with pytest.raises(MinillmError, match="alpha"):
-        sample_rollouts(
-            student,
-            teacher,
-            prompt_ids,
-            prompt_mask,
-            SamplingOptions(max_new_tokens=2, teacher_mix_alpha=1.5, **kw),
-        )
+        dataclasses.replace(mixed, teacher_mix_alpha=1.5)
     with pytest.raises(MinillmError, match="max_new_tokens"):
-        sample_rollouts(
-            student,
-            teacher,
-            prompt_ids,
-            prompt_mask,
-            SamplingOptions(max_new_tokens=0, teacher_mix_alpha=0.2, **kw),
-        )
+        dataclasses.replace(mixed, max_new_tokens=0)
     with pytest.raises(MinillmError, match="teacher"):
-        sample_rollouts(
-            student,
-            None,
-            prompt_ids,
-            prompt_mask,
-            SamplingOptions(max_new_tokens=2, teacher_mix_alpha=0.2, **kw),
-        )
+        sample_rollouts(student, None, prompt_ids, prompt_mask, mixed)
     with pytest.raises(MinillmError, match="left-padded"):
-        sample_rollouts(
-            student, teacher, prompt_ids.flip(1), prompt_mask.flip(1), SamplingOptions(max_new_tokens=2, **kw)
-        )
+        sample_rollouts(student, teacher, prompt_ids.flip(1), prompt_mask.flip(1), mixed)
     other = _tiny("llama", seed=8, vocab=VOCAB + 4)
     with pytest.raises(MinillmError, match="vocab"):
-        sample_rollouts(
-            student,
-            other,
-            prompt_ids,
-            prompt_mask,
-            SamplingOptions(max_new_tokens=2, teacher_mix_alpha=0.2, **kw),
-        )
+        sample_rollouts(student, other, prompt_ids, prompt_mask, mixed)
 
 
 # ---------------------------------------------------------------- buffer
