@@ -123,15 +123,17 @@ class EvaluationOptions:
         object.__setattr__(self, "length_edges", tuple(self.length_edges))
 
     @classmethod
-    def from_config(cls, eval_cfg, tokenizer, **fields) -> EvaluationOptions:
+    def from_config(cls, eval_cfg, tokenizer, *, seeds=None, **fields) -> EvaluationOptions:
         """The ``eval`` config node's options (seeds, batch size, new tokens, temperature, top-k, top-p),
-        with ``fields`` (e.g. ``seeds``, ``no_repeat_ngram_size``) set over them."""
+        ``seeds`` (validation's ``(0,)``; None: ``eval.seeds``) and ``fields`` (e.g. ``no_repeat_ngram_size``)
+        set over them."""
         sampling = SamplingOptions.from_config(
             eval_cfg, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
         )
         return cls(
             sampling=sampling,
-            **{"seeds": tuple(eval_cfg.seeds), "batch_size": eval_cfg.batch_size, **fields},
+            seeds=tuple(eval_cfg.seeds if seeds is None else seeds),
+            **{"batch_size": eval_cfg.batch_size, **fields},
         )
 
     def settings(self) -> dict:
