@@ -237,6 +237,19 @@ def test_rollout_logs_on_ragged_rows_at_alpha_0_3():
 ALPHA, TAU, TOP_K, TOP_P = 0.3, 0.7, 10, 0.7
 
 
+def _uneven_sampling(max_new_tokens: int) -> SamplingOptions:
+    """The teacher mix, temperature, top-k and top-p at this section's uneven values."""
+    return SamplingOptions(
+        max_new_tokens=max_new_tokens,
+        teacher_mix_alpha=ALPHA,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        temperature=TAU,
+        top_k=TOP_K,
+        top_p=TOP_P,
+    )
+
+
 def _first_token_logits(model, token: int) -> list[float]:
     with torch.no_grad():
         return model(input_ids=torch.tensor([[token]])).logits[0, -1].double().tolist()
@@ -308,15 +321,7 @@ def test_first_token_with_a_teacher_mixed_in_under_top_k_and_top_p():
         teacher,
         prompt_ids,
         torch.ones_like(prompt_ids),
-        SamplingOptions(
-            max_new_tokens=1,
-            teacher_mix_alpha=ALPHA,
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-            temperature=TAU,
-            top_k=TOP_K,
-            top_p=TOP_P,
-        ),
+        _uneven_sampling(1),
         generator=torch.Generator().manual_seed(0),
     )
     tokens = r.response_ids[:, 0]
@@ -370,15 +375,7 @@ def test_lockstep_teacher_mixed_rollout_with_ragged_eos_rows():
         teacher,
         prompt_ids,
         prompt_mask,
-        SamplingOptions(
-            max_new_tokens=30,
-            teacher_mix_alpha=ALPHA,
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-            temperature=TAU,
-            top_k=TOP_K,
-            top_p=TOP_P,
-        ),
+        _uneven_sampling(30),
         generator=torch.Generator().manual_seed(1),
         keep_teacher_logits=True,
         teacher_after_decoding=False,
