@@ -263,7 +263,7 @@ def check_beyond_keys(cfg) -> None:
 def check_targets(cfg) -> None:
     """Every ``_target_`` the run will instantiate names something importable (else one line naming the
     key, before any model is loaded)."""
-    from minillm.errors import locate_target
+    from minillm.instantiate import locate_target
 
     nodes = [
         "task",
@@ -429,7 +429,7 @@ def _user_keys(hydra_cfg) -> list[tuple[str, str]]:
 
 # Groups whose node is one object's arguments (optim: torch.optim.SGD takes momentum, AdamW betas) or a set of
 # such objects (callbacks.NAME): any key may be set; one the object does not take is refused, in one line
-# naming the key, when it is built (errors.instantiate_node, training.optim).
+# naming the key, when it is built (instantiate.instantiate_node, training.optim).
 OPEN_GROUPS = ("optim", "scheduler", "callbacks", "strategy")
 
 

@@ -313,12 +313,18 @@ _TASKS = {
     "toy_gmm": "minillm.toys.gmm_task",
     "toy_sequences": "minillm.toys.sequences_task",
 }
+# objective.loss targets whose module was renamed (objectives/beyond.py split into distillm2.py and taid.py)
+_MOVED_LOSSES = {
+    "minillm.objectives.beyond.distillm2_loss": "minillm.objectives.distillm2.distillm2_loss",
+    "minillm.objectives.beyond.taid_loss": "minillm.objectives.taid.taid_loss",
+}
 
 
 def upgrade_config(saved: dict) -> dict:
     """A run's saved config (plain containers) in today's keys: ``data.source: bundled|jsonl`` became the
     ``data.records`` loader and ``task: train|toy_…`` the ``task`` function (both ``_target_`` nodes), so
-    checkpoints and run folders written before still resume and compare equal."""
+    checkpoints and run folders written before still resume and compare equal; so does an ``objective.loss``
+    ``_target_`` in a module since renamed (``_MOVED_LOSSES``)."""
     saved = copy.deepcopy(saved)
     task = saved.get("task")
     if isinstance(task, str) and task in _TASKS:
@@ -327,6 +333,9 @@ def upgrade_config(saved: dict) -> dict:
     if isinstance(data, dict) and data.get("source") in _RECORD_LOADERS and "records" not in data:
         loader = _RECORD_LOADERS[data.pop("source")]
         data["records"] = {"_target_": f"minillm.data.datamodule.{loader}", "_partial_": True}
+    loss = (saved.get("objective") or {}).get("loss")
+    if isinstance(loss, dict) and loss.get("_target_") in _MOVED_LOSSES:
+        loss["_target_"] = _MOVED_LOSSES[loss["_target_"]]
     return saved
 
 

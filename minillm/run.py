@@ -206,7 +206,7 @@ def train_task(cfg: DictConfig) -> float | None:
 
 def run_task(cfg: DictConfig) -> float | None:
     """``cfg.task`` (a ``_partial_`` function of the config: the pipeline or a toy problem) on the config."""
-    from minillm.errors import check_call, instantiate_node
+    from minillm.instantiate import check_call, instantiate_node
 
     task = instantiate_node(cfg.get("task"), "task")
     check_call(task, "task", cfg)

@@ -12,8 +12,10 @@ functions (a lazy import is still a dependency). The rules:
   validation metrics are callbacks that evaluation supplies;
 - nothing under ``minillm/`` imports an entry point; the modules of ``minillm/bench/`` (the package
   behind ``python -m minillm.bench``) import each other, and nothing outside it imports them;
-- ``minillm/training/`` imports of the project only training, objectives, rollout, data, models, errors
-  and the checkpoint plumbing (resume, safe_load);
+- ``minillm/training/`` imports of the project only training, objectives, rollout, data, models, errors,
+  instantiate (building ``_target_`` nodes) and the checkpoint plumbing (resume, safe_load);
+- ``minillm/errors.py`` holds the exception classes only and imports nothing of the project (building
+  config nodes lives in ``minillm/instantiate.py``).
 - the evaluation command's modules keep to their part: its config checks (``evaluation/evaluate_config``)
   import only errors, its model loading (``evaluation/loading``) no metric, data, rollout or training, its
   metrics (``evaluation/suite_metrics``) and outputs (``evaluation/suite_outputs``) neither the run's config
@@ -56,6 +58,7 @@ TRAINING_ALLOWED = (
     "minillm.data",
     "minillm.models",
     "minillm.errors",
+    "minillm.instantiate",
     "minillm.resume",
     "minillm.safe_load",
 )
@@ -231,6 +234,27 @@ def test_the_evaluation_command_modules_keep_to_their_part():
         if name not in users and any(within(dep, "minillm.evaluation.suite") for dep in imports):
             bad.append(f"{name} imports minillm.evaluation.suite (the command's body: only minillm.evaluate)")
     assert not bad, "\n".join(bad)
+
+
+def test_errors_holds_only_the_exception_classes():
+    """Every module may import ``minillm.errors`` (objectives only that): it defines exception classes and
+    nothing else, and imports nothing of the project."""
+    path = PACKAGE / "errors.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    other = [
+        ast.unparse(node).splitlines()[0]
+        for node in tree.body
+        if not isinstance(node, ast.ClassDef | ast.Import | ast.ImportFrom)
+        and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # the docstring
+    ]
+    assert not other, "errors.py holds exception classes only:\n" + "\n".join(other)
+    bases = {
+        node.name: [ast.unparse(b) for b in node.bases]
+        for node in tree.body
+        if isinstance(node, ast.ClassDef)
+    }
+    assert all(b and set(b) <= {"Exception", "BaseException", *bases} for b in bases.values()), bases
+    assert not [dep for dep in imported_modules(path) if within(dep, "minillm")]
 
 
 def test_objectives_and_data_agree_on_the_ignored_label():

@@ -318,7 +318,7 @@ def test_bench_times_the_training_round_with_the_objectives_options(tmp_path, mo
     )
     assert s.round == expected
     assert (s.round.pg, s.round.mini_batch_size, s.round.grad_clip) == (PGOptions.paper(), 2, 0.5)
-    assert s.round.disable_dropout and s.round.max_new_tokens == s.response_len == 5
+    assert s.round.disable_dropout and s.round.sampling.max_new_tokens == s.response_len == 5
 
     updates = []
     real = MiniLLMRound.update

@@ -12,14 +12,7 @@ import pytest
 import torch
 
 from minillm.errors import MinillmError
-from minillm.objectives.beyond import (
-    TaidState,
-    distillm2_loss,
-    sequence_mean,
-    taid_loss,
-    taid_target_entropy,
-    taid_update,
-)
+from minillm.objectives.distillm2 import distillm2_loss, sequence_mean
 from minillm.objectives.divergences import (
     DIVERGENCES,
     TOPK_DIVERGENCES,
@@ -33,6 +26,7 @@ from minillm.objectives.divergences import (
     topk_divergence,
     topk_with_tail,
 )
+from minillm.objectives.taid import TaidState, taid_loss, taid_target_entropy, taid_update
 
 INF = float("inf")
 MASK = torch.tensor([[1, 1, 0], [1, 0, 1]])  # (2, 3): padding in the middle and at the end

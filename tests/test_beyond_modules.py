@@ -16,8 +16,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from minillm.data.datasets import Example, collate_sft
-from minillm.objectives.beyond import distillm2_loss
+from minillm.objectives.distillm2 import distillm2_loss
 from minillm.rollout.generate import left_pad
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 from minillm.training import distillm as distillm_mod
 from minillm.training.distillm import (
@@ -118,8 +119,7 @@ def test_an_on_policy_batch_is_trained_on_the_students_samples(compose, monkeypa
         assert seen[0] is gold and logged["train/on_policy"] == [0.0]
         return
     expected = sample_student_examples(
-        module.student, [e.prompt_ids for e in GOLD], [e.index for e in GOLD], TOKENIZER,
-        max_new_tokens=module.max_new_tokens, temperature=module.temperature,
+        module.student, [e.prompt_ids for e in GOLD], [e.index for e in GOLD], module.sampling,
         generator=torch.Generator().manual_seed(3),
     )  # fmt: skip
     want = collate_sft(expected, TOKENIZER.pad_token_id)
@@ -219,10 +219,10 @@ def test_distillm_training_step_takes_each_batch_from_the_scheduled_source(compo
     module.sample_gen = torch.Generator().manual_seed(3)
     sampled = []
 
-    def fake_samples(student, prompts, indices, tokenizer, **kwargs):
-        assert student is module.student and kwargs["generator"] is module.sample_gen
-        assert (kwargs["temperature"], kwargs["max_new_tokens"]) == (0.7, module.cfg.eval.max_new_tokens)
-        assert kwargs.get("top_p", 1.0) == 1.0  # objective=distillm has no nucleus cut
+    def fake_samples(student, prompts, indices, sampling, *, generator):
+        assert student is module.student and generator is module.sample_gen
+        assert (sampling.temperature, sampling.max_new_tokens) == (0.7, module.cfg.eval.max_new_tokens)
+        assert sampling.top_p == 1.0  # objective=distillm has no nucleus cut
         out = [Example(p, [25, len(sampled) % 5 + 2, 1], i) for p, i in zip(prompts, indices, strict=True)]
         sampled.append(out)
         return out
@@ -324,9 +324,18 @@ def test_distillm2_samples_every_training_prompt_once_per_epoch(compose):
         for chunk in (GOLD[:2], GOLD[2:]):
             ids, mask = left_pad([e.prompt_ids for e in chunk], TOKENIZER.pad_token_id)
             rollout = generate(
-                module.student, ids, mask, max_new_tokens=module.max_new_tokens, eos_token_id=1,
-                pad_token_id=0, temperature=0.7, top_p=top_p, generator=generator,
-            )  # fmt: skip
+                module.student,
+                ids,
+                mask,
+                SamplingOptions(
+                    max_new_tokens=module.sampling.max_new_tokens,
+                    eos_token_id=1,
+                    pad_token_id=0,
+                    temperature=0.7,
+                    top_p=top_p,
+                ),
+                generator=generator,
+            )
             for e, row, keep in zip(chunk, rollout.response_ids, rollout.response_mask, strict=True):
                 out[e.index] = row[keep.bool()].tolist()
         return out

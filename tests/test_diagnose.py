@@ -20,6 +20,7 @@ from minillm.evaluation.divergence_probe import (
     per_category,
     rollout_divergences,
 )
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout
 
 from .conftest import ROOT
@@ -105,8 +106,19 @@ def test_probe_samples_the_student_as_evaluate_does_and_the_teacher_independentl
     assert all(abs(r[k]) < 1e-5 for r in rows for k in ("reverse_kl", "forward_kl", "log_ratio"))
     text = {(r["source"], r["prompt"], r["seed"]): r["text"] for r in rows}
     for seed in (0, 1):
-        same, _ = sample_responses(student, tiny_tokenizer, examples, batch_size=2, max_new_tokens=6, seed=seed,
-                                   progress=False)  # fmt: skip
+        same, _ = sample_responses(
+            student,
+            tiny_tokenizer,
+            examples,
+            SamplingOptions(
+                max_new_tokens=6,
+                eos_token_id=tiny_tokenizer.eos_token_id,
+                pad_token_id=tiny_tokenizer.pad_token_id,
+            ),
+            batch_size=2,
+            seed=seed,
+            progress=False,
+        )
         assert [text["student", i, seed] for i in range(3)] == same
     # One seed for both models would make two identical models give identical samples (common random
     # numbers), which the copy rates would count as copying; the teacher's stream is its own.

@@ -191,6 +191,7 @@ RVOCAB, REOS, ROWS = 40, 0, 4  # ROWS rollouts in all, ROWS // 2 per rank
 def shared_rollout():
     """The same models and rollouts in every process (fixed seeds): 4 prompts of different lengths."""
     from minillm.models.tiny import build_model
+    from minillm.rollout.options import SamplingOptions
     from minillm.rollout.sampler import sample_rollouts
 
     student = build_model(ARCH, RVOCAB, eos_token_id=REOS, seed=1)
@@ -201,23 +202,24 @@ def shared_rollout():
     for row, n in enumerate((6, 2, 4, 3)):  # left padding
         mask[row, : 6 - n] = 0
         ids[row, : 6 - n] = REOS
+    sampling = SamplingOptions(max_new_tokens=5, teacher_mix_alpha=0.3, eos_token_id=REOS, pad_token_id=REOS)
     rollout = sample_rollouts(
-        student.eval(), teacher, ids, mask, max_new_tokens=5, alpha=0.3, eos_token_id=REOS,
-        pad_token_id=REOS, generator=torch.Generator().manual_seed(3), keep_teacher_logits=True,
+        student.eval(), teacher, ids, mask, sampling, generator=torch.Generator().manual_seed(3),
+        keep_teacher_logits=True,
     )  # fmt: skip
     return student, teacher, rollout
 
 
 def one_update(student, teacher, rollout, pool=None, world=1):
     """One ``MiniLLMRound.update`` with plain SGD (AdamW would hide a wrongly scaled gradient)."""
+    from minillm.rollout.options import SamplingOptions
     from minillm.training.options import RoundOptions
     from minillm.training.round import MiniLLMRound
 
     optimizer = torch.optim.SGD(student.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    options = RoundOptions(
-        mini_batch_size=ROWS, ppo_epochs=1, max_new_tokens=5, eos_token_id=REOS, grad_clip=None
-    )
+    sampling = SamplingOptions(max_new_tokens=5, eos_token_id=REOS, pad_token_id=0)
+    options = RoundOptions(mini_batch_size=ROWS, ppo_epochs=1, sampling=sampling, grad_clip=None)
     kwargs = {} if pool is None else {"pool": pool, "world_size": world}
     runner = MiniLLMRound(student, teacher, optimizer, scheduler, options, **kwargs)
     return runner.update(rollout)
@@ -270,12 +272,13 @@ def decode_inputs(rank: int):
 
 
 def decode(model, rank: int):
+    from minillm.rollout.options import SamplingOptions
     from minillm.rollout.sampler import generate
 
     ids, mask, rule = decode_inputs(rank)
+    sampling = SamplingOptions(max_new_tokens=DECODE_STEPS, eos_token_id=REOS, pad_token_id=REOS)
     rollout = generate(
-        model, ids, mask, max_new_tokens=DECODE_STEPS, eos_token_id=REOS, pad_token_id=REOS,
-        generator=torch.Generator().manual_seed(5 + rank), logits_processor=rule,
+        model, ids, mask, sampling, generator=torch.Generator().manual_seed(5 + rank), logits_processor=rule,
     )  # fmt: skip
     return {"ids": rollout.response_ids, "logprobs": rollout.student_logprobs}
 
@@ -435,9 +438,9 @@ def validation_worker(rank: int, world: int, folder: str) -> dict:
     drawn = []
     sample = sampled.sample_responses
 
-    def counting(model, tokenizer, examples, **kwargs):
+    def counting(model, tokenizer, examples, sampling, **kwargs):
         drawn.extend(e.index for e in examples)
-        return sample(model, tokenizer, examples, **kwargs)
+        return sample(model, tokenizer, examples, sampling, **kwargs)
 
     sampled.sample_responses = counting
     callback, student = validation_setup(folder)

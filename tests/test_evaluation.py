@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -32,6 +33,7 @@ from minillm.evaluation.metrics import (
     reliability_bins,
     rouge_l,
 )
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 
 VOCAB, PAD, EOS = 60, 0, 1
@@ -129,9 +131,7 @@ def test_step_error_matches_a_hand_computation():
         student,
         batch["input_ids"],
         batch["attention_mask"],
-        max_new_tokens=5,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
+        SamplingOptions(max_new_tokens=5, eos_token_id=EOS, pad_token_id=PAD),
         generator=torch.Generator().manual_seed(0),
     )
     errors = step_errors(student, teacher, rollout)
@@ -169,13 +169,11 @@ def test_no_repeat_ngram_processor_bans_the_repeating_token():
     out = process(torch.tensor([[5, 6, 5]]), torch.zeros(1, 10))
     assert out[0, 6] == float("-inf") and torch.isfinite(out[0, [i for i in range(10) if i != 6]]).all()
     assert torch.equal(process(torch.tensor([[5]]), torch.zeros(1, 10)), torch.zeros(1, 10))
-    rollout = generate(  # n = 1: no token twice in a response
+    rollout = generate(
         tiny_llama(2),
         torch.tensor([[3, 4, 5]] * 4),
         torch.ones(4, 3, dtype=torch.long),
-        max_new_tokens=12,
-        eos_token_id=None,
-        pad_token_id=PAD,
+        SamplingOptions(max_new_tokens=12, eos_token_id=None, pad_token_id=PAD),
         generator=torch.Generator().manual_seed(0),
         logits_processor=no_repeat_ngram_processor(1),
     )
@@ -352,12 +350,12 @@ def test_evaluate_model_keeps_per_prompt_scores_and_intervals(monkeypatch):
     """Fixed samples for two seeds (the sampler is the only thing replaced): the per-prompt validity is the
     mean over seeds in example order, None without a checker; its mean is valid_rate; the bootstrap over
     the two checked prompts (100 and 50) can only give means 50, 75, 100, each end with chance >= 1/4."""
-    from minillm.evaluation.sampled import evaluate_model
+    from minillm.evaluation.sampled import EvaluationOptions, evaluate_model
 
     texts = {0: ["yes", "no", "anything"], 1: ["yes", "yes", "else"]}
     monkeypatch.setattr(
         "minillm.evaluation.sampled.sample_responses",
-        lambda model, tok, examples, *, seed, **kwargs: (texts[seed], [2, 2, 2]),
+        lambda model, tok, examples, sampling, *, seed, **kwargs: (texts[seed], [2, 2, 2]),
     )
     exact = {"type": "exact", "answers": ["yes"]}
     records = [
@@ -365,9 +363,11 @@ def test_evaluate_model_keeps_per_prompt_scores_and_intervals(monkeypatch):
         for i, (ref, check) in enumerate([("yes", exact), ("yes please", exact), ("anything goes", None)])
     ]
     examples = [Example([5, 6], [7, EOS], i) for i in range(3)]
-    res = evaluate_model(
-        nn.Linear(1, 1), SimpleNamespace(eos_token_id=EOS), examples, records, seeds=(0, 1), progress=False
+    tok = SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD)
+    options = EvaluationOptions(
+        SamplingOptions(max_new_tokens=128, eos_token_id=EOS, pad_token_id=PAD), seeds=(0, 1)
     )
+    res = evaluate_model(nn.Linear(1, 1), tok, examples, records, options, progress=False)
     assert res["valid_per_prompt"] == [100.0, 50.0, None]
     assert res["valid_rate"] == pytest.approx(75.0)  # seed 0: 50, seed 1: 100
     assert res["valid_rate_ci95"] == [50.0, 100.0]
@@ -393,19 +393,21 @@ def test_evaluation_cache_hits_only_for_the_same_weights_prompts_and_settings(tm
 
     seeds_sampled = []
 
-    def fake(model, tok, examples, *, seed, **kwargs):
+    def fake(model, tok, examples, sampling, *, seed, **kwargs):
         seeds_sampled.append(seed)
         return ["yes"] * len(examples), [2] * len(examples)
 
     monkeypatch.setattr(sampled, "sample_responses", fake)
     records = [{"instruction": "q", "response": "yes", "check": {"type": "exact", "answers": ["yes"]}}] * 2
     examples = [Example([5, 6], [7, EOS], i) for i in range(2)]
-    tok, model = SimpleNamespace(eos_token_id=EOS), nn.Linear(1, 1)
+    tok, model = SimpleNamespace(eos_token_id=EOS, pad_token_id=PAD), nn.Linear(1, 1)
     settings = dict(seeds=(0, 1), batch_size=4, max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0)
+    sampling = SamplingOptions(max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD, temperature=1.0, top_k=0)
+    options = sampled.EvaluationOptions(sampling, seeds=(0, 1), batch_size=4)
 
     def run(m=model, **changed):
-        kwargs = {**settings, **changed}
-        return sampled.evaluate_model(m, tok, examples, records, progress=False, cache_dir=tmp_path, **kwargs)
+        opts = dataclasses.replace(options, **changed)
+        return sampled.evaluate_model(m, tok, examples, records, opts, progress=False, cache_dir=tmp_path)
 
     first = run()
     assert seeds_sampled == [0, 1] and first["valid_rate"] == 100.0

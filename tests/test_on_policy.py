@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from minillm.errors import MinillmError
 from minillm.models.tiny import build_model
 from minillm.objectives.policy_gradient import PGOptions
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout, response_logits, sample_rollouts, sampled_logprobs
 from minillm.training.options import RoundOptions, alpha_at, pg_options
 from minillm.training.round import MiniLLMRound
@@ -87,10 +88,7 @@ def test_training_forward_reproduces_rollout_logprobs(model_type):
         teacher,
         prompts,
         mask,
-        max_new_tokens=6,
-        alpha=0.3,
-        eos_token_id=None,
-        pad_token_id=0,
+        SamplingOptions(max_new_tokens=6, teacher_mix_alpha=0.3, eos_token_id=None, pad_token_id=0),
         generator=gen,
         keep_teacher_logits=True,
     )
@@ -509,8 +507,8 @@ def test_onpolicy_rkl_update_is_the_per_token_reverse_kl_policy_gradient(compose
     rollout = dataclasses.replace(draft, student_logprobs=own, mix_logprobs=own)
     alphas = []
 
-    def sample(*args, alpha, keep_teacher_logits, **kwargs):
-        alphas.append(alpha)
+    def sample(student, teacher, prompt_ids, prompt_mask, sampling, *, keep_teacher_logits, **kwargs):
+        alphas.append(sampling.teacher_mix_alpha)
         return dataclasses.replace(
             rollout, teacher_logits=rollout.teacher_logits if keep_teacher_logits else None
         )
@@ -655,9 +653,8 @@ def test_rescored_old_logprobs_give_ratio_one_in_fp32_too():
     and the rescored log-probs agree with the decoding's to float rounding."""
     student = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=1)
     teacher = build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2).eval()
-    options = RoundOptions(
-        mini_batch_size=3, ppo_epochs=1, max_new_tokens=6, eos_token_id=EOS, pad_token_id=EOS
-    )
+    sampling = SamplingOptions(max_new_tokens=6, eos_token_id=EOS, pad_token_id=EOS)
+    options = RoundOptions(mini_batch_size=3, ppo_epochs=1, sampling=sampling)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.0)  # only read for the logged lr
     decoded_state = MiniLLMRound(student, teacher, optimizer, None, options).start(
         PROMPTS,

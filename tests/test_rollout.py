@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from transformers import (
 
 from minillm.errors import MinillmError
 from minillm.rollout.buffer import RolloutBuffer
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout, generate, sample_rollouts
 
 VOCAB = 50
@@ -142,10 +145,7 @@ def test_first_token_follows_mixture(pair, alpha):
         teacher,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=1,
-        alpha=alpha,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
+        SamplingOptions(max_new_tokens=1, teacher_mix_alpha=alpha, eos_token_id=EOS, pad_token_id=PAD),
         generator=g,
     )
     tokens = r.response_ids[:, 0]
@@ -164,12 +164,12 @@ def test_first_token_follows_mixture(pair, alpha):
 def test_alpha_zero_ignores_teacher_for_sampling_but_records_it(pair):
     student, teacher = pair
     prompt_ids, prompt_mask = _prompts([3, 1, 4, 2])
-    kw = dict(max_new_tokens=6, alpha=0.0, eos_token_id=EOS, pad_token_id=PAD)
+    sampling = SamplingOptions(max_new_tokens=6, teacher_mix_alpha=0.0, eos_token_id=EOS, pad_token_id=PAD)
     without = sample_rollouts(
-        student, None, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(5), **kw
+        student, None, prompt_ids, prompt_mask, sampling, generator=torch.Generator().manual_seed(5)
     )
     with_t = sample_rollouts(
-        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(5), **kw
+        student, teacher, prompt_ids, prompt_mask, sampling, generator=torch.Generator().manual_seed(5)
     )
     assert without.teacher_logprobs is None
     assert torch.equal(without.response_ids, with_t.response_ids)
@@ -193,10 +193,7 @@ def test_incremental_logprobs_match_full_forward(kind):
         teacher,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=7,
-        alpha=0.3,
-        eos_token_id=None,
-        pad_token_id=PAD,
+        SamplingOptions(max_new_tokens=7, teacher_mix_alpha=0.3, eos_token_id=None, pad_token_id=PAD),
         generator=torch.Generator().manual_seed(0),
         keep_teacher_logits=True,
     )
@@ -226,11 +223,9 @@ def test_teacher_mixed_sampling_at_a_temperature_records_temperature_one_logprob
         teacher,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=6,
-        alpha=alpha,
-        eos_token_id=None,
-        pad_token_id=PAD,
-        temperature=tau,
+        SamplingOptions(
+            max_new_tokens=6, teacher_mix_alpha=alpha, eos_token_id=None, pad_token_id=PAD, temperature=tau
+        ),
         generator=torch.Generator().manual_seed(0),
     )
     assert r.response_mask.all()
@@ -262,10 +257,7 @@ def test_one_forward_per_model_per_token_no_prefix_recompute(pair):
             teacher,
             prompt_ids,
             prompt_mask,
-            max_new_tokens=6,
-            alpha=0.2,
-            eos_token_id=None,
-            pad_token_id=PAD,
+            SamplingOptions(max_new_tokens=6, teacher_mix_alpha=0.2, eos_token_id=None, pad_token_id=PAD),
             generator=torch.Generator().manual_seed(0),
         )
     finally:
@@ -290,10 +282,7 @@ def test_rows_stop_at_eos_and_are_masked_after(pad_id):
         teacher,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=max_new,
-        alpha=0.0,
-        eos_token_id=EOS,
-        pad_token_id=pad_id,
+        SamplingOptions(max_new_tokens=max_new, teacher_mix_alpha=0.0, eos_token_id=EOS, pad_token_id=pad_id),
         generator=torch.Generator().manual_seed(1),
     )
     t = r.response_ids.shape[1]
@@ -321,7 +310,12 @@ def test_all_rows_finish_at_first_token():
     calls = []
     hook = student.register_forward_hook(lambda *a: calls.append(1))
     try:
-        r = generate(student, prompt_ids, prompt_mask, max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD)
+        r = generate(
+            student,
+            prompt_ids,
+            prompt_mask,
+            SamplingOptions(max_new_tokens=20, eos_token_id=EOS, pad_token_id=PAD),
+        )
     finally:
         hook.remove()
     assert r.response_ids.tolist() == [[EOS], [EOS]]
@@ -335,15 +329,16 @@ def test_all_rows_finish_at_first_token():
 def test_same_seed_same_rollout(pair):
     student, teacher = pair
     prompt_ids, prompt_mask = _prompts([3, 1, 4])
-    kw = dict(max_new_tokens=8, alpha=0.4, eos_token_id=EOS, pad_token_id=PAD, keep_teacher_logits=True)
+    sampling = SamplingOptions(max_new_tokens=8, teacher_mix_alpha=0.4, eos_token_id=EOS, pad_token_id=PAD)
+    kw = dict(keep_teacher_logits=True)
     a = sample_rollouts(
-        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(11), **kw
+        student, teacher, prompt_ids, prompt_mask, sampling, generator=torch.Generator().manual_seed(11), **kw
     )
     b = sample_rollouts(
-        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(11), **kw
+        student, teacher, prompt_ids, prompt_mask, sampling, generator=torch.Generator().manual_seed(11), **kw
     )
     c = sample_rollouts(
-        student, teacher, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(12), **kw
+        student, teacher, prompt_ids, prompt_mask, sampling, generator=torch.Generator().manual_seed(12), **kw
     )
     for name in (
         "response_ids",
@@ -360,9 +355,9 @@ def test_same_seed_same_rollout(pair):
 def test_greedy_generate_is_deterministic_argmax(pair):
     student, _ = pair
     prompt_ids, prompt_mask = _prompts([4, 2, 3])
-    kw = dict(max_new_tokens=6, eos_token_id=None, pad_token_id=PAD, temperature=0.0)
-    a = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(0), **kw)
-    b = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(99), **kw)
+    greedy = SamplingOptions(max_new_tokens=6, eos_token_id=None, pad_token_id=PAD, temperature=0.0)
+    a = generate(student, prompt_ids, prompt_mask, greedy, generator=torch.Generator().manual_seed(0))
+    b = generate(student, prompt_ids, prompt_mask, greedy, generator=torch.Generator().manual_seed(99))
     assert torch.equal(a.response_ids, b.response_ids)
     assert a.teacher_logprobs is None and a.teacher_logits is None
     assert (a.mix_logprobs == 0).all()  # a point mass
@@ -370,8 +365,8 @@ def test_greedy_generate_is_deterministic_argmax(pair):
     assert torch.equal(logits.argmax(-1), a.response_ids)
     # top_k = 1 and a tiny top_p also reduce sampling to the argmax.
     for extra in (dict(top_k=1), dict(top_p=1e-6)):
-        kw_s = {**kw, "temperature": 1.0, **extra}
-        s = generate(student, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(3), **kw_s)
+        kw_s = dataclasses.replace(greedy, temperature=1.0, **extra)
+        s = generate(student, prompt_ids, prompt_mask, kw_s, generator=torch.Generator().manual_seed(3))
         assert torch.equal(s.response_ids, a.response_ids), extra
         torch.testing.assert_close(s.mix_logprobs, torch.zeros_like(s.mix_logprobs))
 
@@ -384,11 +379,7 @@ def test_top_k_restricts_support_and_logprobs_stay_at_temperature_one(pair):
         student,
         prompt_ids,
         torch.ones_like(prompt_ids),
-        max_new_tokens=1,
-        eos_token_id=None,
-        pad_token_id=PAD,
-        temperature=0.7,
-        top_k=3,
+        SamplingOptions(max_new_tokens=1, eos_token_id=None, pad_token_id=PAD, temperature=0.7, top_k=3),
         generator=torch.Generator().manual_seed(0),
     )
     with torch.no_grad():
@@ -412,10 +403,7 @@ def test_train_mode_restored(pair):
             teacher,
             prompt_ids,
             prompt_mask,
-            max_new_tokens=2,
-            alpha=0.2,
-            eos_token_id=EOS,
-            pad_token_id=PAD,
+            SamplingOptions(max_new_tokens=2, teacher_mix_alpha=0.2, eos_token_id=EOS, pad_token_id=PAD),
             generator=torch.Generator().manual_seed(0),
         )
         assert student.training and not teacher.training
@@ -424,20 +412,21 @@ def test_train_mode_restored(pair):
 
 
 def test_bad_arguments_name_the_argument(pair):
+    """Bad options are refused when built (test_sampling_options_…); these are refused by the sampler."""
     student, teacher = pair
     prompt_ids, prompt_mask = _prompts([2, 3])
-    kw = dict(eos_token_id=EOS, pad_token_id=PAD)
+    mixed = SamplingOptions(max_new_tokens=2, eos_token_id=EOS, pad_token_id=PAD, teacher_mix_alpha=0.2)
     with pytest.raises(MinillmError, match="alpha"):
-        sample_rollouts(student, teacher, prompt_ids, prompt_mask, max_new_tokens=2, alpha=1.5, **kw)
+        dataclasses.replace(mixed, teacher_mix_alpha=1.5)
     with pytest.raises(MinillmError, match="max_new_tokens"):
-        sample_rollouts(student, teacher, prompt_ids, prompt_mask, max_new_tokens=0, alpha=0.2, **kw)
+        dataclasses.replace(mixed, max_new_tokens=0)
     with pytest.raises(MinillmError, match="teacher"):
-        sample_rollouts(student, None, prompt_ids, prompt_mask, max_new_tokens=2, alpha=0.2, **kw)
+        sample_rollouts(student, None, prompt_ids, prompt_mask, mixed)
     with pytest.raises(MinillmError, match="left-padded"):
-        sample_rollouts(student, teacher, prompt_ids.flip(1), prompt_mask.flip(1), max_new_tokens=2, **kw)
+        sample_rollouts(student, teacher, prompt_ids.flip(1), prompt_mask.flip(1), mixed)
     other = _tiny("llama", seed=8, vocab=VOCAB + 4)
     with pytest.raises(MinillmError, match="vocab"):
-        sample_rollouts(student, other, prompt_ids, prompt_mask, max_new_tokens=2, alpha=0.2, **kw)
+        sample_rollouts(student, other, prompt_ids, prompt_mask, mixed)
 
 
 # ---------------------------------------------------------------- buffer
@@ -519,16 +508,17 @@ def test_alpha_zero_one_teacher_pass_equals_lockstep(pair):
     log-probs and logits as decoding it in lockstep."""
     student, teacher = pair
     prompt_ids, prompt_mask = _prompts([3, 1, 4, 2])
-    kw = dict(max_new_tokens=7, alpha=0.0, eos_token_id=EOS, pad_token_id=PAD, keep_teacher_logits=True)
+    sampling = SamplingOptions(max_new_tokens=7, teacher_mix_alpha=0.0, eos_token_id=EOS, pad_token_id=PAD)
     runs = [
         sample_rollouts(
             student,
             teacher,
             prompt_ids,
             prompt_mask,
+            sampling,
             generator=torch.Generator().manual_seed(11),
             teacher_after_decoding=after,
-            **kw,
+            keep_teacher_logits=True,
         )
         for after in (False, True)
     ]
@@ -539,3 +529,53 @@ def test_alpha_zero_one_teacher_pass_equals_lockstep(pair):
     torch.testing.assert_close(lock.teacher_logprobs, single.teacher_logprobs, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lock.teacher_logits, single.teacher_logits, atol=1e-4, rtol=1e-4)
     assert (single.teacher_logits[~single.response_mask.bool()] == 0).all()
+
+
+# ---------------------------------------------------------------- sampling options
+
+
+def test_sampling_options_read_the_config_node_and_refuse_bad_values():
+    """``SamplingOptions.from_config`` reads max_new_tokens, temperature, top_k and top_p from the node it
+    is given (defaults 1.0 / 0 / 1.0 where the node lacks them); each bad value is refused naming it."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.create({"max_new_tokens": 7, "temperature": 0.7, "top_k": 3, "top_p": 0.8})
+    got = SamplingOptions.from_config(node, eos_token_id=[EOS, 5], pad_token_id=PAD, teacher_mix_alpha=0.2)
+    assert got == SamplingOptions(
+        max_new_tokens=7,
+        eos_token_id=(EOS, 5),
+        pad_token_id=PAD,
+        temperature=0.7,
+        top_k=3,
+        top_p=0.8,
+        teacher_mix_alpha=0.2,
+    )
+    bare = SamplingOptions.from_config(
+        {"max_new_tokens": 9}, eos_token_id=None, pad_token_id=PAD, max_new_tokens=4
+    )
+    assert (bare.max_new_tokens, bare.temperature, bare.top_k, bare.top_p, bare.teacher_mix_alpha) == (
+        4,
+        1.0,
+        0,
+        1.0,
+        0,
+    )
+    for bad, name in (
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_k=-1), "top_k"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.2), "top_p"),
+        (dict(teacher_mix_alpha=-0.2), "alpha"),
+    ):
+        with pytest.raises(MinillmError, match=name):
+            dataclasses.replace(got, **bad)
+
+
+def test_generate_refuses_a_teacher_mix(pair):
+    """``generate`` samples one model: options with α > 0 are refused, not silently sampled at α = 0."""
+    student, _ = pair
+    prompt_ids, prompt_mask = _prompts([2, 3])
+    mixed = SamplingOptions(max_new_tokens=2, eos_token_id=EOS, pad_token_id=PAD, teacher_mix_alpha=0.2)
+    with pytest.raises(MinillmError, match="teacher_mix_alpha"):
+        generate(student, prompt_ids, prompt_mask, mixed)

@@ -39,7 +39,7 @@ def test_every_setting_that_changes_the_teacher_samples_is_in_the_cache_key():
     import torch
     from omegaconf import OmegaConf
 
-    from minillm.data.seqkd import provenance
+    from minillm.data.seqkd import provenance, teacher_sampling
 
     cfg = OmegaConf.create(
         {
@@ -51,17 +51,22 @@ def test_every_setting_that_changes_the_teacher_samples_is_in_the_cache_key():
     record = {"instruction": "say hi", "context": ""}
     dm = SimpleNamespace(records={"train": [record]}, examples={"train": [object()]})
     teacher = torch.nn.Linear(2, 2)
-    base = provenance(cfg, teacher, dm)
-    for key, value in [
+    tokenizer = SimpleNamespace(eos_token_id=1, pad_token_id=0)
+
+    def key(cfg):
+        return provenance(cfg, teacher, dm, teacher_sampling(cfg, tokenizer))
+
+    base = key(cfg)
+    for name, value in [
         ("batch_size", 8),
         ("seed", 1),
         ("temperature", 0.7),
         ("max_new_tokens", 16),
         ("top_p", 0.95),
     ]:
-        other = OmegaConf.merge(cfg, {"objective": {key: value}})
-        assert provenance(other, teacher, dm) != base, key
-    assert provenance(OmegaConf.merge(cfg, {}), teacher, dm) == base  # the same settings reuse it
+        other = OmegaConf.merge(cfg, {"objective": {name: value}})
+        assert key(other) != base, name
+    assert key(OmegaConf.merge(cfg, {})) == base  # the same settings reuse it
 
 
 def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
@@ -75,8 +80,8 @@ def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
 
     calls = []
 
-    def sample_responses(model, tokenizer, examples, **kwargs):
-        calls.append(kwargs)
+    def sample_responses(model, tokenizer, examples, sampling, **kwargs):
+        calls.append(sampling)
         return ["a response"] * len(examples), [2] * len(examples)
 
     monkeypatch.setattr(seqkd, "sample_responses", sample_responses)
@@ -95,5 +100,6 @@ def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
                 "objective": objective,
             }
         )
-        assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), None, dm) == ["a response"]
-        assert calls[-1]["top_p"] == expected and calls[-1]["temperature"] == 0.8
+        tokenizer = SimpleNamespace(eos_token_id=1, pad_token_id=0)
+        assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), tokenizer, dm) == ["a response"]
+        assert calls[-1].top_p == expected and calls[-1].temperature == 0.8

@@ -310,10 +310,10 @@ def test_validity_selection_on_a_fixed_validation_slice(compose, tmp_path, monke
 
     real, calls = evaluation.evaluate_model, []
 
-    def spy(model, tokenizer, examples, records, **kwargs):
+    def spy(model, tokenizer, examples, records, options, **kwargs):
         if kwargs.get("name") == "val":
-            calls.append(([e.index for e in examples], tuple(kwargs["seeds"])))
-        return real(model, tokenizer, examples, records, **kwargs)
+            calls.append(([e.index for e in examples], options.seeds))
+        return real(model, tokenizer, examples, records, options, **kwargs)
 
     monkeypatch.setattr(evaluation, "evaluate_model", spy)  # called through: the spy only records
     cfg = compose(

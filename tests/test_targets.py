@@ -143,6 +143,20 @@ def test_a_config_saved_under_the_old_keys_reads_as_todays(compose, overrides, t
     check_config({"minillm": {"config": saved}}, tmp_path / "x.ckpt", current)  # resumes: no error
 
 
+@pytest.mark.parametrize("objective, module", [("distillm2", "distillm2"), ("taid", "taid")])
+def test_a_loss_saved_under_objectives_beyond_reads_as_todays(compose, objective, module, tmp_path):
+    """Runs saved before objectives/beyond.py was split name their loss ``minillm.objectives.beyond.*``: they
+    still resume (and compare equal) with today's ``minillm.objectives.<method>.*``."""
+    current = OmegaConf.to_container(compose([f"objective={objective}"]), resolve=True)
+    saved = json.loads(json.dumps(current))
+    target = saved["objective"]["loss"]["_target_"]
+    assert target.startswith(f"minillm.objectives.{module}.")
+    saved["objective"]["loss"]["_target_"] = target.replace(f".{module}.", ".beyond.")
+    assert config_differences(saved, current) != []
+    assert config_differences(upgrade_config(saved), current) == []
+    check_config({"minillm": {"config": saved}}, tmp_path / "x.ckpt", current)
+
+
 def test_a_task_that_cannot_take_the_config_is_one_line(compose, user_module):
     cfg = compose(["task._target_=my_plugins.no_arg_task"])
     with pytest.raises(

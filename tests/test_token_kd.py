@@ -20,6 +20,7 @@ from minillm.data.datasets import IGNORE_INDEX, Example, collate_sft
 from minillm.errors import MinillmError, RunInterrupted
 from minillm.objectives.divergences import TOPK_DIVERGENCES
 from minillm.objectives.token_kd import token_kd_loss
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 from minillm.run import train
 from minillm.training.token_kd import TokenKDModule, collate_examples, prompts_of, sample_student_examples
@@ -204,14 +205,17 @@ def test_student_batches_keep_the_prompts_and_hold_the_students_samples():
     prompts = prompts_of(batch)
     assert prompts == [[5, 6, 7], [12, 13]]
     examples = sample_student_examples(
-        student, prompts, [11, 4], tokenizer, max_new_tokens=6, temperature=1.0,
+        student, prompts, [11, 4], SamplingOptions(max_new_tokens=6, eos_token_id=1, pad_token_id=0),
         generator=torch.Generator().manual_seed(3),
     )  # fmt: skip
     left = torch.tensor([[5, 6, 7], [0, 12, 13]])
     reference = generate(
-        student, left, (left != 0).long(), max_new_tokens=6, eos_token_id=1, pad_token_id=0,
+        student,
+        left,
+        (left != 0).long(),
+        SamplingOptions(max_new_tokens=6, eos_token_id=1, pad_token_id=0),
         generator=torch.Generator().manual_seed(3),
-    )  # fmt: skip
+    )
     for example, ids, mask in zip(examples, reference.response_ids, reference.response_mask, strict=True):
         assert example.response_ids == ids[mask.bool()].tolist()
     new = collate_examples(examples, tokenizer, "cpu")

@@ -18,6 +18,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout, generate, sample_rollouts
 
 from .test_rollout import EOS, PAD, VOCAB, _bias_eos, _prompts, _teacher_forced, _tiny
@@ -146,7 +147,7 @@ def test_the_modules_pretrain_term_at_pt_kd_ratio_0_2(compose):
         chunk_size=None,
         _pretrain_batch=lambda: PT_BLOCK,
     )
-    loss, logs = OnPolicyModule._pretrain_loss(module)
+    loss, logs = OnPolicyModule._next_pretrain_loss(module)
     with torch.no_grad():
         s_logits, t_logits = (m(input_ids=PT_BLOCK).logits for m in (student, teacher))
     lm, kl, n = 0.0, 0.0, 0
@@ -236,6 +237,19 @@ def test_rollout_logs_on_ragged_rows_at_alpha_0_3():
 ALPHA, TAU, TOP_K, TOP_P = 0.3, 0.7, 10, 0.7
 
 
+def _uneven_sampling(max_new_tokens: int) -> SamplingOptions:
+    """The teacher mix, temperature, top-k and top-p at this section's uneven values."""
+    return SamplingOptions(
+        max_new_tokens=max_new_tokens,
+        teacher_mix_alpha=ALPHA,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        temperature=TAU,
+        top_k=TOP_K,
+        top_p=TOP_P,
+    )
+
+
 def _first_token_logits(model, token: int) -> list[float]:
     with torch.no_grad():
         return model(input_ids=torch.tensor([[token]])).logits[0, -1].double().tolist()
@@ -303,10 +317,13 @@ def test_first_token_with_a_teacher_mixed_in_under_top_k_and_top_p():
     n = 8000
     prompt_ids = torch.full((n, 1), 7, dtype=torch.long)
     r = sample_rollouts(
-        student, teacher, prompt_ids, torch.ones_like(prompt_ids), max_new_tokens=1, alpha=ALPHA,
-        eos_token_id=EOS, pad_token_id=PAD, temperature=TAU, top_k=TOP_K, top_p=TOP_P,
+        student,
+        teacher,
+        prompt_ids,
+        torch.ones_like(prompt_ids),
+        _uneven_sampling(1),
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     tokens = r.response_ids[:, 0]
     assert set(tokens.tolist()) <= support
     counts = torch.bincount(tokens, minlength=VOCAB).double()
@@ -354,10 +371,15 @@ def test_lockstep_teacher_mixed_rollout_with_ragged_eos_rows():
     teacher = _bias_eos(_tiny("gpt2", seed=6), bias=2.0)
     prompt_ids, prompt_mask = _prompts([3, 5, 2, 4, 1, 3, 2, 5])
     r = sample_rollouts(
-        student, teacher, prompt_ids, prompt_mask, max_new_tokens=30, alpha=ALPHA, eos_token_id=EOS,
-        pad_token_id=PAD, temperature=TAU, top_k=TOP_K, top_p=TOP_P,
-        generator=torch.Generator().manual_seed(1), keep_teacher_logits=True, teacher_after_decoding=False,
-    )  # fmt: skip
+        student,
+        teacher,
+        prompt_ids,
+        prompt_mask,
+        _uneven_sampling(30),
+        generator=torch.Generator().manual_seed(1),
+        keep_teacher_logits=True,
+        teacher_after_decoding=False,
+    )
     lengths = r.response_mask.sum(1)
     assert len(set(lengths.tolist())) > 2 and int(lengths.min()) < r.response_ids.shape[1]
     for row, n in enumerate(lengths.tolist()):
@@ -407,18 +429,23 @@ def test_token_kd_student_batches_are_sampled_at_the_configured_temperature():
     student = _tiny("llama", seed=3)
     tokenizer = SimpleNamespace(pad_token_id=PAD, eos_token_id=EOS)
     gold = [Example([5, 6, 7], [8, 9, EOS], 11), Example([12, 13], [14, EOS], 4), Example([20], [EOS], 2)]
+    objective = {"max_new_tokens": 8, "temperature": TAU}  # as TokenKDModule reads objective.*
+    sampling = SamplingOptions.from_config(objective, eos_token_id=EOS, pad_token_id=PAD)
     module = SimpleNamespace(
-        student=student, tokenizer=tokenizer, max_new_tokens=8, temperature=TAU, top_p=1.0,
-        sample_gen=torch.Generator().manual_seed(3), device="cpu",
+        student=student, tokenizer=tokenizer, sampling=sampling, sample_gen=torch.Generator().manual_seed(3),
+        device="cpu",
     )  # fmt: skip
     batch = TokenKDModule.student_batch(module, collate_sft(gold, pad_token_id=PAD))
     left = torch.tensor([[5, 6, 7], [PAD, 12, 13], [PAD, PAD, 20]])
 
     def sampled(tau: float) -> list[list[int]]:
         out = generate(
-            student, left, (left != PAD).long(), max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD,
-            temperature=tau, generator=torch.Generator().manual_seed(3),
-        )  # fmt: skip
+            student,
+            left,
+            (left != PAD).long(),
+            SamplingOptions(max_new_tokens=8, eos_token_id=EOS, pad_token_id=PAD, temperature=tau),
+            generator=torch.Generator().manual_seed(3),
+        )
         return [
             ids[mask.bool()].tolist() for ids, mask in zip(out.response_ids, out.response_mask, strict=True)
         ]

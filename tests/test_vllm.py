@@ -17,6 +17,7 @@ import torch
 from minillm.errors import MinillmError
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import left_pad
+from minillm.rollout.options import SamplingOptions
 
 from .conftest import ROOT
 from .test_smoke import smoke_overrides
@@ -249,7 +250,7 @@ def test_bench_counts_the_trainers_pass_over_the_engines_samples(tmp_path):
     response per row) besides the updates' passes; with our decoder, its decoding steps instead."""
     import dataclasses
 
-    from minillm.bench.models import load_models
+    from minillm.bench.models import bench_models
     from minillm.bench.samplers import round_forward_tokens
     from minillm.bench.settings import make_runtime, step_settings
     from minillm.bench.step import step_runner
@@ -258,7 +259,7 @@ def test_bench_counts_the_trainers_pass_over_the_engines_samples(tmp_path):
 
     cfg = compose_bench(TINY, tmp_path)
     runtime = make_runtime(cfg)
-    models = load_models(cfg, runtime)
+    models = bench_models(cfg, runtime)
     s = dataclasses.replace(step_settings(cfg, models.teacher, models.eos_token_id), alpha=0.0)
     engine = _TokensFromNowhere(models.vocab_size)
     rounds = {side: step_runner(models, runtime, cfg, s) for side in ("hf", "vllm")}
@@ -322,7 +323,11 @@ def _sample(engine, model, seed=0, **kw):
     settings = dict(max_new_tokens=24, eos_token_id=2, pad_token_id=0, temperature=0.7, top_k=0, top_p=0.9)
     settings.update(kw)
     return engine.generate(
-        model, prompt_ids, prompt_mask, generator=torch.Generator().manual_seed(seed), **settings
+        model,
+        prompt_ids,
+        prompt_mask,
+        SamplingOptions(**settings),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -368,11 +373,9 @@ def test_first_token_frequencies_match_the_trainers_softmax(engine):
     tokens = engine.sample_ids(
         model,
         [prompt] * n,
-        max_new_tokens=1,
-        eos_token_id=None,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=1.0,
+        SamplingOptions(
+            max_new_tokens=1, eos_token_id=None, pad_token_id=0, temperature=temperature, top_k=top_k
+        ),
         generator=torch.Generator().manual_seed(0),
     )
     counts = torch.bincount(torch.tensor([t[0] for t in tokens]), minlength=256).double()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections import defaultdict
@@ -12,6 +13,7 @@ import torch
 from minillm.bench.models import Models, make_prompts
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.errors import MinillmError
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate, sample_rollouts, score_with_teacher
 
 
@@ -19,8 +21,8 @@ def rollout_throughput(models: Models, runtime: Runtime, s: StepSettings, repeat
     """Lockstep decoding (α and α = 0) against the student alone and the teacher alone, same tokens."""
     prompt_ids, prompt_mask = make_prompts(models, s.batch_size, s.prompt_len, 1, runtime.device)
     gen = torch.Generator(device=runtime.device).manual_seed(0)
-    common = dict(
-        max_new_tokens=s.response_len, eos_token_id=None, pad_token_id=models.eos_token_id, generator=gen
+    sampling = SamplingOptions(
+        max_new_tokens=s.response_len, eos_token_id=None, pad_token_id=models.eos_token_id
     )
 
     def lockstep(alpha):
@@ -29,20 +31,24 @@ def rollout_throughput(models: Models, runtime: Runtime, s: StepSettings, repeat
             models.decode_teacher,
             prompt_ids,
             prompt_mask,
-            alpha=alpha,
+            dataclasses.replace(sampling, teacher_mix_alpha=alpha),
+            generator=gen,
             keep_teacher_logits=s.round.keep_teacher_logits,
             teacher_after_decoding=False,  # lockstep even at α = 0: the bound's comparison
-            **common,
         )
 
     runs: dict[str, Callable] = {
         f"lockstep α={s.alpha:g}": lockstep(s.alpha),
         "lockstep α=0": lockstep(0.0),
-        "student alone": lambda: generate(models.decode_student, prompt_ids, prompt_mask, **common),
-        "teacher alone": lambda: generate(models.decode_teacher, prompt_ids, prompt_mask, **common),
+        "student alone": lambda: generate(
+            models.decode_student, prompt_ids, prompt_mask, sampling, generator=gen
+        ),
+        "teacher alone": lambda: generate(
+            models.decode_teacher, prompt_ids, prompt_mask, sampling, generator=gen
+        ),
     }
     # The teacher's distributions over the same tokens from one teacher-forced pass (possible when α = 0).
-    scored = generate(models.student, prompt_ids, prompt_mask, **common)
+    scored = generate(models.student, prompt_ids, prompt_mask, sampling, generator=gen)
     runs["teacher one pass"] = lambda: score_with_teacher(models.teacher, scored, keep_teacher_logits=True)
     times: dict[str, list[float]] = defaultdict(list)
     # Interleaved, so slow drifts in background load hit every variant alike.

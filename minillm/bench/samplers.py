@@ -23,6 +23,7 @@ from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import step_runner
 from minillm.errors import MinillmError
 from minillm.rollout import vllm_engine
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 
 # The targets on the SmolLM2 pair: the engine's speed-up over our decoder.
@@ -58,17 +59,17 @@ def _compare(models, runtime, cfg, s: StepSettings, engine, node) -> dict:
     eval_ids, eval_mask = make_prompts(models, int(node.eval_prompts), s.prompt_len, 2, device)
     eval_batch = int(node.eval_batch_size)
     gen = torch.Generator(device=device).manual_seed(0)
-    common = dict(
-        max_new_tokens=s.response_len, eos_token_id=None, pad_token_id=models.eos_token_id, generator=gen
+    sampling = SamplingOptions(
+        max_new_tokens=s.response_len, eos_token_id=None, pad_token_id=models.eos_token_id
     )
 
     def hf_eval():
         for start in range(0, eval_ids.shape[0], eval_batch):
             rows = slice(start, start + eval_batch)
-            generate(models.student, eval_ids[rows], eval_mask[rows], **common)
+            generate(models.student, eval_ids[rows], eval_mask[rows], sampling, generator=gen)
 
     def vllm_eval():
-        engine.generate(models.student, eval_ids, eval_mask, score=False, **common)
+        engine.generate(models.student, eval_ids, eval_mask, sampling, generator=gen, score=False)
 
     alpha0 = dataclasses.replace(s, alpha=0.0)
     hf_round, vllm_round = (step_runner(models, runtime, cfg, alpha0) for _ in range(2))
@@ -84,8 +85,10 @@ def _compare(models, runtime, cfg, s: StepSettings, engine, node) -> dict:
         return run
 
     runs = {
-        ("rollout", "hf"): lambda: generate(models.student, prompt_ids, prompt_mask, **common),
-        ("rollout", "vllm"): lambda: engine.generate(models.student, prompt_ids, prompt_mask, **common),
+        ("rollout", "hf"): lambda: generate(models.student, prompt_ids, prompt_mask, sampling, generator=gen),
+        ("rollout", "vllm"): lambda: engine.generate(
+            models.student, prompt_ids, prompt_mask, sampling, generator=gen
+        ),
         ("evaluation", "hf"): hf_eval,
         ("evaluation", "vllm"): vllm_eval,
         ("alpha0_round", "hf"): with_engine(lambda: hf_round(Clock(runtime), plain=True), False),

@@ -49,14 +49,14 @@ class StepSettings:
 
     batch_size: int  # rollouts per round (objective.num_rollouts)
     prompt_len: int
-    response_len: int  # every row decodes exactly this many tokens (= round.max_new_tokens)
+    response_len: int  # every row decodes exactly this many tokens (= round.sampling.max_new_tokens)
     alpha: float  # teacher-mix α of the rollout (objective.teacher_mix_alpha)
     pg_term: bool  # False: the single-step term (token reverse KL) alone, as GKD
     round: RoundOptions  # objective.* and grad_clip, as OnPolicyModule reads them
 
     def __post_init__(self) -> None:
-        if self.round.max_new_tokens != self.response_len:
-            raise ValueError("StepSettings: round.max_new_tokens must equal response_len")
+        if self.round.sampling.max_new_tokens != self.response_len:
+            raise ValueError("StepSettings: round.sampling.max_new_tokens must equal response_len")
 
     @property
     def generated_tokens(self) -> int:
@@ -68,7 +68,7 @@ class StepSettings:
             self,
             batch_size=batch_size,
             response_len=response_len,
-            round=replace(self.round, max_new_tokens=response_len),
+            round=replace(self.round, sampling=replace(self.round.sampling, max_new_tokens=response_len)),
         )
 
     def with_round(self, **changes) -> StepSettings:

@@ -80,8 +80,8 @@ def step_runner(
         fresh = RoundOptions.from_config(
             cfg.objective,
             grad_clip=cfg.get("grad_clip"),
-            eos_token_id=s.round.eos_token_id,
-            pad_token_id=s.round.pad_token_id,
+            eos_token_id=s.round.sampling.eos_token_id,
+            pad_token_id=s.round.sampling.pad_token_id,
             keep_teacher_logits=keep_teacher_logits(cfg.objective, models.teacher)[0],
         )
         return replace(

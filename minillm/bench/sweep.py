@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from minillm.bench.models import Models, make_prompts
 from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import measure_step
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 
 
@@ -36,7 +37,7 @@ def decode_bound(
     fastest of ``repeats``)."""
     prompt_ids, prompt_mask = make_prompts(models, batch, prompt_len, 1, runtime.device)
     gen = torch.Generator(device=runtime.device).manual_seed(0)
-    common = dict(max_new_tokens=length, eos_token_id=None, pad_token_id=models.eos_token_id, generator=gen)
+    sampling = SamplingOptions(max_new_tokens=length, eos_token_id=None, pad_token_id=models.eos_token_id)
     total = 0.0
     for model in (models.decode_student, models.decode_teacher):
         best = math.inf
@@ -44,7 +45,7 @@ def decode_bound(
             runtime.sync()
             start = time.perf_counter()
             with runtime.autocast():
-                generate(model, prompt_ids, prompt_mask, **common)
+                generate(model, prompt_ids, prompt_mask, sampling, generator=gen)
             runtime.sync()
             best = min(best, time.perf_counter() - start)
         total += best

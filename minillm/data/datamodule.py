@@ -21,7 +21,8 @@ from minillm.data.datasets import (
 )
 from minillm.data.records import SPLITS, load_splits, normalise_record
 from minillm.data.template import PromptTemplate
-from minillm.errors import MinillmError, check_call, instantiate_node
+from minillm.errors import MinillmError
+from minillm.instantiate import check_call, instantiate_node
 
 log = logging.getLogger(__name__)
 

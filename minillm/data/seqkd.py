@@ -18,11 +18,22 @@ from minillm.errors import MinillmError
 from minillm.models.loading import weights_digest
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import sample_responses
+from minillm.rollout.options import SamplingOptions
 
 log = logging.getLogger(__name__)
 
 
-def provenance(cfg, teacher, dm) -> dict:
+def teacher_sampling(cfg, tokenizer) -> SamplingOptions:
+    """How the teacher samples: ``objective.temperature``, ``top_p`` (objective=distillm2 may cut the nucleus,
+    0.95 as released), ``max_new_tokens`` (the SeqKD objectives set no ``top_k``: 0)."""
+    return SamplingOptions.from_config(
+        cfg.objective, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+
+
+def provenance(cfg, teacher, dm, sampling: SamplingOptions) -> dict:
+    """What the cached teacher samples depend on (the cache key): the teacher's weights, the prompts, the
+    template and ``sampling``'s settings, seed and batch size."""
     o = cfg.objective
     train = dm.records["train"]
     data_digest = hashlib.sha1(
@@ -37,10 +48,10 @@ def provenance(cfg, teacher, dm) -> dict:
         "n_prompts": len(dm.examples["train"]),
         "template": cfg.data.template,
         "max_prompt_len": cfg.data.max_prompt_len,
-        "temperature": float(o.temperature),
-        "top_k": 0,
-        "top_p": float(o.get("top_p", 1.0)),  # objective=distillm2 may cut the nucleus (0.95 as released)
-        "max_new_tokens": int(o.max_new_tokens),
+        "temperature": float(sampling.temperature),
+        "top_k": sampling.top_k,
+        "top_p": float(sampling.top_p),
+        "max_new_tokens": sampling.max_new_tokens,
         "seed": int(o.seed),
         # prompts are decoded in batches that share one random stream: another batch size draws other samples
         "batch_size": int(o.batch_size),
@@ -67,7 +78,8 @@ def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
     """One teacher response per train example (in the datamodule's order), from the cache when valid."""
     if teacher is None:
         raise MinillmError("objective=seqkd needs a teacher: set teacher.path")
-    expected = provenance(cfg, teacher, dm)
+    sampling = teacher_sampling(cfg, tokenizer)
+    expected = provenance(cfg, teacher, dm, sampling)
     key = hashlib.sha1(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cfg.cache_dir) / "seqkd" / f"{key}.jsonl"
     cached = read_cache(path, expected)
@@ -82,10 +94,8 @@ def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
             teacher,
             tokenizer,
             examples,
+            sampling,
             batch_size=cfg.objective.batch_size,
-            max_new_tokens=cfg.objective.max_new_tokens,
-            temperature=cfg.objective.temperature,
-            top_p=float(cfg.objective.get("top_p", 1.0)),
             seed=cfg.objective.seed,
             desc="SeqKD teacher samples",
         )

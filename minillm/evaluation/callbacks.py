@@ -26,6 +26,7 @@ from minillm.evaluation.calibration import calibration, items_from_records
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.metrics import distinct_n
 from minillm.rollout.generate import sample_responses
+from minillm.rollout.options import SamplingOptions
 
 log = logging.getLogger(__name__)
 # each behaviour metric (eval.callbacks.metrics) and the names it logs
@@ -152,8 +153,8 @@ class BehaviourMetricsCallback(Callback):
                 student,
                 self.tokenizer,
                 self.prompts,
+                SamplingOptions(max_new_tokens=self.max_new_tokens, eos_token_id=eos, pad_token_id=pad),
                 batch_size=self.batch_size,
-                max_new_tokens=self.max_new_tokens,
                 seed=self.seed,
                 progress=False,
             )
@@ -223,7 +224,7 @@ class SampledValidation(Callback):
         computes, each sampling its share of the prompts."""
         from functools import partial
 
-        from minillm.evaluation.sampled import evaluate_model, sample_sharded
+        from minillm.evaluation.sampled import EvaluationOptions, evaluate_model, sample_sharded
 
         e = self.eval_cfg
         return evaluate_model(
@@ -231,12 +232,7 @@ class SampledValidation(Callback):
             self.tokenizer,
             self.examples,
             self.records,
-            seeds=(0,),
-            batch_size=e.batch_size,
-            max_new_tokens=e.max_new_tokens,
-            temperature=e.temperature,
-            top_k=e.top_k,
-            top_p=e.top_p,
+            EvaluationOptions.from_config(e, self.tokenizer, seeds=(0,)),
             name="val",
             progress=False,
             sampler=partial(sample_sharded, rank=rank, world=world),

@@ -34,6 +34,7 @@ from minillm.data.datasets import Example, collate_prompts
 from minillm.evaluation.sampled import score_responses
 from minillm.objectives.divergences import forward_kl, reverse_kl
 from minillm.rollout.generate import decode_responses
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout, generate, response_logits, sampled_logprobs
 
 SOURCES = ("student", "teacher", "gold")
@@ -119,6 +120,9 @@ def probe(
     """
     device = next(student.parameters()).device
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    sampling = SamplingOptions(
+        max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=pad
+    )  # temperature 1
     was_training = [m.training for m in (student, teacher)]
     student.eval()
     teacher.eval()
@@ -136,9 +140,7 @@ def probe(
                         model,
                         batch["input_ids"].to(device),
                         batch["attention_mask"].to(device),
-                        max_new_tokens=max_new_tokens,
-                        eos_token_id=eos,
-                        pad_token_id=pad,
+                        sampling,
                         generator=generator,
                     )
                     texts = decode_responses(tokenizer, rollout.response_ids, rollout.response_mask)

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from minillm.data.datasets import Example, collate_prompts
 from minillm.objectives.divergences import forward_kl
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import Rollout, generate, response_logits
 
 
@@ -114,15 +115,16 @@ def sample_step_errors(
     generator = torch.Generator(device=device).manual_seed(seed)
     rows = [e for e in examples for _ in range(samples_per_prompt)]
     totals = StepErrorTotals(max_new_tokens)
+    sampling = SamplingOptions(
+        max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+    )
     for start in range(0, len(rows), batch_size):
         batch = collate_prompts(rows[start : start + batch_size], pad_token_id)
         rollout = generate(
             sampler,
             batch["input_ids"].to(device),
             batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
+            sampling,
             generator=generator,
         )
         totals.add(step_errors(student, teacher, rollout), rollout.response_mask)

@@ -19,6 +19,7 @@ import logging
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ from minillm.models.loading import weights_digest
 from minillm.objectives.supervised import sft_loss
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import sample_responses
+from minillm.rollout.options import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +106,47 @@ def lm_loss(model, examples: list[Example], pad_token_id: int, *, batch_size: in
 CACHED_EVAL_KEYS = ("valid_per_prompt", "rougeL_per_prompt", "valid_rate_ci95", "rougeL_ci95")
 
 
-def sampling_settings(eval_cfg) -> dict:
-    """``evaluate_model``'s sampling arguments from the ``eval`` config node (seeds, batch size, new
-    tokens, temperature, top-k, top-p)."""
-    e = eval_cfg
-    return dict(
-        seeds=tuple(e.seeds),
-        batch_size=e.batch_size,
-        max_new_tokens=e.max_new_tokens,
-        temperature=e.temperature,
-        top_k=e.top_k,
-        top_p=e.top_p,
-    )
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """How :func:`evaluate_model` samples and scores: the sampling (the number of new tokens, temperature,
+    top-k, top-p; the tokenizer's EOS and pad), the seeds, the batch size and the evaluation-only settings."""
+
+    sampling: SamplingOptions
+    seeds: tuple[int, ...] = (0,)  # one sample per prompt and seed; metrics are averaged over seeds
+    batch_size: int = 64  # prompts per decoding batch (a seed's samples depend on it)
+    no_repeat_ngram_size: int = 0  # > 0: no n-gram of this size twice in a response; 0: off
+    length_edges: tuple[int, ...] = LENGTH_EDGES  # inclusive upper edges of the gold-length buckets
+    keep_samples: int = 5  # responses of the first seed kept in the result
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(self.seeds))
+        object.__setattr__(self, "length_edges", tuple(self.length_edges))
+
+    @classmethod
+    def from_config(cls, eval_cfg, tokenizer, *, seeds=None, **fields) -> EvaluationOptions:
+        """The ``eval`` config node's options (seeds, batch size, new tokens, temperature, top-k, top-p),
+        ``seeds`` (validation's ``(0,)``; None: ``eval.seeds``) and ``fields`` (e.g. ``no_repeat_ngram_size``)
+        set over them."""
+        sampling = SamplingOptions.from_config(
+            eval_cfg, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
+        return cls(
+            sampling=sampling,
+            seeds=tuple(eval_cfg.seeds if seeds is None else seeds),
+            **{"batch_size": eval_cfg.batch_size, **fields},
+        )
+
+    def settings(self) -> dict:
+        """What a cached evaluation is keyed by: the seeds, batch size and sampling (no token ids)."""
+        s = self.sampling
+        return dict(
+            seeds=self.seeds,
+            batch_size=self.batch_size,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+        )
 
 
 def autocast_dtype(model) -> str | None:
@@ -147,6 +178,7 @@ def sample_sharded(
     model,
     tokenizer,
     examples: list[Example],
+    sampling: SamplingOptions,
     *,
     batch_size: int,
     seed: int = 0,
@@ -168,6 +200,7 @@ def sample_sharded(
                 model,
                 tokenizer,
                 examples[start : start + batch_size],
+                sampling,
                 batch_size=batch_size,
                 seed=seed * 1_000_003 + b,
                 **kwargs,
@@ -186,31 +219,25 @@ def evaluate_model(
     tokenizer,
     examples: list[Example],
     records: list[dict],
+    options: EvaluationOptions,
     *,
-    seeds=(0,),
-    batch_size: int = 64,
-    max_new_tokens: int = 128,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     name: str = "model",
     progress: bool = True,
-    keep_samples: int = 5,
-    no_repeat_ngram_size: int = 0,
-    length_edges: tuple[int, ...] = LENGTH_EDGES,
     cache_dir: str | Path | None = None,
     sampler=None,
 ) -> dict:
-    """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker).
+    """Evaluate ``model`` on ``examples`` (records[e.index] holds each one's reference and checker) as
+    ``options`` say (:class:`EvaluationOptions`: the sampling, seeds, batch size, n-gram filter, length
+    buckets and samples kept).
 
     Returns means over seeds (``rougeL``, ``exact_match``, ``valid_rate``, ``distinct4``, ``length``),
     their standard deviations over seeds (``*_std``), per-prompt scores in example order averaged over the
     seeds (``valid_per_prompt``, None for a prompt without a checker; ``rougeL_per_prompt``), 95 %
     percentile-bootstrap intervals over prompts of the two means (``valid_rate_ci95``, ``rougeL_ci95``:
     ``[lo, hi]``, 2000 resamples, seed 0), breakdowns ``per_category`` and ``by_length`` (gold
-    response length in tokens, buckets with inclusive upper ``length_edges``; each bucket's ``n`` counts
-    records), a few samples and ``seconds`` (wall time of the sampling). ``distinct4`` is Distinct-4 over
-    the responses of one seed.
+    response length in tokens, buckets with inclusive upper ``options.length_edges``; each bucket's ``n``
+    counts records), a few samples and ``seconds`` (wall time of the sampling). ``distinct4`` is
+    Distinct-4 over the responses of one seed.
 
     With ``cache_dir`` the result is written to ``cache_path(...)`` and, on a later call with the same
     weights, prompts, references and settings, read back instead of sampling again (``seconds`` is then
@@ -219,19 +246,12 @@ def evaluate_model(
     ``minillm.rollout.generate.sample_responses`` (same arguments and return): :func:`sample_sharded` for
     validation under DDP; not with ``cache_dir``.
     """
-    settings = dict(
-        seeds=tuple(seeds),
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-    )
+    settings = options.settings()
     # Off the defaults only: entries written before these options existed keep their keys.
     extra = dict(
-        no_repeat_ngram_size=(no_repeat_ngram_size, 0),
-        length_edges=(list(length_edges), list(LENGTH_EDGES)),
-        keep_samples=(keep_samples, 5),
+        no_repeat_ngram_size=(options.no_repeat_ngram_size, 0),
+        length_edges=(list(options.length_edges), list(LENGTH_EDGES)),
+        keep_samples=(options.keep_samples, 5),
         sampler=(
             "vllm" if vllm_engine.current() is not None else "hf",
             "hf",
@@ -254,12 +274,9 @@ def evaluate_model(
         tokenizer,
         examples,
         records,
-        **settings,
+        options,
         name=name,
         progress=progress,
-        keep_samples=keep_samples,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        length_edges=length_edges,
         sample=sampler or sample_responses,
     )
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -274,21 +291,14 @@ def _sampled_metrics(
     tokenizer,
     examples: list[Example],
     records: list[dict],
+    options: EvaluationOptions,
     *,
-    seeds,
-    batch_size: int,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
     name: str,
     progress: bool,
-    keep_samples: int,
-    no_repeat_ngram_size: int,
-    length_edges: tuple[int, ...],
     sample,
 ) -> dict:
     """``evaluate_model`` without the cache and the timing."""
+    seeds, length_edges, n = options.seeds, options.length_edges, options.no_repeat_ngram_size
     was_training = model.training
     model.eval()
     refs = [records[e.index] for e in examples]
@@ -296,17 +306,14 @@ def _sampled_metrics(
     per_seed, samples = [], []
     by_prompt = {"rougeL": [[] for _ in examples], "valid": [[] for _ in examples]}
     per_cat, per_len = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list))
-    processor = no_repeat_ngram_processor(no_repeat_ngram_size) if no_repeat_ngram_size else None
+    processor = no_repeat_ngram_processor(n) if n else None
     for seed in seeds:
         texts, lengths = sample(
             model,
             tokenizer,
             examples,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
+            options.sampling,
+            batch_size=options.batch_size,
             seed=seed,
             desc=f"{name} seed {seed}",
             progress=progress,
@@ -337,7 +344,7 @@ def _sampled_metrics(
                     "response": t,
                     "valid": s["valid"],
                 }
-                for r, t, s in list(zip(refs, texts, scored, strict=True))[:keep_samples]
+                for r, t, s in list(zip(refs, texts, scored, strict=True))[: options.keep_samples]
             ]
     model.train(was_training)
     result = {"n": len(examples), "seeds": list(seeds)}
@@ -397,9 +404,9 @@ def _evaluate_splits(cfg, model, tokenizer, dm, name: str, *, cache: bool) -> di
             tokenizer,
             eval_subset(dm.examples[split], e.num_samples, split, say=False),  # said once: minillm.run
             dm.records[split],
+            EvaluationOptions.from_config(e, tokenizer),
             name=name,
             cache_dir=cfg.cache_dir if cache else None,
-            **sampling_settings(e),
         )
         for split in e.splits
     }

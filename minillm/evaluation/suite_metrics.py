@@ -10,7 +10,7 @@ from minillm.evaluation.calibration import calibration, items_from_records, read
 from minillm.evaluation.exposure import exposure_bias
 from minillm.evaluation.loading import load_teacher
 from minillm.evaluation.plots import plot_reliability
-from minillm.evaluation.sampled import evaluate_model, lm_loss, sampling_settings
+from minillm.evaluation.sampled import EvaluationOptions, evaluate_model, lm_loss
 
 
 def rouge_metrics(cfg, model, tokenizer, subset, records) -> dict:
@@ -19,16 +19,11 @@ def rouge_metrics(cfg, model, tokenizer, subset, records) -> dict:
     e = cfg.evaluate
     # the config's teacher, or a student init read from a path: fixed weights, cached as minillm.run does
     fixed = not e.get("path") and (e.model == "teacher" or bool(cfg.student.get("path")))
+    options = EvaluationOptions.from_config(
+        cfg.eval, tokenizer, no_repeat_ngram_size=e.no_repeat_ngram_size, length_edges=tuple(e.length_buckets)
+    )
     sampled = evaluate_model(
-        model,
-        tokenizer,
-        subset,
-        records,
-        name=e.model,
-        no_repeat_ngram_size=e.no_repeat_ngram_size,
-        length_edges=tuple(e.length_buckets),
-        cache_dir=cfg.cache_dir if fixed else None,
-        **sampling_settings(cfg.eval),
+        model, tokenizer, subset, records, options, name=e.model, cache_dir=cfg.cache_dir if fixed else None
     )
     return {k: v for k, v in sampled.items() if k != "seconds"}  # the command times each metric itself
 

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minillm.rollout import vllm_engine
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import LogitsProcessor, generate
 
 
@@ -42,18 +43,16 @@ def sample_responses(
     model,
     tokenizer,
     examples,
+    sampling: SamplingOptions,
     *,
     batch_size: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     seed: int = 0,
     desc: str = "generate",
     progress: bool = True,
     logits_processor: LogitsProcessor | None = None,
 ) -> tuple[list[str], list[int]]:
-    """Sample one response per example; returns texts and response lengths in tokens (EOS included).
+    """Sample one response per example under ``sampling``; returns texts and response lengths in tokens
+    (EOS included).
 
     One generator seeded with ``seed`` runs through the batches in order, so a seed gives the same
     samples for the same examples and ``batch_size`` (with ``sampler=vllm``, for any ``batch_size``: each
@@ -64,16 +63,7 @@ def sample_responses(
     generator = torch.Generator(device=device).manual_seed(seed)
     engine = vllm_engine.current() if logits_processor is None else None
     if engine is not None:  # sampler=vllm: every prompt in one call (the engine batches them itself)
-        tokens = engine.sample_ids(
-            model,
-            [e.prompt_ids for e in examples],
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
+        tokens = engine.sample_ids(model, [e.prompt_ids for e in examples], sampling, generator=generator)
         eos = tokenizer.eos_token_id
         texts = [
             tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip() for ids in tokens
@@ -83,18 +73,13 @@ def sample_responses(
     batches = range(0, len(examples), batch_size)
     for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
         prompt_ids, prompt_mask = left_pad(
-            [e.prompt_ids for e in examples[start : start + batch_size]], tokenizer.pad_token_id
+            [e.prompt_ids for e in examples[start : start + batch_size]], sampling.pad_token_id
         )
         out = generate(
             model,
             prompt_ids.to(device),
             prompt_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
+            sampling,
             generator=generator,
             logits_processor=logits_processor,
         )

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode, vllm_engine
+from minillm.rollout.options import SamplingOptions
 
 # On an accelerator the "all rows finished?" test is a host sync that stalls the launch queue, so it
 # runs only every few steps there; the extra steps are trimmed away at the end.
@@ -170,14 +171,8 @@ def sample_rollouts(
     teacher: nn.Module | None,
     prompt_ids: Tensor,
     prompt_mask: Tensor,
+    sampling: SamplingOptions,
     *,
-    max_new_tokens: int,
-    alpha: float = 0.0,
-    eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     generator: torch.Generator | None = None,
     keep_teacher_logits: bool = False,
     progress: bool = False,
@@ -187,21 +182,18 @@ def sample_rollouts(
 
     Args:
         student, teacher: Hugging Face causal LMs with the same vocabulary. ``teacher`` may be None
-            only when ``alpha == 0``; if given with ``alpha == 0`` it is still run so that its
-            log-probs (the rewards) are recorded, but it never affects what is sampled.
+            only when ``sampling.teacher_mix_alpha == 0``; if given with α = 0 it is still run so that
+            its log-probs (the rewards) are recorded, but it never affects what is sampled.
         prompt_ids, prompt_mask: (B, P) left-padded prompts; every row needs at least one real token.
-        max_new_tokens: most tokens generated per row (> 0).
-        alpha: teacher weight of the mixture, in [0, 1].
-        eos_token_id: id (or ids) that end a row; the EOS is kept and inside ``response_mask``.
-            None: rows only stop at ``max_new_tokens``.
-        pad_token_id: fills response positions after a row's EOS.
-        temperature: applied to each model's logits before mixing; 0 means greedy (argmax of p̃).
-        top_k, top_p: filters applied to the mixture before sampling (0 / 1.0 disable them).
+        sampling: what to sample (:class:`~minillm.rollout.options.SamplingOptions`): the number of new
+            tokens, α (``teacher_mix_alpha``), the EOS and pad ids, the temperature (applied to each
+            model's logits before mixing; 0 means greedy, the argmax of p̃) and the top-k / top-p filters
+            applied to the mixture before sampling.
         generator: the only source of randomness, so a seeded generator reproduces a rollout.
         keep_teacher_logits: also return the teacher's raw logits (B, T, V), in the teacher's dtype, for
             the single-step term (B·T·V values: 64 × 256 × 50k fp32 is 3.3 GB).
         progress: show a tqdm bar over decode steps.
-        teacher_after_decoding: with ``alpha == 0``, score the finished responses with one teacher pass
+        teacher_after_decoding: with α = 0, score the finished responses with one teacher pass
             instead of decoding the teacher in lockstep (False: lockstep, for benchmarks).
 
     Both models and the prompts must be on one device. Finished rows keep being fed pad tokens
@@ -212,8 +204,7 @@ def sample_rollouts(
         are at temperature 1 for ``student_logprobs`` / ``teacher_logprobs`` (the models' own
         distributions) and under the sampled-from distribution for ``mix_logprobs``.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise MinillmError(f"alpha must be in [0, 1], got {alpha}")
+    alpha = sampling.teacher_mix_alpha
     if teacher is None and alpha > 0:
         raise MinillmError(f"alpha = {alpha} > 0 needs a teacher, got teacher=None")
     if keep_teacher_logits and teacher is None:
@@ -221,18 +212,7 @@ def sample_rollouts(
     # sampler=vllm at α = 0: the engine picks the tokens; the log-probs come from the trainer's own passes
     engine = vllm_engine.current() if alpha == 0.0 else None
     if engine is not None:
-        rollout = engine.generate(
-            student,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
+        rollout = engine.generate(student, prompt_ids, prompt_mask, sampling, generator=generator)
         if teacher is None:
             return rollout
         return score_with_teacher(teacher, rollout, keep_teacher_logits=keep_teacher_logits)
@@ -244,13 +224,7 @@ def sample_rollouts(
         None if score_after else teacher,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=max_new_tokens,
-        alpha=alpha,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
+        sampling,
         generator=generator,
         keep_teacher_logits=keep_teacher_logits and not score_after,
         progress=progress,
@@ -265,13 +239,8 @@ def generate(
     model: nn.Module,
     prompt_ids: Tensor,
     prompt_mask: Tensor,
+    sampling: SamplingOptions,
     *,
-    max_new_tokens: int,
-    eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
     logits_processor: LogitsProcessor | None = None,
@@ -279,7 +248,8 @@ def generate(
     """Sample from one model (evaluation, SeqKD data); temperature 0 is greedy.
 
     Same conventions as :func:`sample_rollouts` with no teacher: ``teacher_logprobs`` is None,
-    ``student_logprobs`` holds the model's own log-probs at temperature 1.
+    ``student_logprobs`` holds the model's own log-probs at temperature 1. ``sampling.teacher_mix_alpha``
+    must be 0 (there is no teacher to mix in).
 
     ``logits_processor(response_ids, logits) -> logits`` (optional) reshapes each step's logits before
     sampling: ``response_ids`` (B, t) are the tokens generated so far, ``logits`` (B, V). It changes what
@@ -289,32 +259,20 @@ def generate(
     With ``sampler=vllm`` (``minillm.rollout.vllm_engine``) the engine picks the tokens and one pass of
     ``model`` records the log-probs; a ``logits_processor`` always runs here.
     """
+    if sampling.teacher_mix_alpha != 0.0:
+        raise MinillmError(
+            f"generate samples one model: teacher_mix_alpha must be 0, got {sampling.teacher_mix_alpha} "
+            "(sample_rollouts mixes in a teacher)"
+        )
     engine = vllm_engine.current() if logits_processor is None else None
     if engine is not None:
-        return engine.generate(
-            model,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
+        return engine.generate(model, prompt_ids, prompt_mask, sampling, generator=generator)
     return _decode(
         model,
         None,
         prompt_ids,
         prompt_mask,
-        max_new_tokens=max_new_tokens,
-        alpha=0.0,
-        eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
+        sampling,
         generator=generator,
         keep_teacher_logits=False,
         progress=progress,
@@ -327,20 +285,14 @@ def _decode(
     teacher: nn.Module | None,
     prompt_ids: Tensor,
     prompt_mask: Tensor,
+    sampling: SamplingOptions,
     *,
-    max_new_tokens: int,
-    alpha: float,
-    eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
     generator: torch.Generator | None,
     keep_teacher_logits: bool,
     progress: bool,
     logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
-    _validate(prompt_ids, prompt_mask, max_new_tokens, temperature, top_k, top_p)
+    check_prompts(prompt_ids, prompt_mask)
     models = [student] if teacher is None else [student, teacher]
     was_training = [m.training for m in models]
     for m in models:
@@ -351,13 +303,7 @@ def _decode(
             teacher,
             prompt_ids,
             prompt_mask,
-            max_new_tokens=max_new_tokens,
-            alpha=alpha,
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
+            sampling,
             generator=generator,
             keep_teacher_logits=keep_teacher_logits,
             progress=progress,
@@ -373,22 +319,17 @@ def _decode_loop(
     teacher: nn.Module | None,
     prompt_ids: Tensor,
     prompt_mask: Tensor,
+    sampling: SamplingOptions,
     *,
-    max_new_tokens: int,
-    alpha: float,
-    eos_token_id: int | Sequence[int] | None,
-    pad_token_id: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
     generator: torch.Generator | None,
     keep_teacher_logits: bool,
     progress: bool,
     logits_processor: LogitsProcessor | None = None,
 ) -> Rollout:
+    max_new_tokens, pad_token_id = sampling.max_new_tokens, sampling.pad_token_id
     device = prompt_ids.device
     batch, prompt_len = prompt_ids.shape
-    eos_ids = _eos_tensor(eos_token_id, device)
+    eos_ids = _eos_tensor(sampling.eos_token_id, device)
 
     # Attention mask for prompt + all possible new tokens, filled in column by column.
     attention_mask = torch.zeros(batch, prompt_len + max_new_tokens, dtype=prompt_mask.dtype, device=device)
@@ -438,7 +379,13 @@ def _decode_loop(
                 sample_s = logits_processor(so_far, s_logits)
                 sample_t = logits_processor(so_far, t_logits) if t_logits is not None else None
             token, token_mix_lp = _sample_from_mixture(
-                sample_s, sample_t, alpha, temperature, top_k, top_p, generator
+                sample_s,
+                sample_t,
+                sampling.teacher_mix_alpha,
+                sampling.temperature,
+                sampling.top_k,
+                sampling.top_p,
+                generator,
             )
 
             alive = ~finished
@@ -591,17 +538,8 @@ def _eos_tensor(eos_token_id: int | Sequence[int] | None, device: torch.device) 
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
-def _validate(
-    prompt_ids: Tensor, prompt_mask: Tensor, max_new_tokens: int, temperature: float, top_k: int, top_p: float
-) -> None:
-    if max_new_tokens <= 0:
-        raise MinillmError(f"max_new_tokens must be > 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise MinillmError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k < 0:
-        raise MinillmError(f"top_k must be >= 0 (0 = off), got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise MinillmError(f"top_p must be in (0, 1] (1 = off), got {top_p}")
+def check_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> None:
+    """Refuse prompts that are not a non-empty, left-padded (B, P) batch with a real last token."""
     if prompt_ids.ndim != 2 or prompt_ids.shape != prompt_mask.shape:
         raise MinillmError(
             f"prompt_ids and prompt_mask must both be (batch, length); got {tuple(prompt_ids.shape)} "

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode
+from minillm.rollout.options import SamplingOptions
 
 log = logging.getLogger(__name__)
 
@@ -426,17 +427,16 @@ class VllmSampler:
         self,
         model: nn.Module,
         prompts: Sequence[Sequence[int]],
+        sampling: SamplingOptions,
         *,
-        max_new_tokens: int,
-        eos_token_id: int | Sequence[int] | None,
-        temperature: float,
-        top_k: int,
-        top_p: float,
         generator: torch.Generator | None,
     ) -> list[list[int]]:
-        """One response per prompt (token ids, the EOS kept when a row stopped on it)."""
+        """One response per prompt (token ids, the EOS kept when a row stopped on it); the engine samples
+        ``model`` alone (``sampling.teacher_mix_alpha`` must be 0)."""
+        _refuse_teacher_mix(sampling)
         engine = self.engine_for(model)
         seeds = _row_seeds(len(prompts), generator)
+        eos_token_id = sampling.eos_token_id
         stop = (
             []
             if eos_token_id is None
@@ -447,10 +447,10 @@ class VllmSampler:
         reply = engine.call(
             op="sample",
             prompts=[list(map(int, p)) for p in prompts],
-            max_new_tokens=int(max_new_tokens),
-            temperature=float(temperature),
-            top_k=int(top_k),
-            top_p=float(top_p),
+            max_new_tokens=int(sampling.max_new_tokens),
+            temperature=float(sampling.temperature),
+            top_k=int(sampling.top_k),
+            top_p=float(sampling.top_p),
             seeds=seeds,
             stop_token_ids=stop,
         )
@@ -462,13 +462,8 @@ class VllmSampler:
         model: nn.Module,
         prompt_ids: Tensor,
         prompt_mask: Tensor,
+        sampling: SamplingOptions,
         *,
-        max_new_tokens: int,
-        eos_token_id: int | Sequence[int] | None,
-        pad_token_id: int,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
         generator: torch.Generator | None = None,
         score: bool = True,
     ):
@@ -478,26 +473,17 @@ class VllmSampler:
         temperature, top-k and top-p applied; 0 when greedy) from one no-grad pass of ``model``; without it both
         are 0 (callers that read only the tokens).
         """
-        from minillm.rollout.sampler import _validate
+        from minillm.rollout.sampler import check_prompts
 
-        _validate(prompt_ids, prompt_mask, max_new_tokens, temperature, top_k, top_p)
+        check_prompts(prompt_ids, prompt_mask)
         prompts = [
             [t for t, m in zip(ids, mask, strict=True) if m]
             for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True)
         ]
-        tokens = self.sample_ids(
-            model,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos_token_id,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            generator=generator,
-        )
-        rollout = _as_rollout(prompt_ids, prompt_mask, tokens, pad_token_id)
+        tokens = self.sample_ids(model, prompts, sampling, generator=generator)
+        rollout = _as_rollout(prompt_ids, prompt_mask, tokens, sampling.pad_token_id)
         if score:
-            rollout = rescore(model, rollout, temperature=temperature, top_k=top_k, top_p=top_p)
+            rollout = rescore(model, rollout, sampling)
         return rollout
 
 
@@ -568,10 +554,19 @@ def _as_rollout(prompt_ids: Tensor, prompt_mask: Tensor, tokens: list[list[int]]
     )
 
 
+def _refuse_teacher_mix(sampling: SamplingOptions) -> None:
+    if sampling.teacher_mix_alpha != 0.0:
+        raise MinillmError(
+            f"the vLLM engine samples the student alone: teacher_mix_alpha must be 0, got "
+            f"{sampling.teacher_mix_alpha}"
+        )
+
+
 @torch.no_grad()
-def rescore(model: nn.Module, rollout, *, temperature: float, top_k: int, top_p: float):
+def rescore(model: nn.Module, rollout, sampling: SamplingOptions):
     """The rollout's ``student_logprobs`` and ``mix_logprobs`` from one no-grad, eval-mode pass of ``model``
-    (the trainer's numbers, as our decoder records them); (B, T) each, 0 outside ``response_mask``."""
+    (the trainer's numbers, as our decoder records them, under ``sampling``'s temperature, top-k and top-p);
+    (B, T) each, 0 outside ``response_mask``."""
     import dataclasses
 
     from minillm.rollout.sampler import _filter_top_k_top_p, response_logits
@@ -585,6 +580,7 @@ def rescore(model: nn.Module, rollout, *, temperature: float, top_k: int, top_p:
     mask = rollout.response_mask.float()
     idx = rollout.response_ids.unsqueeze(-1)
     student = torch.log_softmax(logits, dim=-1).gather(-1, idx).squeeze(-1) * mask
+    temperature, top_k, top_p = sampling.temperature, sampling.top_k, sampling.top_p
     if temperature == 0:
         mix = torch.zeros_like(student)
     else:

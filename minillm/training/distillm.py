@@ -6,7 +6,7 @@
   student-generated batches that rises by ``threshold_step`` whenever the validation loss has risen by
   ``loss_eps`` or more above its reference. The buffer, φ and the generators are part of the checkpoint.
 - :class:`Distillm2Module` (``objective=distillm2``): the contrastive loss
-  (:func:`minillm.objectives.beyond.distillm2_loss`) on a teacher response and a student response per prompt;
+  (:func:`minillm.objectives.distillm2.distillm2_loss`) on a teacher response and a student response per prompt;
   student responses generated once per epoch for every training prompt (the paper's offline data) or per
   batch (``student_responses=batch``: on-policy); each term averaged per token (``normalize=token``) or per
   response (``normalize=sequence``, the released code's).
@@ -132,10 +132,7 @@ class DistillmModule(TokenKDModule):
                 self.student,
                 prompts_of(batch),
                 batch["index"].tolist(),
-                self.tokenizer,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                self.sampling,
                 generator=self.sample_gen,
             )
             self.buffer.extend(examples)
@@ -244,10 +241,7 @@ class Distillm2Module(TokenKDModule):
                 self.student,
                 [e.prompt_ids for e in chunk],
                 [e.index for e in chunk],
-                self.tokenizer,
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-                top_p=self.top_p,
+                self.sampling,
                 generator=self.sample_gen,
             )
             self.responses.update({e.index: e.response_ids for e in sampled})

@@ -28,7 +28,7 @@ from minillm.training.round import (
     RoundState,
     compile_decoders,
     distributed_pool,
-    pretrain_loss,
+    pretrain_loss_on_block,
 )
 from minillm.training.supervised import SupervisedModule
 
@@ -97,9 +97,9 @@ class OnPolicyModule(SupervisedModule):
         while True:
             yield from loader
 
-    def _pretrain_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L_PT on the next pre-training batch (``minillm.training.round.pretrain_loss``)."""
-        return pretrain_loss(
+    def _next_pretrain_loss(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L_PT on the next pre-training batch (``minillm.training.round.pretrain_loss_on_block``)."""
+        return pretrain_loss_on_block(
             self.student,
             self.teacher.model,
             self._pretrain_batch(),
@@ -152,7 +152,7 @@ class OnPolicyModule(SupervisedModule):
             stepped=self._reset_bad_steps,
             between_updates=self.stop_if_requested,  # mid-round: the checkpoint carries the round
             out_of_steps=self._out_of_budget,
-            pretrain_loss=self._pretrain_loss,
+            next_pretrain_loss=self._next_pretrain_loss,
         )
         pool, world_size = (
             distributed_pool()

@@ -11,7 +11,7 @@ import inspect
 import torch
 from omegaconf import DictConfig
 
-from minillm.errors import check_call, instantiate_node
+from minillm.instantiate import check_call, instantiate_node
 
 # AdamW's betas left under an SGD _target_, say: how to mend the node
 _HINT = " (remove a key with ~{key}.NAME, add one with +{key}.NAME=VALUE)"

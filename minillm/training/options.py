@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from minillm.errors import MinillmError
 from minillm.objectives.policy_gradient import PGOptions
+from minillm.rollout.options import SamplingOptions
 
 VARIANTS = ("code", "paper")
 PG_KEYS = (
@@ -69,13 +70,10 @@ class RoundOptions:
 
     mini_batch_size: int  # rollouts per optimizer step
     ppo_epochs: int  # passes over the round's rollouts
-    max_new_tokens: int  # most tokens sampled per rollout
+    # how rollouts are sampled (max_new_tokens, temperature, top-k, top-p, the tokenizer's EOS and pad);
+    # teacher_mix_alpha stays 0 here: each round samples at its own α (alpha_at), set by MiniLLMRound.start
+    sampling: SamplingOptions
     pg: PGOptions = field(default_factory=PGOptions.code)  # the estimator (variant preset + overrides)
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    eos_token_id: int | None = None  # the tokenizer's; None: rows stop only at max_new_tokens
-    pad_token_id: int = 0
     # keep the teacher's distributions from the rollout (objective.cache_teacher_logits, within
     # objective.teacher_cache_mb); False: one teacher pass per minibatch for the single-step term
     keep_teacher_logits: bool = True
@@ -107,13 +105,10 @@ class RoundOptions:
         return cls(
             mini_batch_size=int(objective_cfg.mini_batch_size),
             ppo_epochs=int(objective_cfg.ppo_epochs),
-            max_new_tokens=int(objective_cfg.max_new_tokens),
+            sampling=SamplingOptions.from_config(
+                objective_cfg, eos_token_id=eos_token_id, pad_token_id=pad_token_id
+            ),
             pg=pg_options(objective_cfg),
-            temperature=objective_cfg.get("temperature", 1.0),
-            top_k=objective_cfg.get("top_k", 0),
-            top_p=objective_cfg.get("top_p", 1.0),
-            eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id,
             keep_teacher_logits=keep_teacher_logits,
             disable_dropout=bool(objective_cfg.get("disable_dropout", True)),
             grad_clip=grad_clip,

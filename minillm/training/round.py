@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from minillm.errors import MinillmError
 from minillm.objectives.policy_gradient import LOCAL, RankPool, minillm_loss
-from minillm.objectives.pretrain import pretrain_loss as objective_pretrain_loss
+from minillm.objectives.pretrain import pretrain_loss
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.sampler import (
     Rollout,
@@ -69,8 +69,8 @@ class RoundHooks:
     stepped: Callable[[], None] = _nothing  # just before each optimizer step
     between_updates: Callable[[], None] = _nothing  # may raise to stop mid-round (the state can be saved)
     out_of_steps: Callable[[], bool] = _never  # True ends the round before its next update (max_steps)
-    # L_PT and its logs on one pre-training batch (see ``pretrain_loss``); needed when pt_coef > 0
-    pretrain_loss: Callable[[], tuple[Tensor, dict[str, Tensor]]] | None = None
+    # L_PT and its logs on the next pre-training batch (see ``pretrain_loss_on_block``); needed when pt_coef > 0
+    next_pretrain_loss: Callable[[], tuple[Tensor, dict[str, Tensor]]] | None = None
     # wraps the round's parts: "rollout", "teacher_scoring", "student_fwd_bwd", "optimizer" (make bench)
     timer: Callable[[str], AbstractContextManager] = _no_timer
 
@@ -154,7 +154,7 @@ def minillm_minibatch_loss(options: RoundOptions, pool: RankPool = LOCAL) -> Los
     return loss
 
 
-def pretrain_loss(
+def pretrain_loss_on_block(
     student: nn.Module, teacher: nn.Module, block: Tensor, *, kd_ratio: float, chunk_size: int | None
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """L_PT (:func:`minillm.objectives.pretrain.pretrain_loss`) on one (B, L) block of pre-training text:
@@ -164,9 +164,7 @@ def pretrain_loss(
     if kd_ratio > 0:
         with torch.no_grad():
             teacher_logits = teacher(input_ids=block).logits[:, :-1]
-    return objective_pretrain_loss(
-        logits, block[:, 1:], teacher_logits, kd_ratio=kd_ratio, chunk_size=chunk_size
-    )
+    return pretrain_loss(logits, block[:, 1:], teacher_logits, kd_ratio=kd_ratio, chunk_size=chunk_size)
 
 
 @torch.no_grad()
@@ -252,7 +250,7 @@ class MiniLLMRound:
         self.pool, self.world_size = pool, int(world_size)
         self.loss = loss or minillm_minibatch_loss(options, pool)
         self.device = device if device is not None else next(student.parameters()).device
-        if options.pt_coef > 0 and self.hooks.pretrain_loss is None:
+        if options.pt_coef > 0 and self.hooks.next_pretrain_loss is None:
             raise MinillmError(
                 f"objective.pt_coef={options.pt_coef}: L_PT needs pre-training batches, and none are given here"
             )
@@ -302,13 +300,7 @@ class MiniLLMRound:
                 None if score_after else teacher,
                 prompt_ids,
                 prompt_mask,
-                max_new_tokens=o.max_new_tokens,
-                alpha=alpha,
-                eos_token_id=o.eos_token_id,
-                pad_token_id=o.pad_token_id,
-                temperature=o.temperature,
-                top_k=o.top_k,
-                top_p=o.top_p,
+                dataclasses.replace(o.sampling, teacher_mix_alpha=alpha),
                 generator=rollout_gen,
                 keep_teacher_logits=o.keep_teacher_logits and not score_after,
                 teacher_after_decoding=False,
@@ -324,7 +316,7 @@ class MiniLLMRound:
             with timer("student_fwd_bwd"):  # one student pass, no gradient
                 rollout = self.rescore_old_logprobs(buffer, order, alpha)
         logs = {
-            **rollout_logs(rollout, alpha, o.eos_token_id, self.pool),
+            **rollout_logs(rollout, alpha, o.sampling.eos_token_id, self.pool),
             "train/lr": float(self.optimizer.param_groups[0]["lr"]),
         }
         return RoundState(buffer=buffer, order=order, rollout_logs=logs)
@@ -344,7 +336,8 @@ class MiniLLMRound:
             logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
             logprobs = logprobs * mb.response_mask
             student_lp[rows.to(student_lp.device), : logprobs.shape[1]] = logprobs.to(student_lp.device)
-        plain = alpha == 0.0 and o.temperature == 1.0 and o.top_k == 0 and o.top_p == 1.0
+        sampling = o.sampling
+        plain = alpha == 0.0 and sampling.temperature == 1.0 and sampling.top_k == 0 and sampling.top_p == 1.0
         rollout = dataclasses.replace(
             rollout, student_logprobs=student_lp, mix_logprobs=student_lp if plain else rollout.mix_logprobs
         )
@@ -395,7 +388,7 @@ class MiniLLMRound:
             objective = share if self.world_size == 1 else share * self.world_size
             loss = share if self.pool is LOCAL else self.pool.sum(share.detach())  # logged: global
             if o.pt_coef > 0:
-                pt_loss, pt_logs = hooks.pretrain_loss()
+                pt_loss, pt_logs = hooks.next_pretrain_loss()
                 objective = objective + o.pt_coef * pt_loss
                 pt_mean = pt_loss if self.pool is LOCAL else self.pool.sum(pt_loss.detach()) / self.world_size
                 loss = loss + o.pt_coef * pt_mean

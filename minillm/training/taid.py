@@ -1,8 +1,8 @@
 """TAID (Shing et al., ICLR 2025) in the supervised loop (``objective=taid``).
 
 Forward KL from a target that moves from the student towards the teacher,
-p_t = softmax((1 − t)·stopgrad(logit_q) + t·logit_p) (:func:`minillm.objectives.beyond.taid_loss`), on gold
-batches; after every update t follows TAID's adaptive schedule (:func:`minillm.objectives.beyond.taid_update`:
+p_t = softmax((1 − t)·stopgrad(logit_q) + t·logit_p) (:func:`minillm.objectives.taid.taid_loss`), on gold
+batches; after every update t follows TAID's adaptive schedule (:func:`minillm.objectives.taid.taid_update`:
 never below the linear ramp from ``t_start`` to ``t_end`` over the schedule's horizon, faster while the
 cross-entropy to p_t falls quickly). The schedule's state is part of the checkpoint.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 
 from minillm.errors import MinillmError
-from minillm.objectives.beyond import TaidState, taid_target_entropy, taid_update
 from minillm.objectives.supervised import shift_for_next_token
+from minillm.objectives.taid import TaidState, taid_target_entropy, taid_update
 from minillm.training.distillm import schedule_horizon
 from minillm.training.supervised import SupervisedModule
 

@@ -17,6 +17,7 @@ from minillm.data.datasets import IGNORE_INDEX, Example, collate_sft
 from minillm.errors import MinillmError
 from minillm.rollout import vllm_engine
 from minillm.rollout.generate import left_pad
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate
 from minillm.training.supervised import SupervisedModule
 
@@ -38,41 +39,19 @@ def sample_student_examples(
     student,
     prompts: list[list[int]],
     indices: list[int],
-    tokenizer,
+    sampling: SamplingOptions,
     *,
-    max_new_tokens: int,
-    temperature: float,
     generator: torch.Generator,
-    top_p: float = 1.0,
 ) -> list[Example]:
-    """The student's sampled response to each prompt (EOS kept when it stopped), as examples (``top_p`` < 1:
-    sampled from the nucleus of that mass)."""
+    """The student's sampled response to each prompt under ``sampling`` (EOS kept when it stopped), as
+    examples (``sampling.top_p`` < 1: sampled from the nucleus of that mass)."""
     engine = vllm_engine.current()
     if engine is not None:  # sampler=vllm: only the tokens are read, so no pass of the student rescores them
-        responses = engine.sample_ids(
-            student,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            temperature=temperature,
-            top_k=0,
-            top_p=top_p,
-            generator=generator,
-        )
+        responses = engine.sample_ids(student, prompts, sampling, generator=generator)
         return [Example(p, r, i) for p, r, i in zip(prompts, responses, indices, strict=True)]
     device = next(student.parameters()).device
-    prompt_ids, prompt_mask = left_pad(prompts, tokenizer.pad_token_id)
-    rollout = generate(
-        student,
-        prompt_ids.to(device),
-        prompt_mask.to(device),
-        max_new_tokens=max_new_tokens,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        temperature=temperature,
-        top_p=top_p,
-        generator=generator,
-    )
+    prompt_ids, prompt_mask = left_pad(prompts, sampling.pad_token_id)
+    rollout = generate(student, prompt_ids.to(device), prompt_mask.to(device), sampling, generator=generator)
     responses = [
         [t for t, m in zip(ids, mask, strict=True) if m]
         for ids, mask in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist(), strict=True)
@@ -108,9 +87,13 @@ class TokenKDModule(SupervisedModule):
                 f"objective.teacher_top_k={top_k}: larger than the vocabulary ({len(tokenizer)} tokens)"
             )
         self.on_policy_fraction = float(obj.get("on_policy_fraction", 0.0) or 0.0)
-        self.max_new_tokens = int(obj.get("max_new_tokens") or cfg.eval.max_new_tokens)
-        self.temperature = float(obj.get("temperature", 1.0))
-        self.top_p = float(obj.get("top_p", 1.0))  # only objective=distillm2 has the key (1: no nucleus cut)
+        # objective.temperature and top_p (only objective=distillm2 has that key; 1: no nucleus cut); no top-k
+        self.sampling = SamplingOptions.from_config(
+            obj,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=obj.get("max_new_tokens") or cfg.eval.max_new_tokens,
+        )
         self.mix_gen = torch.Generator().manual_seed(cfg.seed + 5)  # the on-policy draws
         self.sample_gen: torch.Generator | None = None  # the student's sampling (on the model's device)
 
@@ -135,10 +118,7 @@ class TokenKDModule(SupervisedModule):
             self.student,
             prompts_of(batch),
             batch["index"].tolist(),
-            self.tokenizer,
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
+            self.sampling,
             generator=self.sample_gen,
         )
         self.student.train()  # generate() restores the mode it found; make sure updates train

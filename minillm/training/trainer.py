@@ -11,7 +11,8 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from minillm.errors import MinillmError, RunInterrupted, instantiate_node
+from minillm.errors import MinillmError, RunInterrupted
+from minillm.instantiate import instantiate_node
 from minillm.models.loading import objective_needs_teacher
 from minillm.resume import AtomicCheckpointIO
 from minillm.safe_load import checkpoint_types_allowed
