@@ -91,7 +91,9 @@ def contains_zero(d: float, half: float) -> bool:
 
 
 def pmi(d: float, half: float, digits: int = 1) -> str:
-    """``+d ± half`` (``+d (no interval)`` without one)."""
+    """``+d ± half`` (``+d (no interval)`` without one); a difference that rounds to zero is ``0.0``."""
+    if f"{abs(d):.{digits}f}" == f"{0:.{digits}f}":
+        d = 0.0
     if math.isnan(half):
         return f"{rc.signed(d, digits)} (no interval: one seed)"
     return f"{rc.signed(d, digits)} ± {half:.{digits}f}"
@@ -117,8 +119,11 @@ def read_run(folder: Path) -> dict:
     res = json.loads((folder / "results.json").read_text())
     cfg = read_config(folder / "config.yaml")
     obj = cfg["objective"]
-    on_policy = obj.get("kind") == "on_policy"
-    # CSV steps of an on-policy run are rounds: converted to optimizer steps
+    # an on-policy objective (its module, or the older configs' `kind`): CSV steps are rounds, converted to
+    # optimizer steps
+    on_policy = obj.get("kind") == "on_policy" or "OnPolicyModule" in str(
+        obj.get("module", {}).get("_target_")
+    )
     per_round = (
         obj["ppo_epochs"] * math.ceil(obj["num_rollouts"] / obj["mini_batch_size"]) if on_policy else 1
     )
@@ -370,11 +375,12 @@ def speed_cell(s: dict, p: dict, prefix: str) -> str:
 
 
 def when(s: dict, name: str) -> str:
-    """``HH:MM:SS–HH:MM:SS UTC, load a → b`` of a run, from loads.txt."""
+    """``HH:MM:SS–HH:MM:SS UTC, 1-min load a → b`` of a run, from loads.txt (``stopped`` for one stopped by hand)."""
     times = s["loads"].get(name, {})
-    if "start" in times and "done" in times:
-        (t0, l0), (t1, l1) = times["start"], times["done"]
-        return f"{t0}–{t1} UTC, 1-min load {l0:.1f} → {l1:.1f}"
+    end = "done" if "done" in times else "stopped"
+    if "start" in times and end in times:
+        (t0, l0), (t1, l1) = times["start"], times[end]
+        return f"{t0}–{t1} UTC{' (stopped)' if end == 'stopped' else ''}, 1-min load {l0:.1f} → {l1:.1f}"
     return "time not recorded"
 
 
@@ -420,7 +426,7 @@ def default_sentence(dec: dict) -> str:
     return (
         "`trainer=cpu` keeps `trainer.precision=32-true`. On the embedded pair bf16 trained to the same results "
         "but slower, so fp32 is the faster path there, and `auto` would choose it too; on the SmolLM2 pair, "
-        f"where bf16 is faster (`make bench`: 1.33 ×) and `auto` would choose it, the same results are not shown "
+        f"where bf16 is faster (`make bench`, docs/benchmarks.md) and `auto` would choose it, the same results are not shown "
         f"({why_b}), so `auto` is not made the default; `trainer.precision=auto` opts in"
     )
 
@@ -488,8 +494,8 @@ def smollm2_section(s: dict, b: dict | None) -> list[str]:
             "## (b) SmolLM2 pair: `objective=sft`, 100 steps — not run",
             "",
             f"`experiment=precision_smollm2` (the config, as it would run): {smollm2_stopped(s)}. What bf16 costs "
-            "or saves on this pair is measured by `make bench` (a MiniLLM round 1.33 × faster under bf16-mixed, "
-            "docs/benchmarks.md); whether it trains to the same results is open.",
+            "or saves on this pair is measured by `make bench` (docs/benchmarks.md: a MiniLLM round is faster under "
+            "bf16-mixed); whether it trains to the same results is open.",
             "",
         ]
     rb = b["arms"]["fp32"][0]
