@@ -178,7 +178,9 @@ def load(folder: Path) -> dict:
             part = "smollm2" if r["name"].startswith("smollm2-") else "embedded"
             parts[part][r["arm"]].append(r)
     auto = (folder / "auto.log").read_text().strip() if (folder / "auto.log").is_file() else None
-    return {"parts": parts, "make_run": make_run, "auto": auto, "loads": read_loads(folder / "loads.txt")}
+    loads = folder / "loads.txt"
+    notes = [ln[2:].strip() for ln in loads.read_text().splitlines() if re.match(r"# \d\d:\d\d", ln)]
+    return {"parts": parts, "make_run": make_run, "auto": auto, "loads": read_loads(loads), "notes": notes}
 
 
 # --------------------------------------------------------------------------- per-part comparisons
@@ -423,9 +425,14 @@ def default_sentence(dec: dict) -> str:
         if b is None
         else ("its one seed per precision leaves it untested" if not b["tested"] else "a difference there")
     )
+    embedded = (
+        "faster"
+        if dec["bf16_faster_embedded"]
+        else "slower (`make run`, below), so fp32 is the faster path there, and `auto` would choose it too"
+    )
     return (
         "`trainer=cpu` keeps `trainer.precision=32-true`. On the embedded pair bf16 trained to the same results "
-        "but slower, so fp32 is the faster path there, and `auto` would choose it too; on the SmolLM2 pair, "
+        f"but {embedded}; on the SmolLM2 pair, "
         f"where bf16 is faster (`make bench`, docs/benchmarks.md) and `auto` would choose it, the same results are not shown "
         f"({why_b}), so `auto` is not made the default; `trainer.precision=auto` opts in"
     )
@@ -602,19 +609,21 @@ def readme(s: dict) -> str:
         "",
         "## Setup and commands",
         "",
-        "2 CPU cores shared with six other developers' jobs, one torch thread per run, up to seven of this "
+        "2 CPU cores shared with six other developers' jobs, one torch thread per run, up to nine of this "
         "study's runs side by side; torch's CPU bf16 autocast under `trainer.precision=bf16-mixed` (losses, "
         "log-softmax, rewards and ratios stay fp32). When each run trained, with the 1-minute load average at its "
         "start and end (`loads.txt`): "
         + "; ".join(
             f"{name} {when(s, name)}" for name in sorted(s["loads"]) if not name.startswith("make_run")
         )
-        + ".",
+        + ". Runs marked stopped were stopped by hand and have no results."
+        + "".join(f" Note in `loads.txt`: {note}." for note in s["notes"]),
         "",
         "```bash",
-        "bash experiments/precision/run_study.sh embedded A & bash experiments/precision/run_study.sh embedded B",
-        "SEEDS=0 bash experiments/precision/run_study.sh smollm2 A & SEEDS=0 bash experiments/precision/run_study.sh smollm2 B",
-        "bash experiments/precision/run_study.sh make_run   # also writes auto.log",
+        "S=experiments/precision/run_study.sh",
+        "for seed in 0 1 2; do bash $S embedded bf16 $seed & bash $S embedded fp32 $seed & done; wait   # part (a)",
+        "bash $S smollm2 bf16 0 & bash $S smollm2 fp32 0; wait                                         # part (b)",
+        "bash $S make_run                                   # part (c), side by side; writes auto.log",
         "cat multirun/precision/worker*.log > experiments/results/precision/loads.txt",
         "python experiments/precision/analyze.py",
         "```",
