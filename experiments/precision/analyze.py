@@ -296,7 +296,7 @@ def curves_plot(s: dict, path: Path) -> None:
             "embedded pair, reverse_kld" if part == "embedded" else "SmolLM2 pair (pruned10 student), sft",
             fontsize=9,
         )
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
     fig.suptitle(
         "bf16-mixed against 32-true: thick lines the mean over training seeds, thin lines each seed",
         fontsize=9,
@@ -460,7 +460,11 @@ def verdict_lines(s: dict, dec: dict) -> list[str]:
     else:
         nb = len(b["arms"]["bf16"])
         if not b["tested"]:
-            verdict_b = f"**untested**: {nb} seed per precision leaves no seed spread to compare with"
+            verdict_b = (
+                f"**untested**: {nb} seed per precision leaves no seed spread to compare with; "
+                + loss_side(b)[2]
+                + " (its section below), so the same results are not shown there"
+            )
         elif b["same"]:
             verdict_b = "**the same results**: every difference lies within the seed spread"
         else:
@@ -491,6 +495,29 @@ def smollm2_stopped(s: dict) -> str:
         f"its {len(runs)} runs (bf16 and fp32, seed 0, side by side) started at {t0} UTC (1-min load {l0:.1f}) and "
         f"were stopped at {t1} UTC (load {l1:.1f}) before their first validation (step 25), so that part (a) "
         "could finish on the shared 2 cores by the session's deadline"
+    )
+
+
+def loss_side(b: dict) -> tuple[list[int], list[float], str]:
+    """Seed 0's validation steps, bf16 − fp32 validation loss at each, and on which side bf16's loss lies."""
+    pair = {arm: next(r for r in b["arms"][arm] if r["seed"] == 0) for arm in ARMS}
+    steps = [v["opt_step"] for v in pair["fp32"]["val"]]
+    gaps = [x["loss"] - y["loss"] for x, y in zip(pair["bf16"]["val"], pair["fp32"]["val"], strict=True)]
+    side = "above" if all(g > 0 for g in gaps) else "below" if all(g < 0 for g in gaps) else None
+    where = (
+        f"bf16's validation loss lies {side} fp32's at every validation"
+        if side
+        else "the sign changes along the run"
+    )
+    return steps, gaps, where
+
+
+def loss_gaps(b: dict) -> str:
+    steps, gaps, where = loss_side(b)
+    return (
+        f"bf16 − fp32 validation loss (seed 0) at steps {', '.join(map(str, steps))}: "
+        f"{', '.join(rc.signed(g, 3) for g in gaps)}: {where}; with one seed per precision this is not tested "
+        "against the seed spread."
     )
 
 
@@ -535,7 +562,8 @@ def smollm2_section(s: dict, b: dict | None) -> list[str]:
         "",
         "Last validation loss: "
         + "; ".join(f"{r['name']} {r['val'][-1]['loss']:.3f}" for arm in ARMS for r in b["arms"][arm])
-        + ".",
+        + ". "
+        + loss_gaps(b),
         "",
     ]
 
