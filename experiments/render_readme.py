@@ -36,6 +36,7 @@ STUDIES = [
     ("toy_gmm", "experiments/toy_gmm/render.py"),
     ("toy_sequences", "experiments/toy_sequences/render.py"),
     ("evaluation", "experiments/evaluation/render.py"),
+    ("precision", "experiments/precision/analyze.py"),
 ]
 MARKED = re.compile(r"( *<!-- rendered:(\w+)[^\n]*-->\n)(.*?)( *<!-- /rendered:\2 -->)", re.DOTALL)
 

@@ -63,6 +63,8 @@ STUDY_KEYS = {
         "teacher.path",
         "student.path",
     ),
+    "precision": ("objective.name", "trainer.precision", "trainer.max_steps"),
+    "precision_smollm2": ("objective.name", "trainer.precision", "trainer.max_steps", "student.name"),
     "toy_gmm": ("task._target_",),
     "toy_sequences": ("task._target_",),
     "validity_drop": (
@@ -171,6 +173,14 @@ STUDY_RUNS = {
         # stage 1, outside the sweep: the teacher SFT-tuned (in the student's place), then the student init
         "teacher_sft": ("sft", 1e-4, None, 100, None, None),
         "student_init": ("sft", 3e-4, None, 300, SMOLLM2.format("teacher_sft"), None),
+    },
+    "precision": {
+        "bf16-s0": ("reverse_kld", "bf16-mixed", 300),
+        "fp32-s0": ("reverse_kld", "32-true", 300),
+    },
+    "precision_smollm2": {
+        "smollm2-bf16-s0": ("sft", "bf16-mixed", 100, "smollm2-135m-pruned10"),
+        "smollm2-fp32-s0": ("sft", "32-true", 100, "smollm2-135m-pruned10"),
     },
     "toy_gmm": {"toy_gmm-s0": ("minillm.toys.gmm_task",)},
     "toy_sequences": {"toy_sequences-s0": ("minillm.toys.sequences_task",)},

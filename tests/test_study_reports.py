@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -241,3 +243,45 @@ def test_smollm2_summary_round_trips_through_render(tmp_path):
     sft = s["rows"][("sft", "equal_time")]
     assert sft["rougeL"] == (24.3, None) and sft["steps"] == (37.0, None) and sft["rkl"] == (None, None)
     assert set(s["rows"]) == {("minillm", "equal_steps"), ("sft", "equal_time")}
+
+
+def test_cpu_precision_default_follows_the_precision_study():
+    """conf/trainer/cpu.yaml's default `trainer.precision` is the one the precision study's files support
+    (issue 22 item 6): `auto` only if bf16 trained to the same results wherever `auto` would choose it."""
+    import re
+
+    module = load_script("precision", "experiments/precision/analyze.py")
+    supported = module.decide(module.load(RESULTS / "precision"))["default"]
+    text = (ROOT / "conf" / "trainer" / "cpu.yaml").read_text()
+    default = re.search(r"^precision: \$\{oc\.env:MINILLM_PRECISION,([^}]+)\}", text, re.M)
+    assert default is not None, "conf/trainer/cpu.yaml: no `precision: ${oc.env:MINILLM_PRECISION,...}` line"
+    assert default.group(1) == supported, (
+        f"conf/trainer/cpu.yaml defaults to {default.group(1)}; the precision study supports {supported}"
+    )
+
+
+def test_precision_study_intervals_match_scipy():
+    """The precision study's bf16 − fp32 intervals at uneven values: the paired one is scipy's one-sample t
+    interval of the per-seed differences; the unpaired one the t interval with the standard error of two
+    independent means and the smaller arm's degrees of freedom; 'within the seed spread' needs both to hold 0."""
+    from scipy import stats
+
+    module = load_script("precision", "experiments/precision/analyze.py")
+    bf16, fp32 = [44.9, 45.3, 43.8], [45.6, 44.1, 45.0]
+    diffs = [b - f for b, f in zip(bf16, fp32, strict=True)]
+    low, high = stats.t.interval(0.95, len(diffs) - 1, loc=statistics.mean(diffs), scale=stats.sem(diffs))
+    d, half, n = module.paired(dict(enumerate(bf16)), dict(enumerate(fp32)))
+    assert (
+        n == 3 and d == pytest.approx((low + high) / 2) and half == pytest.approx((high - low) / 2, rel=1e-3)
+    )
+    se = math.sqrt(statistics.variance(bf16) / 3 + statistics.variance(fp32) / 3)
+    d, half = module.unpaired(bf16, fp32)
+    assert d == pytest.approx(statistics.mean(bf16) - statistics.mean(fp32))
+    assert half == pytest.approx(stats.t.ppf(0.975, 2) * se, rel=1e-3)
+    runs = {
+        "bf16": [{"seed": i, "x": v} for i, v in enumerate(bf16)],
+        "fp32": [{"seed": i, "x": v} for i, v in enumerate(fp32)],
+    }
+    assert module.compare(runs, "x")["same"]
+    runs["bf16"] = [{"seed": i, "x": v + 3.0} for i, v in enumerate(bf16)]  # shifted beyond the spread
+    assert not module.compare(runs, "x")["same"]
