@@ -340,3 +340,19 @@ def test_composition_refuses_an_arm_file_that_breaks_a_typed_node(tmp_path, cont
     with pytest.raises(Exception) as refused, initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         compose(config_name="config", overrides=["+arm=bad"])
     assert re.match(line, hydra_error_line(refused.value)), hydra_error_line(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("objective.variant=trl", r"^objective\.variant='trl'; choose one of \['code', 'paper'\]$"),
+        (
+            "objective.alpha_schedule=step",
+            r"^objective\.alpha_schedule='step'; choose one of \['constant', 'cosine'",
+        ),
+    ],
+)
+def test_the_rounds_choices_are_refused_before_any_model_loads(compose, override, message):
+    """variant and alpha_schedule have one validator (training.options.round_choice), run by validate_config."""
+    with pytest.raises(MinillmError, match=message):
+        validate_config(compose(["objective=reverse_kld", override]))
