@@ -18,3 +18,18 @@ def _register_resolvers() -> None:
 
 
 _register_resolvers()
+
+
+def _register_schemas() -> None:
+    """The typed config nodes (minillm/schema.py) in Hydra's ConfigStore, before any config is composed."""
+    try:
+        from minillm.schema import register
+    except ImportError:  # the package imported without its dependencies (packaging tools)
+        return
+    try:
+        register()
+    except ImportError:
+        return
+
+
+_register_schemas()

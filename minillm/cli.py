@@ -65,6 +65,34 @@ def emit(text: str, out: Path | None) -> None:
         out.write_text(text + "\n")
 
 
+def schema_error_line(text: str) -> str | None:
+    """A typed node's refusal (minillm/schema.py) as one line naming the key and where it was set: a key
+    the node does not have, or a value of the wrong type; None for any other error."""
+    import re
+
+    from minillm.config import moved_key_error, schema_key_error
+
+    full_key = re.search(r"full_key: (\S+)", text)
+    if not full_key or "object_type=" not in text:
+        return None
+    key = full_key.group(1)
+    origin = re.search(r"In '([^']+)'", text)
+    where = f"set by {origin.group(1).replace('/', '=', 1)}" if origin else "set on the command line"
+    missing = re.search(r"Key '([^']+)' not in '", text)
+    if missing:
+        try:
+            schema_key_error(key)
+        except MinillmError as err:
+            return f"{err} ({where})"
+        return moved_key_error(key)
+    # OmegaConf: "Value 'x' of type 'str' could not be converted to Integer", "Value 'x' is not a valid bool"
+    wrong = re.search(r"Value '(.*)' (?:of type '\w+' could not be converted to|is not a valid) (\w+)", text)
+    if wrong:
+        value, kind = wrong.group(1), {"bool": "boolean"}.get(wrong.group(2), wrong.group(2).lower())
+        return f"{key}={value}: must be of type {kind} ({where}; minillm/schema.py)"
+    return None
+
+
 def hydra_error_line(err: BaseException) -> str:
     """What Hydra refused before the task started, as one line: a key no chosen config has, an unknown
     group choice (with the choices), a run folder it cannot create."""
@@ -76,15 +104,20 @@ def hydra_error_line(err: BaseException) -> str:
     cause = str(err.__cause__ or "")
     if "is not in struct" in cause and "Could not override '" in text:
         key = text.split("Could not override '", 1)[1].split("'", 1)[0]
+        from minillm.config import OPEN_GROUPS, moved_key_error
+
+        if moved_key_error(key):
+            return moved_key_error(key)
         line = (
             f"{key}: no such key in the chosen configs: check its spelling (--cfg job prints every key) "
             "or the group choice that reads it"
         )
-        from minillm.config import OPEN_GROUPS
-
         if key.split(".", 1)[0] in OPEN_GROUPS:
             line += f"; an argument of the object named there is added with +{key}=…"
         return line
+    schema_line = schema_error_line(text + "\n" + cause)
+    if schema_line:
+        return schema_line
     lines = []
     for line in (text + "\n" + cause).splitlines():
         if line.strip().startswith("Config search path"):

@@ -322,13 +322,30 @@ _MOVED_LOSSES = {
 
 def upgrade_config(saved: dict) -> dict:
     """A run's saved config (plain containers) in today's keys: ``data.source: bundled|jsonl`` became the
-    ``data.records`` loader and ``task: train|toy_…`` the ``task`` function (both ``_target_`` nodes), so
+    ``data.records`` loader and ``task: train|toy_…`` the ``task`` function (both ``_target_`` nodes), and
+    ``objective.lr`` (warmup_steps, monitor, …) live only in optim / scheduler / select / trainer, so
     checkpoints and run folders written before still resume and compare equal; so does an ``objective.loss``
     ``_target_`` in a module since renamed (``_MOVED_LOSSES``)."""
     saved = copy.deepcopy(saved)
     task = saved.get("task")
     if isinstance(task, str) and task in _TASKS:
         saved["task"] = {"_target_": _TASKS[task], "_partial_": True}
+    objective = saved.get("objective")
+    if isinstance(
+        objective, dict
+    ):  # keys that moved to optim / scheduler / select / trainer (their values are there)
+        for key in (
+            "lr",
+            "warmup_steps",
+            "monitor",
+            "monitor_mode",
+            "val_check_interval",
+            "log_every_n_steps",
+        ):
+            objective.pop(key, None)
+    saved.pop(
+        "lr_by_objective", None
+    )  # experiment=objectives_compare / scaling: conf/experiment_objective/ now
     data = saved.get("data")
     if isinstance(data, dict) and data.get("source") in _RECORD_LOADERS and "records" not in data:
         loader = _RECORD_LOADERS[data.pop("source")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -245,3 +246,113 @@ def test_a_pretraining_file_without_source_file_is_refused(compose):
             ]
         )
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "old", "new"),
+    [
+        (["+objective.lr=1e-4"], "objective.lr", "optim.lr"),
+        (["+objective.warmup_steps=5"], "objective.warmup_steps", "scheduler.num_warmup_steps"),
+        (["+objective.monitor=val/loss"], "objective.monitor", "select.monitor"),
+        (["+objective.monitor_mode=min"], "objective.monitor_mode", "select.mode"),
+        (["+objective.val_check_interval=3"], "objective.val_check_interval", "trainer.val_check_interval"),
+        (["+objective.log_every_n_steps=3"], "objective.log_every_n_steps", "trainer.log_every_n_steps"),
+    ],
+)
+def test_a_key_that_moved_is_refused_with_its_new_home(compose, overrides, old, new):
+    """objective.lr and the other keys an objective used to mirror into optim / scheduler / select / trainer
+    have one home now; the old name (added with +, or by an arm or experiment file) is refused naming it."""
+    with pytest.raises(MinillmError, match=rf"^{old} moved: use {new}$"):
+        validate_config(compose(overrides))
+
+
+@pytest.mark.parametrize(
+    ("objective", "lr", "warmup", "monitor", "mode", "val_every", "log_every"),
+    [
+        ("reverse_kld", 3e-5, 20, "val/rougeL", "max", 10, 1),
+        ("onpolicy_rkl", 3e-5, 20, "val/rougeL", "max", 100, 1),
+        ("sft", 1e-3, 50, "val/loss", "min", 1.0, 10),
+        ("distillm", 5e-4, 50, "val/loss", "min", 1.0, 10),
+    ],
+)
+def test_an_objective_sets_its_values_in_the_groups_that_own_them(
+    compose, objective, lr, warmup, monitor, mode, val_every, log_every
+):
+    """Each key lives in one group; an objective yaml sets its own value there, and a value set on the command
+    line (or by an experiment or arm) wins over the objective's."""
+    cfg = compose([f"objective={objective}"])
+    got = (cfg.optim.lr, cfg.scheduler.num_warmup_steps, cfg.select.monitor, cfg.select.mode)
+    assert got == (lr, warmup, monitor, mode)
+    assert (cfg.trainer.val_check_interval, cfg.trainer.log_every_n_steps) == (val_every, log_every)
+    assert type(cfg.trainer.val_check_interval) is type(val_every)  # steps (int) and epochs (float) differ
+    assert "lr" not in cfg.objective and "monitor" not in cfg.objective
+    mine = compose(
+        [f"objective={objective}", "optim.lr=0.02", "trainer.val_check_interval=7", "select.mode=min"]
+    )
+    assert (mine.optim.lr, mine.trainer.val_check_interval, mine.select.mode) == (0.02, 7, "min")
+
+
+def test_arms_set_the_one_home_of_a_key(compose):
+    """smollm2_distill's MiniLLM arm sets optim.lr and trainer.val_check_interval, over reverse_kld's values."""
+    cfg = compose(["experiment=smollm2_distill", "+arm=smollm2_distill/minillm"])
+    assert (cfg.optim.lr, cfg.trainer.val_check_interval) == (5e-5, 2)
+    cfg = compose(["experiment=objectives_compare", "objective=reverse_kld"])
+    assert cfg.optim.lr == 1e-4  # conf/experiment_objective/objectives_compare/reverse_kld.yaml
+    assert compose(["experiment=objectives_compare", "objective=distillm"]).optim.lr == 5e-4  # its own
+
+
+def test_a_typed_node_refuses_a_key_it_does_not_have(compose):
+    """fit, resume, select, tokenizer and eval are typed (minillm/schema.py): Hydra's + opens the node, so a
+    key added with it is refused by validate_config, in the words composition uses."""
+    with pytest.raises(MinillmError, match=r"^fit\.num_thread: not a key of fit \(its keys: num_threads, "):
+        validate_config(compose(["+fit.num_thread=2"]))
+    with pytest.raises(MinillmError, match=r"^eval\.callbacks\.binz: not a key of eval\.callbacks"):
+        validate_config(compose(["+eval.callbacks.binz=3"]))
+    validate_config(compose(["fit.num_threads=2", "eval.callbacks.bins=5", "tokenizer.vocab_size=512"]))
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [
+        (
+            "fit:\n  num_thread: 1\n",
+            r"^fit\.num_thread: not a key of fit \(its keys: .*\) \(set by arm=bad\)$",
+        ),
+        (
+            "eval:\n  batch_size: lots\n",
+            r"^eval\.batch_size=lots: must be of type integer \(set by arm=bad; minillm/schema\.py\)$",
+        ),
+        ("select:\n  save_hf: maybe\n", r"^select\.save_hf=maybe: must be of type boolean \(set by arm=bad"),
+    ],
+)
+def test_composition_refuses_an_arm_file_that_breaks_a_typed_node(tmp_path, content, line):
+    """An experiment or arm file is merged into the typed nodes by Hydra itself: a key they lack or a value of
+    the wrong type fails composition, and minillm.cli makes that one line naming the key and the file."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+
+    from minillm.cli import hydra_error_line
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "arm" / "bad.yaml").write_text("# @package _global_\narm_name: bad\n" + content)
+    with pytest.raises(Exception) as refused, initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        compose(config_name="config", overrides=["+arm=bad"])
+    assert re.match(line, hydra_error_line(refused.value)), hydra_error_line(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("objective.variant=trl", r"^objective\.variant='trl'; choose one of \['code', 'paper'\]$"),
+        (
+            "objective.alpha_schedule=step",
+            r"^objective\.alpha_schedule='step'; choose one of \['constant', 'cosine'",
+        ),
+    ],
+)
+def test_the_rounds_choices_are_refused_before_any_model_loads(compose, override, message):
+    """variant and alpha_schedule have one validator (training.options.round_choice), run by validate_config."""
+    with pytest.raises(MinillmError, match=message):
+        validate_config(compose(["objective=reverse_kld", override]))

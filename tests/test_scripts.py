@@ -81,6 +81,22 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
             "key) or the group choice that reads it; an argument of the object named there is added with "
             "+optim.momentum=…",
         ),
+        ("minillm.run", ["objective.lr=1e-4"], "error: objective.lr moved: use optim.lr"),
+        (
+            "minillm.run",
+            ["+objective.val_check_interval=5"],
+            "error: objective.val_check_interval moved: use trainer",
+        ),
+        (
+            "minillm.run",
+            ["fit.num_thread=2"],
+            "error: fit.num_thread: not a key of fit (its keys: num_threads, max_bad_steps, stop_at_step,",
+        ),
+        (
+            "minillm.run",
+            ["eval.callbacks.bins=ten"],
+            "error: eval.callbacks.bins=ten: must be of type integer (set on the command line; minillm/schema.py)",
+        ),
     ],
     ids=[
         "misspelled-key",
@@ -88,6 +104,10 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
         "run-folder-under-a-file",
         "evaluate-misspelled-key",
         "optim-argument",
+        "moved-key",
+        "moved-key-added",
+        "schema-key",
+        "schema-type",
     ],
 )
 def test_what_hydra_refuses_is_one_line_with_exit_status_2(program, args, line, tmp_path):
@@ -99,7 +119,7 @@ def test_what_hydra_refuses_is_one_line_with_exit_status_2(program, args, line, 
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(line), out.stderr[-2000:]
-    assert "objective" not in line or "sft" in lines[0]  # the choices are listed
+    assert "objective/nope" not in line or "sft" in lines[0]  # the choices are listed
 
 
 @pytest.mark.parametrize("name", ["minillm-report", "minillm-compare"])

@@ -470,7 +470,12 @@ def readme(s: dict) -> str:
     train_t = {a: m("equal_time", a, "train_seconds") for a in arms}
     nval = {(b, a): [len(r["_log"]["val"]) for r in bb[b][a]] for b in BUDGETS for a in arms}
     lrs = {a: sorted({r["lr"] for b in BUDGETS for r in bb[b][a]}) for a in arms}
-    obj_lr = {a: bb["equal_steps"][a][0]["_config"].get("objective.lr") for a in arms}
+    obj_lr = {
+        a: bb["equal_steps"][a][0]["_config"].get(
+            "objective.lr", bb["equal_steps"][a][0]["_config"].get("optim.lr")
+        )
+        for a in arms
+    }
 
     # what the logs say the adaptive parts did
     def logged(budget, arm, key, pick):

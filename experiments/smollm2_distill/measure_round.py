@@ -6,7 +6,7 @@ then the inner epochs of updates) and around its rollout (``_start_round``), and
 memory (``ru_maxrss``) read before the first round, after each rollout, after each update and after each
 round. It writes ``rounds.json`` into the run
 folder and prints one line per round. Give the run few rounds and no validation inside them (for example
-``trainer.max_steps`` = rounds × updates per round, ``objective.val_check_interval`` above the rounds), and
+``trainer.max_steps`` = rounds × updates per round, ``trainer.val_check_interval`` above the rounds), and
 ``eval.compare=false`` so that only training is timed. Commands and numbers: README.md beside this file.
 """
 

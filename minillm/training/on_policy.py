@@ -46,9 +46,10 @@ class OnPolicyModule(SupervisedModule):
             raise MinillmError(f"objective={cfg.objective.name} needs a teacher: set teacher.path")
         self.automatic_optimization = False
         self.obj = cfg.objective
-        pg_options(cfg.objective)  # validates the estimator's options before training starts
+        pg_options(
+            cfg.objective
+        )  # the estimator's numeric options (objective.clip_eps > 0, ...) before training
         self.disable_dropout = bool(cfg.objective.get("disable_dropout", True))
-        alpha_at(cfg.objective, 0.0)  # validates the schedule before training starts
         self.datamodule_ref = datamodule
         self.rollout_gen: torch.Generator | None = None
         self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 2)

@@ -14,6 +14,9 @@ from minillm.objectives.policy_gradient import PGOptions
 from minillm.rollout.options import SamplingOptions
 
 VARIANTS = ("code", "paper")
+ALPHA_SCHEDULES = ("constant", "cosine", "linear")
+# The round's keys that name one of a few choices, with the value an objective without the key means.
+ROUND_CHOICES = {"variant": (VARIANTS, "code"), "alpha_schedule": (ALPHA_SCHEDULES, "constant")}
 PG_KEYS = (
     "gamma",
     "include_current",
@@ -28,11 +31,27 @@ PG_KEYS = (
 )
 
 
+def round_choice(objective_cfg, key: str) -> str:
+    """``objective.<key>`` (variant, alpha_schedule), checked against its choices: the one validator of
+    both, used by the config check before any model loads and by the code that reads them."""
+    choices, default = ROUND_CHOICES[key]
+    value = objective_cfg.get(key)
+    value = default if value is None else value
+    if value not in choices:
+        raise MinillmError(f"objective.{key}={value!r}; choose one of {list(choices)}")
+    return value
+
+
+def check_round_choices(objective_cfg) -> None:
+    """Every key of ``ROUND_CHOICES`` that the objective sets is one of its choices."""
+    for key in ROUND_CHOICES:
+        if key in objective_cfg:
+            round_choice(objective_cfg, key)
+
+
 def pg_options(objective_cfg) -> PGOptions:
     """The estimator's options: the ``variant`` preset, then any key the config sets explicitly."""
-    variant = objective_cfg.get("variant", "code")
-    if variant not in VARIANTS:
-        raise MinillmError(f"objective.variant={variant!r}; choose one of {list(VARIANTS)}")
+    variant = round_choice(objective_cfg, "variant")
     single_step = bool(objective_cfg.get("single_step", True))
     base = PGOptions.code() if variant == "code" else PGOptions.paper(single_step=single_step)
     values = {k: getattr(base, k) for k in PG_KEYS}
@@ -51,17 +70,13 @@ def alpha_at(objective_cfg, progress: float) -> float:
     end = float(
         objective_cfg.get("alpha_end", start) if objective_cfg.get("alpha_end") is not None else start
     )
-    schedule = objective_cfg.get("alpha_schedule", "constant")
+    schedule = round_choice(objective_cfg, "alpha_schedule")
     progress = min(max(progress, 0.0), 1.0)
-    if schedule == "constant":
-        return start
     if schedule == "linear":
         return start + (end - start) * progress
     if schedule == "cosine":
         return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise MinillmError(
-        f"objective.alpha_schedule={schedule!r}; choose one of ['constant', 'cosine', 'linear']"
-    )
+    return start  # constant
 
 
 @dataclass(frozen=True)
