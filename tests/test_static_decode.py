@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate, sample_rollouts
 from tests.test_rollout import EOS, PAD, _bias_eos, _prompts, _tiny
 
@@ -32,12 +33,10 @@ def _rollout(mode: str, student, teacher, lengths: list[int], *, alpha: float, s
             teacher,
             ids,
             mask,
-            max_new_tokens=12,
-            alpha=alpha,
-            eos_token_id=EOS,
-            pad_token_id=PAD,
+            SamplingOptions(
+                max_new_tokens=12, eos_token_id=EOS, pad_token_id=PAD, teacher_mix_alpha=alpha, **SAMPLING
+            ),
             generator=torch.Generator().manual_seed(seed),
-            **SAMPLING,
             **kw,
         )
 
@@ -92,8 +91,8 @@ def test_generate_with_a_static_cache_matches_eager_for_other_architectures(kind
 
     def run(mode):
         with static_decode.decode_mode(mode):
-            kw = dict(max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
-            return generate(model, ids, mask, generator=torch.Generator().manual_seed(9), **kw)
+            sampling = SamplingOptions(max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
+            return generate(model, ids, mask, sampling, generator=torch.Generator().manual_seed(9))
 
     ref = run("eager")
     _ragged(ref)

@@ -25,6 +25,7 @@ from minillm.bench.settings import Runtime, StepSettings
 from minillm.bench.step import step_runner
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode
+from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import _unwrap, sample_rollouts
 from minillm.training.precision import bf16_supported
 
@@ -148,10 +149,12 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
                     models.teacher,
                     prompt_ids,
                     prompt_mask,
-                    max_new_tokens=main.response_len,
-                    alpha=main.alpha,
-                    eos_token_id=None,
-                    pad_token_id=models.eos_token_id,
+                    SamplingOptions(
+                        max_new_tokens=main.response_len,
+                        eos_token_id=None,
+                        pad_token_id=models.eos_token_id,
+                        teacher_mix_alpha=main.alpha,
+                    ),
                     generator=gen,
                     keep_teacher_logits=main.round.keep_teacher_logits,
                     teacher_after_decoding=False,  # lockstep at α = 0 too
