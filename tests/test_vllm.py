@@ -238,9 +238,9 @@ class _TokensFromNowhere(vllm_engine.VllmSampler):
         super().__init__(python="none", kv_cache_gib=1, threads=1, max_model_len=64)
         self.vocab_size, self.calls = vocab_size, 0
 
-    def sample_ids(self, model, prompts, *, max_new_tokens, generator, **_):
+    def sample_ids(self, model, prompts, sampling, *, generator):
         self.calls += 1
-        ids = torch.randint(0, self.vocab_size, (len(prompts), max_new_tokens), generator=generator)
+        ids = torch.randint(0, self.vocab_size, (len(prompts), sampling.max_new_tokens), generator=generator)
         return ids.tolist()
 
 
