@@ -19,17 +19,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, RunInterrupted
 from minillm.models.lora import is_lora
-from minillm.resume import (
-    RunInterrupted,
-    fix_epoch_end_checkpoint,
-    model_digests,
-    rescale_data_position,
-    rng_state,
-    set_rng_state,
-    stop_callback,
-)
+from minillm.resume.lightning_state import fix_epoch_end_checkpoint, rescale_data_position
+from minillm.resume.model_files import model_digests
+from minillm.resume.rng import rng_state, set_rng_state
+from minillm.resume.signals import stop_callback
 from minillm.training.optim import is_constant
 
 log = logging.getLogger(__name__)
