@@ -43,14 +43,14 @@ class GracefulStop(Callback):
         )
 
     def _last_checkpoint_hint(self) -> str:
-        folder = getattr(getattr(self, "_trainer", None), "checkpoint_callback", None)
+        folder = getattr(getattr(self, "_fit_trainer", None), "checkpoint_callback", None)
         last = Path(folder.dirpath) / "last.ckpt" if folder is not None and folder.dirpath else None
         if last is not None and last.is_file():
             return f"the last checkpoint written is kept: {last} (ckpt_path=last goes on from it)"
         return "no checkpoint of this run was written yet"
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._trainer = trainer
+        self._fit_trainer = trainer
         log.info("training (Ctrl-C or SIGTERM stops after the current update, with a checkpoint)")
         if self.stop_at_step is not None and 0 < self.stop_at_step <= trainer.global_step:
             # resumed from the pause fit.stop_at_step made: the same command plus ckpt_path goes on
