@@ -17,11 +17,14 @@ EPOCH_LOOP_STATE = "epoch_loop.state_dict"
 LOGGING_STEP = "_batches_that_stepped"  # the epoch loop's logging-step counter (its state_dict and attribute)
 BATCH_PROGRESS = "epoch_loop.batch_progress"
 VAL_BATCH_PROGRESS = "epoch_loop.val_loop.batch_progress"
+OPTIM_PROGRESS = (
+    "epoch_loop.automatic_optimization.optim_progress"  # "optimizer": its step and zero_grad trackers
+)
 # What Lightning resets when an epoch starts (``_TrainingEpochLoop.reset``): the per-epoch ("current") counters.
 PER_EPOCH_PROGRESS = (
     BATCH_PROGRESS,
     "epoch_loop.scheduler_progress",
-    "epoch_loop.automatic_optimization.optim_progress",
+    OPTIM_PROGRESS,
     "epoch_loop.manual_optimization.optim_step_progress",
 )
 
