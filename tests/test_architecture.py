@@ -233,7 +233,10 @@ def lightning_private_names(path: Path) -> list[str]:
         if isinstance(node, ast.Attribute) and node.attr in LIGHTNING_PRIVATE_ATTRIBUTES:
             found.append(f"{node.lineno}: .{node.attr}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            if node.value in LIGHTNING_PRIVATE_KEYS or node.value.startswith(LIGHTNING_PRIVATE_KEY_PREFIXES):
+            named = (
+                node.value in LIGHTNING_PRIVATE_KEYS | LIGHTNING_PRIVATE_ATTRIBUTES
+            )  # also getattr(x, "...")
+            if named or node.value.startswith(LIGHTNING_PRIVATE_KEY_PREFIXES):
                 found.append(f"{node.lineno}: {node.value!r}")
     return found
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 # The paths this module reads and writes under ``checkpoint["loops"]``.
 LOOPS = "loops"
 FIT_LOOP = "fit_loop"
-EPOCH_PROGRESS = (
-    "epoch_progress"  # the fit loop's epochs: "total" / "current" ready, started, processed, completed
-)
+# The fit loop's epochs, "total" and "current": ready, started, processed, completed.
+EPOCH_PROGRESS = "epoch_progress"
 EPOCH_LOOP_STATE = "epoch_loop.state_dict"
 LOGGING_STEP = "_batches_that_stepped"  # the epoch loop's logging-step counter (its state_dict and attribute)
 BATCH_PROGRESS = "epoch_loop.batch_progress"
