@@ -56,10 +56,11 @@ LIMIT_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")
 _ABSENT = "<absent>"
 
 
-def _flatten(tree, prefix: str = ""):
+def flatten(tree, prefix: str = ""):
+    """``(dotted key, value)`` for each leaf of a nested config (an empty dict is a leaf; lists are values)."""
     if isinstance(tree, dict) and tree:
         for key, value in tree.items():
-            yield from _flatten(value, f"{prefix}{key}.")
+            yield from flatten(value, f"{prefix}{key}.")
     else:
         yield prefix[:-1], tree
 
@@ -80,7 +81,7 @@ def config_differences(
 ) -> list[tuple[str, object, object]]:
     """``(key, saved value, current value)`` for every key that differs, in the current config's order;
     the keys that change training, or with ``bound`` only the run-bound ones."""
-    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    old, new = dict(flatten(saved)), dict(flatten(current))
     keys = [*new, *(k for k in old if k not in new)]
     return [
         (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
@@ -101,7 +102,7 @@ def adopt_precision(cfg, saved: dict | None) -> None:
 
     if str(cfg.trainer.get("precision")) != "auto" or saved is None:
         return
-    value = dict(_flatten(saved)).get(PRECISION_KEY)
+    value = dict(flatten(saved)).get(PRECISION_KEY)
     if value is None or value == "auto":
         return
     with open_dict(cfg):

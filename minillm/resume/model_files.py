@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from minillm.resume.config_diff import _flatten, config_differences
+from minillm.resume.config_diff import config_differences, flatten
 
 # Models named by a path: a checkpoint stores a digest of each one's files (``checkpoint["minillm"]["models"]``)
 # and a resume compares the files, not the path, so a moved checkout or another clone resumes.
@@ -48,7 +48,7 @@ def model_digest(path) -> str | None:
 
 def model_digests(config: dict) -> dict[str, str]:
     """``{key: digest}`` for each of ``MODEL_PATH_KEYS`` that names a local folder or file in ``config``."""
-    flat = dict(_flatten(config))
+    flat = dict(flatten(config))
     out = {}
     for key in MODEL_PATH_KEYS:
         digest = model_digest(flat[key]) if flat.get(key) else None
@@ -62,7 +62,7 @@ def training_differences(ckpt: dict, saved: dict, current: dict) -> list[tuple[s
     digest of differs when the files at the current path hash differently (the same path holding other
     weights), and not when only the path moved. Checkpoints without digests compare the paths as text."""
     digests = (ckpt.get("minillm") or {}).get("models") or {}
-    old, new = dict(_flatten(saved)), dict(_flatten(current))
+    old, new = dict(flatten(saved)), dict(flatten(current))
     diffs = []
     for key, digest in digests.items():
         now = model_digest(new[key]) if new.get(key) else None
