@@ -75,7 +75,7 @@ def train(cfg: DictConfig) -> dict:
     from minillm.models.lora import export_student
     from minillm.models.prepare import prepare_models
     from minillm.models.tokenizers import resolve_tokenizer
-    from minillm.resume import Resume
+    from minillm.resume.run_folder import Resume
     from minillm.rollout import vllm_engine
     from minillm.safe_load import load_checkpoint
     from minillm.training.precision import resolve_precision

@@ -2,7 +2,7 @@
 
 A ``.ckpt`` is a pickle, and a pickle can call any function while it loads (``os.system``, say). Every
 checkpoint the project reads — ``ckpt_path=``, ``evaluate.path=``, the best checkpoint a run selects,
-and Lightning's own restore through :class:`minillm.resume.AtomicCheckpointIO` — goes through
+and Lightning's own restore through :class:`minillm.resume.checkpoint_io.AtomicCheckpointIO` — goes through
 :func:`load_checkpoint`: ``torch.load(weights_only=True)``, which builds only tensors, numbers, strings
 and plain containers, plus exactly the extra types our own checkpoints hold. Anything else is refused
 with one line naming the file and the type, before it is built.

@@ -20,6 +20,10 @@ functions (a lazy import is still a dependency). The rules:
   import only errors, its model loading (``evaluation/loading``) no metric, data, rollout or training, its
   metrics (``evaluation/suite_metrics``) and outputs (``evaluation/suite_outputs``) neither the run's config
   checks nor another's part, and only the orchestration (``evaluation/suite``) ties them together.
+- ``minillm/resume/`` (the checkpoint plumbing) imports of the project only itself, errors and safe_load;
+- only ``minillm.resume.lightning_state`` reaches into Lightning's private loop state (the checkpoint's
+  ``loops``, the epoch loop's ``_batches_that_stepped``, ``LightningModule._trainer``): what it relies on is
+  checked against the installed Lightning by ``tests/test_lightning_private.py``.
 """
 
 from __future__ import annotations
@@ -76,6 +80,15 @@ EVALUATION_COMMAND_ALLOWED = {
     ),
     "minillm.evaluation.suite_outputs": ("minillm.evaluation.report", "minillm.loggers"),
 }
+
+# What ``minillm/resume/`` may import of the project.
+RESUME_ALLOWED = ("minillm.resume", "minillm.errors", "minillm.safe_load")
+
+# Lightning's private state: attributes and checkpoint keys that only LIGHTNING_STATE may name.
+LIGHTNING_STATE = "minillm.resume.lightning_state"
+LIGHTNING_PRIVATE_ATTRIBUTES = {"fit_loop", "epoch_loop", "_batches_that_stepped", "_trainer"}
+LIGHTNING_PRIVATE_KEYS = {"loops", "fit_loop", "_batches_that_stepped"}
+LIGHTNING_PRIVATE_KEY_PREFIXES = ("epoch_loop.", "epoch_progress")
 
 # Third-party packages an objective must not reach for (losses take tensors, not trainers or models).
 OBJECTIVE_FORBIDDEN_LIBRARIES = ("lightning", "pytorch_lightning", "transformers", "hydra", "omegaconf")
@@ -255,6 +268,57 @@ def test_errors_holds_only_the_exception_classes():
     }
     assert all(b and set(b) <= {"Exception", "BaseException", *bases} for b in bases.values()), bases
     assert not [dep for dep in imported_modules(path) if within(dep, "minillm")]
+
+
+def test_resume_imports_only_itself_errors_and_safe_load():
+    """The checkpoint plumbing sits below training and evaluation: it never reads them back."""
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.resume")
+        for dep in sorted(imports)
+        if within(dep, "minillm") and dep != "minillm" and not any(within(dep, a) for a in RESUME_ALLOWED)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def lightning_private_names(path: Path) -> list[str]:
+    """``line: name`` for each attribute or string (docstrings aside) in ``path`` that names Lightning's
+    private loop state."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in LIGHTNING_PRIVATE_ATTRIBUTES:
+            found.append(f"{node.lineno}: .{node.attr}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            named = (
+                node.value in LIGHTNING_PRIVATE_KEYS | LIGHTNING_PRIVATE_ATTRIBUTES
+            )  # also getattr(x, "...")
+            if named or node.value.startswith(LIGHTNING_PRIVATE_KEY_PREFIXES):
+                found.append(f"{node.lineno}: {node.value!r}")
+    return found
+
+
+def test_only_lightning_state_touches_lightning_private_state():
+    """One module to fix when a Lightning upgrade moves its loop state; the check sees the names there."""
+    paths = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    bad = [
+        f"{name}:{hit}"
+        for name, path in paths.items()
+        if name != LIGHTNING_STATE
+        for hit in lightning_private_names(path)
+    ]
+    assert not bad, f"Lightning's private state outside {LIGHTNING_STATE}:\n" + "\n".join(bad)
+    seen = " ".join(lightning_private_names(paths[LIGHTNING_STATE]))
+    for name in (".fit_loop", "._batches_that_stepped", "._trainer", "'loops'", "'epoch_loop.state_dict'"):
+        assert name in seen, f"the check no longer sees {name} in {LIGHTNING_STATE}"
 
 
 def test_objectives_and_data_agree_on_the_ignored_label():

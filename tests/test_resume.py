@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from minillm.errors import RunInterrupted
-from minillm.resume import AtomicCheckpointIO
+from minillm.resume.checkpoint_io import AtomicCheckpointIO
 from minillm.run import train
 
 from .conftest import ROOT
@@ -278,7 +278,7 @@ def save_tiny_student(folder, tokenizer, seed: int) -> None:
 
 
 def test_model_digest_follows_the_files_not_the_path(tmp_path, tiny_tokenizer):
-    from minillm.resume import model_digest
+    from minillm.resume.model_files import model_digest
 
     save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
     shutil.copytree(tmp_path / "a", tmp_path / "elsewhere" / "b")
@@ -315,7 +315,7 @@ def test_a_checkpoint_resumes_with_its_model_moved_and_refuses_other_weights_at_
 
 def test_a_checkpoint_without_model_digests_compares_the_paths_as_text(compose, tmp_path, tiny_tokenizer):
     from minillm.errors import MinillmError
-    from minillm.resume import check_config
+    from minillm.resume.checks import check_config
 
     save_tiny_student(tmp_path / "a", tiny_tokenizer, seed=0)
     shutil.copytree(tmp_path / "a", tmp_path / "b")

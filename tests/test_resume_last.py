@@ -1,7 +1,7 @@
 """What ``ckpt_path=last`` and ``ckpt_path=PATH`` resume, and continuing a finished run to a larger limit.
 
 - ``last`` is this run's own ``checkpoints/last.ckpt``; without one, the newest run beside it whose config
-  differs only in keys that bound the run (``minillm.resume.RUN_BOUND_KEYS``); another run's folder is
+  differs only in keys that bound the run (``minillm.resume.config_diff.RUN_BOUND_KEYS``); another run's folder is
   never written unless ``ckpt_path`` names its checkpoint.
 - A checkpoint trained with another value of a key that changes training is refused with one line naming
   the key, unless ``resume.allow_config_change=true``.
@@ -222,7 +222,7 @@ def test_a_second_ctrl_c_aborts_with_one_line_and_status_130(capsys):
 
     from minillm.cli import user_errors
     from minillm.errors import RunAborted
-    from minillm.resume import GracefulStop
+    from minillm.resume.signals import GracefulStop
 
     stop = GracefulStop()
     stop._handle(signal.SIGINT, None)

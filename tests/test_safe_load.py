@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from minillm.errors import MinillmError
-from minillm.resume import AtomicCheckpointIO, read_checkpoint, rng_state
+from minillm.resume.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from minillm.resume.rng import rng_state
 from minillm.safe_load import load_checkpoint
 
 from .conftest import ROOT

@@ -13,7 +13,9 @@ from omegaconf import OmegaConf
 from minillm.config import validate_config
 from minillm.data.datamodule import load_records
 from minillm.errors import MinillmError
-from minillm.resume import check_config, config_differences, upgrade_config
+from minillm.resume.checks import check_config
+from minillm.resume.config_diff import config_differences
+from minillm.resume.saved_config import upgrade_config
 from minillm.run import run_task
 
 

@@ -14,7 +14,8 @@ import torch
 
 from minillm.data.datasets import ResumableBatches
 from minillm.errors import MinillmError
-from minillm.resume import check_config, rescale_data_position
+from minillm.resume.checks import check_config
+from minillm.resume.lightning_state import rescale_data_position
 from minillm.safe_load import load_checkpoint
 
 from .conftest import ROOT

@@ -40,7 +40,7 @@ def _warn_if_other_data(cfg, run_dir: Path | None) -> None:
     saved = run_dir / "config.yaml" if run_dir else None
     if saved is None or not saved.is_file():
         return
-    from minillm.resume import upgrade_config
+    from minillm.resume.saved_config import upgrade_config
 
     run_data = upgrade_config(OmegaConf.to_container(OmegaConf.load(saved), resolve=True)).get("data")
     if run_data is not None and run_data != OmegaConf.to_container(cfg.data, resolve=True):

@@ -45,7 +45,7 @@ def sequences_task(cfg) -> float | None:
 
 def run_toy(cfg, name: str, solve: Callable[[dict, Path], tuple[dict, float | None]], summarise) -> dict:
     """Run one toy (``solve`` on ``cfg.toy``) into the run folder: results.json, summary.md, its figure."""
-    from minillm.resume import refuse_to_overwrite
+    from minillm.resume.run_folder import refuse_to_overwrite
 
     out = Path(cfg.output_dir)
     refuse_to_overwrite(out)  # an earlier toy run's results.json in a named folder

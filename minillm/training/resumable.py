@@ -19,17 +19,19 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from minillm.errors import MinillmError
+from minillm.errors import MinillmError, RunInterrupted
 from minillm.models.lora import is_lora
-from minillm.resume import (
-    RunInterrupted,
+from minillm.resume.lightning_state import (
+    attached_trainer,
     fix_epoch_end_checkpoint,
-    model_digests,
+    logging_step,
     rescale_data_position,
-    rng_state,
-    set_rng_state,
-    stop_callback,
+    set_logging_step,
+    store_stop_log_step,
 )
+from minillm.resume.model_files import model_digests
+from minillm.resume.rng import rng_state, set_rng_state
+from minillm.resume.signals import stop_callback
 from minillm.training.optim import is_constant
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ class ResumableMixin:
 
     def _world(self) -> tuple[int, int]:
         """(this process's rank, the number of data-parallel processes)."""
-        trainer = self._trainer
+        trainer = attached_trainer(self)
         return (int(trainer.global_rank), int(trainer.world_size)) if trainer is not None else (0, 1)
 
     def rank_generators(self) -> list[torch.Generator]:
@@ -81,7 +83,7 @@ class ResumableMixin:
         return gathered
 
     def _sampler(self):
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.trainer.datamodule if attached_trainer(self) is not None else None
         return getattr(dm, "train_sampler", None)
 
     def _trained_keys(self) -> set[str] | None:
@@ -148,19 +150,15 @@ class ResumableMixin:
             "world_size": self._world()[1],
             "ranks": self._rank_states(),  # data-parallel: each rank's RNG and extra state, in rank order
         }
-        if self._stop_log_step is not None:
-            # Saved between updates, where Lightning's restart adds one to its logging-step counter
-            # (it expects checkpoints written after a batch); pre-compensate so the steps line up.
-            loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
-            if loop is not None:
-                loop["_batches_that_stepped"] = self._stop_log_step - 1
+        if self._stop_log_step is not None:  # saved between updates: Lightning's restart counts one more
+            store_stop_log_step(checkpoint, self._stop_log_step)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("minillm")
         if state is None:
             return
         self._resume_state = state
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.trainer.datamodule if attached_trainer(self) is not None else None
         if dm is not None and state.get("data") is not None and hasattr(dm, "train_global_batch"):
             moved = rescale_data_position(checkpoint, dm.train_global_batch(self._world()[1]))
             if moved is not None and moved[0] != moved[1]:
@@ -237,7 +235,7 @@ class ResumableMixin:
     def on_train_batch_start(self, batch, batch_idx):
         if self._resume_log_step is not None:
             # the logging step the checkpoint goes on from, whatever Lightning's restart counted
-            self.trainer.fit_loop.epoch_loop._batches_that_stepped = self._resume_log_step
+            set_logging_step(self.trainer, self._resume_log_step)
             self._resume_log_step = None
         if not self.batch_in_progress():
             self.stop_if_requested()
@@ -258,7 +256,7 @@ class ResumableMixin:
         callback = self.trainer.checkpoint_callback
         folder = Path(callback.dirpath) if callback is not None and callback.dirpath else Path(".")
         path = folder / "last.ckpt"
-        self._stop_log_step = self.trainer.fit_loop.epoch_loop._batches_that_stepped
+        self._stop_log_step = logging_step(self.trainer)
         try:
             self.trainer.save_checkpoint(str(path), weights_only=False)  # the whole state, to resume
         finally:

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from minillm.objectives.supervised import sft_loss
+from minillm.resume.lightning_state import attached_trainer
 from minillm.training.optim import make_optimizer, make_scheduler
 from minillm.training.resumable import ResumableMixin
 
@@ -71,7 +72,7 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
         teacher over the data-parallel ranks (FSDP2 per decoder layer); otherwise nothing."""
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+        if attached_trainer(self) is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
             return
         from minillm.models.sharding import is_sharded, shard
 

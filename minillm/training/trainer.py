@@ -14,7 +14,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from minillm.errors import MinillmError, RunInterrupted
 from minillm.instantiate import instantiate_node
 from minillm.models.loading import objective_needs_teacher
-from minillm.resume import AtomicCheckpointIO
+from minillm.resume.checkpoint_io import AtomicCheckpointIO
 from minillm.safe_load import checkpoint_types_allowed
 
 
