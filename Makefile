@@ -58,8 +58,13 @@ run: install
 	$(PY) -m minillm.run $(RUN_ARGS) $(ARGS)
 	$(if $(ARGS),,@cat experiments/results/validity_drop/make_run_note.txt)
 
+# The default suite on TEST_WORKERS pytest-xdist workers (2: this project's reference machine has 2 cores; each
+# test still runs in one process, so TEST_WORKERS=0 gives the plain serial run). The slow suite stays serial: its
+# multi-process tests start their own ranks.
+TEST_WORKERS ?= 2
+
 test: install
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS)) $(ARGS)
 
 test-slow: install
 	$(PY) -m pytest -m slow $(ARGS)
