@@ -21,7 +21,7 @@ _register_resolvers()
 
 
 def _register_schemas() -> None:
-    """The typed config nodes (minillm/schema.py) in Hydra's ConfigStore, before any config is composed."""
+    """The typed config nodes (minillm/schema/) in Hydra's ConfigStore, before any config is composed."""
     try:
         from minillm.schema import register
     except ImportError:  # the package imported without its dependencies (packaging tools)

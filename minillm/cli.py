@@ -66,30 +66,32 @@ def emit(text: str, out: Path | None) -> None:
 
 
 def schema_error_line(text: str) -> str | None:
-    """A typed node's refusal (minillm/schema.py) as one line naming the key and where it was set: a key
-    the node does not have, or a value of the wrong type; None for any other error."""
+    """A typed node's refusal (minillm/schema/) as one line naming the key and where it was set: a key the
+    node does not have (with the choices of its group that read it), or a value of the wrong type; None for
+    any other error."""
     import re
 
-    from minillm.config import moved_key_error, schema_key_error
+    from minillm.config import moved_key_error
+    from minillm.schema import by_class_name
+    from minillm.schema.check import unknown_key_line
 
     full_key = re.search(r"full_key: (\S+)", text)
     if not full_key or "object_type=" not in text:
         return None
     key = full_key.group(1)
     origin = re.search(r"In '([^']+)'", text)
-    where = f"set by {origin.group(1).replace('/', '=', 1)}" if origin else "set on the command line"
-    missing = re.search(r"Key '([^']+)' not in '", text)
+    where = f"by {origin.group(1).replace('/', '=', 1)}" if origin else "on the command line"
+    missing = re.search(r"Key '([^']+)' not in '(\w+)'", text)
     if missing:
-        try:
-            schema_key_error(key)
-        except MinillmError as err:
-            return f"{err} ({where})"
-        return moved_key_error(key)
+        if moved_key_error(key):
+            return moved_key_error(key)
+        schema = by_class_name(missing.group(2))
+        return unknown_key_line(key, schema, where) if schema is not None else None
     # OmegaConf: "Value 'x' of type 'str' could not be converted to Integer", "Value 'x' is not a valid bool"
     wrong = re.search(r"Value '(.*)' (?:of type '\w+' could not be converted to|is not a valid) (\w+)", text)
     if wrong:
         value, kind = wrong.group(1), {"bool": "boolean"}.get(wrong.group(2), wrong.group(2).lower())
-        return f"{key}={value}: must be of type {kind} ({where}; minillm/schema.py)"
+        return f"{key}={value}: must be of type {kind} (set {where}; minillm/schema/)"
     return None
 
 
@@ -104,7 +106,8 @@ def hydra_error_line(err: BaseException) -> str:
     cause = str(err.__cause__ or "")
     if "is not in struct" in cause and "Could not override '" in text:
         key = text.split("Could not override '", 1)[1].split("'", 1)[0]
-        from minillm.config import OPEN_GROUPS, moved_key_error
+        from minillm.config import moved_key_error
+        from minillm.schema import OPEN_GROUPS
 
         if moved_key_error(key):
             return moved_key_error(key)

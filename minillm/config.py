@@ -1,34 +1,18 @@
-"""Checks of the composed config, before any model is loaded: each error names the config key."""
+"""Checks of the composed config, before any model is loaded: each error names the config key. A key's type,
+range and choices are its schema's (minillm/schema/); here are the rules between keys."""
 
 from __future__ import annotations
 
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from minillm.errors import MinillmError
 
 log = logging.getLogger(__name__)
-
-
-def _positive_int(cfg, key: str) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise MinillmError(f"{key}={value!r}: must be a positive integer")
-
-
-def _in_range(cfg, key: str, low: float, high: float) -> None:
-    value = _get(cfg, key)
-    if value is None:
-        return
-    if not isinstance(value, int | float) or not low <= value <= high:
-        raise MinillmError(f"{key}={value!r}: must be in [{low}, {high}]")
 
 
 def _get(cfg, dotted: str):
@@ -66,125 +50,26 @@ def check_moved_keys(cfg) -> None:
             raise MinillmError(moved_key_error(key))
 
 
-def schema_key_error(key: str) -> None:
-    """Raise naming ``key`` (``fit.num_thread``) when its node has a schema (minillm/schema.py) that lacks it."""
-    from minillm.schema import schema_of
-
-    node, _, name = key.rpartition(".")
-    schema = schema_of(node) if node else None
-    if schema is not None and name not in schema.__dataclass_fields__:
-        keys = ", ".join(schema.__dataclass_fields__)
-        raise MinillmError(f"{key}: not a key of {node} (its keys: {keys})")
-
-
-def check_schema_keys(cfg) -> None:
-    """A key added to a typed node with ``+`` (``+fit.num_thread=2``: Hydra's ``+`` opens the node) is refused
-    as composition refuses it from an experiment or arm file; the types were checked by composition."""
-    from minillm.schema import NODES
-
-    def walk(node, path):
-        for key, value in node.items():
-            schema_key_error(f"{path}.{key}")
-            if isinstance(value, DictConfig):
-                walk(value, f"{path}.{key}")
-
-    for name in NODES:
-        if isinstance(cfg.get(name), DictConfig):
-            walk(cfg[name], name)
-
-
 def validate_config(cfg) -> None:
-    """Raise MinillmError naming the first bad key; warn about slow but legal choices."""
-    check_moved_keys(cfg)
-    check_schema_keys(cfg)
-    for key in (
-        "data.batch_size",
-        "data.eval_batch_size",
-        "data.max_prompt_len",
-        "data.max_response_len",
-        "eval.batch_size",
-        "eval.max_new_tokens",
-        "objective.num_rollouts",
-        "objective.mini_batch_size",
-        "objective.ppo_epochs",
-        "objective.max_new_tokens",
-        "tokenizer.vocab_size",
-    ):
-        _positive_int(cfg, key)
-    for key in ("objective.kd_ratio", "objective.teacher_mix_alpha", "objective.alpha_end"):
-        _in_range(cfg, key, 0.0, 1.0)
-    clip = _get(cfg, "objective.clip_eps")
-    if clip is not None and (not isinstance(clip, int | float) or clip <= 0):
-        raise MinillmError(f"objective.clip_eps={clip!r}: must be > 0")
-    if cfg.data.template not in ("alpaca", "chat", "short"):
-        raise MinillmError(f"data.template={cfg.data.template!r}; choose one of ['alpaca', 'chat', 'short']")
-    if cfg.select.mode not in ("min", "max"):
-        raise MinillmError(f"select.mode={cfg.select.mode!r}; choose one of ['max', 'min']")
-    if not cfg.eval.seeds:
-        raise MinillmError("eval.seeds: give at least one sampling seed")
-    from minillm.training.precision import bf16_supported
+    """Raise MinillmError naming the first bad key; warn about slow but legal choices. Each key's type, range
+    and choices are its schema's (minillm/schema/, checked by composition and ``check_schema``); what is
+    left here are the rules between keys, each once."""
+    from minillm.schema.check import check_schema
 
-    cpu_bf16 = cfg.trainer.accelerator == "cpu" and bf16_supported("cpu")
-    if cfg.trainer.accelerator == "cpu" and "bf16" in str(cfg.trainer.precision) and not cpu_bf16:
-        log.warning(
-            "trainer.precision=%s on CPU: this CPU has no bf16 instructions (AVX512-BF16 / AMX) and runs it "
-            "far slower than fp32; trainer.precision=auto chooses by measuring",
-            cfg.trainer.precision,
-        )
-    teacher_dtype = _get(cfg, "fit.teacher_dtype")
-    if teacher_dtype is not None and teacher_dtype not in ("auto", "fp32", "bf16", "fp16"):
-        raise MinillmError(
-            f"fit.teacher_dtype={teacher_dtype!r}; choose one of ['auto', 'bf16', 'fp16', 'fp32'] or null"
-        )
-    if cfg.trainer.accelerator == "cpu" and (
-        teacher_dtype == "fp16" or (teacher_dtype == "bf16" and not cpu_bf16)
-    ):
-        log.warning(
-            "fit.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
-            teacher_dtype,
-        )
+    check_moved_keys(cfg)
+    check_schema(cfg)
+    check_precision(cfg)
     if isinstance(cfg.get("objective"), DictConfig):
         from minillm.training.options import check_round_choices
 
         check_round_choices(cfg.objective)  # objective.variant, objective.alpha_schedule
-    max_time = _get(cfg, "trainer.max_time")
-    if isinstance(max_time, str) and not re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", max_time):
-        raise MinillmError(
-            f"trainer.max_time={max_time!r}: give days:hours:minutes:seconds, e.g. 00:00:30:00 for 30 minutes"
-        )
-    stop = _get(cfg, "fit.stop_at_step")
-    if stop is not None and (not isinstance(stop, int) or stop < 0):
-        raise MinillmError(f"fit.stop_at_step={stop!r}: must be a step number >= 0 or null")
-    _positive_int(cfg, "fit.max_bad_steps")
-    _positive_int(cfg, "objective.alpha_steps")
-    _positive_int(cfg, "objective.chunk_size")
-    budget = _get(cfg, "objective.teacher_cache_mb")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0):
-        raise MinillmError(f"objective.teacher_cache_mb={budget!r}: must be a size in MiB >= 0, or null")
-    if _get(cfg, "teacher.name") == "none" and (_get(cfg, "teacher.path") or _get(cfg, "teacher.arch")):
-        key = "teacher.path" if _get(cfg, "teacher.path") else "teacher.arch"
-        raise MinillmError(
-            f"{key} is set while teacher=none (no teacher): use teacher=hf teacher.path=..., or drop {key}"
-        )
-    for model in ("teacher", "student"):
-        every = _get(cfg, f"{model}.keep_every")
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 2):
-            raise MinillmError(
-                f"{model}.keep_every={every!r}: must be an integer >= 2 (every k-th layer), or null"
-            )
-        path, arch = _get(cfg, f"{model}.path"), _get(cfg, f"{model}.arch")
-        if path and arch:
-            raise MinillmError(
-                f"{model}.path={path} and {model}.arch are both set: the path is loaded and {model}.arch is "
-                f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
-            )
-    check_lora(cfg)
+    check_models(cfg)
     from minillm.rollout.vllm_engine import check_sampler
 
     check_sampler(cfg)  # sampler=vllm: the engine installed, and able to sample these models here
-    check_beyond_keys(cfg)
+    check_divergence(cfg)
     check_targets(cfg)
-    check_unread_keys(cfg)
+    check_logger(cfg)
     check_inert_keys(cfg)
     out = Path(cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("/"))
@@ -192,44 +77,57 @@ def validate_config(cfg) -> None:
         raise MinillmError(f"hydra.run.dir={out}: output directory cannot be written")
 
 
-def check_lora(cfg) -> None:
-    """``student.lora``: only its own keys, and when ``r`` is set a positive rank and alpha, a dropout in [0, 1), target modules
-    as ``all-linear`` or a list of names, an export mode. The names are checked against the model when it
-    is wrapped (minillm.models.lora)."""
-    lora = _get(cfg, "student.lora")
-    if lora is None:
-        return
-    unknown = sorted(set(lora) - {"r", "alpha", "dropout", "target_modules", "export"})
-    if unknown:
-        raise MinillmError(
-            f"student.lora.{unknown[0]}: not a LoRA setting; they are r, alpha, dropout, target_modules, export"
+def check_precision(cfg) -> None:
+    """Warn where a reduced precision asked for runs far slower than fp32 on this CPU."""
+    from minillm.training.precision import bf16_supported
+
+    cpu = _get(cfg, "trainer.accelerator") == "cpu"
+    cpu_bf16 = cpu and bf16_supported("cpu")
+    if cpu and "bf16" in str(_get(cfg, "trainer.precision")) and not cpu_bf16:
+        log.warning(
+            "trainer.precision=%s on CPU: this CPU has no bf16 instructions (AVX512-BF16 / AMX) and runs it "
+            "far slower than fp32; trainer.precision=auto chooses by measuring",
+            cfg.trainer.precision,
         )
-    if lora.get("r") is None:
-        return
-    r = lora.r
-    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise MinillmError(f"student.lora.r={r!r}: must be a positive integer (null: no LoRA)")
-    alpha = lora.get("alpha")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-        raise MinillmError(f"student.lora.alpha={alpha!r}: must be a number > 0")
-    dropout = lora.get("dropout")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise MinillmError(f"student.lora.dropout={dropout!r}: must be in [0, 1)")
-    targets = lora.get("target_modules")
-    if isinstance(targets, str):
-        if targets != "all-linear":
+    teacher_dtype = _get(cfg, "fit.teacher_dtype")
+    if cpu and (teacher_dtype == "fp16" or (teacher_dtype == "bf16" and not cpu_bf16)):
+        log.warning(
+            "fit.teacher_dtype=%s on CPU: reduced-precision matmuls are far slower than fp32 here",
+            teacher_dtype,
+        )
+
+
+def check_models(cfg) -> None:
+    """A model preset names its model one way: teacher=none has none, and a path is not also an arch."""
+    if _get(cfg, "teacher.name") == "none" and (_get(cfg, "teacher.path") or _get(cfg, "teacher.arch")):
+        key = "teacher.path" if _get(cfg, "teacher.path") else "teacher.arch"
+        raise MinillmError(
+            f"{key} is set while teacher=none (no teacher): use teacher=hf teacher.path=..., or drop {key}"
+        )
+    for model in ("teacher", "student"):
+        path, arch = _get(cfg, f"{model}.path"), _get(cfg, f"{model}.arch")
+        if path and arch:
             raise MinillmError(
-                f"student.lora.target_modules={targets!r}: use all-linear or a list of module names "
-                f"(student.lora.target_modules=[{targets}])"
+                f"{model}.path={path} and {model}.arch are both set: the path is loaded and {model}.arch is "
+                f"ignored; load a model with {model}=hf {model}.path=..., or build one with {model}.path=null"
             )
-    elif not targets or not all(isinstance(t, str) and t for t in targets):
-        raise MinillmError(
-            f"student.lora.target_modules={targets!r}: use all-linear or a non-empty list of module names"
-        )
-    if lora.get("export") not in ("merged", "adapters"):
-        raise MinillmError(
-            f"student.lora.export={lora.get('export')!r}; choose one of ['adapters', 'merged']"
-        )
+
+
+def check_logger(cfg) -> None:
+    """A W&B-only logger key set to another value than its default is refused without logger=wandb."""
+    from minillm.schema.check import default_of
+    from minillm.schema.runtime import WANDB_ONLY
+
+    logger = cfg.get("logger")
+    if not isinstance(logger, DictConfig) or logger.get("wandb", True):
+        return
+    for name in WANDB_ONLY:
+        key = f"logger.{name}"
+        if name in logger and logger[name] != default_of(cfg, key):
+            raise MinillmError(
+                f"{key}={logger[name]} is read only by logger=wandb, and this logger (logger.wandb=false) "
+                f"ignores it: add logger=wandb, or drop {key}"
+            )
 
 
 # The divergences' parameters and their ranges (objective=token_kd, gkd, distillm): key -> (low, high, open).
@@ -250,8 +148,9 @@ def _number(cfg, key: str):
     return value
 
 
-def check_beyond_keys(cfg) -> None:
-    """The keys of the objectives beyond the paper (token_kd, gkd, distillm, distillm2, taid)."""
+def check_divergence(cfg) -> None:
+    """The divergence of token_kd, gkd and distillm, and the parameters it takes (alpha, beta, mu) with their
+    ranges; its top-k; TAID's t_start <= t_end."""
     divergence = _get(cfg, "objective.divergence")
     if divergence is not None:
         from minillm.objectives.token_kd import DIVERGENCE_PARAMS
@@ -276,39 +175,14 @@ def check_beyond_keys(cfg) -> None:
                 where = "a finite number" if math.isinf(low) else f"in {where}"
                 raise MinillmError(f"objective.{name}={value}: {divergence}'s {name} must be {where}")
         top_k = _get(cfg, "objective.teacher_top_k")
-        _positive_int(cfg, "objective.teacher_top_k")
         if top_k is not None and divergence == "akl":
             raise MinillmError(
                 f"objective.teacher_top_k={top_k}: divergence=akl needs the full distributions (top-k works "
                 "with every other divergence)"
             )
-    else:  # an objective with its own skew α and no divergence key (distillm2)
-        _in_range(cfg, "objective.alpha", 0.0, 1.0)
-    for key in ("objective.on_policy_fraction", "objective.init_threshold", "objective.threshold_step"):
-        _in_range(cfg, key, 0.0, 1.0)
-    for key in ("objective.t_start", "objective.t_end"):
-        _in_range(cfg, key, 0.0, 1.0)
     t_start, t_end = _get(cfg, "objective.t_start"), _get(cfg, "objective.t_end")
     if t_start is not None and t_end is not None and t_start > t_end:
         raise MinillmError(f"objective.t_start={t_start}: must not exceed objective.t_end={t_end}")
-    for key in ("objective.loss_eps", "objective.t_alpha", "objective.temperature"):
-        value = _number(cfg, key)
-        if value is not None and value < 0:
-            raise MinillmError(f"{key}={value}: must be >= 0")
-    momentum = _number(cfg, "objective.t_momentum")
-    if momentum is not None and not 0.0 <= momentum < 1.0:
-        raise MinillmError(f"objective.t_momentum={momentum}: must be in [0, 1)")
-    for key in ("objective.replay_capacity", "objective.schedule_steps", "objective.batch_size"):
-        _positive_int(cfg, key)
-    responses = _get(cfg, "objective.student_responses")
-    if responses is not None and responses not in ("batch", "epoch"):
-        raise MinillmError(f"objective.student_responses={responses!r}; choose one of ['batch', 'epoch']")
-    top_p = _number(cfg, "objective.top_p")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise MinillmError(f"objective.top_p={top_p}: must be in (0, 1] (1: no nucleus cut)")
-    normalize = _get(cfg, "objective.normalize")
-    if normalize is not None and normalize not in ("sequence", "token"):
-        raise MinillmError(f"objective.normalize={normalize!r}; choose one of ['sequence', 'token']")
 
 
 def check_targets(cfg) -> None:
@@ -333,198 +207,6 @@ def check_targets(cfg) -> None:
             locate_target(node, key)
 
 
-# --- keys that the chosen config of their group never reads -------------------------------------------
-#
-# A group's choice (data=bundled, objective=sft, logger=csv, ...) declares in its yaml exactly the keys its
-# code reads. A key the user sets under that group — on the command line (also with + or ++), in the
-# experiment file or in the arm file — that the chosen yaml does not declare would be accepted and ignored
-# (data.path with data=bundled trained on the bundled data). Such a key is refused, naming the choice that
-# reads it. The debug presets are exempt: they set sizes for whichever choice is active. A key that the root
-# config.yaml declares under a group and that no choice of the group declares is read by every choice
-# (student.lora); one that some choice declares is that choice's (data.path is data=jsonl's).
-
-
-def _config_file(sources, group: str, choice: str):
-    """The yaml of ``group/choice`` in Hydra's search path (file and pkg sources), or None."""
-    from importlib import resources
-
-    for source in sources:
-        if source.schema == "file":
-            candidate = Path(source.path) / group / f"{choice}.yaml"
-            if candidate.is_file():
-                return candidate
-        elif source.schema == "pkg":
-            try:
-                candidate = resources.files(source.path.replace("/", ".")).joinpath(group, f"{choice}.yaml")
-            except (ModuleNotFoundError, TypeError):
-                continue
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def _choices_of(sources, group: str) -> list[str]:
-    from importlib import resources
-
-    names = set()
-    for source in sources:
-        if source.schema == "file":
-            folder = Path(source.path) / group
-        elif source.schema == "pkg":
-            try:
-                folder = resources.files(source.path.replace("/", ".")).joinpath(group)
-            except (ModuleNotFoundError, TypeError):
-                continue
-        else:
-            continue
-        if folder.is_dir():
-            names.update(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml"))
-    return sorted(names)
-
-
-def _load_yaml(file) -> tuple[str | None, dict]:
-    """The ``# @package`` header (None when absent) and the content of a config file, unresolved."""
-    text = file.read_text()
-    package = None
-    for line in text.splitlines():
-        if line.startswith("# @package"):
-            package = line.split()[-1]
-            break
-        if line.strip() and not line.startswith("#"):
-            break
-    content = OmegaConf.to_container(OmegaConf.create(text or "{}"), resolve=False)
-    return package, content if isinstance(content, dict) else {}
-
-
-def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
-    """Every key of a nested mapping as a dotted path (mappings themselves included) -> its value."""
-    flat = {}
-    for key, value in node.items():
-        path = f"{prefix}{key}"
-        flat[path] = value
-        if isinstance(value, dict):
-            flat.update(_flatten(value, path + "."))
-    return flat
-
-
-def _declared_keys(sources, group: str, choice: str, seen: frozenset = frozenset()) -> set[str] | None:
-    """The dotted keys (below the group's node) that ``group=choice`` declares, with the same-group
-    configs of its defaults list (trainer=gpu builds on cpu); None when its file is not found."""
-    file = _config_file(sources, group, choice)
-    if file is None or choice in seen:
-        return None
-    package, content = _load_yaml(file)
-    keys: set[str] = set()
-    for entry in content.pop("defaults", None) or []:
-        if isinstance(entry, str) and entry != "_self_" and "/" not in entry:
-            keys |= _declared_keys(sources, group, entry, seen | {choice}) or set()
-    if package == "_global_":
-        node = content.get(group)
-        content = node if isinstance(node, dict) else {}
-    elif package not in (None, group, "_group_"):
-        return None  # written somewhere else: not this check's to judge
-    return keys | set(_flatten(content))
-
-
-def _root_declared_keys(sources, group: str) -> set[str]:
-    """The dotted keys (below the group's node) that the root ``config.yaml`` declares under ``group``."""
-    file = _config_file(sources, "", "config")
-    if file is None:
-        return set()
-    node = _load_yaml(file)[1].get(group)
-    return set(_flatten(node)) if isinstance(node, dict) else set()
-
-
-def _builds_on(sources, group: str, choice: str) -> int:
-    """How many same-group configs ``group=choice`` lists in its defaults (0 for a base config)."""
-    file = _config_file(sources, group, choice)
-    if file is None:
-        return 0
-    entries = _load_yaml(file)[1].get("defaults") or []
-    return sum(isinstance(e, str) and e != "_self_" and "/" not in e for e in entries)
-
-
-def _is_declared(key: str, declared: set[str]) -> bool:
-    """``arch.hidden_size`` is declared when ``arch`` is: a declared mapping is read as a whole."""
-    parts = key.split(".")
-    return any(".".join(parts[:n]) in declared for n in range(1, len(parts) + 1))
-
-
-def _user_keys(hydra_cfg) -> list[tuple[str, str]]:
-    """(dotted key, where it was set) for each non-null key the user set: command line, experiment, arm."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    choices = hydra_cfg.runtime.choices
-    found = []
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
-        if override.is_delete() or override.package is not None or override.key_or_group in choices:
-            continue  # a deletion or a group choice (data=jsonl, +arm=validity_drop/full)
-        if override.is_sweep_override() or override.value() is not None:
-            found.append((override.key_or_group, "on the command line"))
-    for group in ("experiment", "arm"):
-        choice = choices.get(group)
-        file = choice and _config_file(hydra_cfg.runtime.config_sources, group, choice)
-        if not file:
-            continue
-        package, content = _load_yaml(file)
-        if package != "_global_":
-            continue
-        content.pop("defaults", None)
-        content.pop("hydra", None)
-        for key, value in _flatten(content).items():
-            # an experiment's W&B settings (logger.tags) are harmless under logger=csv
-            if value is not None and not isinstance(value, dict) and not key.startswith("logger."):
-                found.append((key, f"by {group}={choice}"))
-    return found
-
-
-# Groups whose node is one object's arguments (optim: torch.optim.SGD takes momentum, AdamW betas) or a set of
-# such objects (callbacks.NAME): any key may be set; one the object does not take is refused, in one line
-# naming the key, when it is built (instantiate.instantiate_node, training.optim).
-OPEN_GROUPS = ("optim", "scheduler", "callbacks", "strategy")
-
-
-def check_unread_keys(cfg) -> None:
-    """Refuse a key set under a group (data, teacher, student, objective, trainer, logger, optim) that its
-    chosen config does not read, naming the choice that would read it."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return  # a config built by hand (tests, tools): no record of what the user set
-    hydra_cfg = HydraConfig.get()
-    if str(cfg.get("output_dir")) != str(hydra_cfg.runtime.get("output_dir")):
-        return  # Hydra's record is of another config composed earlier in this process
-    choices, sources = hydra_cfg.runtime.choices, hydra_cfg.runtime.config_sources
-    for key, where in _user_keys(hydra_cfg):
-        group, _, rest = key.partition(".")
-        choice = choices.get(group)
-        if not rest or choice is None or not isinstance(cfg.get(group), DictConfig):
-            continue
-        if group in OPEN_GROUPS:
-            continue  # the arguments of whatever _target_ the node names: a wrong one fails as it is built
-        declared = _declared_keys(sources, group, choice)
-        if declared is None or _is_declared(rest, declared):
-            continue
-        others = [
-            other
-            for other in _choices_of(sources, group)
-            if other != choice and _is_declared(rest, _declared_keys(sources, group, other) or set())
-        ]
-        if not others and _is_declared(rest, _root_declared_keys(sources, group)):
-            continue  # declared in config.yaml for every choice of the group (student.lora)
-        # a config that builds on another (objective=onpolicy_rkl on reverse_kld) is named after its base
-        readers = [f"{group}={o}" for o in sorted(others, key=lambda o: (_builds_on(sources, group, o), o))]
-        if readers:
-            raise MinillmError(
-                f"{key} (set {where}) is read only by {' or '.join(readers)}, and {group}={choice} ignores "
-                f"it: add {readers[0]}, or drop {key}"
-            )
-        raise MinillmError(
-            f"{key} (set {where}) is read by no {group} config ({group}={choice} is chosen): drop it "
-            f"or check its spelling"
-        )
-
-
 def _inert_reason(cfg, key: str) -> str | None:
     """Why a key the chosen configs do read has no effect with the other keys' values, or None."""
     if key in ("objective.alpha_end", "objective.alpha_steps"):
@@ -536,25 +218,47 @@ def _inert_reason(cfg, key: str) -> str | None:
     return None
 
 
-def check_inert_keys(cfg) -> None:
-    """A key the user set that another key's value makes inert: ``data.pretrain.path`` without
-    ``data.pretrain.source=file`` is refused (the file would be silently replaced by the bundled corpus);
-    the others are a warning, since a sweep may set them for every job, its control included
-    (``objective.pt_coef=0,1 objective.pt_kd_ratio=0.2``)."""
+def _where(key: str, value) -> str:
+    """``set on the command line`` when Hydra's record of this run's overrides names ``key``, else its value."""
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return
-    hydra_cfg = HydraConfig.get()
-    if str(cfg.get("output_dir")) != str(hydra_cfg.runtime.get("output_dir")):
-        return  # Hydra's record is of another config composed earlier in this process
-    for key, where in _user_keys(hydra_cfg):
-        if key == "data.pretrain.path" and _get(cfg, "data.pretrain.source") != "file":
-            raise MinillmError(
-                f"data.pretrain.path (set {where}) is read only with data.pretrain.source=file, and "
-                f"data.pretrain.source={_get(cfg, 'data.pretrain.source')}: add data.pretrain.source=file, or "
-                "drop data.pretrain.path"
-            )
+    if HydraConfig.initialized():
+        for override in HydraConfig.get().overrides.task:
+            if override.lstrip("+").split("=", 1)[0] == key:
+                return "set on the command line"
+    return f"{value!r} in this config"
+
+
+def check_inert_keys(cfg) -> None:
+    """A key that another key's value makes inert: ``data.pretrain.path`` without ``data.pretrain.source=file``
+    is refused (the file would be silently replaced by the bundled corpus); the others, set to another value
+    than their schema's default, are a warning, since a sweep may set them for every job, its control included
+    (``objective.pt_coef=0,1 objective.pt_kd_ratio=0.2``)."""
+    from minillm.schema.check import default_of
+
+    path = _get(cfg, "data.pretrain.path")
+    if path is not None and _get(cfg, "data.pretrain.source") != "file":
+        raise MinillmError(
+            f"data.pretrain.path ({_where('data.pretrain.path', path)}) is read only with "
+            f"data.pretrain.source=file, and data.pretrain.source={_get(cfg, 'data.pretrain.source')}: add "
+            "data.pretrain.source=file, or drop data.pretrain.path"
+        )
+    keys = [
+        "objective.alpha_end",
+        "objective.alpha_steps",
+        "objective.pt_kd_ratio",
+        "objective.pt_batch_size",
+    ]
+    pretrain = _get(cfg, "data.pretrain")
+    keys += [f"data.pretrain.{name}" for name in (pretrain or {})]
+    for key in keys:
+        value = _get(cfg, key)
+        try:
+            default = default_of(cfg, key)
+        except KeyError:
+            continue
+        if value == default:
+            continue
         reason = _inert_reason(cfg, key)
         if reason:
-            log.warning("%s (set %s) has no effect in this run: %s", key, where, reason)
+            log.warning("%s (%s) has no effect in this run: %s", key, _where(key, value), reason)

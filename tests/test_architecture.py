@@ -21,6 +21,8 @@ functions (a lazy import is still a dependency). The rules:
   metrics (``evaluation/suite_metrics``) and outputs (``evaluation/suite_outputs``) neither the run's config
   checks nor another's part, and only the orchestration (``evaluation/suite``) ties them together.
 - ``minillm/resume/`` (the checkpoint plumbing) imports of the project only itself, errors and safe_load;
+- ``minillm/schema/`` (every config key's type, default and range) imports of the project only itself and
+  errors, and no torch: ``import minillm`` registers it before any config is composed;
 - only ``minillm.resume.lightning_state`` reaches into Lightning's private loop state (the checkpoint's
   ``loops``, the epoch loop's ``_batches_that_stepped``, ``LightningModule._trainer``): what it relies on is
   checked against the installed Lightning by ``tests/test_lightning_private.py``.
@@ -83,6 +85,8 @@ EVALUATION_COMMAND_ALLOWED = {
 
 # What ``minillm/resume/`` may import of the project.
 RESUME_ALLOWED = ("minillm.resume", "minillm.errors", "minillm.safe_load")
+# What ``minillm/schema/`` may import of the project.
+SCHEMA_ALLOWED = ("minillm.schema", "minillm.errors")
 
 # Lightning's private state: attributes and checkpoint keys that only LIGHTNING_STATE may name.
 LIGHTNING_STATE = "minillm.resume.lightning_state"
@@ -278,6 +282,18 @@ def test_resume_imports_only_itself_errors_and_safe_load():
         if within(name, "minillm.resume")
         for dep in sorted(imports)
         if within(dep, "minillm") and dep != "minillm" and not any(within(dep, a) for a in RESUME_ALLOWED)
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_schema_imports_only_itself_and_errors_and_no_torch():
+    bad = [
+        f"{name} imports {dep}"
+        for name, imports in project_modules().items()
+        if within(name, "minillm.schema")
+        for dep in sorted(imports)
+        if (within(dep, "minillm") and dep != "minillm" and not any(within(dep, a) for a in SCHEMA_ALLOWED))
+        or within(dep, "torch")
     ]
     assert not bad, "\n".join(bad)
 

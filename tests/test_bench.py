@@ -279,9 +279,16 @@ def test_bad_settings_fail_clearly(tmp_path, overrides, message):
 
 
 def test_a_supervised_objective_is_refused(tmp_path):
+    """objective=sft has no rollouts: composition refuses bench's objective.num_rollouts for it, in one line."""
+    from minillm.cli import hydra_error_line
+
     tiny = [o for o in TINY if not o.startswith("objective.")]  # sft has no minibatches nor inner epochs
-    with pytest.raises(MinillmError, match="objective=sft: make bench times the on-policy round"):
-        run_bench(compose_bench([*tiny, "objective=sft"], tmp_path))
+    with pytest.raises(Exception) as refused:
+        compose_bench([*tiny, "objective=sft"], tmp_path)
+    assert hydra_error_line(refused.value).startswith(
+        "objective.num_rollouts (set by bench) is read only by objective=reverse_kld or objective=onpolicy_rkl, "
+        "and objective=sft ignores it"
+    )
 
 
 def test_cli_reports_errors_in_one_line(tmp_path, capsys):
@@ -413,6 +420,42 @@ def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(t
     assert "eager ÷ static" in text and "0 graphs, same tokens" in text
     with pytest.raises(MinillmError, match="pairs.decode='fast'"):
         run_bench(compose_bench([*args, "pairs.decode=fast"], tmp_path))
+
+
+def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_static_cache(tmp_path):
+    """``pairs.fast_path=static``: the whole round in fp32 with eager decoding against bf16 mixed precision with
+    the static cache, alternated (the first pair untimed), its ≥ 1.5× target row and its table."""
+    from minillm.bench.tables import render
+    from minillm.training.precision import bf16_supported
+
+    args = [
+        *TINY,
+        "pairs_only=true",
+        "pairs.precision=false",
+        "pairs.round_build=false",
+        "pairs.fast_path=static",
+    ]
+    out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
+    (row,) = out["targets"]
+    fast = out["pairs"]["fast_path"]
+    assert row["target"].startswith(
+        "MiniLLM round: bf16-mixed + sampler.decode=static ≥ 1.5× faster than fp32"
+    )
+    if not bf16_supported("cpu"):
+        assert "skipped" in fast and row["ok"] is None
+        return
+    assert set(out["pairs"]) == {"fast_path"} and (fast["old"], fast["new"]) == (
+        "fp32 eager",
+        "bf16-mixed static",
+    )
+    assert [len(v) for v in fast["seconds"].values()] == [2, 2] and fast["warmup"] == 1
+    assert fast["compilations"] == 0 and fast["compile_failed"] == []  # static: nothing compiled
+    assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
+    text = render(out, plain=True)
+    assert "MiniLLM round, fp32 eager against bf16 mixed precision with static-cache decoding" in text
+    assert "fp32 eager ÷ bf16-mixed static" in text and "0 graphs" in text
+    with pytest.raises(MinillmError, match="pairs.fast_path='fast'"):
+        run_bench(compose_bench([*args, "pairs.fast_path=fast"], tmp_path))
 
 
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):

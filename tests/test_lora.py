@@ -153,7 +153,7 @@ def _word_tokenizer():
     [
         ("student.lora.r=0", r"^student\.lora\.r=0: must be a positive integer \(null: no LoRA\)$"),
         ("student.lora.r=-2", r"^student\.lora\.r=-2: must be a positive integer"),
-        ("student.lora.alpha=0", r"^student\.lora\.alpha=0: must be a number > 0$"),
+        ("student.lora.alpha=0", r"^student\.lora\.alpha=0(\.0)?: must be a number > 0$"),
         ("student.lora.dropout=1.0", r"^student\.lora\.dropout=1\.0: must be in \[0, 1\)$"),
         ("student.lora.target_modules=q_proj", r"^student\.lora\.target_modules='q_proj': use all-linear or"),
         (
@@ -164,7 +164,10 @@ def _word_tokenizer():
             "student.lora.export=full",
             r"^student\.lora\.export='full'; choose one of \['adapters', 'merged'\]$",
         ),
-        ("+student.lora.rank=8", r"^student\.lora\.rank: not a LoRA setting; they are r, alpha, dropout, "),
+        (
+            "+student.lora.rank=8",
+            r"^student\.lora\.rank: not a key of student\.lora \(its keys: r, alpha, dropout, ",
+        ),
     ],
 )
 def test_bad_lora_settings_are_one_line_errors(compose, override, message):

@@ -86,7 +86,7 @@ def test_every_bad_input_is_one_clear_line(compose, tmp_path, tokenizer_dir, tin
         ([*teacher_hf, f"teacher.path={wide}"], "teacher and student vocabularies differ"),
         ([*teacher_hf, f"teacher.path={foreign}"], "its tokenizer differs from the student's"),
         (["objective.teacher_mix_alpha=1.5"], r"objective.teacher_mix_alpha=1.5: must be in \[0.0, 1.0\]"),
-        (["objective.clip_eps=0"], "objective.clip_eps=0: must be > 0"),
+        (["objective.clip_eps=0"], "objective.clip_eps=0.0: must be > 0"),
         (["objective=forward_kld", "objective.kd_ratio=-0.1"], "objective.kd_ratio=-0.1: must be in"),
         (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
         (["objective.num_rollouts=-4"], "objective.num_rollouts=-4: must be a positive integer"),
@@ -98,7 +98,7 @@ def test_every_bad_input_is_one_clear_line(compose, tmp_path, tokenizer_dir, tin
             r"trainer.val_check_interval=100000: must not exceed the training batches per epoch \(\d+ per",
         ),
         (["objective.chunk_size=0"], "objective.chunk_size=0: must be a positive integer"),
-        (["objective.teacher_cache_mb=-1"], "objective.teacher_cache_mb=-1: must be a size in MiB"),
+        (["objective.teacher_cache_mb=-1"], "objective.teacher_cache_mb=-1.0: must be a size in MiB"),
         (["fit.teacher_dtype=int8"], r"fit.teacher_dtype='int8'; choose one of"),
         (
             ["student=hf", "student.path=/no/such/model"],

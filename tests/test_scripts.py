@@ -61,7 +61,8 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
         (
             "minillm.run",
             ["data.paht=x"],
-            "error: data.paht: no such key in the chosen configs: check its spelling",
+            "error: data.paht (set on the command line) is read by no data config (data=bundled is chosen): drop "
+            "it or check its spelling",
         ),
         (
             "minillm.run",
@@ -95,7 +96,7 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
         (
             "minillm.run",
             ["eval.callbacks.bins=ten"],
-            "error: eval.callbacks.bins=ten: must be of type integer (set on the command line; minillm/schema.py)",
+            "error: eval.callbacks.bins=ten: must be of type integer (set on the command line; minillm/schema/)",
         ),
     ],
     ids=[

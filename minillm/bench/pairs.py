@@ -1,6 +1,7 @@
 """Old and new paths of the round, timed alternately in one run (issue 22): the MiniLLM round under bf16
 mixed precision against fp32, the round built once (as training runs it) against rebuilt every step, and
-the lockstep teacher-mixed rollout decoded eagerly against ``sampler.decode=compiled`` (or ``static``).
+the lockstep teacher-mixed rollout decoded eagerly against ``sampler.decode=compiled`` (or ``static``), and the
+whole round in fp32 with eager decoding against bf16 with compiled decoding (``pairs.fast_path``).
 
 Each pair alternates its two sides ``repeats`` times after ``warmup`` untimed pairs, so a drift in the
 machine's load hits both alike; medians, each pair's own ratio (min and max) and the load average before
@@ -182,6 +183,46 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
     return out
 
 
+def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
+    """The whole MiniLLM round as today's default runs it (fp32, eager decoding) against the fast path: bf16
+    mixed precision with ``sampler.decode=pairs.fast_path`` (compiled or static) for its rollout. The compile
+    happens in the untimed pairs (at least one); skipped where the device has no native bf16."""
+    device = runtime.device.type
+    if not bf16_supported(device):
+        return {"skipped": f"this {device} has no native bf16"}
+    mode = str(cfg.pairs.fast_path)
+    if mode not in ("static", "compiled"):
+        raise MinillmError(f"pairs.fast_path={mode!r}: must be static, compiled or null")
+    fp32 = replace(runtime, dtype="fp32", compile=False)
+    bf16 = replace(runtime, dtype="bf16", compile=False)
+    old = timed(
+        step_runner(own_copy(models, torch.float32), fp32, cfg, main.with_round(rescore_old_logprobs=False)),
+        fp32,
+    )
+    fast_models = own_copy(models, torch.bfloat16)
+    fast = timed(step_runner(fast_models, bf16, cfg, main.with_round(rescore_old_logprobs=True)), bf16)
+
+    def new() -> tuple[float, float]:
+        with static_decode.decode_mode(mode):
+            return fast()
+
+    warmup = max(1, int(cfg.pairs.warmup))  # the first fast side compiles
+    out = alternate({"fp32 eager": old, f"bf16-mixed {mode}": new}, int(cfg.pairs.repeats), warmup)
+    states = [
+        static_decode._states.get(m) for m in (_unwrap(fast_models.student), _unwrap(fast_models.teacher))
+    ]
+    out["compile_seconds"] = sum(s.compile_seconds for s in states if s is not None)
+    out["compilations"] = sum(s.compilations for s in states if s is not None)
+    out["compile_failed"] = [s.failed for s in states if s is not None and s.failed]
+    out["settings"] = {
+        "decode": mode,
+        "batch_size": main.batch_size,
+        "prompt_len": main.prompt_len,
+        "response_len": main.response_len,
+    }
+    return out
+
+
 def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict | None:
     """Every pair (``pairs.enabled``), or None."""
     if not cfg.pairs.enabled:
@@ -193,4 +234,6 @@ def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings)
         out["round_build"] = round_build_pair(models, runtime, cfg, main)
     if cfg.pairs.get("decode"):
         out["decode"] = decode_pair(models, runtime, cfg, main)
+    if cfg.pairs.get("fast_path"):
+        out["fast_path"] = fast_path_pair(models, runtime, cfg, main)
     return out

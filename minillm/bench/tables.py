@@ -33,6 +33,10 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
         ("MiniLLM step, fp32 against bf16 mixed precision", (pairs or {}).get("precision")),
         ("MiniLLM step, round rebuilt every step against built once", (pairs or {}).get("round_build")),
         ("Lockstep rollout, sampler.decode=eager against the static cache", (pairs or {}).get("decode")),
+        (
+            "MiniLLM round, fp32 eager against bf16 mixed precision with static-cache decoding",
+            (pairs or {}).get("fast_path"),
+        ),
     ):
         if not pair:
             continue
@@ -53,8 +57,14 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
         )
         if "compile_seconds" in pair:
             failed = f"; fell back: {'; '.join(pair['compile_failed'])}" if pair["compile_failed"] else ""
-            same = "same tokens" if pair["same_tokens"] else "DIFFERENT tokens"
-            note = f"{pair['compilations']} graphs, {same}{failed}"
+            same = (
+                ""
+                if "same_tokens" not in pair
+                else ", same tokens"
+                if pair["same_tokens"]
+                else ", DIFFERENT tokens"
+            )
+            note = f"{pair['compilations']} graphs{same}{failed}"
             rows.append(["compile time (untimed pairs)", _fmt(pair["compile_seconds"], 1), "—", "—", note])
         if "rebuild_seconds" in pair:
             rows.append(["the rebuild alone (median of 50)", _fmt(pair["rebuild_seconds"], 5), "—", "—", "—"])

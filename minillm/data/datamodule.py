@@ -52,12 +52,18 @@ def bundled_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
 
 
 def jsonl_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:
-    """``data=jsonl``: the user's JSONL file (split by ``valid_size``/``test_size``) or folder of splits."""
+    """``data=jsonl``: the user's JSONL file (split by ``valid_size``/``test_size``) or folder of splits, each
+    split cut to its first ``n_train`` / ``n_valid`` / ``n_test`` records where those are set."""
     if not data_cfg.get("path"):
         raise MinillmError("data.path: set it to a JSONL file or a folder with train/valid/test.jsonl")
-    return load_splits(
+    splits = load_splits(
         data_cfg.path, valid_size=data_cfg.valid_size, test_size=data_cfg.test_size, seed=data_cfg.seed
     )
+    for split in ("train", "valid", "test"):  # data.n_train … : at most that many (debug=smoke sets them)
+        cap = data_cfg.get(f"n_{split}")
+        if cap is not None:
+            splits[split] = splits[split][:cap]
+    return splits
 
 
 def load_records(data_cfg, cache_dir: str | Path) -> dict[str, list[dict]]:

@@ -56,7 +56,35 @@ def upgrade_config(saved: dict) -> dict:
     sampler = saved.get("sampler")
     if isinstance(sampler, dict) and "decode" not in sampler:
         sampler["decode"] = "eager"
+    _upgrade_to_schema(saved)
     return saved
+
+
+def _upgrade_to_schema(saved: dict) -> None:
+    """Runs saved before every group had a schema (minillm/schema/): model presets gained ``gguf`` and
+    ``keep_every`` (null), data=jsonl the ``n_train``/``n_valid``/``n_test`` caps (null), data=bundled lost the
+    jsonl keys it never read, and two keys became floats."""
+    for model in ("teacher", "student"):
+        node = saved.get(model)
+        if isinstance(node, dict):
+            node.setdefault("gguf", None)
+            node.setdefault("keep_every", None)
+            lora = node.get("lora")
+            if isinstance(lora, dict) and type(lora.get("alpha")) is int:
+                lora["alpha"] = float(lora["alpha"])
+    data = saved.get("data")
+    records = data.get("records") if isinstance(data, dict) else None
+    loader = str(records.get("_target_", "")) if isinstance(records, dict) else ""
+    if loader.endswith(".bundled_records"):
+        for key in ("path", "valid_size", "test_size"):
+            if key in data and data[key] is None:
+                del data[key]
+    elif loader.endswith(".jsonl_records"):
+        for key in ("n_train", "n_valid", "n_test"):
+            data.setdefault(key, None)
+    objective = saved.get("objective")
+    if isinstance(objective, dict) and type(objective.get("teacher_cache_mb")) is int:
+        objective["teacher_cache_mb"] = float(objective["teacher_cache_mb"])
 
 
 def checkpoint_config(ckpt: dict, path: Path) -> dict | None:
