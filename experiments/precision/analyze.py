@@ -99,12 +99,16 @@ def pmi(d: float, half: float, digits: int = 1) -> str:
     return f"{rc.signed(d, digits)} ± {half:.{digits}f}"
 
 
-def word(d: float, half: float) -> str:
+def word(d: float, half: float, pd: float = 0.0, phalf: float = math.inf) -> str:
+    """The verdict of one measure: within the seed spread only where the unpaired interval and the one paired by
+    seed both hold 0 (the rule of ``compare``'s ``same``)."""
     if math.isnan(half):
         return "untested (one seed per arm)"
-    return (
-        "within the seed spread" if contains_zero(d, half) else f"bf16 {'above' if d > 0 else 'below'} fp32"
-    )
+    if not contains_zero(d, half):
+        return f"bf16 {'above' if d > 0 else 'below'} fp32"
+    if not math.isnan(phalf) and not contains_zero(pd, phalf):
+        return f"bf16 {'above' if pd > 0 else 'below'} fp32 (paired by seed)"
+    return "within the seed spread"
 
 
 # --------------------------------------------------------------------------- reading the committed files
@@ -349,7 +353,7 @@ def cmp_rows(p: dict, labels: dict[str, str], digits: int = 1) -> list[str]:
         paired_cell = pmi(c["pd"], c["phalf"], digits) if c["npairs"] > 1 else "–"
         rows.append(
             f"| {label} | {rc.pm(b, digits)} | {rc.pm(f, digits)} | {pmi(c['d'], c['half'], digits)} | "
-            f"{paired_cell} | {word(c['d'], c['half'])} |"
+            f"{paired_cell} | {word(c['d'], c['half'], c['pd'], c['phalf'])} |"
         )
     return rows
 
@@ -468,7 +472,7 @@ def verdict_lines(s: dict, dec: dict) -> list[str]:
         elif b["same"]:
             verdict_b = "**the same results**: every difference lies within the seed spread"
         else:
-            verdict_b = "**not the same**: a difference lies outside the seed spread"
+            verdict_b = f"**not the same**: {outside(b, SMOLLM2_LABELS)}"
         lines.append(
             f"- **SmolLM2 pair** (`objective=sft`, {nb} seed{'s' if nb != 1 else ''} × "
             f"{b['arms']['fp32'][0]['config']['trainer.max_steps']} steps per precision): {verdict_b}."
@@ -483,6 +487,27 @@ def verdict_lines(s: dict, dec: dict) -> list[str]:
         f"- **`make run`'s three minutes**: {make_run_sentence(s, dec)}.",
     ]
     return lines
+
+
+SMOLLM2_LABELS = {
+    "rougeL": "test Rouge-L",
+    "valid": "test valid %",
+    "val_loss": "validation loss (mean over the curve)",
+    "val_rougeL": "validation Rouge-L (mean over the curve)",
+}
+
+
+def outside(p: dict, labels: dict[str, str]) -> str:
+    """Which measures' differences lie outside the seed spread, with their intervals."""
+    parts = []
+    for key, label in labels.items():
+        c = p["cmp"][key]
+        if c["same"]:
+            continue
+        which = "paired by seed" if contains_zero(c["d"], c["half"]) else "unpaired"
+        d, half = (c["pd"], c["phalf"]) if which == "paired by seed" else (c["d"], c["half"])
+        parts.append(f"{label}, bf16 − fp32 {pmi(d, half, 2)} ({which}, 95 %)")
+    return "the difference lies outside the seed spread for " + "; ".join(parts)
 
 
 def smollm2_stopped(s: dict) -> str:
@@ -514,10 +539,14 @@ def loss_side(b: dict) -> tuple[list[int], list[float], str]:
 
 def loss_gaps(b: dict) -> str:
     steps, gaps, where = loss_side(b)
+    tail = (
+        "with one seed per precision this is not tested against the seed spread."
+        if not b["tested"]
+        else "the other seeds' curves are in the figure, and the table above compares the curves' means."
+    )
     return (
         f"bf16 − fp32 validation loss (seed 0) at steps {', '.join(map(str, steps))}: "
-        f"{', '.join(rc.signed(g, 3) for g in gaps)}: {where}; with one seed per precision this is not tested "
-        "against the seed spread."
+        f"{', '.join(rc.signed(g, 3) for g in gaps)}: {where}; {tail}"
     )
 
 
@@ -549,16 +578,7 @@ def smollm2_section(s: dict, b: dict | None) -> list[str]:
         *test_rows(b, digits=2),
         "",
         *CMP_HEADER,
-        *cmp_rows(
-            b,
-            {
-                "rougeL": "test Rouge-L",
-                "valid": "test valid %",
-                "val_loss": "validation loss (mean over the curve)",
-                "val_rougeL": "validation Rouge-L (mean over the curve)",
-            },
-            digits=3,
-        ),
+        *cmp_rows(b, SMOLLM2_LABELS, digits=3),
         "",
         "Last validation loss: "
         + "; ".join(f"{r['name']} {r['val'][-1]['loss']:.3f}" for arm in ARMS for r in b["arms"][arm])
