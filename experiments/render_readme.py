@@ -110,6 +110,11 @@ def smollm2_cost() -> str:
 BENCH = rc.RESULTS / "bench"
 
 
+def faster(ratio: float) -> str:
+    """``**1.38 × faster**``, or ``**0.94 ×: slower**`` below 1."""
+    return f"**{ratio:.2f} × faster**" if ratio >= 1 else f"**{ratio:.2f} ×: slower**"
+
+
 def bench() -> str:
     """The benchmark targets table (indented: it sits in a list item) from the committed ``make bench``
     records: ``bench.json`` (the step on the shipped models) and ``bench_2026-12-01_trl.json`` (the one run
@@ -162,6 +167,17 @@ def bench() -> str:
         f"**{trl['speedup']:.2f} × faster** (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
         f"{met(trl_target)} (target 1.5 ×) |"
     )
+    for record in TRL_RECORDS:
+        run = rc.read_json(BENCH / record)
+        trl, trl_target = run["trl_gkd"], run["targets"][-1]
+        threads = trl["torch_threads"]
+        lines.append(
+            f"  | the same with `trl_gkd.decode={trl['decode']}` ({record[6:16]}, {threads} torch "
+            f"thread{'s' * (threads != 1)}, {trl['repeats']} pairs, load average {trl['load_avg_before'][0]:.1f} → "
+            f"{trl['load_avg_after'][0]:.1f}): TRL {trl['trl_s_per_step']:.3f} s, ours {trl['ours_s_per_step']:.3f} s | "
+            f"{faster(trl['speedup'])} (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
+            f"{met(trl_target)} (target 1.5 ×) |"
+        )
     for models, record in DECODE_RECORDS.items():
         run = rc.read_json(BENCH / record)
         decode, decode_target = run["pairs"]["decode"], run["targets"][-1]
@@ -171,18 +187,45 @@ def bench() -> str:
             f"`{decode['new']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, load average {decode['load_avg_before'][0]:.1f} → "
             f"{decode['load_avg_after'][0]:.1f}; compiling took {decode['compile_seconds']:.0f} s, untimed) | "
-            f"**{decode['speedup']:.2f} × faster** (pairs {decode['pair_ratio_min']:.2f}–"
+            f"{faster(decode['speedup'])} (pairs {decode['pair_ratio_min']:.2f}–"
             f"{decode['pair_ratio_max']:.2f}, {'same' if decode['same_tokens'] else 'different'} tokens) | "
             f"{met(decode_target)} (target 1.5 ×) |"
         )
+    for models, record in FAST_PATH_RECORDS.items():
+        run = rc.read_json(BENCH / record)
+        fast, fast_target = run["pairs"]["fast_path"], run["targets"][-1]
+        threads = run["machine"]["torch_threads"]
+        seconds = fast["median_seconds"]
+        lines.append(
+            f"  | MiniLLM round, {models}: fp32 with `sampler.decode=eager` ÷ bf16-mixed with "
+            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
+            f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
+            f"{fast['load_avg_after'][0]:.1f}; compiling took {fast['compile_seconds']:.0f} s, untimed): "
+            f"{seconds[fast['old']]:.1f} s against {seconds[fast['new']]:.1f} s | {faster(fast['speedup'])} "
+            f"(pairs {fast['pair_ratio_min']:.2f}–{fast['pair_ratio_max']:.2f}) | {met(fast_target)} (target 1.5 ×) |"
+        )
     return "\n".join(lines)
 
+
+# The runs that timed TRL's GKDTrainer alternately with our step decoding eagerly and compiled, one after the
+# other on the quiet machine (2026-12-06), with 2 torch threads and then with 1 (fit.num_threads=1).
+TRL_RECORDS = (
+    "bench_2026-12-06_trl_eager.json",
+    "bench_2026-12-06_trl_compiled.json",
+    "bench_2026-12-06_trl_compiled_1thread.json",
+    "bench_2026-12-06_trl_eager_1thread.json",
+)
+# The run that timed the whole round in fp32 eager against bf16-mixed with compiled decoding (pairs.fast_path).
+FAST_PATH_RECORDS = {"SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2.json"}
 
 # The runs that timed the lockstep rollout eagerly against sampler.decode=compiled (issue 22 item 2).
 DECODE_RECORDS = {
     "shipped pair": "bench_2026-12-06_decode_embedded.json",
     "shipped pair, run again": "bench_2026-12-06_decode_embedded_2.json",
     "random tiny_llama pair (2.16M, 0.23M)": "bench_2026-12-06_decode_tiny_llama.json",
+    "shipped pair, quiet machine": "bench_2026-12-06_decode_embedded_quiet.json",
+    "shipped pair, quiet machine, 1 thread": "bench_2026-12-06_decode_embedded_quiet_1thread.json",
+    "shipped pair, quiet machine, static cache without compiling": "bench_2026-12-06_decode_static_embedded_quiet.json",
 }
 
 SECTIONS = {"embedded": embedded, "results": results, "smollm2_cost": smollm2_cost, "bench": bench}

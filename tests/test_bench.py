@@ -209,12 +209,19 @@ def test_trl_ratio_comes_from_alternating_steps_in_one_run(tmp_path):
     from minillm.bench.trl_gkd import TRL_STEP
     from minillm.bench.trl_gkd import trl_gkd_comparison as compare
 
-    cfg = compose_bench(TRL_TINY, tmp_path)
+    cfg = compose_bench([*TRL_TINY, "trl_gkd.decode=static"], tmp_path)  # our step on the static cache
     runtime = make_runtime(cfg)
     models = bench_models(cfg, runtime)
     s = gkd_one_pass(step_settings(cfg, models.teacher, models.eos_token_id))
     out = compare(models, runtime, cfg, s)
 
+    assert out["decode"] == "static" and "sampler.decode=static)" in trl_target(out)["target"]
+    from minillm.rollout import static_decode
+    from minillm.rollout.sampler import _unwrap
+
+    assert (
+        static_decode._states.get(_unwrap(models.student)) is not None
+    )  # our steps decoded on the static cache
     assert out["ours"] == TRL_STEP and out["settings"]["round"]["teacher_after_decoding"]
     assert not out["activation_checkpointing"]  # TRL's default (True) would recompute the forward
     timeline = out["timeline"]

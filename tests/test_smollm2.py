@@ -173,9 +173,8 @@ def test_smollm2_presets_compose_as_chat_models(compose):
     "overrides, message",
     [
         (
-            ["student=smollm2_narrow", "+student.keep_every=3"],
-            r"^student\.keep_every \(set on the command line\) is read only by student=smollm2_pruned10 or "
-            r"student=smollm2_pruned5",
+            ["student=smollm2_pruned10", "+student.keep_evry=3"],
+            r"^student\.keep_evry: not a key of student \(its keys: name, path, arch, gguf, keep_every, lora\)",
         ),
         (
             ["student=smollm2_pruned10", "student.keep_every=1"],

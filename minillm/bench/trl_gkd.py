@@ -19,6 +19,7 @@ from minillm.bench.models import Models
 from minillm.bench.settings import Runtime, StepSettings, positive
 from minillm.bench.step import step_runner
 from minillm.errors import MinillmError
+from minillm.rollout import static_decode
 
 TARGET_GKD_SPEEDUP = 1.5
 TRL_STEP = "gkd_one_teacher_pass"  # our step set against GKDTrainer's: what training runs at α = 0
@@ -63,6 +64,11 @@ def trl_gkd_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
     hf_logging.set_verbosity_error()
 
     ours = step_runner(models, runtime, cfg, s)
+    decode = str(
+        cfg.trl_gkd.get("decode") or "eager"
+    )  # our step's sampler.decode (the compile: in the warm-up)
+    if decode not in static_decode.MODES:
+        raise MinillmError(f"trl_gkd.decode={decode!r}: must be one of {', '.join(static_decode.MODES)}")
     student, teacher = copy.deepcopy(models.student), copy.deepcopy(models.teacher)
     for model in (student, teacher):
         model.generation_config.eos_token_id = None  # fixed-length rows, as on our side
@@ -105,7 +111,8 @@ def trl_gkd_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
             end = time.perf_counter()
             timeline.append({"side": "trl", "start": self.start - began, "seconds": end - self.start})
             start = time.perf_counter()
-            seconds = ours(Clock(runtime))
+            with static_decode.decode_mode(decode):
+                seconds = ours(Clock(runtime))
             timeline.append({"side": "ours", "start": start - began, "seconds": seconds})
 
     class CheckedGKD(GKDTrainer):
@@ -169,6 +176,7 @@ def trl_gkd_comparison(models: Models, runtime: Runtime, cfg: DictConfig, s: Ste
         "trainer": "trl.experimental.gkd.GKDTrainer",
         "trl": trl.__version__,
         "ours": TRL_STEP,
+        "decode": decode,
         "settings": asdict(s),
         "gkd_settings": "lmbda=1 beta=1 temperature=1, top_k=0 top_p=1, no EOS",
         "activation_checkpointing": bool(trainer.args.activation_checkpointing),
@@ -196,8 +204,8 @@ def trl_target(trl: dict) -> dict:
     """The ≥ 1.5 × GKDTrainer target, from :func:`trl_gkd_comparison`'s record; no value when skipped."""
     speedup = trl.get("speedup")
     row = {
-        "target": f"GKD-equivalent step as training runs it ({TRL_STEP}) ≥ 1.5 × TRL GKDTrainer's step "
-        "throughput, timed alternately in this run",
+        "target": f"GKD-equivalent step as training runs it ({TRL_STEP}, sampler.decode="
+        f"{trl.get('decode', 'eager')}) ≥ 1.5 × TRL GKDTrainer's step throughput, timed alternately in this run",
         "value": speedup,
         "ok": None if speedup is None else speedup >= TARGET_GKD_SPEEDUP,
     }
