@@ -92,6 +92,13 @@ def schema_error_line(text: str) -> str | None:
     if wrong:
         value, kind = wrong.group(1), {"bool": "boolean"}.get(wrong.group(2), wrong.group(2).lower())
         return f"{key}={value}: must be of type {kind} (set {where}; minillm/schema/)"
+    if re.search(r"field '[^']+' is not Optional", text):
+        return f"{key}=null: {key} cannot be null (set {where}; minillm/schema/)"
+    if "is not a ListConfig, list or tuple" in text:
+        return f"{key}: must be a list, e.g. {key}=[a,b] (set {where}; minillm/schema/)"
+    node = re.search(r"is not a subclass of (\w+)", text)
+    if node:
+        return f"{key}: a node of keys ({node.group(1)}), not one value: set {key}.KEY=… (set {where}; minillm/schema/)"
     return None
 
 

@@ -165,3 +165,46 @@ def test_jsonl_caps_each_split(tmp_path):
     assert capped["train"] == full["train"][:5] and len(full["train"]) == 23
     assert capped["valid"] == full["valid"] and capped["test"] == full["test"][:2]
     assert Path(path).is_file()
+
+
+def test_a_value_the_choice_needs_and_nobody_set_is_one_line(compose):
+    """data=jsonl without data.path (the schema's ``???``) stops in one line naming the key."""
+    with pytest.raises(MinillmError, match=r"^data\.path: not set, and this run needs it: add data\.path=…$"):
+        check_schema(compose(["data=jsonl"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        (
+            "data.batch_size=null",
+            r"^data\.batch_size=null: data\.batch_size cannot be null \(set on the command",
+        ),
+        ("eval.splits=test", r"^eval\.splits: must be a list, e\.g\. eval\.splits=\[a,b\]"),
+        (
+            "student.lora=8",
+            r"^student\.lora: a node of keys \(LoraConfig\), not one value: set student\.lora\.KEY",
+        ),
+    ],
+)
+def test_composition_type_errors_are_one_line(compose, override, line):
+    from minillm.cli import hydra_error_line
+
+    with pytest.raises(Exception) as refused:
+        compose([override])
+    assert re.match(line, hydra_error_line(refused.value)), hydra_error_line(refused.value)
+
+
+def test_lightnings_other_forms_of_a_limit_are_accepted(compose):
+    """trainer.max_epochs=null and trainer.max_time as a mapping of timedelta's keys, as Lightning takes them."""
+    check_schema(compose(["trainer.max_epochs=null", "trainer.max_time={minutes:5}"]))
+
+
+def test_an_int_saved_for_a_key_now_typed_float_is_the_same_value():
+    """A run saved with objective.pt_coef=1 (an int before the schema) resumes under today's 1.0; 1 step and
+    1.0 of an epoch still differ for trainer.val_check_interval."""
+    from minillm.resume.config_diff import config_differences
+
+    saved = {"objective": {"pt_coef": 1, "kd_ratio": 0}, "trainer": {"val_check_interval": 1}}
+    now = {"objective": {"pt_coef": 1.0, "kd_ratio": 0.0}, "trainer": {"val_check_interval": 1.0}}
+    assert config_differences(saved, now) == [("trainer.val_check_interval", 1, 1.0)]

@@ -95,6 +95,11 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
         ),
         (
             "minillm.run",
+            ["teacher=hf"],
+            "error: teacher.path: not set, and this run needs it (teacher.name is ${.path}): add teacher.path=…",
+        ),
+        (
+            "minillm.run",
             ["eval.callbacks.bins=ten"],
             "error: eval.callbacks.bins=ten: must be of type integer (set on the command line; minillm/schema/)",
         ),
@@ -108,6 +113,7 @@ def run_module(program: str, args: list[str], cwd: Path) -> subprocess.Completed
         "moved-key",
         "moved-key-added",
         "schema-key",
+        "unset-path",
         "schema-type",
     ],
 )

@@ -66,10 +66,24 @@ def flatten(tree, prefix: str = ""):
         yield prefix[:-1], tree
 
 
-def _same(a, b) -> bool:
-    """Equal values of the same type (``1`` steps and ``1.0`` epoch differ for val_check_interval)."""
+# Keys whose int and float values mean different things (1 step against 1.0 of an epoch): elsewhere an int
+# saved before a key was typed float (objective.pt_coef=1, now 1.0) is the same value.
+INT_OR_FLOAT_KEYS = (
+    "trainer.val_check_interval",
+    "trainer.limit_val_batches",
+    "trainer.limit_train_batches",
+    "trainer.limit_test_batches",
+)
+
+
+def _same(a, b, key: str = "") -> bool:
+    """Equal values of the same type; an int and a float of one value are the same but for the keys where
+    the type carries meaning (INT_OR_FLOAT_KEYS)."""
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_same(x, y, key) for x, y in zip(a, b, strict=True))
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (a, b))
+    if numbers and key not in INT_OR_FLOAT_KEYS:
+        return a == b
     return type(a) is type(b) and a == b
 
 
@@ -88,7 +102,7 @@ def config_differences(
         (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
         for k in keys
         if run_bound(k) == bound
-        and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT))
+        and not _same(old.get(k, _ABSENT), new.get(k, _ABSENT), k)
         and not (k == PRECISION_KEY and new.get(k) == "auto")  # auto takes the checkpoint's (adopt_precision)
     ]
 

@@ -3,6 +3,8 @@ the ranges of ``minillm.schema.rules``. Each refusal is one line naming the key.
 
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from minillm.errors import MinillmError
@@ -90,15 +92,38 @@ def _identify(group: str, node: DictConfig) -> type | None:
     return None
 
 
+def _missing(node: DictConfig, path: str):
+    """The dotted keys below ``node`` left at ``???`` (a value the chosen config needs from the user)."""
+    for name in node:
+        if OmegaConf.is_missing(node, name):
+            yield f"{path}.{name}"
+            continue
+        value = node._get_node(name)
+        if isinstance(value, DictConfig) and not value._is_interpolation():
+            yield from _missing(value, f"{path}.{name}")
+
+
 def _walk(node: DictConfig, schema: type, path: str):
     """(dotted key, value, field or None) for each key of ``node``; None for a key ``schema`` lacks."""
+    from omegaconf.errors import OmegaConfBaseException
+
     fields = schema.__dataclass_fields__
     for name in node:
         key = f"{path}.{name}"
         if name not in fields:
             yield key, None, None
             continue
-        value = node[name]
+        try:
+            value = node[name]
+        except OmegaConfBaseException as err:  # an interpolation that cannot resolve, or to a wrong type
+            cause = str(err).splitlines()[0]
+            sibling = re.search(r"interpolation '\$\{\.(\w+)\}'", cause)  # name: ${.path} with no path
+            if sibling and sibling.group(1) in node and node[sibling.group(1)] is None:
+                other = f"{path}.{sibling.group(1)}"
+                raise MinillmError(
+                    f"{other}: not set, and this run needs it ({key} is ${{.{sibling.group(1)}}}): add {other}=…"
+                ) from None
+            raise MinillmError(f"{key}: cannot be resolved: {cause}") from None
         inner = field_schema(schema, name)
         if inner is not None and isinstance(value, DictConfig):
             yield from _walk(value, inner, key)
@@ -109,6 +134,10 @@ def _walk(node: DictConfig, schema: type, path: str):
 def check_schema(cfg) -> None:
     """Refuse a key a typed node lacks (added with ``+``) and a value outside its rule, naming the key."""
     for group in [*NODES, *CHOICES]:
+        node = cfg.get(group) if isinstance(cfg, DictConfig) else None
+        if isinstance(node, DictConfig):
+            for key in _missing(node, group):
+                raise MinillmError(f"{key}: not set, and this run needs it: add {key}=…")
         schema = schema_for(cfg, group)
         if schema is None:
             continue

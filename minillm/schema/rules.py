@@ -1,7 +1,7 @@
 """What a schema field may hold beyond its type: a range or a set of choices, declared beside the field.
 
 ``positive(8)`` is a dataclass field with default 8 whose value must be a positive integer; the rule sits in
-the field's metadata, and ``minillm.schema.check.check_values`` applies it to the composed config with one
+the field's metadata, and ``minillm.schema.check.check_schema`` applies it to the composed config with one
 line naming the key (``data.batch_size=0: must be a positive integer``). A null value passes every rule
 (whether the key may be null is its type's business, which composition checks).
 """

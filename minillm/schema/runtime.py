@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from minillm.schema.rules import matching, non_negative, one_of, positive
+from minillm.schema.rules import checked, non_negative, one_of, positive
 
 
 @dataclass
@@ -22,12 +24,15 @@ class TrainerConfig:
     use_distributed_sampler: bool = False  # the datamodule shards its own batches across ranks (exact resume)
     # 32-true | bf16-mixed | auto (minillm.training.precision; conf/trainer/cpu.yaml says why 32-true on CPU)
     precision: Any = "32-true"
-    max_epochs: int = 3
+    max_epochs: int | None = 3  # null: Lightning's own (1000 without max_steps)
     max_steps: int = -1
     # e.g. "00:00:05:00" (DD:HH:MM:SS): stop after this wall-clock time
-    max_time: str | None = matching(
+    # (or a mapping of timedelta's keys, as Lightning takes it: {minutes: 30})
+    max_time: Any = checked(
         None,
-        r"\s*\d+:\d+:\d+:\d+\s*",
+        lambda v: (
+            isinstance(v, Mapping) or (isinstance(v, str) and re.fullmatch(r"\s*\d+:\d+:\d+:\d+\s*", v))
+        ),
         "give days:hours:minutes:seconds, e.g. 00:00:30:00 for 30 minutes",
     )
     val_check_interval: Any = 1.0  # a fraction of an epoch (float) or a number of steps (int; rounds)
