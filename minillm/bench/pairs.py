@@ -168,11 +168,7 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first compiled side compiles
     out = alternate({"eager": side("eager"), new: side(new)}, int(cfg.pairs.repeats), warmup)
-    hf = [_unwrap(models.student), _unwrap(models.teacher)]
-    states = [static_decode._states.get(m) for m in hf]
-    out["compile_seconds"] = sum(s.compile_seconds for s in states if s is not None)
-    out["compilations"] = sum(s.compilations for s in states if s is not None)
-    out["compile_failed"] = [s.failed for s in states if s is not None and s.failed]
+    out.update(compile_stats(models))
     out["same_tokens"] = bool(torch.equal(rollouts["eager"].response_ids, rollouts[new].response_ids))
     out["settings"] = {
         "alpha": main.alpha,
@@ -208,12 +204,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first fast side compiles
     out = alternate({"fp32 eager": old, f"bf16-mixed {mode}": new}, int(cfg.pairs.repeats), warmup)
-    states = [
-        static_decode._states.get(m) for m in (_unwrap(fast_models.student), _unwrap(fast_models.teacher))
-    ]
-    out["compile_seconds"] = sum(s.compile_seconds for s in states if s is not None)
-    out["compilations"] = sum(s.compilations for s in states if s is not None)
-    out["compile_failed"] = [s.failed for s in states if s is not None and s.failed]
+    out.update(compile_stats(fast_models))
     out["settings"] = {
         "decode": mode,
         "batch_size": main.batch_size,
@@ -221,6 +212,18 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
         "response_len": main.response_len,
     }
     return out
+
+
+def compile_stats(models: Models) -> dict:
+    """What ``sampler.decode=compiled`` cost the student and the teacher of ``models`` in this process: the
+    seconds spent compiling, the graphs, and the one-line reason of any compile that fell back to eager."""
+    states = [static_decode._states.get(_unwrap(m)) for m in (models.student, models.teacher)]
+    states = [s for s in states if s is not None]
+    return {
+        "compile_seconds": sum(s.compile_seconds for s in states),
+        "compilations": sum(s.compilations for s in states),
+        "compile_failed": [s.failed for s in states if s.failed],
+    }
 
 
 def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict | None:
