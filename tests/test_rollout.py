@@ -21,7 +21,7 @@ from transformers import (
 from minillm.errors import MinillmError
 from minillm.rollout.buffer import RolloutBuffer
 from minillm.rollout.options import SamplingOptions
-from minillm.rollout.sampler import Rollout, generate, sample_rollouts
+from minillm.rollout.sampler import Rollout, draw, generate, sample_rollouts
 
 VOCAB = 50
 PAD, EOS = 0, 1
@@ -350,6 +350,36 @@ def test_same_seed_same_rollout(pair):
     ):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
     assert not torch.equal(a.response_ids, c.response_ids)
+
+
+@pytest.mark.parametrize("shape", [(3, 37), (8, 2048), (5, 49152), (1, 7)])
+def test_draw_is_torch_multinomial_token_for_token_and_leaves_the_generator_alike(shape):
+    # draw() replaces torch.multinomial(p, 1) on CPU: the same tokens and the same generator state after, at
+    # uneven, unnormalised probabilities with zeros (a top-k cut) and a near-point-mass row
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        logits = torch.randn(shape, generator=gen) * (0.3 + trial)
+        logits[0, : shape[1] // 3] = float("-inf")  # zeros in a row
+        probs = torch.softmax(logits, -1) * 0.7
+        a, b = torch.Generator().manual_seed(100 + trial), torch.Generator().manual_seed(100 + trial)
+        expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
+        got = draw(probs, b)
+        assert torch.equal(got, expected)
+        assert torch.equal(a.get_state(), b.get_state())
+        assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))  # the next draws agree too
+
+
+def test_draw_refuses_a_row_with_no_distribution():
+    probs = torch.softmax(torch.randn(3, 11), -1)
+    for bad in (float("nan"), float("inf"), -0.1):
+        broken = probs.clone()
+        broken[1, 4] = bad
+        with pytest.raises(MinillmError, match="NaN, inf, negative or only zero"):
+            draw(broken, torch.Generator().manual_seed(0))
+    broken = probs.clone()
+    broken[2] = 0.0
+    with pytest.raises(MinillmError, match="only zero"):
+        draw(broken, torch.Generator().manual_seed(0))
 
 
 def test_greedy_generate_is_deterministic_argmax(pair):

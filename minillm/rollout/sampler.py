@@ -386,6 +386,8 @@ def _decode_loop(
                 sampling.top_k,
                 sampling.top_p,
                 generator,
+                # at temperature 1 the unprocessed logits' log-softmax is the one just taken (x / 1 == x)
+                logps=(s_logp, t_logp) if logits_processor is None else None,
             )
 
             alive = ~finished
@@ -476,22 +478,32 @@ def _sample_from_mixture(
     top_k: int,
     top_p: float,
     generator: torch.Generator | None,
+    *,
+    logps: tuple[Tensor, Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Draw one token per row from p̃ = α·p_τ + (1−α)·q_τ, then top-k / top-p filtered.
+
+    ``logps``: the fp32 log-softmax of ``s_logits`` and ``t_logits`` at temperature 1, where the caller has
+    them; reused (not recomputed) when the temperature is 1.
 
     Returns the tokens (B,) and log p̃ of each under the filtered, renormalised distribution
     (0 for greedy decoding). With alpha == 0 the teacher's logits are never looked at.
     """
     tau = temperature if temperature > 0 else 1.0
+
+    def log_softmax(logits: Tensor, which: int) -> Tensor:
+        if tau == 1.0 and logps is not None and logps[which] is not None:
+            return logps[which]
+        return torch.log_softmax(logits.float() / tau, dim=-1)
+
     if alpha == 0.0 or t_logits is None:
-        mix_logp = torch.log_softmax(s_logits.float() / tau, dim=-1)
+        mix_logp = log_softmax(s_logits, 0)
     elif alpha == 1.0:
-        mix_logp = torch.log_softmax(t_logits.float() / tau, dim=-1)
+        mix_logp = log_softmax(t_logits, 1)
     else:
         # Mix as probabilities, computed in log space for stability.
         mix_logp = torch.logaddexp(
-            torch.log_softmax(t_logits.float() / tau, dim=-1) + math.log(alpha),
-            torch.log_softmax(s_logits.float() / tau, dim=-1) + math.log1p(-alpha),
+            log_softmax(t_logits, 1) + math.log(alpha), log_softmax(s_logits, 0) + math.log1p(-alpha)
         )
     bad = None
     if alpha > 0.0 and t_logits is not None:
@@ -499,7 +511,7 @@ def _sample_from_mixture(
         if bad.any():
             # A non-finite teacher: sample those rows from the student so decoding goes on, and record
             # NaN as their log p̃ so the update that would use them is detected and skipped.
-            student = torch.log_softmax(s_logits.float() / tau, dim=-1)
+            student = log_softmax(s_logits, 0)
             mix_logp = torch.where(bad.unsqueeze(-1), student, mix_logp)
         else:
             bad = None
@@ -509,11 +521,36 @@ def _sample_from_mixture(
     else:
         if top_k > 0 or top_p < 1.0:
             mix_logp = torch.log_softmax(_filter_top_k_top_p(mix_logp, top_k, top_p), dim=-1)
-        token = torch.multinomial(mix_logp.exp(), 1, generator=generator).squeeze(-1)
+        token = draw(mix_logp.exp(), generator)
         picked = mix_logp.gather(-1, token.unsqueeze(-1)).squeeze(-1)
     if bad is not None:
         picked = picked.masked_fill(bad, float("nan"))
     return token, picked
+
+
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One token per row (B,) from the unnormalised probabilities ``probs`` (B, V): the draws of
+    ``torch.multinomial(probs, 1, generator=generator)``, for the same generator state, at a third of its cost on
+    CPU.
+
+    torch's one-sample multinomial is argmax(p / q) with q ~ Exp(1) from ``exponential_``, whose CPU kernel
+    takes a float64 uniform u per entry and returns −log1p(−u) one element at a time (most of a small model's
+    sampling time). Here u comes from ``torch.rand`` in float64 (the same 64-bit draws per entry, in the same
+    order) and the logarithm runs vectorised, so q, the tokens and the generator's state after are the same
+    (``tests/test_rollout.py`` checks all three against ``torch.multinomial``). On other devices torch's own
+    kernel samples.
+    """
+    if probs.device.type != "cpu":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    # torch.multinomial's own check: a NaN, infinite or all-zero row has no distribution to sample from
+    if not bool((torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0) & (probs >= 0).all(-1)).all()):
+        raise MinillmError(
+            "sampling: a row of the distribution to sample from holds NaN, inf, negative or only zero "
+            "probabilities (non-finite model logits?)"
+        )
+    u = torch.rand(probs.shape, dtype=torch.float64, device=probs.device, generator=generator)
+    q = torch.log1p(u.neg_()).neg_().to(probs.dtype)
+    return (probs / q).argmax(-1)
 
 
 def _filter_top_k_top_p(logp: Tensor, top_k: int, top_p: float) -> Tensor:
