@@ -197,8 +197,8 @@ def bench() -> str:
         threads = run["machine"]["torch_threads"]
         seconds = fast["median_seconds"]
         lines.append(
-            f"  | MiniLLM round, {models}: fp32 with `sampler.decode=eager` ÷ bf16-mixed with "
-            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
+            f"  | MiniLLM round, {models}: fp32 with `sampler.decode=eager` ÷ "
+            f"{fast['settings'].get('precision', 'bf16-mixed')} with `{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
             f"{fast['load_avg_after'][0]:.1f}; compiling took {fast['compile_seconds']:.0f} s, untimed): "
             f"{seconds[fast['old']]:.1f} s against {seconds[fast['new']]:.1f} s | {faster(fast['speedup'])} "

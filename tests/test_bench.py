@@ -459,10 +459,32 @@ def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_s
     assert fast["compilations"] == 0 and fast["compile_failed"] == []  # static: nothing compiled
     assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
     text = render(out, plain=True)
-    assert "MiniLLM round, fp32 eager against bf16 mixed precision with static-cache decoding" in text
+    assert "MiniLLM round, fp32 eager against the fast path" in text
     assert "fp32 eager ÷ bf16-mixed static" in text and "0 graphs" in text
     with pytest.raises(MinillmError, match="pairs.fast_path='fast'"):
         run_bench(compose_bench([*args, "pairs.fast_path=fast"], tmp_path))
+
+
+def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_cache(tmp_path):
+    """``pairs.fast_path_precision=32-true`` (where bf16 measured slower): both sides in fp32, the fast one
+    decoding over the static cache; named so in the pair, its target row and the README's line; a precision
+    it does not know is refused naming the key."""
+    args = [
+        *TINY,
+        "pairs_only=true",
+        "pairs.precision=false",
+        "pairs.round_build=false",
+        "pairs.fast_path=static",
+    ]
+    out = run_bench(compose_bench([*args, "pairs.repeats=2", "pairs.fast_path_precision=32-true"], tmp_path))
+    (row,) = out["targets"]
+    fast = out["pairs"]["fast_path"]
+    assert row["target"].startswith("MiniLLM round: 32-true + sampler.decode=static ≥ 1.5× faster than fp32")
+    assert (fast["old"], fast["new"]) == ("fp32 eager", "fp32 static")
+    assert fast["settings"]["precision"] == "32-true"
+    assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
+    with pytest.raises(MinillmError, match="pairs.fast_path_precision='bf16'"):
+        run_bench(compose_bench([*args, "pairs.fast_path_precision=bf16"], tmp_path))
 
 
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):

@@ -13,7 +13,7 @@ from minillm.errors import MinillmError
 from minillm.rollout import static_decode
 from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import generate, sample_rollouts
-from tests.test_rollout import EOS, PAD, _bias_eos, _prompts, _tiny
+from tests.test_rollout import EOS, PAD, VOCAB, _bias_eos, _prompts, _tiny
 
 # Sampling settings that exercise every branch of the mixture sampler: a temperature, top-k and top-p on.
 SAMPLING = dict(temperature=0.7, top_k=12, top_p=0.9)
@@ -188,3 +188,51 @@ def test_inductor_compiled_step_matches_eager_or_falls_back_in_one_line(kind, ca
     else:
         assert static_decode.compilations(student) == 1
         assert static_decode.compilations(teacher) == 1
+
+
+def test_warm_compiled_steps_skip_guards_and_what_the_guards_would_catch_is_in_their_key(monkeypatch):
+    """After a step key's first call, its compiled step runs without Dynamo's guards (GUARD_SKIP). A decoding
+    under bf16 autocast, or with a forward hook added, after fp32 ones that warmed the same bucket must not run
+    the warm fp32 graph: it gets a step of its own (compiled, guarded on first use) and the numbers of the same
+    cache's eager steps; a LoRA (peft) model never skips its guards."""
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    model = _bias_eos(_tiny("llama", seed=7), 2.0)
+    ids, mask = _prompts([3, 7, 5, 1, 6], seed=8)
+
+    def run(mode, seed=3):
+        with static_decode.decode_mode(mode):
+            sampling = SamplingOptions(max_new_tokens=10, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
+            return generate(model, ids, mask, sampling, generator=torch.Generator().manual_seed(seed))
+
+    for seed in (3, 4):
+        _assert_same(run("compiled", seed), run("eager", seed))
+    state = static_decode._states[model]
+    assert state.unguarded_calls > 0 and len(state.compiled) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # against the same cache's eager steps: bf16 rounds the
+        ref, new = run("static"), run("compiled")  # static cache's attention unlike the dynamic one's
+    assert torch.equal(new.response_ids, ref.response_ids)
+    torch.testing.assert_close(new.student_logprobs, ref.student_logprobs, rtol=0, atol=2e-5)
+    fp32 = run("static")
+    assert (ref.student_logprobs - fp32.student_logprobs).abs().max() > 1e-3  # bf16 is not fp32 here
+    assert len(state.compiled) == 2
+    shift = torch.linspace(-2.0, 2.0, VOCAB)
+
+    def hook(module, args, out):  # a hook that changes the logits (and so the tokens)
+        out.logits = out.logits + shift
+        return out
+
+    handle = model.register_forward_hook(hook)
+    try:
+        ref, unguarded = run("static"), state.unguarded_calls
+        new = run("compiled")
+    finally:
+        handle.remove()
+    assert not torch.equal(ref.response_ids, fp32.response_ids)
+    _assert_same(new, ref)
+    assert len(state.compiled) == 3 and state.unguarded_calls == unguarded  # a hooked model keeps its guards
+    lora = _bias_eos(_tiny("llama", seed=9), 2.0)
+    lora.peft_config = {}  # what static_decode looks for
+    model = lora
+    for _ in range(2):
+        run("compiled")
+    assert static_decode._states[lora].unguarded_calls == 0

@@ -31,6 +31,7 @@ from minillm.rollout.sampler import _unwrap, sample_rollouts
 from minillm.training.precision import bf16_supported
 
 BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
+FAST_PATH_PRECISIONS = ("bf16-mixed", "32-true")  # pairs.fast_path_precision: the fast side's
 
 
 def alternate(sides: dict[str, Callable[[], tuple[float, float]]], repeats: int, warmup: int) -> dict:
@@ -180,33 +181,43 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
 
 
 def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
-    """The whole MiniLLM round as today's default runs it (fp32, eager decoding) against the fast path: bf16
-    mixed precision with ``sampler.decode=pairs.fast_path`` (compiled or static) for its rollout. The compile
-    happens in the untimed pairs (at least one); skipped where the device has no native bf16."""
+    """The whole MiniLLM round as today's default runs it (fp32, eager decoding) against the fast path:
+    ``pairs.fast_path_precision`` (bf16 mixed precision, or fp32 where bf16 measured slower) with
+    ``sampler.decode=pairs.fast_path`` (compiled or static) for its rollout. The compile happens in the untimed
+    pairs (at least one); a bf16 side is skipped where the device has no native bf16."""
     device = runtime.device.type
-    if not bf16_supported(device):
-        return {"skipped": f"this {device} has no native bf16"}
     mode = str(cfg.pairs.fast_path)
     if mode not in ("static", "compiled"):
         raise MinillmError(f"pairs.fast_path={mode!r}: must be static, compiled or null")
+    precision = str(cfg.pairs.get("fast_path_precision") or "bf16-mixed")
+    if precision not in FAST_PATH_PRECISIONS:
+        raise MinillmError(
+            f"pairs.fast_path_precision={precision!r}: must be one of {', '.join(FAST_PATH_PRECISIONS)}"
+        )
+    bf16_side = precision == "bf16-mixed"
+    if bf16_side and not bf16_supported(device):
+        return {"skipped": f"this {device} has no native bf16"}
     fp32 = replace(runtime, dtype="fp32", compile=False)
-    bf16 = replace(runtime, dtype="bf16", compile=False)
+    fast_runtime = replace(runtime, dtype="bf16" if bf16_side else "fp32", compile=False)
     old = timed(
         step_runner(own_copy(models, torch.float32), fp32, cfg, main.with_round(rescore_old_logprobs=False)),
         fp32,
     )
-    fast_models = own_copy(models, torch.bfloat16)
-    fast = timed(step_runner(fast_models, bf16, cfg, main.with_round(rescore_old_logprobs=True)), bf16)
+    fast_models = own_copy(models, torch.bfloat16 if bf16_side else torch.float32)
+    fast_settings = main.with_round(rescore_old_logprobs=bf16_side)
+    fast = timed(step_runner(fast_models, fast_runtime, cfg, fast_settings), fast_runtime)
 
     def new() -> tuple[float, float]:
         with static_decode.decode_mode(mode):
             return fast()
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first fast side compiles
-    out = alternate({"fp32 eager": old, f"bf16-mixed {mode}": new}, int(cfg.pairs.repeats), warmup)
+    label = "bf16-mixed" if bf16_side else "fp32"
+    out = alternate({"fp32 eager": old, f"{label} {mode}": new}, int(cfg.pairs.repeats), warmup)
     out.update(compile_stats(fast_models))
     out["settings"] = {
         "decode": mode,
+        "precision": precision,
         "batch_size": main.batch_size,
         "prompt_len": main.prompt_len,
         "response_len": main.response_len,

@@ -34,7 +34,7 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
         ("MiniLLM step, round rebuilt every step against built once", (pairs or {}).get("round_build")),
         ("Lockstep rollout, sampler.decode=eager against the static cache", (pairs or {}).get("decode")),
         (
-            "MiniLLM round, fp32 eager against bf16 mixed precision with static-cache decoding",
+            "MiniLLM round, fp32 eager against the fast path (pairs.fast_path_precision, static-cache decoding)",
             (pairs or {}).get("fast_path"),
         ),
     ):

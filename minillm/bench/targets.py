@@ -117,9 +117,10 @@ def pair_targets(pairs: dict | None) -> list[dict]:
     fast = pairs.get("fast_path")
     if fast is not None:
         mode = fast.get("settings", {}).get("decode", "compiled")
+        precision = fast.get("settings", {}).get("precision", "bf16-mixed")
         row = {
-            "target": f"MiniLLM round: bf16-mixed + sampler.decode={mode} ≥ {TARGET_BF16_SPEEDUP:g}× faster than fp32 "
-            "eager (median ÷ median)",
+            "target": f"MiniLLM round: {precision} + sampler.decode={mode} ≥ {TARGET_BF16_SPEEDUP:g}× faster than "
+            "fp32 eager (median ÷ median)",
             "value": fast.get("speedup"),
             "ok": None
             if "skipped" in fast

@@ -14,9 +14,20 @@ per-token step over it:
 Shapes are bucketed so that a new batch or prompt length does not compile again: the batch is padded to
 the next power of two (extra rows repeat row 0 and are dropped from the logits, so they never touch the
 sampler's generator) and the cache length to 64·2^k ≥ prompt + new tokens. One cache per (model, bucket,
-dtype) is kept for the process and reset at the start of every decoding; one compiled step per model
-serves every bucket (a bucket compiles once, the first time it is seen). Compile time is logged; where
-compiling fails the model's steps run eagerly on the same cache, said in one logged line.
+dtype) is kept for the process and reset at the start of every decoding; each model compiles one step per
+key (a bucket, and the state the graph depends on: autocast, grad mode, train/eval, the weights' dtype, the
+model's forward hooks), once, the first time it is seen. Compile time is logged; where compiling fails the
+model's steps run eagerly on the same cache, said in one logged line.
+
+Guards: Dynamo checks a compiled graph's guards before every call, 150–230 µs per call for these models on the
+2-core CPU (torch.profiler: a sixth of the lockstep rollout). Each key's step is a code object of its own
+holding one graph, and after its first call (guards checked) it runs under ``torch.compiler.set_stance(
+skip_guard_eval_unsafe=True)``, which skips a single graph's guards: what they would check that changes
+between decodings here is in the key, so a changed state takes a step of its own (``GUARD_SKIP = False``
+turns this off; on CUDA the guards are kept: untested, no GPU here). Models it is not safe for keep their
+guards: a peft (LoRA) model, and a model with a forward hook on it or on any of its modules (a hook's Python
+side effects are replayed as traced, not run). A change the key does not see (a hook added to a submodule, a
+layer swapped) after a step is warm is not noticed: decode such a model with ``sampler.decode=static``.
 
 Cache layout: slot ``j`` holds the ``j``-th column of the sampler's attention mask (prompt columns first,
 then one per generated token). The mask passed to the model covers the whole cache (zeros past the
@@ -29,11 +40,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+import types
 import weakref
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules import module as module_hooks
 
 from minillm.errors import MinillmError
 
@@ -45,6 +58,9 @@ LENGTH_BUCKET = 64  # the smallest cache length; longer ones double
 # model and bucket is one entry of the same step function.
 RECOMPILE_LIMIT = 64
 BACKEND = "inductor"  # torch.compile's backend ("eager" in tests: tracing without code generation)
+# After a step key's first call, its compiled step runs without Dynamo's guard checks (set_stance's
+# skip_guard_eval_unsafe): the key (Slot.key) holds what those guards would check that can change here.
+GUARD_SKIP = True
 
 _mode = "eager"
 
@@ -107,7 +123,9 @@ class _ModelState:
     """What one model keeps for the process: its caches per bucket, its compiled step, its counts."""
 
     caches: dict = field(default_factory=dict)  # (batch, length, dtype, device) -> StaticCache
-    compiled: object = None  # the torch.compile'd step (None until first needed)
+    compiled: dict = field(default_factory=dict)  # step key (Slot.key) -> its torch.compile'd step
+    warm: set = field(default_factory=set)  # step keys whose compiled step ran once with Dynamo's guards
+    unguarded_calls: int = 0  # compiled calls that ran without Dynamo's guard checks (GUARD_SKIP)
     failed: str | None = None  # why compiled steps fell back to eager, once logged
     unsupported: str | None = None  # why the static cache itself failed (the eager path decodes), once logged
     compilations: int = 0  # graphs compiled for this model (one per bucket seen)
@@ -168,6 +186,10 @@ class Slot:
         )
         self.mask = torch.zeros(padded, length, dtype=torch.long, device=device)
         self.compiled = compiled
+        # one compiled step per key, each its own code object with one graph: what its guards would check that
+        # may change between decodings (shapes and device, autocast, grad mode, train/eval, the weights' dtype,
+        # the model's own forward hooks) is in the key, so that a call whose key ran before skips them
+        self.key = (padded, length, str(device), *_context(model, device)) if compiled else None
         self.prefilled = False
         self.dynamic = None  # a DynamicCache once the static one failed on this model
 
@@ -214,16 +236,19 @@ class Slot:
         return logits[: self.batch]
 
     def _compiled_step(self, ids: Tensor, pos: Tensor) -> Tensor:
-        state = self.state
-        if state.compiled is None:
-            state.compiled = _compile(self.model)
+        state, key = self.state, self.key
+        compiled = state.compiled.get(key)
+        if compiled is None:
+            compiled = state.compiled[key] = _compile(self.model)
+        unguarded = GUARD_SKIP and key in state.warm
         graphs = _unique_graphs()
         start = time.perf_counter()
         on_cuda = ids.device.type == "cuda"
         try:
             if on_cuda:  # CUDA graphs: each call is a new replay of the recorded graph
                 torch.compiler.cudagraph_mark_step_begin()
-            logits = state.compiled(ids, self.mask, pos, self.cache)
+            with _unguarded() if unguarded else contextlib.nullcontext():
+                logits = compiled(ids, self.mask, pos, self.cache)
             # the graph's output buffer is overwritten by the next replay, and the sampler may keep it
             if on_cuda:
                 logits = logits.clone()
@@ -235,6 +260,10 @@ class Slot:
                 state.failed,
             )
             return _forward(self.model, ids, self.mask, pos, self.cache)
+        if unguarded:
+            state.unguarded_calls += 1
+        elif GUARD_SKIP and not on_cuda and _trusted(self.model):  # CUDA graphs: untested here, guards kept
+            state.warm.add(key)
         new = _unique_graphs() - graphs
         if new > 0:
             seconds = time.perf_counter() - start
@@ -248,6 +277,39 @@ class Slot:
                 seconds,
             )
         return logits
+
+
+def _context(model: nn.Module, device: torch.device) -> tuple:
+    """What a compiled step depends on beyond its shapes that can change between decodings in a process."""
+    autocast = torch.is_autocast_enabled(device.type)
+    return (
+        autocast,
+        torch.get_autocast_dtype(device.type) if autocast else None,
+        torch.is_grad_enabled(),
+        model.training,
+        next(model.parameters()).dtype,
+        tuple(model._forward_pre_hooks),
+        tuple(model._forward_hooks),
+        tuple(module_hooks._global_forward_pre_hooks),
+        tuple(module_hooks._global_forward_hooks),
+    )
+
+
+def _trusted(model: nn.Module) -> bool:
+    """Whether ``model``'s compiled steps may skip Dynamo's guards once warm: not a peft (LoRA) model, whose
+    adapters can be merged, swapped or switched off between calls, and no forward hook on it, on any of its
+    modules or on every module (a hook's Python side effects are replayed as traced, not run, without the
+    guards that would see them change)."""
+    if hasattr(model, "peft_config"):
+        return False
+    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def _unguarded():
+    """Run a warm compiled step without Dynamo's guard evaluation (its key has run before)."""
+    return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
 
 def _one_line(err: Exception) -> str:
@@ -272,13 +334,18 @@ def _forward(
 
 
 def _compile(model: nn.Module):
-    """The compiled step of ``model``: static shapes (the buckets), one graph (fullgraph), CUDA graphs on
-    CUDA."""
+    """A compiled step of ``model``: static shapes (one bucket), one graph (fullgraph), CUDA graphs on CUDA.
+    Each call gives a function with a code object of its own, so that Dynamo keeps its graphs apart from every
+    other step's (its cache is per code object)."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     on_cuda = next(model.parameters()).device.type == "cuda"
 
-    def step(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
+    def shared(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
         return _forward(model, input_ids, attention_mask, position_ids, cache)
+
+    step = types.FunctionType(
+        shared.__code__.replace(), shared.__globals__, "decode_step", None, shared.__closure__
+    )
 
     if BACKEND != "inductor":  # tests: dynamo's tracing and guards without inductor's code generation
         return torch.compile(step, fullgraph=True, dynamic=False, backend=BACKEND)
