@@ -398,7 +398,9 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     assert all(
         peak > 0 for pair in out["pairs"].values() if "peak_mib" in pair for peak in pair["peak_mib"].values()
     )
-    precision_only = run_bench(compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false"], tmp_path))
+    precision_only = run_bench(
+        compose_bench([*TINY, "pairs_only=true", "pairs.round_build=false", "pairs.draw=false"], tmp_path)
+    )
     assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1
 
 
@@ -413,6 +415,7 @@ def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(t
         "pairs.precision=false",
         "pairs.round_build=false",
         "pairs.decode=static",
+        "pairs.draw=false",
     ]
     out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
     decode = out["pairs"]["decode"]
@@ -441,6 +444,7 @@ def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_s
         "pairs.precision=false",
         "pairs.round_build=false",
         "pairs.fast_path=static",
+        "pairs.draw=false",
     ]
     out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
     (row,) = out["targets"]
@@ -465,6 +469,26 @@ def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_s
         run_bench(compose_bench([*args, "pairs.fast_path=fast"], tmp_path))
 
 
+def test_draw_pair_times_torch_multinomial_against_the_samplers_draw_with_the_same_tokens(tmp_path):
+    """``pairs.draw`` (on by default): 200 draws per side from the same seed, alternated; the same tokens, a
+    table with a "same tokens" row; no target of its own."""
+    from minillm.bench.tables import render
+
+    args = [*TINY, "pairs_only=true", "pairs.precision=false", "pairs.round_build=false", "pairs.decode=null"]
+    out = run_bench(compose_bench([*args, "pairs.repeats=2", "pairs.warmup=0"], tmp_path))
+    pair = out["pairs"]["draw"]
+    assert set(out["pairs"]) == {"draw"} and (pair["old"], pair["new"]) == ("torch.multinomial", "draw")
+    assert pair["same_tokens"] is True and pair["settings"] == {
+        "batch_size": 4,
+        "vocab_size": 50,
+        "calls": 200,
+    }
+    assert [len(v) for v in pair["seconds"].values()] == [2, 2] and out["targets"] == []
+    text = render(out, plain=True)
+    assert "One token per row drawn 200 times: torch.multinomial against the sampler's draw" in text
+    assert "torch.multinomial ÷ draw" in text and "same tokens" in text
+
+
 def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_cache(tmp_path):
     """``pairs.fast_path_precision=32-true`` (where bf16 measured slower): both sides in fp32, the fast one
     decoding over the static cache; named so in the pair, its target row and the README's line; a precision
@@ -475,6 +499,7 @@ def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_ca
         "pairs.precision=false",
         "pairs.round_build=false",
         "pairs.fast_path=static",
+        "pairs.draw=false",
     ]
     out = run_bench(compose_bench([*args, "pairs.repeats=2", "pairs.fast_path_precision=32-true"], tmp_path))
     (row,) = out["targets"]

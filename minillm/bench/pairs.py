@@ -1,7 +1,8 @@
 """Old and new paths of the round, timed alternately in one run (issue 22): the MiniLLM round under bf16
 mixed precision against fp32, the round built once (as training runs it) against rebuilt every step, and
 the lockstep teacher-mixed rollout decoded eagerly against ``sampler.decode=compiled`` (or ``static``), and the
-whole round in fp32 with eager decoding against bf16 with compiled decoding (``pairs.fast_path``).
+whole round in fp32 with eager decoding against bf16 with compiled decoding (``pairs.fast_path``), and the
+sampler's token draw against ``torch.multinomial`` (``pairs.draw``).
 
 Each pair alternates its two sides ``repeats`` times after ``warmup`` untimed pairs, so a drift in the
 machine's load hits both alike; medians, each pair's own ratio (min and max) and the load average before
@@ -27,10 +28,11 @@ from minillm.bench.step import step_runner
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode
 from minillm.rollout.options import SamplingOptions
-from minillm.rollout.sampler import _unwrap, sample_rollouts
+from minillm.rollout.sampler import _unwrap, draw, sample_rollouts
 from minillm.training.precision import bf16_supported
 
 BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
+DRAW_CALLS = 200  # tokens drawn per side and pair (pairs.draw)
 FAST_PATH_PRECISIONS = ("bf16-mixed", "32-true")  # pairs.fast_path_precision: the fast side's
 
 
@@ -225,6 +227,40 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
     return out
 
 
+def draw_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
+    """Drawing one token per row of a (batch, vocabulary) distribution ``DRAW_CALLS`` times: ``torch.multinomial``
+    (what the sampler called until 2026-12-06) against the sampler's ``draw`` (the same draws on CPU, torch's
+    own kernel elsewhere), alternately, each side from the same seed: same tokens."""
+    device = runtime.device
+    gen = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    logits = torch.randn(main.batch_size, models.vocab_size, generator=gen, device=device)
+    probs = torch.softmax(logits * 3.0, dim=-1)
+    tokens: dict[str, torch.Tensor] = {}
+
+    def side(name: str, fn: Callable) -> Callable[[], tuple[float, float]]:
+        def once() -> tuple[float, float]:
+            g = torch.Generator(device=device).manual_seed(int(cfg.seed) + 1)
+            with peak_memory(runtime) as memory:
+                runtime.sync()
+                start = time.perf_counter()
+                drawn = [fn(probs, g) for _ in range(DRAW_CALLS)]
+                runtime.sync()
+                seconds = time.perf_counter() - start
+            tokens[name] = torch.stack(drawn)
+            return seconds, memory["peak_mib"]
+
+        return once
+
+    sides = {
+        "torch.multinomial": side("old", lambda p, g: torch.multinomial(p, 1, generator=g).squeeze(-1)),
+        "draw": side("new", draw),
+    }
+    out = alternate(sides, int(cfg.pairs.repeats), int(cfg.pairs.warmup))
+    out["same_tokens"] = bool(torch.equal(tokens["old"], tokens["new"]))
+    out["settings"] = {"batch_size": main.batch_size, "vocab_size": models.vocab_size, "calls": DRAW_CALLS}
+    return out
+
+
 def compile_stats(models: Models) -> dict:
     """What ``sampler.decode=compiled`` cost the student and the teacher of ``models`` in this process: the
     seconds spent compiling, the graphs, and the one-line reason of any compile that fell back to eager."""
@@ -250,4 +286,6 @@ def pairs(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings)
         out["decode"] = decode_pair(models, runtime, cfg, main)
     if cfg.pairs.get("fast_path"):
         out["fast_path"] = fast_path_pair(models, runtime, cfg, main)
+    if cfg.pairs.get("draw"):
+        out["draw"] = draw_pair(models, runtime, cfg, main)
     return out

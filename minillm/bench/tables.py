@@ -37,6 +37,10 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
             "MiniLLM round, fp32 eager against the fast path (pairs.fast_path_precision, static-cache decoding)",
             (pairs or {}).get("fast_path"),
         ),
+        (
+            "One token per row drawn 200 times: torch.multinomial against the sampler's draw",
+            (pairs or {}).get("draw"),
+        ),
     ):
         if not pair:
             continue
@@ -66,6 +70,8 @@ def pair_tables(pairs: dict | None) -> list[tuple[str, list[str], list[list[str]
             )
             note = f"{pair['compilations']} graphs{same}{failed}"
             rows.append(["compile time (untimed pairs)", _fmt(pair["compile_seconds"], 1), "—", "—", note])
+        if "same_tokens" in pair and "compile_seconds" not in pair:
+            rows.append(["same tokens", "yes" if pair["same_tokens"] else "NO", "—", "—", "—"])
         if "rebuild_seconds" in pair:
             rows.append(["the rebuild alone (median of 50)", _fmt(pair["rebuild_seconds"], 5), "—", "—", "—"])
         load = f"load {pair['load_avg_before'][0]:.2f} before, {pair['load_avg_after'][0]:.2f} after"
