@@ -404,11 +404,15 @@ def test_pairs_only_times_the_old_and_new_paths_alone(tmp_path):
     assert set(precision_only["pairs"]) == {"precision"} and len(precision_only["targets"]) == 1
 
 
-def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(tmp_path):
+def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(tmp_path, monkeypatch):
     """``pairs.decode=static``: the lockstep rollout at the round's α, eager and static alternated, the same
-    tokens on both sides, its target row and table; the other pairs can be switched off."""
+    tokens on both sides, its target row and table; the other pairs can be switched off. The eager side draws
+    with torch.multinomial (``pairs.old_draw=multinomial``, the path before issue 22) unless told otherwise."""
     from minillm.bench.tables import render
 
+    calls = []
+    multinomial = torch.multinomial
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: calls.append(1) or multinomial(*a, **k))
     args = [
         *TINY,
         "pairs_only=true",
@@ -419,15 +423,26 @@ def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(t
     ]
     out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
     decode = out["pairs"]["decode"]
-    assert set(out["pairs"]) == {"decode"} and (decode["old"], decode["new"]) == ("eager", "static")
+    assert set(out["pairs"]) == {"decode"}
+    assert (decode["old"], decode["new"]) == ("eager, torch.multinomial", "static")
+    assert len(calls) == 3 * 5  # the eager side's 3 rollouts (1 untimed) of 5 tokens; none on the static side
     assert [len(v) for v in decode["seconds"].values()] == [2, 2] and decode["warmup"] == 1
     assert decode["same_tokens"] is True and decode["compilations"] == 0  # static: nothing compiled
     (row,) = out["targets"]
-    assert row["target"].startswith("lockstep α=0.2 rollout: sampler.decode=static ≥ 1.5× eager")
+    assert row["target"].startswith(
+        "lockstep α=0.2 rollout: sampler.decode=static ≥ 1.5× eager, torch.multinomial"
+    )
     assert row["value"] == decode["speedup"] and row["ok"] == (decode["speedup"] >= 1.5)
     text = render(out, plain=True)
     assert "Lockstep rollout, sampler.decode=eager against the static cache, timed alternately" in text
-    assert "eager ÷ static" in text and "0 graphs, same tokens" in text
+    assert "eager, torch.multinomial ÷ static" in text and "0 graphs, same tokens" in text
+    calls.clear()
+    today = run_bench(compose_bench([*args, "pairs.repeats=1", "pairs.old_draw=draw"], tmp_path))
+    assert (
+        today["pairs"]["decode"]["old"] == "eager" and today["pairs"]["decode"]["same_tokens"] and not calls
+    )
+    with pytest.raises(MinillmError, match="pairs.old_draw='exp'"):
+        run_bench(compose_bench([*args, "pairs.old_draw=exp"], tmp_path))
     with pytest.raises(MinillmError, match="pairs.decode='fast'"):
         run_bench(compose_bench([*args, "pairs.decode=fast"], tmp_path))
 
@@ -456,7 +471,7 @@ def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_s
         assert "skipped" in fast and row["ok"] is None
         return
     assert set(out["pairs"]) == {"fast_path"} and (fast["old"], fast["new"]) == (
-        "fp32 eager",
+        "fp32 eager, torch.multinomial",
         "bf16-mixed static",
     )
     assert [len(v) for v in fast["seconds"].values()] == [2, 2] and fast["warmup"] == 1
@@ -464,7 +479,7 @@ def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_s
     assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
     text = render(out, plain=True)
     assert "MiniLLM round, fp32 eager against the fast path" in text
-    assert "fp32 eager ÷ bf16-mixed static" in text and "0 graphs" in text
+    assert "fp32 eager, torch.multinomial ÷ bf16-mixed static" in text and "0 graphs" in text
     with pytest.raises(MinillmError, match="pairs.fast_path='fast'"):
         run_bench(compose_bench([*args, "pairs.fast_path=fast"], tmp_path))
 
@@ -505,7 +520,7 @@ def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_ca
     (row,) = out["targets"]
     fast = out["pairs"]["fast_path"]
     assert row["target"].startswith("MiniLLM round: 32-true + sampler.decode=static ≥ 1.5× faster than fp32")
-    assert (fast["old"], fast["new"]) == ("fp32 eager", "fp32 static")
+    assert (fast["old"], fast["new"]) == ("fp32 eager, torch.multinomial", "fp32 static")
     assert fast["settings"]["precision"] == "32-true"
     assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
     with pytest.raises(MinillmError, match="pairs.fast_path_precision='bf16'"):

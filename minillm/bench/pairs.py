@@ -11,6 +11,7 @@ training run of its own."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import statistics
@@ -28,11 +29,12 @@ from minillm.bench.step import step_runner
 from minillm.errors import MinillmError
 from minillm.rollout import static_decode
 from minillm.rollout.options import SamplingOptions
-from minillm.rollout.sampler import _unwrap, draw, sample_rollouts
+from minillm.rollout.sampler import _unwrap, draw, multinomial_draws, sample_rollouts
 from minillm.training.precision import bf16_supported
 
 BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
 DRAW_CALLS = 200  # tokens drawn per side and pair (pairs.draw)
+OLD_DRAWS = ("multinomial", "draw")  # pairs.old_draw
 FAST_PATH_PRECISIONS = ("bf16-mixed", "32-true")  # pairs.fast_path_precision: the fast side's
 
 
@@ -141,11 +143,12 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
         raise MinillmError(f"pairs.decode={new!r}: must be static, compiled or null")
     prompt_ids, prompt_mask = make_prompts(models, main.batch_size, main.prompt_len, 1, runtime.device)
     rollouts = {}
+    old_draws, old_name = old_draw(cfg, "eager")
 
-    def side(mode: str) -> Callable[[], tuple[float, float]]:
+    def side(mode: str, draws=contextlib.nullcontext) -> Callable[[], tuple[float, float]]:
         def once() -> tuple[float, float]:
             gen = torch.Generator(device=runtime.device).manual_seed(0)
-            with static_decode.decode_mode(mode), peak_memory(runtime) as memory, runtime.autocast():
+            with static_decode.decode_mode(mode), draws(), peak_memory(runtime) as memory, runtime.autocast():
                 runtime.sync()
                 start = time.perf_counter()
                 rollouts[mode] = sample_rollouts(
@@ -170,16 +173,29 @@ def decode_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSet
         return once
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first compiled side compiles
-    out = alternate({"eager": side("eager"), new: side(new)}, int(cfg.pairs.repeats), warmup)
+    out = alternate({old_name: side("eager", old_draws), new: side(new)}, int(cfg.pairs.repeats), warmup)
     out.update(compile_stats(models))
     out["same_tokens"] = bool(torch.equal(rollouts["eager"].response_ids, rollouts[new].response_ids))
     out["settings"] = {
+        "old_draw": str(cfg.pairs.old_draw),
         "alpha": main.alpha,
         "batch_size": main.batch_size,
         "prompt_len": main.prompt_len,
         "response_len": main.response_len,
     }
     return out
+
+
+def old_draw(cfg: DictConfig, name: str) -> tuple[Callable, str]:
+    """How the old side of the decode and fast-path pairs draws its tokens (``pairs.old_draw``): with
+    ``torch.multinomial``, as the sampler did before issue 22 (the same tokens), or with today's ``draw``;
+    the context to run it in and the side's name."""
+    how = str(cfg.pairs.get("old_draw"))
+    if how not in OLD_DRAWS:
+        raise MinillmError(f"pairs.old_draw={how!r}: must be one of {', '.join(OLD_DRAWS)}")
+    if how == "multinomial":
+        return multinomial_draws, f"{name}, torch.multinomial"
+    return contextlib.nullcontext, name
 
 
 def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
@@ -201,10 +217,16 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
         return {"skipped": f"this {device} has no native bf16"}
     fp32 = replace(runtime, dtype="fp32", compile=False)
     fast_runtime = replace(runtime, dtype="bf16" if bf16_side else "fp32", compile=False)
-    old = timed(
+    old_draws, old_name = old_draw(cfg, "fp32 eager")
+    old_round = timed(
         step_runner(own_copy(models, torch.float32), fp32, cfg, main.with_round(rescore_old_logprobs=False)),
         fp32,
     )
+
+    def old() -> tuple[float, float]:
+        with old_draws():
+            return old_round()
+
     fast_models = own_copy(models, torch.bfloat16 if bf16_side else torch.float32)
     fast_settings = main.with_round(rescore_old_logprobs=bf16_side)
     fast = timed(step_runner(fast_models, fast_runtime, cfg, fast_settings), fast_runtime)
@@ -215,9 +237,10 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first fast side compiles
     label = "bf16-mixed" if bf16_side else "fp32"
-    out = alternate({"fp32 eager": old, f"{label} {mode}": new}, int(cfg.pairs.repeats), warmup)
+    out = alternate({old_name: old, f"{label} {mode}": new}, int(cfg.pairs.repeats), warmup)
     out.update(compile_stats(fast_models))
     out["settings"] = {
+        "old_draw": str(cfg.pairs.old_draw),
         "decode": mode,
         "precision": precision,
         "batch_size": main.batch_size,

@@ -26,6 +26,7 @@ later used as constants next to tensors that require grad, which inference tenso
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -530,20 +531,21 @@ def _sample_from_mixture(
 
 def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One token per row (B,) from the unnormalised probabilities ``probs`` (B, V): the draws of
-    ``torch.multinomial(probs, 1, generator=generator)``, for the same generator state, at a third of its cost on
-    CPU.
+    ``torch.multinomial(probs, 1, generator=generator)``, for the same generator state, at about half its cost
+    on CPU (``make bench``'s ``pairs.draw``).
 
     torch's one-sample multinomial is argmax(p / q) with q ~ Exp(1) from ``exponential_``, whose CPU kernel
     takes a float64 uniform u per entry and returns −log1p(−u) one element at a time (most of a small model's
     sampling time). Here u comes from ``torch.rand`` in float64 (the same 64-bit draws per entry, in the same
     order) and the logarithm runs vectorised, so q, the tokens and the generator's state after are the same
-    (``tests/test_rollout.py`` checks all three against ``torch.multinomial``). On other devices torch's own
-    kernel samples.
+    (``tests/test_rollout.py`` checks all three against ``torch.multinomial``). On other devices, and inside
+    :func:`multinomial_draws` (benchmarks: the sampler as it drew before), torch's own kernel samples.
     """
-    if probs.device.type != "cpu":
+    if probs.device.type != "cpu" or _draw_with_multinomial:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    # torch.multinomial's own check: a NaN, infinite or all-zero row has no distribution to sample from
-    if not bool((torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0) & (probs >= 0).all(-1)).all()):
+    # torch.multinomial's own check: a NaN, infinite, negative or all-zero row has no distribution to sample from
+    total = probs.sum(-1)
+    if not bool(((torch.isfinite(total) & (total > 0)).all() & (probs.amin() >= 0)).item()):
         raise MinillmError(
             "sampling: a row of the distribution to sample from holds NaN, inf, negative or only zero "
             "probabilities (non-finite model logits?)"
@@ -551,6 +553,22 @@ def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     u = torch.rand(probs.shape, dtype=torch.float64, device=probs.device, generator=generator)
     q = torch.log1p(u.neg_()).neg_().to(probs.dtype)
     return (probs / q).argmax(-1)
+
+
+_draw_with_multinomial = False
+
+
+@contextlib.contextmanager
+def multinomial_draws():
+    """Within it, :func:`draw` calls ``torch.multinomial`` (the same tokens, its own cost): the old path of
+    ``make bench``'s pairs."""
+    global _draw_with_multinomial
+    old = _draw_with_multinomial
+    _draw_with_multinomial = True
+    try:
+        yield
+    finally:
+        _draw_with_multinomial = old
 
 
 def _filter_top_k_top_p(logp: Tensor, top_k: int, top_p: float) -> Tensor:
