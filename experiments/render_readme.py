@@ -167,12 +167,12 @@ def bench() -> str:
         f"**{trl['speedup']:.2f} × faster** (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
         f"{met(trl_target)} (target 1.5 ×) |"
     )
-    for record in TRL_RECORDS:
+    for record, code in TRL_RECORDS.items():
         run = rc.read_json(BENCH / record)
         trl, trl_target = run["trl_gkd"], run["targets"][-1]
         threads = trl["torch_threads"]
         lines.append(
-            f"  | the same with `trl_gkd.decode={trl['decode']}` ({record[6:16]}, {threads} torch "
+            f"  | the same with `trl_gkd.decode={trl['decode']}`, {code} ({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {trl['repeats']} pairs, load average {trl['load_avg_before'][0]:.1f} → "
             f"{trl['load_avg_after'][0]:.1f}): TRL {trl['trl_s_per_step']:.3f} s, ours {trl['ours_s_per_step']:.3f} s | "
             f"{faster(trl['speedup'])} (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
@@ -180,10 +180,11 @@ def bench() -> str:
         )
     for models, record in DECODE_RECORDS.items():
         run = rc.read_json(BENCH / record)
-        decode, decode_target = run["pairs"]["decode"], run["targets"][-1]
+        decode = run["pairs"]["decode"]
+        decode_target = [t for t in run["targets"] if t["target"].startswith("lockstep")][-1]
         threads = run["machine"]["torch_threads"]
         lines.append(
-            f"  | lockstep α = {decode['settings']['alpha']:g} rollout, {models}: `sampler.decode=eager` ÷ "
+            f"  | lockstep α = {decode['settings']['alpha']:g} rollout, {models}: {old_side(decode)} ÷ "
             f"`{decode['new']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, load average {decode['load_avg_before'][0]:.1f} → "
             f"{decode['load_avg_after'][0]:.1f}; compiling took {decode['compile_seconds']:.0f} s, untimed) | "
@@ -193,39 +194,78 @@ def bench() -> str:
         )
     for models, record in FAST_PATH_RECORDS.items():
         run = rc.read_json(BENCH / record)
-        fast, fast_target = run["pairs"]["fast_path"], run["targets"][-1]
+        fast = run["pairs"]["fast_path"]
+        fast_target = [t for t in run["targets"] if t["target"].startswith("MiniLLM round")][-1]
         threads = run["machine"]["torch_threads"]
         seconds = fast["median_seconds"]
+        precision = fast["settings"].get("precision", "bf16-mixed").replace("32-true", "fp32")
         lines.append(
-            f"  | MiniLLM round, {models}: fp32 with `sampler.decode=eager` ÷ "
-            f"{fast['settings'].get('precision', 'bf16-mixed')} with `{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
+            f"  | MiniLLM round, {models}: fp32 {old_side(fast)} ÷ {precision} with "
+            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
             f"{fast['load_avg_after'][0]:.1f}; compiling took {fast['compile_seconds']:.0f} s, untimed): "
-            f"{seconds[fast['old']]:.1f} s against {seconds[fast['new']]:.1f} s | {faster(fast['speedup'])} "
+            f"{seconds[fast['old']]:.2f} s against {seconds[fast['new']]:.2f} s | {faster(fast['speedup'])} "
             f"(pairs {fast['pair_ratio_min']:.2f}–{fast['pair_ratio_max']:.2f}) | {met(fast_target)} (target 1.5 ×) |"
+        )
+    for models, record in DRAW_RECORDS.items():
+        draw = rc.read_json(BENCH / record)["pairs"]["draw"]
+        seconds, calls = draw["median_seconds"], draw["settings"]["calls"]
+        lines.append(
+            f"  | the sampler's token draw, {models} ({draw['settings']['batch_size']} × "
+            f"{draw['settings']['vocab_size']} probabilities): `torch.multinomial` ÷ `draw`, {calls} draws per side, "
+            f"timed alternately ({record[6:16]}, load average {draw['load_avg_before'][0]:.1f}): "
+            f"{seconds[draw['old']] / calls * 1e6:.0f} µs against {seconds[draw['new']] / calls * 1e6:.0f} µs | "
+            f"{faster(draw['speedup'])} (pairs {draw['pair_ratio_min']:.2f}–{draw['pair_ratio_max']:.2f}, "
+            f"{'same' if draw['same_tokens'] else 'different'} tokens) | — |"
+        )
+    for pair in rc.read_json(BENCH / MAKE_RUN_RECORD)["pairs"]:
+        (a, run_a), (b, run_b) = pair["runs"].items()
+        lines.append(
+            f"  | `make run`'s three minutes, {pair['what']}: {a} against {b}, side by side on 1 torch thread "
+            f"each ({MAKE_RUN_RECORD[9:19]}): {run_a['global_step']} against {run_b['global_step']} optimizer "
+            f"steps in {run_a['train_seconds']:.0f} and {run_b['train_seconds']:.0f} s | "
+            f"{run_b['global_step'] / run_a['global_step']:.2f} × the steps | — |"
         )
     return "\n".join(lines)
 
 
-# The runs that timed TRL's GKDTrainer alternately with our step decoding eagerly and compiled, one after the
-# other on the quiet machine (2026-12-06), with 2 torch threads and then with 1 (fit.num_threads=1).
-TRL_RECORDS = (
-    "bench_2026-12-06_trl_eager.json",
-    "bench_2026-12-06_trl_compiled.json",
-    "bench_2026-12-06_trl_compiled_1thread.json",
-    "bench_2026-12-06_trl_eager_1thread.json",
-)
-# The run that timed the whole round in fp32 eager against bf16-mixed with compiled decoding (pairs.fast_path).
-FAST_PATH_RECORDS = {"SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2.json"}
+def old_side(pair: dict) -> str:
+    """The old side of a decode or fast-path pair: eager decoding, drawing with torch.multinomial where the
+    record says so (``pairs.old_draw``; records before it have no such setting and drew with it)."""
+    if pair["settings"].get("old_draw", "multinomial") == "multinomial":
+        return "`sampler.decode=eager` drawing with `torch.multinomial`"
+    return "`sampler.decode=eager`"
 
-# The runs that timed the lockstep rollout eagerly against sampler.decode=compiled (issue 22 item 2).
+
+# The runs that timed TRL's GKDTrainer alternately with our step, on the quiet machine (2026-12-06, AMD EPYC):
+# record -> the commit it ran. 839bd9a: before the sampler's draw and the unguarded compiled steps.
+TRL_RECORDS = {
+    "bench_2026-12-06_trl_compiled_839bd9a.json": "839bd9a (`torch.multinomial`, guarded compiled steps)",
+    "bench_2026-12-06_trl_compiled_draw.json": "aaf0717 (`draw`, unguarded compiled steps)",
+    "bench_2026-12-06_trl_eager_839bd9a.json": "839bd9a",
+    "bench_2026-12-06_trl_eager_draw.json": "aaf0717",
+    "bench_2026-12-06_trl_compiled_839bd9a_1thread.json": "839bd9a",
+    "bench_2026-12-06_trl_compiled_draw_1thread.json": "aaf0717",
+    "bench_2026-12-06_trl_eager_draw_1thread.json": "aaf0717",
+}
+# The runs that timed the whole round, old path against the fast path (pairs.fast_path).
+FAST_PATH_RECORDS = {
+    "shipped pair, fp32": "bench_2026-12-06_fast_path_embedded.json",
+    "shipped pair, fp32, 1 thread": "bench_2026-12-06_fast_path_embedded_1thread.json",
+    "SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2_draw.json",
+    "SmolLM2 pair, run again": "bench_2026-12-06_fast_path_smollm2_draw_5pairs.json",
+}
+# The runs that timed the lockstep rollout, old path against sampler.decode=compiled (issue 22 item 2).
 DECODE_RECORDS = {
-    "shipped pair": "bench_2026-12-06_decode_embedded.json",
-    "shipped pair, run again": "bench_2026-12-06_decode_embedded_2.json",
-    "random tiny_llama pair (2.16M, 0.23M)": "bench_2026-12-06_decode_tiny_llama.json",
-    "shipped pair, quiet machine": "bench_2026-12-06_decode_embedded_quiet.json",
-    "shipped pair, quiet machine, 1 thread": "bench_2026-12-06_decode_embedded_quiet_1thread.json",
-    "shipped pair, quiet machine, static cache without compiling": "bench_2026-12-06_decode_static_embedded_quiet.json",
+    "shipped pair": "bench_2026-12-06_decode_embedded_draw.json",
+    "shipped pair, 1 thread": "bench_2026-12-06_decode_embedded_draw_1thread.json",
+}
+# `make run` (three minutes of training) twice side by side, per pair: steps trained (experiments/make_run_record.py).
+MAKE_RUN_RECORD = "make_run_2026-12-06.json"
+# The runs whose pairs.draw timed the sampler's token draw against torch.multinomial.
+DRAW_RECORDS = {
+    "shipped pair": "bench_2026-12-06_decode_embedded_draw.json",
+    "SmolLM2 pair": "bench_2026-12-06_fast_path_smollm2_draw.json",
 }
 
 SECTIONS = {"embedded": embedded, "results": results, "smollm2_cost": smollm2_cost, "bench": bench}
