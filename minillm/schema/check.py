@@ -29,10 +29,11 @@ def unknown_key_line(key: str, schema: type, where: str) -> str:
         ]
         if readers:
             names = " or ".join(f"{group}={choice}" for choice in readers)
-            return (
-                f"{key} (set {where}) is read only by {names}, and {group}={chosen[1]} ignores it: add "
-                f"{group}={readers[0]}, or drop {key}"
-            )
+            head = f"{key} (set {where}) is read only by {names}, and {group}={chosen[1]} ignores it"
+            root = where[3:] if where.startswith("by ") and "=" not in where else None
+            if root is not None:  # a primary config (bench.yaml) sets it: the user cannot drop it
+                return f"{head}: {root} runs with {group}={readers[0]} (or another of those), not {group}={chosen[1]}"
+            return f"{head}: add {group}={readers[0]}, or drop {key}"
         return (
             f"{key} (set {where}) is read by no {group} config ({group}={chosen[1]} is chosen): drop it or "
             "check its spelling"
