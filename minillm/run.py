@@ -118,9 +118,12 @@ def train(cfg: DictConfig) -> dict:
             cfg, student, tokenizer, dm, "student init", cache=init_cached
         )
     if cfg.objective.get("train_on_teacher_samples"):  # SeqKD
-        from minillm.data.seqkd import teacher_samples
+        from minillm.data.seqkd import sampling_device, teacher_samples
+        from minillm.training.precision import autocast
 
-        dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
+        # under the run's mixed precision, as its rollouts and evaluations
+        with autocast(cfg.trainer.get("precision"), sampling_device(cfg)):
+            dm.replace_train_responses(teacher_samples(cfg, teacher, tokenizer, dm))
 
     module = build_module(cfg, student, teacher, tokenizer, dm)
     loggers = loggers_from_config(cfg, resume.run_dir, resume_step=resume.attach(cfg, module, dm))

@@ -103,3 +103,56 @@ def test_teacher_samples_use_the_objectives_nucleus_cut(tmp_path, monkeypatch):
         tokenizer = SimpleNamespace(eos_token_id=1, pad_token_id=0)
         assert seqkd.teacher_samples(cfg, torch.nn.Linear(2, 2), tokenizer, dm) == ["a response"]
         assert calls[-1].top_p == expected and calls[-1].temperature == 0.8
+
+
+def test_teacher_samples_under_mixed_precision_have_a_cache_key_of_their_own(tmp_path):
+    """Under bf16 autocast (minillm.run wraps SeqKD's sampling in the run's precision) the teacher samples other
+    tokens: the cache key records the autocast; in fp32 it has no such key, so the caches of old runs stay
+    valid."""
+    from types import SimpleNamespace
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from minillm.data.seqkd import provenance, teacher_sampling
+
+    cfg = OmegaConf.create(
+        {
+            "teacher": {"path": "t"},
+            "data": {"template": "plain", "max_prompt_len": 64},
+            "objective": {"temperature": 1.0, "max_new_tokens": 8, "seed": 0, "batch_size": 4},
+        }
+    )
+    dm = SimpleNamespace(
+        records={"train": [{"instruction": "hi", "context": ""}]}, examples={"train": [object()]}
+    )
+    teacher, tokenizer = torch.nn.Linear(2, 2), SimpleNamespace(eos_token_id=1, pad_token_id=0)
+    fp32 = provenance(cfg, teacher, dm, teacher_sampling(cfg, tokenizer), "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = provenance(cfg, teacher, dm, teacher_sampling(cfg, tokenizer), "cpu")
+    assert "autocast" not in fp32 and bf16 == {**fp32, "autocast": "torch.bfloat16"}
+
+
+def test_run_samples_seqkd_teacher_responses_under_the_runs_precision(compose, monkeypatch, tmp_path):
+    """minillm.run calls teacher_samples inside the run's autocast (bf16-mixed) and outside any in fp32."""
+    import pytest
+    import torch
+
+    from minillm.data import seqkd
+    from minillm.run import train
+    from tests.test_smoke import smoke_overrides
+
+    seen = []
+
+    def spy(cfg, teacher, tokenizer, dm):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(seqkd, "teacher_samples", spy)
+    for precision, expected in (("bf16-mixed", True), ("32-true", False)):
+        overrides = smoke_overrides(
+            tmp_path, "objective=seqkd", f"trainer.precision={precision}", "eval.compare=false"
+        )
+        with pytest.raises(RuntimeError, match="stop here"):
+            train(compose(overrides, tmp_path / precision))
+        assert seen[-1] is expected, precision

@@ -31,15 +31,17 @@ def teacher_sampling(cfg, tokenizer) -> SamplingOptions:
     )
 
 
-def provenance(cfg, teacher, dm, sampling: SamplingOptions) -> dict:
+def provenance(cfg, teacher, dm, sampling: SamplingOptions, device: str = "cpu") -> dict:
     """What the cached teacher samples depend on (the cache key): the teacher's weights, the prompts, the
-    template and ``sampling``'s settings, seed and batch size."""
+    template, ``sampling``'s settings, seed and batch size, and the autocast on ``device`` (mixed precision)."""
     o = cfg.objective
     train = dm.records["train"]
     data_digest = hashlib.sha1(
         json.dumps([(r["instruction"], r["context"]) for r in train]).encode()
     ).hexdigest()
     engine = {"sampler": "vllm"} if vllm_engine.current() is not None else {}  # hf: the keys of old caches
+    if not engine and torch.is_autocast_enabled(device):  # bf16-mixed samples other tokens (fp32: old keys)
+        engine["autocast"] = str(torch.get_autocast_dtype(device))
     return {
         **engine,
         "teacher": str(cfg.teacher.get("path") or cfg.teacher.get("name")),
@@ -74,12 +76,20 @@ def read_cache(path: Path, expected: dict) -> list[str] | None:
     return [row["response"] for row in rows]
 
 
+def sampling_device(cfg) -> str:
+    """Where the teacher samples: the GPU of a run on one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator == "gpu" else "cpu"
+
+
 def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
-    """One teacher response per train example (in the datamodule's order), from the cache when valid."""
+    """One teacher response per train example (in the datamodule's order), from the cache when valid; under
+    the autocast the caller runs it in (``minillm.run``: the run's mixed precision), which the cache key
+    records."""
     if teacher is None:
         raise MinillmError("objective=seqkd needs a teacher: set teacher.path")
     sampling = teacher_sampling(cfg, tokenizer)
-    expected = provenance(cfg, teacher, dm, sampling)
+    device = sampling_device(cfg)
+    expected = provenance(cfg, teacher, dm, sampling, device)
     key = hashlib.sha1(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cfg.cache_dir) / "seqkd" / f"{key}.jsonl"
     cached = read_cache(path, expected)
@@ -88,7 +98,6 @@ def teacher_samples(cfg, teacher, tokenizer, dm) -> list[str]:
         log.info("SeqKD: reusing %d teacher samples from %s", len(cached), path)
     else:
         log.info("SeqKD: sampling %d teacher responses into %s", len(examples), path)
-        device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator == "gpu" else "cpu"
         teacher.to(device)
         cached, _ = sample_responses(
             teacher,
