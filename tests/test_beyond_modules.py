@@ -201,6 +201,20 @@ def test_distillm_validation_moves_phi_as_the_validation_loss_says(compose):
     assert validate(ref + 0.5) == pytest.approx(0.7)
 
 
+
+def test_distillm_moves_phi_on_the_validation_loss_of_every_rank(compose, monkeypatch):
+    """Under ddp each rank validates a share: φ moves on the loss summed over ranks (an all-reduce of the sum and
+    the count), so every rank keeps the same φ; here the other rank's share is added by a stand-in all_reduce."""
+    module, _ = _module(DistillmModule, compose, ["objective=distillm", "objective.init_threshold=0.2"])
+    module._trainer.sanity_checking = False
+    other = torch.tensor([3 * 9.0, 3.0], dtype=torch.float64)  # the other rank: 3 sequences at loss 9
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: t.add_(other))
+    module._val_sum, module._val_count = 1.0 * 1, 1  # this rank: 1 sequence at loss 1
+    module.on_validation_epoch_end()
+    assert module.reference_loss == pytest.approx((1.0 + 27.0) / 4)
+
+
 def test_distillm_training_step_takes_each_batch_from_the_scheduled_source(compose, monkeypatch):
     """Twelve steps at φ = 0.7, horizon 12, a buffer of 4 (two batches): each batch is the one
     ``batch_source`` names for the step's draw (seed + 5), the global step, the horizon and the buffer."""

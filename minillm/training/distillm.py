@@ -155,15 +155,23 @@ class DistillmModule(TokenKDModule):
         logits = self(batch["input_ids"], batch["attention_mask"])
         loss = sft_loss(logits, batch["labels"])
         n = len(batch["input_ids"])
-        self.log(VAL_LOSS, loss, prog_bar=True, batch_size=n)
+        self.log(VAL_LOSS, loss, prog_bar=True, batch_size=n, sync_dist=True)  # ddp: the mean over ranks
         self._val_sum += float(loss) * n
         self._val_count += n
 
     def on_validation_epoch_end(self):
         super().on_validation_epoch_end()
-        if self.trainer.sanity_checking or not self._val_count:
+        if self.trainer.sanity_checking:
             return
-        loss = self._val_sum / self._val_count
+        # every rank's share of the validation set (ddp): all ranks move φ alike
+        total, count = self._val_sum, float(self._val_count)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            both = torch.tensor([total, count], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(both)
+            total, count = both.tolist()
+        if not count:
+            return
+        loss = total / count
         before = self.threshold
         self.threshold, self.reference_loss = threshold_update(
             self.threshold,

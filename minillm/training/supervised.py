@@ -116,8 +116,12 @@ class SupervisedModule(ResumableMixin, L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch["input_ids"], batch["attention_mask"])
-        self.log(
-            VAL_LOSS, sft_loss(logits, batch["labels"]), prog_bar=True, batch_size=len(batch["input_ids"])
+        self.log(  # ddp: the mean over ranks (each validates a share), so every rank selects alike
+            VAL_LOSS,
+            sft_loss(logits, batch["labels"]),
+            prog_bar=True,
+            batch_size=len(batch["input_ids"]),
+            sync_dist=True,
         )
 
     def configure_optimizers(self):
