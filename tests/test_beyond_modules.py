@@ -201,7 +201,6 @@ def test_distillm_validation_moves_phi_as_the_validation_loss_says(compose):
     assert validate(ref + 0.5) == pytest.approx(0.7)
 
 
-
 def test_distillm_moves_phi_on_the_validation_loss_of_every_rank(compose, monkeypatch):
     """Under ddp each rank validates a share: φ moves on the loss summed over ranks (an all-reduce of the sum and
     the count), so every rank keeps the same φ; here the other rank's share is added by a stand-in all_reduce."""
