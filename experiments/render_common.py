@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -22,6 +23,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
+
+
+def updates_per_logged_step(objective: dict) -> int:
+    """Optimizer updates per CSV step of a run with this resolved ``objective`` node: an on-policy run (its
+    module's ``_target_``, or ``kind: on_policy`` in configs saved before the schema) logs once per round of
+    ``ppo_epochs`` × minibatches updates; every other run once per update."""
+    target = str((objective.get("module") or {}).get("_target_", ""))
+    if objective.get("kind") == "on_policy" or target.endswith("OnPolicyModule"):
+        return objective["ppo_epochs"] * math.ceil(objective["num_rollouts"] / objective["mini_batch_size"])
+    return 1
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -28,6 +28,7 @@ from minillm.evaluation.rendered import first_difference
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "experiments") not in sys.path:  # appended: its study folders must not shadow packages
     sys.path.append(str(ROOT / "experiments"))
+import render_common as rc  # noqa: E402
 import render_readme  # noqa: E402
 
 # (study, its analysis script): the report files of experiments/results/<study>/ that the script renders.
@@ -285,3 +286,14 @@ def test_precision_study_intervals_match_scipy():
     assert module.compare(runs, "x")["same"]
     runs["bf16"] = [{"seed": i, "x": v + 3.0} for i, v in enumerate(bf16)]  # shifted beyond the spread
     assert not module.compare(runs, "x")["same"]
+
+
+def test_updates_per_logged_step_reads_old_and_new_on_policy_configs():
+    """An on-policy run logs once per round (ppo_epochs × minibatches updates): found by the module's
+    `_target_` in configs saved since the schema, by `kind: on_policy` in older ones; any other run logs per
+    update. (A run of today's code with only `kind` checked would count rounds as updates.)"""
+    round_ = {"ppo_epochs": 3, "num_rollouts": 10, "mini_batch_size": 4}  # 3 × ceil(10 / 4) = 9
+    new = {**round_, "module": {"_target_": "minillm.training.on_policy.OnPolicyModule"}}
+    old = {**round_, "kind": "on_policy"}
+    sft = {"module": {"_target_": "minillm.training.supervised.SupervisedModule"}}
+    assert [rc.updates_per_logged_step(o) for o in (new, old, sft)] == [9, 9, 1]

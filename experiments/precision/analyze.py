@@ -123,14 +123,7 @@ def read_run(folder: Path) -> dict:
     res = json.loads((folder / "results.json").read_text())
     cfg = read_config(folder / "config.yaml")
     obj = cfg["objective"]
-    # an on-policy objective (its module, or the older configs' `kind`): CSV steps are rounds, converted to
-    # optimizer steps
-    on_policy = obj.get("kind") == "on_policy" or "OnPolicyModule" in str(
-        obj.get("module", {}).get("_target_")
-    )
-    per_round = (
-        obj["ppo_epochs"] * math.ceil(obj["num_rollouts"] / obj["mini_batch_size"]) if on_policy else 1
-    )
+    per_round = rc.updates_per_logged_step(obj)  # on-policy: CSV steps are rounds, converted to updates
     vals = []
     with (folder / "metrics.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):

@@ -37,6 +37,11 @@ RESULTS = REPO / "experiments" / "results" / "validity_drop"
 if str(REPO) not in sys.path:  # run as a script: import this checkout's minillm, not an installed one
     sys.path.insert(0, str(REPO))
 
+if str(REPO / "experiments") not in sys.path:
+    sys.path.append(str(REPO / "experiments"))
+
+import render_common as rc  # noqa: E402 (after the path is set)
+
 from minillm.evaluation.rendered import flat  # noqa: E402 (after the path is set)
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}  # Student's t, two-sided 95%
@@ -138,10 +143,7 @@ def read_run(folder: Path) -> dict | None:
     res = json.loads(path.read_text())
     cfg = read_config(folder / "config.yaml")  # the run's resolved config
     obj = cfg["objective"]
-    if obj.get("kind") == "on_policy":  # CSV steps are rounds: convert to optimizer steps
-        per_round = obj["ppo_epochs"] * math.ceil(obj["num_rollouts"] / obj["mini_batch_size"])
-    else:
-        per_round = 1
+    per_round = rc.updates_per_logged_step(obj)  # on-policy: CSV steps are rounds, converted to updates
     metrics = folder / "metrics.csv"
     if not metrics.is_file():  # a run folder as minillm.run leaves it
         metrics = folder / "csv" / "metrics.csv"
