@@ -299,6 +299,20 @@ def test_a_supervised_objective_is_refused(tmp_path):
     )
 
 
+def test_records_name_the_commit_they_timed(results):
+    """Each record says which code it timed (``git describe --always --dirty`` of the checkout), or null outside
+    a git checkout."""
+    import re
+    import shutil
+
+    from minillm.bench.app import source_commit
+
+    out, _, _ = results
+    assert out["machine"]["commit"] == source_commit()
+    if shutil.which("git") and (Path(__file__).resolve().parents[1] / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{7,}(-dirty)?", out["machine"]["commit"])
+
+
 def test_cli_reports_errors_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench(compose_bench([*TINY, "objective.num_rollouts=0"], tmp_path))

@@ -369,16 +369,32 @@ def test_draw_is_torch_multinomial_token_for_token_and_leaves_the_generator_alik
         assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))  # the next draws agree too
 
 
+@pytest.mark.parametrize("layout", ["transposed", "float64", "bfloat16", "one row, 1-D"])
+def test_draw_is_torch_multinomial_for_other_layouts_and_dtypes(layout):
+    # a permuted (dense, not row-major) tensor, other dtypes, a 1-D distribution: the same tokens and state
+    gen = torch.Generator().manual_seed(4)
+    probs = torch.softmax(torch.randn(6, 300, generator=gen) * 2, -1)
+    probs = {
+        "transposed": torch.softmax(torch.randn(300, 6, generator=gen) * 2, 0).t(),
+        "float64": probs.double(),
+        "bfloat16": probs.bfloat16(),
+        "one row, 1-D": probs[0],
+    }[layout]
+    a, b = torch.Generator().manual_seed(8), torch.Generator().manual_seed(8)
+    expected = torch.multinomial(probs, 1, generator=a).squeeze(-1)
+    assert torch.equal(draw(probs, b), expected) and torch.equal(a.get_state(), b.get_state())
+
+
 def test_draw_refuses_a_row_with_no_distribution():
     probs = torch.softmax(torch.randn(3, 11), -1)
     for bad in (float("nan"), float("inf"), -0.1):
         broken = probs.clone()
         broken[1, 4] = bad
-        with pytest.raises(MinillmError, match="NaN, inf, negative or only zero"):
+        with pytest.raises(RuntimeError, match="NaN, inf, negative or only zero"):
             draw(broken, torch.Generator().manual_seed(0))
     broken = probs.clone()
     broken[2] = 0.0
-    with pytest.raises(MinillmError, match="only zero"):
+    with pytest.raises(RuntimeError, match="only zero"):
         draw(broken, torch.Generator().manual_seed(0))
 
 

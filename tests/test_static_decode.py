@@ -236,3 +236,85 @@ def test_warm_compiled_steps_skip_guards_and_what_the_guards_would_catch_is_in_t
     for _ in range(2):
         run("compiled")
     assert static_decode._states[lora].unguarded_calls == 0
+
+
+def _generate(model, mode: str, *, seed: int = 3, new_tokens: int = 10, lengths=(3, 7, 5, 1, 6)):
+    ids, mask = _prompts(list(lengths), seed=8)
+    with static_decode.decode_mode(mode):
+        sampling = SamplingOptions(max_new_tokens=new_tokens, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
+        return generate(model, ids, mask, sampling, generator=torch.Generator().manual_seed(seed))
+
+
+def test_warm_steps_across_inference_mode_and_a_changed_tensor_guard_keep_decoding_compiled(
+    monkeypatch, caplog
+):
+    """Lightning validates under torch.inference_mode: a bucket warmed under no_grad gets a step (and a cache) of
+    its own there, and a no_grad decoding after it still works (a cache filled under inference mode would refuse
+    its in-place updates). Where a tensor guard would fail, Dynamo refuses the unguarded call (a stand-in raises
+    its error here): that key keeps its guards from then on, said in one line, and decoding stays compiled and
+    right."""
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    model = _bias_eos(_tiny("llama", seed=11), 2.0)
+    for _ in range(2):
+        _assert_same(_generate(model, "compiled"), _generate(model, "static"))
+    state = static_decode._states[model]
+    with torch.inference_mode():
+        _assert_same(_generate(model, "compiled"), _generate(model, "static"))
+    _assert_same(_generate(model, "compiled", seed=4), _generate(model, "static", seed=4))
+    assert state.failed is None and len(state.compiled) == 2 and state.unguarded_calls > 0
+    # a stand-in for Dynamo's refusal (what it raises under the skipping stance when a tensor guard fails)
+    (key,) = [k for k in state.warm if not k[6]]  # the no_grad step, not the inference-mode one
+    step, refused = state.compiled[key], []
+
+    def refusing(*args):
+        if torch._dynamo.eval_frame._stance.skip_guard_eval_unsafe and not refused:
+            refused.append(1)
+            raise RuntimeError(
+                "Recompilation triggered with skip_guard_eval_unsafe stance. This usually means …"
+            )
+        return step(*args)
+
+    state.compiled[key] = refusing
+    with caplog.at_level(logging.INFO, logger="minillm.rollout.static_decode"):
+        for _ in range(2):
+            _assert_same(_generate(model, "compiled", seed=5), _generate(model, "static", seed=5))
+    assert refused and state.failed is None and state.guarded == {key} and key not in state.warm
+    assert sum("keeps its guards" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_cache_first_filled_under_inference_mode_does_not_break_a_later_decoding_outside_it():
+    """A bucket first decoded under torch.inference_mode (Lightning's validation) and then outside it (a
+    rollout): each mode has a cache of its own, so the second decoding's in-place updates are allowed."""
+    model = _bias_eos(_tiny("llama", seed=13), 2.0)
+    with torch.inference_mode():
+        inside = _generate(model, "static")
+    _assert_same(_generate(model, "static"), inside)
+    _assert_same(_generate(model, "static"), _generate(model, "eager"))
+
+
+def test_a_sliding_window_model_keeps_its_guards_and_decodes_past_its_window(monkeypatch):
+    """A sliding-window cache layer keeps a Python int that a graph bakes in: such a model never skips its
+    guards, and decoding past the window gives the static cache's eager numbers."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    torch.manual_seed(12)
+    config = MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        sliding_window=8,
+        initializer_range=0.3,
+    )
+    model = MistralForCausalLM(config)
+    for seed in (3, 4):
+        new = _generate(model, "compiled", seed=seed, new_tokens=12, lengths=(4, 2, 3))
+        ref = _generate(model, "static", seed=seed, new_tokens=12, lengths=(4, 2, 3))
+        assert new.response_ids.shape[1] + 4 > 8  # past the window
+        _assert_same(new, ref)
+    state = static_decode._states[model]
+    assert state.failed is None and state.unguarded_calls == 0 and not state.warm

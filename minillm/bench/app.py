@@ -42,7 +42,27 @@ def machine_info(runtime: Runtime) -> dict:
     }
     if runtime.device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(runtime.device)
+    info["commit"] = source_commit()
     return info
+
+
+def source_commit() -> str | None:
+    """The checkout's commit (``git describe --always --dirty``: ``-dirty`` when it has uncommitted changes),
+    so a record says which code it timed; None outside a git checkout or without git."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def run_bench(cfg: DictConfig) -> dict:

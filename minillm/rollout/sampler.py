@@ -531,26 +531,29 @@ def _sample_from_mixture(
 
 def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     """One token per row (B,) from the unnormalised probabilities ``probs`` (B, V): the draws of
-    ``torch.multinomial(probs, 1, generator=generator)``, for the same generator state, at about half its cost
-    on CPU (``make bench``'s ``pairs.draw``).
+    ``torch.multinomial(probs, 1, generator=generator)``, for the same generator state, at a third to a half of its
+    cost on CPU (``make bench``'s ``pairs.draw``).
 
     torch's one-sample multinomial is argmax(p / q) with q ~ Exp(1) from ``exponential_``, whose CPU kernel
     takes a float64 uniform u per entry and returns −log1p(−u) one element at a time (most of a small model's
-    sampling time). Here u comes from ``torch.rand`` in float64 (the same 64-bit draws per entry, in the same
-    order) and the logarithm runs vectorised, so q, the tokens and the generator's state after are the same
-    (``tests/test_rollout.py`` checks all three against ``torch.multinomial``). On other devices, and inside
-    :func:`multinomial_draws` (benchmarks: the sampler as it drew before), torch's own kernel samples.
+    sampling time). Here u comes from ``uniform_`` in float64 over the same layout (the same 64-bit draws per
+    entry, in the same order) and the logarithm runs vectorised, so q, the tokens and the generator's state
+    after are the same (``tests/test_rollout.py`` checks the tokens and the state against
+    ``torch.multinomial``). On other devices, and inside :func:`multinomial_draws` (benchmarks: the sampler
+    as it drew before), torch's own kernel samples.
     """
     if probs.device.type != "cpu" or _draw_with_multinomial:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
     # torch.multinomial's own check: a NaN, infinite, negative or all-zero row has no distribution to sample from
     total = probs.sum(-1)
     if not bool(((torch.isfinite(total) & (total > 0)).all() & (probs.amin() >= 0)).item()):
-        raise MinillmError(
+        # not the user's input but the model's numbers (as torch.multinomial's own RuntimeError)
+        raise RuntimeError(
             "sampling: a row of the distribution to sample from holds NaN, inf, negative or only zero "
             "probabilities (non-finite model logits?)"
         )
-    u = torch.rand(probs.shape, dtype=torch.float64, device=probs.device, generator=generator)
+    # in probs' own memory layout, as exponential_ fills torch.multinomial's empty_like(probs)
+    u = torch.empty_like(probs, dtype=torch.float64).uniform_(generator=generator)
     q = torch.log1p(u.neg_()).neg_().to(probs.dtype)
     return (probs / q).argmax(-1)
 

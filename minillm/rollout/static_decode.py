@@ -22,12 +22,16 @@ model's steps run eagerly on the same cache, said in one logged line.
 Guards: Dynamo checks a compiled graph's guards before every call, 150–230 µs per call for these models on the
 2-core CPU (torch.profiler: a sixth of the lockstep rollout). Each key's step is a code object of its own
 holding one graph, and after its first call (guards checked) it runs under ``torch.compiler.set_stance(
-skip_guard_eval_unsafe=True)``, which skips a single graph's guards: what they would check that changes
-between decodings here is in the key, so a changed state takes a step of its own (``GUARD_SKIP = False``
-turns this off; on CUDA the guards are kept: untested, no GPU here). Models it is not safe for keep their
-guards: a peft (LoRA) model, and a model with a forward hook on it or on any of its modules (a hook's Python
-side effects are replayed as traced, not run). A change the key does not see (a hook added to a submodule, a
-layer swapped) after a step is warm is not noticed: decode such a model with ``sampler.decode=static``.
+skip_guard_eval_unsafe=True)``, which skips the guards of a single graph but its tensors' (shapes, dtypes,
+devices, requires_grad). The key holds the rest of what changes between decodings here (autocast, grad and
+inference mode, train/eval, the weights' dtype, the model's forward hooks), so a changed state takes a step of
+its own; where a tensor guard would still fail, Dynamo refuses and that key keeps its guards from then on
+(logged). ``GUARD_SKIP = False`` turns this off; on CUDA the guards are kept (untested: no GPU here). Models it
+is not safe for keep their guards: a peft (LoRA) model, a model with a forward hook on it or on any of its
+modules (a hook's Python side effects are replayed as traced, not run), and a cache with other layers than
+transformers' plain ``StaticLayer`` (a sliding-window layer keeps a Python int the graph bakes in). A change the
+key does not see (a hook added to a submodule, a layer swapped, a non-tensor ``model.config`` field) after a
+step is warm is not noticed: decode such a model with ``sampler.decode=static``.
 
 Cache layout: slot ``j`` holds the ``j``-th column of the sampler's attention mask (prompt columns first,
 then one per generated token). The mask passed to the model covers the whole cache (zeros past the
@@ -125,6 +129,7 @@ class _ModelState:
     caches: dict = field(default_factory=dict)  # (batch, length, dtype, device) -> StaticCache
     compiled: dict = field(default_factory=dict)  # step key (Slot.key) -> its torch.compile'd step
     warm: set = field(default_factory=set)  # step keys whose compiled step ran once with Dynamo's guards
+    guarded: set = field(default_factory=set)  # step keys that keep their guards (a skip was refused once)
     unguarded_calls: int = 0  # compiled calls that ran without Dynamo's guard checks (GUARD_SKIP)
     failed: str | None = None  # why compiled steps fell back to eager, once logged
     unsupported: str | None = None  # why the static cache itself failed (the eager path decodes), once logged
@@ -152,7 +157,9 @@ def slot(model: nn.Module, batch: int, prompt_len: int, max_new_tokens: int, dev
         return None
     padded, length = batch_bucket(batch), length_bucket(prompt_len + max_new_tokens)
     dtype = _cache_dtype(model, device)
-    key = (padded, length, dtype, str(device))
+    # inference mode too: a cache first filled under torch.inference_mode (Lightning's validation) holds inference
+    # tensors, which a later decoding outside it may not update in place
+    key = (padded, length, dtype, str(device), torch.is_inference_mode_enabled())
     cache = state.caches.get(key)
     if cache is None:
         # allocated by the first (prompt) pass, in the dtype and head layout the model gives its keys
@@ -235,6 +242,30 @@ class Slot:
             logits = _forward(self.model, ids, self.mask, pos, self.cache)
         return logits[: self.batch]
 
+    def _call(self, compiled, ids: Tensor, pos: Tensor, unguarded: bool) -> Tensor:
+        """One call of a compiled step, without Dynamo's guard evaluation where ``unguarded``. Where a guard the
+        key does not cover would have failed (Dynamo refuses to recompile under the skipping stance), the key keeps
+        its guards from then on and the call runs again with them (nothing ran: the refusal comes before the
+        graph)."""
+        if not unguarded:
+            return compiled(ids, self.mask, pos, self.cache)
+        try:
+            with _unguarded():
+                return compiled(ids, self.mask, pos, self.cache)
+        except Exception as err:
+            if "skip_guard_eval_unsafe" not in str(err):
+                raise
+        self.state.warm.discard(self.key)
+        self.state.guarded.add(self.key)
+        log.info(
+            "sampler.decode=compiled: %s's decoding step for batch %d, cache %d keeps its guards (state the step's "
+            "key does not cover changed)",
+            type(self.model).__name__,
+            self.rows.shape[0],
+            self.length,
+        )
+        return compiled(ids, self.mask, pos, self.cache)
+
     def _compiled_step(self, ids: Tensor, pos: Tensor) -> Tensor:
         state, key = self.state, self.key
         compiled = state.compiled.get(key)
@@ -247,8 +278,7 @@ class Slot:
         try:
             if on_cuda:  # CUDA graphs: each call is a new replay of the recorded graph
                 torch.compiler.cudagraph_mark_step_begin()
-            with _unguarded() if unguarded else contextlib.nullcontext():
-                logits = compiled(ids, self.mask, pos, self.cache)
+            logits = self._call(compiled, ids, pos, unguarded)
             # the graph's output buffer is overwritten by the next replay, and the sampler may keep it
             if on_cuda:
                 logits = logits.clone()
@@ -260,10 +290,10 @@ class Slot:
                 state.failed,
             )
             return _forward(self.model, ids, self.mask, pos, self.cache)
-        if unguarded:
+        if key in state.warm:
             state.unguarded_calls += 1
-        elif GUARD_SKIP and not on_cuda and _trusted(self.model):  # CUDA graphs: untested here, guards kept
-            state.warm.add(key)
+        elif GUARD_SKIP and not on_cuda and key not in state.guarded and _trusted(self.model, self.cache):
+            state.warm.add(key)  # CUDA graphs: untested here, guards kept
         new = _unique_graphs() - graphs
         if new > 0:
             seconds = time.perf_counter() - start
@@ -286,6 +316,7 @@ def _context(model: nn.Module, device: torch.device) -> tuple:
         autocast,
         torch.get_autocast_dtype(device.type) if autocast else None,
         torch.is_grad_enabled(),
+        torch.is_inference_mode_enabled(),
         model.training,
         next(model.parameters()).dtype,
         tuple(model._forward_pre_hooks),
@@ -295,12 +326,17 @@ def _context(model: nn.Module, device: torch.device) -> tuple:
     )
 
 
-def _trusted(model: nn.Module) -> bool:
-    """Whether ``model``'s compiled steps may skip Dynamo's guards once warm: not a peft (LoRA) model, whose
-    adapters can be merged, swapped or switched off between calls, and no forward hook on it, on any of its
-    modules or on every module (a hook's Python side effects are replayed as traced, not run, without the
-    guards that would see them change)."""
+def _trusted(model: nn.Module, cache) -> bool:
+    """Whether ``model``'s compiled steps over ``cache`` may skip Dynamo's guards once warm: not a peft (LoRA)
+    model, whose adapters can be merged, swapped or switched off between calls; no forward hook on it, on any of
+    its modules or on every module (a hook's Python side effects are replayed as traced, not run); and a cache of
+    plain ``StaticLayer``s only, whose state between calls is tensors (a sliding-window layer keeps a Python int
+    that the graph would bake in)."""
+    from transformers.cache_utils import StaticLayer
+
     if hasattr(model, "peft_config"):
+        return False
+    if any(type(layer) is not StaticLayer for layer in getattr(cache, "layers", [None])):
         return False
     if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
         return False
