@@ -299,6 +299,29 @@ def test_a_supervised_objective_is_refused(tmp_path):
     )
 
 
+def test_bench_autocast_is_lightnings():
+    """The bench's bf16 regions autocast as Lightning's bf16-mixed training does: without autocast's cache of
+    cast weights (a round's optimizer steps change them in place inside one region, so a cached cast would be
+    stale, and training pays the cast on every forward)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from minillm.bench.settings import Runtime
+
+    with Runtime(torch.device("cpu"), "bf16", False).autocast():
+        ours = (
+            torch.is_autocast_enabled("cpu"),
+            torch.get_autocast_dtype("cpu"),
+            torch.is_autocast_cache_enabled(),
+        )
+    with MixedPrecision("bf16-mixed", "cpu").autocast_context_manager():
+        theirs = (
+            torch.is_autocast_enabled("cpu"),
+            torch.get_autocast_dtype("cpu"),
+            torch.is_autocast_cache_enabled(),
+        )
+    assert ours == theirs == (True, torch.bfloat16, False)
+
+
 def test_records_name_the_commit_they_timed(results):
     """Each record says which code it timed (``git describe --always --dirty`` of the checkout), or null outside
     a git checkout."""

@@ -194,8 +194,10 @@ def test_warm_compiled_steps_skip_guards_and_what_the_guards_would_catch_is_in_t
     """After a step key's first call, its compiled step runs without Dynamo's guards (GUARD_SKIP). A decoding
     under bf16 autocast, or with a forward hook added, after fp32 ones that warmed the same bucket must not run
     the warm fp32 graph: it gets a step of its own (compiled, guarded on first use) and the numbers of the same
-    cache's eager steps; a LoRA (peft) model never skips its guards."""
+    cache's eager steps; a LoRA (peft) model never skips its guards. (No low-precision copy here: the same
+    model decodes under autocast.)"""
     monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    monkeypatch.setattr(static_decode, "SHADOW", False)
     model = _bias_eos(_tiny("llama", seed=7), 2.0)
     ids, mask = _prompts([3, 7, 5, 1, 6], seed=8)
 
@@ -318,3 +320,34 @@ def test_a_sliding_window_model_keeps_its_guards_and_decodes_past_its_window(mon
         _assert_same(new, ref)
     state = static_decode._states[model]
     assert state.failed is None and state.unguarded_calls == 0 and not state.warm
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied-output", "own-output"])
+def test_under_autocast_compiled_steps_run_a_low_precision_copy_synced_after_every_update(monkeypatch, tied):
+    """Under bf16 autocast the compiled steps run a copy whose linear weights are bf16 (a compiled graph would
+    cast every fp32 weight on every token): the same tokens and log-probs as the live model's own (static,
+    eager) steps under autocast, the copy's norms and embedding kept fp32; after an in-place update of the live
+    weights (an optimizer step) the next decoding uses the new weights."""
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    model = _bias_eos(_tiny("llama", seed=14), 2.0)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _assert_same(_generate(model, "compiled"), _generate(model, "static"))
+    shadow = static_decode._states[model].shadow
+    assert shadow is not None and shadow.lm_head.weight.dtype == torch.bfloat16
+    assert shadow.model.embed_tokens.weight.dtype == torch.float32
+    assert shadow.model.norm.weight.dtype == torch.float32
+    # an optimizer step, in place and outside the autocast region (as Lightning steps: autocast's own cache of
+    # cast weights lives until its region ends, so an update inside it would leave eager steps on old weights)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.9).add_(0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        new, ref = _generate(model, "compiled", seed=4), _generate(model, "static", seed=4)
+    _assert_same(new, ref)
+    assert static_decode._states[model].shadow is shadow  # made once, synced in place
+    assert static_decode.compilations(model) >= 1 and static_decode._states[shadow].compilations >= 1
+    _assert_same(
+        _generate(model, "compiled", seed=5), _generate(model, "static", seed=5)
+    )  # fp32: no copy used

@@ -287,8 +287,7 @@ def draw_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSetti
 def compile_stats(models: Models) -> dict:
     """What ``sampler.decode=compiled`` cost the student and the teacher of ``models`` in this process: the
     seconds spent compiling, the graphs, and the one-line reason of any compile that fell back to eager."""
-    states = [static_decode._states.get(_unwrap(m)) for m in (models.student, models.teacher)]
-    states = [s for s in states if s is not None]
+    states = [s for m in (models.student, models.teacher) for s in static_decode.states(_unwrap(m))]
     return {
         "compile_seconds": sum(s.compile_seconds for s in states),
         "compilations": sum(s.compilations for s in states),

@@ -182,7 +182,8 @@ class Runtime:
 
     def autocast(self):
         if self.dtype == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            # as Lightning's precision plugin: no cache of cast weights (a round's updates change them in place)
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, cache_enabled=False)
         return contextlib.nullcontext()
 
     def sync(self) -> None:
