@@ -201,7 +201,7 @@ def bench() -> str:
         precision = fast["settings"].get("precision", "bf16-mixed").replace("32-true", "fp32")
         lines.append(
             f"  | MiniLLM round, {models}: fp32 {old_side(fast)} ÷ {precision} with "
-            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}, {threads} torch "
+            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}{at(run)}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
             f"{fast['load_avg_after'][0]:.1f}; compiling took {fast['compile_seconds']:.0f} s, untimed): "
             f"{seconds[fast['old']]:.2f} s against {seconds[fast['new']]:.2f} s | {faster(fast['speedup'])} "
@@ -229,6 +229,12 @@ def bench() -> str:
     return "\n".join(lines)
 
 
+def at(run: dict) -> str:
+    """``, at 0e0ce3a``: the commit a record timed, where it says (records since 2026-12-06)."""
+    commit = run["machine"].get("commit")
+    return f", at {commit}" if commit else ""
+
+
 def old_side(pair: dict) -> str:
     """The old side of a decode or fast-path pair: eager decoding, drawing with torch.multinomial where the
     record says so (``pairs.old_draw``; records before it have no such setting and drew with it)."""
@@ -254,6 +260,8 @@ FAST_PATH_RECORDS = {
     "shipped pair, fp32, 1 thread": "bench_2026-12-06_fast_path_embedded_1thread.json",
     "SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2_draw.json",
     "SmolLM2 pair, run again": "bench_2026-12-06_fast_path_smollm2_draw_5pairs.json",
+    "SmolLM2 pair, compiled steps on a copy with bf16 linear weights": "bench_2026-12-06_fast_path_smollm2_shadow.json",
+    "SmolLM2 pair, the same run again": "bench_2026-12-06_fast_path_smollm2_shadow_2.json",
 }
 # The runs that timed the lockstep rollout, old path against sampler.decode=compiled (issue 22 item 2).
 DECODE_RECORDS = {
