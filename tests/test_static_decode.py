@@ -351,3 +351,24 @@ def test_under_autocast_compiled_steps_run_a_low_precision_copy_synced_after_eve
     _assert_same(
         _generate(model, "compiled", seed=5), _generate(model, "static", seed=5)
     )  # fp32: no copy used
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_eager_decoding_under_lightnings_autocast_uses_the_copy_with_the_same_numbers(monkeypatch, mode):
+    """Lightning's bf16-mixed autocast keeps no cache of cast weights, so eager decoding cast every linear
+    weight on every token too: it decodes with the low-precision copy, bit for bit what autocast computes on the
+    live model (the copy switched off: SHADOW = False)."""
+    student, teacher = _bias_eos(_tiny("llama", seed=15), 2.0), _tiny("llama", seed=16)
+
+    def rollout(shadow: bool):
+        monkeypatch.setattr(static_decode, "SHADOW", shadow)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            return _rollout(mode, student, teacher, [3, 7, 5, 1, 6], alpha=0.2)
+
+    ref, new = rollout(False), rollout(True)
+    assert (
+        static_decode._states[student].shadow is not None
+        and static_decode._states[teacher].shadow is not None
+    )
+    for name in ("response_ids", "response_mask", "student_logprobs", "teacher_logprobs", "mix_logprobs"):
+        assert torch.equal(getattr(new, name), getattr(ref, name)), name

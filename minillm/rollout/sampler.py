@@ -355,6 +355,13 @@ def _decode_loop(
         else static_decode.slot(_unwrap(m), batch, prompt_len, max_new_tokens, device)
         for m in (student, teacher)
     ]
+    if (
+        not lockstep
+    ):  # eager steps under autocast: the copy with low-precision linear weights (the same numbers)
+        student, teacher = (
+            _low_precision_decoder(m) if m is not None and cache is None else m
+            for m, cache in zip((student, teacher), caches, strict=True)
+        )
     input_ids, step_positions = prompt_ids, positions
     steps = 0
     bar = tqdm(total=max_new_tokens, desc="rollout", disable=not progress, leave=False)
@@ -440,6 +447,15 @@ def _decode_loop(
         teacher_logits=kept_logits,
         pad_token_id=pad_token_id,
     )
+
+
+def _low_precision_decoder(model: nn.Module) -> nn.Module:
+    """``model``'s copy with low-precision linear weights under autocast (``static_decode.decoder``), else
+    ``model`` itself, wrapper and all."""
+    inner = _unwrap(model)
+    device = next(inner.parameters()).device
+    copy = static_decode.decoder(inner, device)
+    return model if copy is inner else copy
 
 
 def _step(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, kv_cache):

@@ -65,7 +65,7 @@ BACKEND = "inductor"  # torch.compile's backend ("eager" in tests: tracing witho
 # After a step key's first call, its compiled step runs without Dynamo's guard checks (set_stance's
 # skip_guard_eval_unsafe): the key (Slot.key) holds what those guards would check that can change here.
 GUARD_SKIP = True
-# Under bf16/fp16 autocast, compiled steps run a copy of the model with its linear weights in that dtype (_shadow).
+# Under bf16/fp16 autocast, decoding runs a copy of the model with its linear weights in that dtype (_shadow).
 SHADOW = True
 
 _mode = "eager"
@@ -159,15 +159,29 @@ def compilations(model: nn.Module) -> int:
     return sum(state.compilations for state in states(model))
 
 
+def decoder(model: nn.Module, device: torch.device) -> nn.Module:
+    """The module that decodes for ``model`` (the Hugging Face model itself, not a wrapper) on ``device``: under
+    bf16/fp16 autocast on CPU its copy with low-precision linear weights (:func:`_shadow`), else ``model``.
+    Every decoding path calls it (``SHADOW = False``: always ``model``). The copy costs memory: the model's
+    linear weights at half size plus its other parameters (embeddings, norms) at full size."""
+    if not SHADOW or device.type != "cpu" or not torch.is_autocast_enabled(device.type):
+        return model  # CUDA: untested here (no GPU), and the copy's memory matters more there
+    if getattr(model, "config", None) is None:
+        return model
+    shadow = _shadow(model, _states.setdefault(model, _ModelState()), device)
+    return model if shadow is None else shadow
+
+
 def _shadow(model: nn.Module, state: _ModelState, device: torch.device) -> nn.Module | None:
     """Under bf16/fp16 autocast, a copy of ``model`` whose ``nn.Linear`` weights and biases are held in the
     autocast dtype (everything else as in ``model``), synced from ``model`` whenever its parameters changed
     since the last decoding; None where autocast is off, the weights are not fp32, or the model is a peft or
     hooked one (its adapters and hooks are its own).
 
-    Why: autocast casts a linear layer's fp32 weight to bf16 on every call; eager autocast caches that cast
-    for the whole autocast region, a compiled graph cannot and casts every weight on every token (2.4× the
-    SmolLM2 student's compiled decoding time). The copy computes exactly what autocast computes on ``model``:
+    Why: autocast casts a linear layer's fp32 weight to bf16 on every call. Its cache of those casts lasts one
+    autocast region and Lightning's precision plugin turns it off (a training step changes the weights inside
+    its region); a compiled graph cannot keep it either. So every decoded token cast every weight again (2.4×
+    the SmolLM2 student's compiled decoding time). The copy computes exactly what autocast computes on ``model``:
     autocast casts the input of such a layer to the same dtype, and its weight is the same rounding of the fp32
     one; layers autocast leaves in fp32 (norms, embeddings) keep their fp32 parameters."""
     if not torch.is_autocast_enabled(device.type):
@@ -221,11 +235,8 @@ def slot(model: nn.Module, batch: int, prompt_len: int, max_new_tokens: int, dev
     ``config``)."""
     if _mode == "eager" or getattr(model, "config", None) is None:
         return None
+    model = decoder(model, device)  # under autocast: the copy with the low-precision weights
     state = _states.setdefault(model, _ModelState())
-    if _mode == "compiled" and SHADOW and state.unsupported is None:
-        shadow = _shadow(model, state, device)
-        if shadow is not None:  # the compiled steps run the copy with the low-precision weights
-            model, state = shadow, _states.setdefault(shadow, _ModelState())
     if state.unsupported is not None:
         return None
     padded, length = batch_bucket(batch), length_bucket(prompt_len + max_new_tokens)
