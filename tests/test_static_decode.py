@@ -333,7 +333,10 @@ def test_under_autocast_compiled_steps_run_a_low_precision_copy_synced_after_eve
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _assert_same(_generate(model, "compiled"), _generate(model, "static"))
+        new = _generate(model, "compiled")
+        monkeypatch.setattr(static_decode, "SHADOW", False)
+        _assert_same(new, _generate(model, "static"))
+        monkeypatch.setattr(static_decode, "SHADOW", True)
     shadow = static_decode._states[model].shadow
     assert shadow is not None and shadow.lm_head.weight.dtype == torch.bfloat16
     assert shadow.model.embed_tokens.weight.dtype == torch.float32
@@ -344,7 +347,10 @@ def test_under_autocast_compiled_steps_run_a_low_precision_copy_synced_after_eve
         for p in model.parameters():
             p.mul_(0.9).add_(0.01)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        new, ref = _generate(model, "compiled", seed=4), _generate(model, "static", seed=4)
+        new = _generate(model, "compiled", seed=4)
+        monkeypatch.setattr(static_decode, "SHADOW", False)  # the live model itself, its own static steps
+        ref = _generate(model, "static", seed=4)
+        monkeypatch.setattr(static_decode, "SHADOW", True)
     _assert_same(new, ref)
     assert static_decode._states[model].shadow is shadow  # made once, synced in place
     assert static_decode.compilations(model) >= 1 and static_decode._states[shadow].compilations >= 1
@@ -372,3 +378,43 @@ def test_eager_decoding_under_lightnings_autocast_uses_the_copy_with_the_same_nu
     )
     for name in ("response_ids", "response_mask", "student_logprobs", "teacher_logprobs", "mix_logprobs"):
         assert torch.equal(getattr(new, name), getattr(ref, name)), name
+
+
+def test_the_low_precision_copy_made_under_inference_mode_syncs_outside_it_and_follows_buffers(monkeypatch):
+    """A copy first made during validation (inference mode) must take a later update outside it, parameters
+    and buffers alike, and decode as the live model does; a torch.compile wrapper keeps decoding itself, and a
+    subclass of nn.Linear (which may use its parameters outside F.linear) keeps fp32 parameters."""
+    from minillm.rollout.sampler import _low_precision_decoder
+    from minillm.rollout.static_decode import _low_precision_copy
+
+    model = _bias_eos(_tiny("llama", seed=17), 2.0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        _generate(model, "eager")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.1)
+        model.model.rotary_emb.inv_freq.mul_(0.5)
+
+    def run(shadow: bool):
+        monkeypatch.setattr(static_decode, "SHADOW", shadow)
+        with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+            return _generate(model, "eager", seed=6)
+
+    new, ref = run(True), run(False)
+    for name in ("response_ids", "student_logprobs"):
+        assert torch.equal(getattr(new, name), getattr(ref, name)), name
+    shadow = static_decode._states[model].shadow
+    assert torch.equal(shadow.model.rotary_emb.inv_freq, model.model.rotary_emb.inv_freq)
+
+    monkeypatch.setattr(static_decode, "SHADOW", True)
+    compiled = torch.compile(model, backend="eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _low_precision_decoder(compiled) is compiled and _low_precision_decoder(model) is shadow
+
+    class Scaled(torch.nn.Linear):
+        def forward(self, x):
+            return x @ self.weight.T + self.bias
+
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), Scaled(4, 4))
+    copy = _low_precision_copy(net, torch.bfloat16)
+    assert copy[0].weight.dtype == torch.bfloat16 and copy[1].weight.dtype == torch.float32

@@ -452,7 +452,11 @@ def _decode_loop(
 def _low_precision_decoder(model: nn.Module) -> nn.Module:
     """``model``'s copy with low-precision linear weights under autocast (``static_decode.decoder``), else
     ``model`` itself, wrapper and all."""
-    inner = _unwrap(model)
+    inner, wrapper = _unwrap(model), model
+    while wrapper is not inner:  # a torch.compile wrapper (objective.compile_decode) decodes as it is
+        if isinstance(getattr(wrapper, "_orig_mod", None), nn.Module):
+            return model
+        wrapper = getattr(wrapper, "module", None) or wrapper._orig_mod
     device = next(inner.parameters()).device
     copy = static_decode.decoder(inner, device)
     return model if copy is inner else copy

@@ -139,7 +139,9 @@ class _ModelState:
     compile_seconds: float = 0.0
     shadow: nn.Module | None = None  # the copy with low-precision linear weights (_shadow), once made
     shadow_dtype: torch.dtype | None = None
-    shadow_version: tuple | None = None  # the parameters' (data pointer, version) it was last synced from
+    shadow_version: tuple | None = (
+        None  # (data pointer, version, shape) of each tensor it was last synced from
+    )
 
 
 _states: weakref.WeakKeyDictionary[nn.Module, _ModelState] = weakref.WeakKeyDictionary()
@@ -174,9 +176,11 @@ def decoder(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _shadow(model: nn.Module, state: _ModelState, device: torch.device) -> nn.Module | None:
     """Under bf16/fp16 autocast, a copy of ``model`` whose ``nn.Linear`` weights and biases are held in the
-    autocast dtype (everything else as in ``model``), synced from ``model`` whenever its parameters changed
-    since the last decoding; None where autocast is off, the weights are not fp32, or the model is a peft or
-    hooked one (its adapters and hooks are its own).
+    autocast dtype (everything else as in ``model``), synced from ``model`` whenever a parameter or buffer
+    changed since the last decoding (an in-place update bumps its version; a resize makes a new copy); None
+    where autocast is off, the weights are not fp32, or the model is a peft or hooked one (its adapters and
+    hooks are its own). Not seen: writes through ``.data`` (they bump no version) and config changes made after
+    the copy (``set_attn_implementation``); decode such a model with ``static_decode.SHADOW = False``.
 
     Why: autocast casts a linear layer's fp32 weight to bf16 on every call. Its cache of those casts lasts one
     autocast region and Lightning's precision plugin turns it off (a training step changes the weights inside
@@ -190,20 +194,31 @@ def _shadow(model: nn.Module, state: _ModelState, device: torch.device) -> nn.Mo
     first = next(model.parameters(), None)
     if first is None or first.dtype != torch.float32 or hasattr(model, "peft_config") or _hooked(model):
         return None
-    if state.shadow is None or state.shadow_dtype != dtype:
-        state.shadow, state.shadow_dtype, state.shadow_version = (
-            _low_precision_copy(model, dtype),
-            dtype,
-            None,
-        )
-    version = tuple((p.data_ptr(), p._version) for p in model.parameters())
-    if version != state.shadow_version:  # an update since the last decoding (optimizer steps work in place)
-        with torch.no_grad():
+    tensors = [*model.parameters(), *model.buffers()]
+    version = tuple((t.data_ptr(), t._version, tuple(t.shape)) for t in tensors)
+    # outside inference mode: a copy made or synced under it (Lightning's validation) would hold inference
+    # tensors that a later sync outside it may not update in place
+    with torch.inference_mode(False), torch.no_grad():
+        stale_shapes = state.shadow_version is not None and [v[2] for v in version] != [
+            v[2] for v in state.shadow_version
+        ]
+        if state.shadow is None or state.shadow_dtype != dtype or stale_shapes:  # made, or remade (resized)
+            state.shadow, state.shadow_dtype, state.shadow_version = (
+                _low_precision_copy(model, dtype),
+                dtype,
+                None,
+            )
+        # an update since the last decoding (optimizer steps work in place)
+        if version != state.shadow_version:
             for mine, theirs in zip(state.shadow.modules(), model.modules(), strict=True):
-                for name, param in theirs.named_parameters(recurse=False):
-                    getattr(mine, name).copy_(param)
-        state.shadow_version = version
-    state.shadow.train(model.training)
+                for name, tensor in [
+                    *theirs.named_parameters(recurse=False),
+                    *theirs.named_buffers(recurse=False),
+                ]:
+                    getattr(mine, name).copy_(tensor)
+            state.shadow_version = version
+    for mine, theirs in zip(state.shadow.modules(), model.modules(), strict=True):
+        mine.training = theirs.training
     return state.shadow
 
 
@@ -214,7 +229,7 @@ def _low_precision_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
     shadow = copy.deepcopy(model)
     for module in shadow.modules():
-        if isinstance(module, nn.Linear):
+        if type(module) is nn.Linear:  # exactly: a subclass may use its parameters outside F.linear
             for name, param in list(module.named_parameters(recurse=False)):
                 setattr(module, name, nn.Parameter(param.detach().to(dtype), requires_grad=False))
     for param in shadow.parameters():
