@@ -485,20 +485,24 @@ def test_decode_pair_times_the_lockstep_rollout_eager_against_the_static_cache(t
         run_bench(compose_bench([*args, "pairs.decode=fast"], tmp_path))
 
 
+# the fast-path pair alone, decoding over the static cache (nothing compiled: fast)
+FAST_PATH_ARGS = [
+    *TINY,
+    "pairs_only=true",
+    "pairs.precision=false",
+    "pairs.round_build=false",
+    "pairs.fast_path=static",
+    "pairs.draw=false",
+]
+
+
 def test_fast_path_pair_times_the_whole_round_fp32_eager_against_bf16_with_the_static_cache(tmp_path):
     """``pairs.fast_path=static``: the whole round in fp32 with eager decoding against bf16 mixed precision with
     the static cache, alternated (the first pair untimed), its ≥ 1.5× target row and its table."""
     from minillm.bench.tables import render
     from minillm.training.precision import bf16_supported
 
-    args = [
-        *TINY,
-        "pairs_only=true",
-        "pairs.precision=false",
-        "pairs.round_build=false",
-        "pairs.fast_path=static",
-        "pairs.draw=false",
-    ]
+    args = FAST_PATH_ARGS
     out = run_bench(compose_bench([*args, "pairs.repeats=2"], tmp_path))
     (row,) = out["targets"]
     fast = out["pairs"]["fast_path"]
@@ -546,14 +550,7 @@ def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_ca
     """``pairs.fast_path_precision=32-true`` (where bf16 measured slower): both sides in fp32, the fast one
     decoding over the static cache; named so in the pair, its target row and the README's line; a precision
     it does not know is refused naming the key."""
-    args = [
-        *TINY,
-        "pairs_only=true",
-        "pairs.precision=false",
-        "pairs.round_build=false",
-        "pairs.fast_path=static",
-        "pairs.draw=false",
-    ]
+    args = FAST_PATH_ARGS
     out = run_bench(compose_bench([*args, "pairs.repeats=2", "pairs.fast_path_precision=32-true"], tmp_path))
     (row,) = out["targets"]
     fast = out["pairs"]["fast_path"]
