@@ -32,34 +32,28 @@ def _tiny(kind: str, seed: int, vocab: int = VOCAB) -> nn.Module:
     torch.manual_seed(seed)
     common = dict(vocab_size=vocab, initializer_range=0.3)
     if kind == "gpt2":
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=EOS, eos_token_id=EOS, **common
-            )
+        config = GPT2Config(
+            n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=EOS, eos_token_id=EOS, **common
         )
-    elif kind == "llama":
-        cfg = LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            tie_word_embeddings=False,
-            **common,
-        )
-        model = LlamaForCausalLM(cfg)
+        return GPT2LMHeadModel(config).eval()
+    # the Llama-style decoders (llama, qwen2, mistral) share one shape
+    decoder = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        **common,
+    )
+    if kind == "llama":
+        model = LlamaForCausalLM(LlamaConfig(tie_word_embeddings=False, **decoder))
     elif kind == "qwen2":
-        cfg = Qwen2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=64,
-            **common,
-        )
-        model = Qwen2ForCausalLM(cfg)
+        model = Qwen2ForCausalLM(Qwen2Config(**decoder))
+    elif kind == "mistral":  # a sliding window of 8: a short decoding runs past it
+        from transformers import MistralConfig, MistralForCausalLM
+
+        model = MistralForCausalLM(MistralConfig(sliding_window=8, **decoder))
     elif kind == "opt":
         cfg = OPTConfig(
             hidden_size=32,

@@ -297,22 +297,8 @@ def test_a_cache_first_filled_under_inference_mode_does_not_break_a_later_decodi
 def test_a_sliding_window_model_keeps_its_guards_and_decodes_past_its_window(monkeypatch):
     """A sliding-window cache layer keeps a Python int that a graph bakes in: such a model never skips its
     guards, and decoding past the window gives the static cache's eager numbers."""
-    from transformers import MistralConfig, MistralForCausalLM
-
     monkeypatch.setattr(static_decode, "BACKEND", "eager")
-    torch.manual_seed(12)
-    config = MistralConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        sliding_window=8,
-        initializer_range=0.3,
-    )
-    model = MistralForCausalLM(config)
+    model = _tiny("mistral", seed=12)
     for seed in (3, 4):
         new = _generate(model, "compiled", seed=seed, new_tokens=12, lengths=(4, 2, 3))
         ref = _generate(model, "static", seed=seed, new_tokens=12, lengths=(4, 2, 3))
