@@ -36,6 +36,7 @@ BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
 DRAW_CALLS = 200  # tokens drawn per side and pair (pairs.draw)
 OLD_DRAWS = ("multinomial", "draw")  # pairs.old_draw
 FAST_PATH_PRECISIONS = ("bf16-mixed", "32-true")  # pairs.fast_path_precision: the fast side's
+UPDATE_MODES = ("eager", "compiled")  # pairs.fast_path_updates, trl_gkd.updates: the updates' passes
 
 
 def alternate(sides: dict[str, Callable[[], tuple[float, float]]], repeats: int, warmup: int) -> dict:
@@ -212,6 +213,9 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
         raise MinillmError(
             f"pairs.fast_path_precision={precision!r}: must be one of {', '.join(FAST_PATH_PRECISIONS)}"
         )
+    updates = str(cfg.pairs.get("fast_path_updates") or "eager")
+    if updates not in UPDATE_MODES:
+        raise MinillmError(f"pairs.fast_path_updates={updates!r}: must be one of {', '.join(UPDATE_MODES)}")
     bf16_side = precision == "bf16-mixed"
     if bf16_side and not bf16_supported(device):
         return {"skipped": f"this {device} has no native bf16"}
@@ -228,20 +232,25 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
             return old_round()
 
     fast_models = own_copy(models, torch.bfloat16 if bf16_side else torch.float32)
-    fast_settings = main.with_round(rescore_old_logprobs=bf16_side)
-    fast = timed(step_runner(fast_models, fast_runtime, cfg, fast_settings), fast_runtime)
+    fast_settings = main.with_round(rescore_old_logprobs=bf16_side, compile_updates=updates == "compiled")
+    fast_run = step_runner(fast_models, fast_runtime, cfg, fast_settings)
+    fast = timed(fast_run, fast_runtime)
 
     def new() -> tuple[float, float]:
         with static_decode.decode_mode(mode):
             return fast()
 
     warmup = max(1, int(cfg.pairs.warmup))  # the first fast side compiles
-    label = "bf16-mixed" if bf16_side else "fp32"
-    out = alternate({old_name: old, f"{label} {mode}": new}, int(cfg.pairs.repeats), warmup)
+    label = f"{'bf16-mixed' if bf16_side else 'fp32'} {mode}" + (
+        " + compiled updates" if updates == "compiled" else ""
+    )
+    out = alternate({old_name: old, label: new}, int(cfg.pairs.repeats), warmup)
     out.update(compile_stats(fast_models))
+    out.update(update_compile_stats(fast_run))
     out["settings"] = {
         "old_draw": str(cfg.pairs.old_draw),
         "decode": mode,
+        "updates": updates,
         "precision": precision,
         "batch_size": main.batch_size,
         "prompt_len": main.prompt_len,
@@ -292,6 +301,16 @@ def compile_stats(models: Models) -> dict:
         "compile_seconds": sum(s.compile_seconds for s in states),
         "compilations": sum(s.compilations for s in states),
         "compile_failed": [s.failed for s in states if s.failed],
+    }
+
+
+def update_compile_stats(run) -> dict:
+    """What ``fit.compile_updates`` cost the rounds of ``step_runner``'s ``run`` (none: they ran eagerly): the
+    first compiled update's seconds (compiling included) and the one-line reason of a compile that failed."""
+    passes = [r.passes for r in run.rounds.values() if r.passes.compiled]
+    return {
+        "update_compile_seconds": sum(p.first_seconds or 0.0 for p in passes) if passes else None,
+        "update_compile_failed": [p.failed for p in passes if p.failed],
     }
 
 

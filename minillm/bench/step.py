@@ -28,7 +28,7 @@ def single_step_only(chunk_size: int | None) -> LossFn:
     """GKD's loss on our machinery: the single-step term alone (the token-level reverse KL on the sampled
     prefixes), no policy-gradient term."""
 
-    def loss(logits, teacher_logits, mb):
+    def loss(logits, teacher_logits, mb, logprobs):
         value = single_step_loss(
             logits, teacher_logits, mb.response_mask, reduction="mean", chunk_size=chunk_size
         )
@@ -71,6 +71,7 @@ def step_runner(
             RoundHooks(timer=timer),
             decoders=decoders,
             loss=loss,
+            loss_logprobs=s.pg_term,  # GKD's loss never reads the sampled tokens' log-probs
             device=runtime.device,
         )
 
@@ -105,6 +106,7 @@ def step_runner(
         return time.perf_counter() - start
 
     run.rebuild = lambda: build(False, rebuilt_options())  # what the old path added to every step
+    run.rounds = built  # the rounds built so far, per decoder choice (their update passes: compile stats)
     return run
 
 

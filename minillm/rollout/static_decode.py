@@ -324,7 +324,7 @@ class Slot:
             try:
                 logits = _forward(self.model, ids, self.mask, pos, self.cache)
             except Exception as err:  # e.g. an architecture without static-cache support: eager, said once
-                self.state.unsupported = _one_line(err)
+                self.state.unsupported = one_line(err)
                 log.warning(
                     "sampler.decode=%s: %s cannot decode over a static cache (%s); it decodes eagerly",
                     "compiled" if self.compiled else "static",
@@ -382,7 +382,7 @@ class Slot:
             if on_cuda:
                 logits = logits.clone()
         except Exception as err:  # any compiler failure: decode eagerly, said once
-            state.failed = _one_line(err)
+            state.failed = one_line(err)
             log.warning(
                 "sampler.decode=compiled: compiling %s's decoding step failed (%s); its steps run eagerly",
                 type(self.model).__name__,
@@ -445,8 +445,12 @@ def _unguarded():
     return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
 
-def _one_line(err: Exception) -> str:
-    """``Type: first line of the message`` (at most 300 characters), for a one-line log."""
+def one_line(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters), for a one-line log; a compiler's wrapper
+    (Dynamo's ``BackendCompilerFailed``, whose first line only names the backend) gives the error it wraps."""
+    inner = getattr(err, "inner_exception", None)
+    if isinstance(inner, BaseException):
+        return f"{type(err).__name__}: {one_line(inner)}"[:300]
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
 

@@ -21,6 +21,10 @@ class FitConfig:
     # the frozen teacher's weights: auto = the half type of a bf16/fp16 mixed precision (CUDA), else as
     # loaded (fp32); or fp32 | bf16 | fp16
     teacher_dtype: str | None = one_of("auto", "auto", "fp32", "bf16", "fp16")
+    # on-policy objectives: the student's teacher-forced pass and the loss of every update under torch.compile
+    # (minillm.training.update_passes; eager, said in one logged line, where compiling fails or with several
+    # processes). Seconds of compiling per process before it gains (README: "Speed")
+    compile_updates: bool = False
 
 
 @dataclass

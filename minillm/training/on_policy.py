@@ -146,6 +146,7 @@ class OnPolicyModule(SupervisedModule):
             pad_token_id=self.tokenizer.pad_token_id,
             keep_teacher_logits=self.cache_teacher_logits(),
             mixed_precision=is_mixed(self.trainer.precision),
+            compile_updates=bool(self.cfg.fit.get("compile_updates", False)),
         )
         hooks = RoundHooks(
             backward=self.manual_backward,

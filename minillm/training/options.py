@@ -105,6 +105,9 @@ class RoundOptions:
     # teacher-forced pass differ by bf16 rounding); off in fp32, where they differ by float rounding
     # only (~1e-6) and one student pass per round is saved
     rescore_old_logprobs: bool = False
+    # the student's teacher-forced pass and the loss of each update under torch.compile (fit.compile_updates;
+    # minillm.training.update_passes)
+    compile_updates: bool = False
 
     @classmethod
     def from_config(
@@ -116,6 +119,7 @@ class RoundOptions:
         pad_token_id: int,
         keep_teacher_logits: bool,
         mixed_precision: bool = False,
+        compile_updates: bool = False,
     ) -> RoundOptions:
         return cls(
             mini_batch_size=int(objective_cfg.mini_batch_size),
@@ -130,6 +134,7 @@ class RoundOptions:
             pt_coef=float(objective_cfg.get("pt_coef", 0.0) or 0.0),
             chunk_size=objective_cfg.get("chunk_size"),
             rescore_old_logprobs=mixed_precision,
+            compile_updates=compile_updates,
         )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -39,8 +40,11 @@ from minillm.rollout.sampler import (
     score_with_teacher,
 )
 from minillm.training.options import RoundOptions
+from minillm.training.update_passes import UpdatePasses
 
-LossFn = Callable[[Tensor, Tensor, Rollout], tuple[Tensor, dict[str, Tensor]]]
+# loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs); logprobs: the (B, T) log-probs of the
+# sampled tokens from the student's pass (None where the round is told the loss does not read them)
+LossFn = Callable[[Tensor, Tensor, Rollout, Tensor | None], tuple[Tensor, dict[str, Tensor]]]
 
 
 def _backward(loss: Tensor) -> None:
@@ -137,11 +141,13 @@ def minillm_minibatch_loss(options: RoundOptions, pool: RankPool = LOCAL) -> Los
     """The MiniLLM loss of one minibatch (``minillm_loss``: policy-gradient and single-step terms); with a
     ``pool`` of data-parallel ranks, this rank's share of the loss of all ranks' minibatches."""
 
-    def loss(logits: Tensor, teacher_logits: Tensor, mb: Rollout) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        logits: Tensor, teacher_logits: Tensor, mb: Rollout, logprobs: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         return minillm_loss(
             logits,
             teacher_logits,
-            sampled_logprobs(logits, mb.response_ids),
+            sampled_logprobs(logits, mb.response_ids) if logprobs is None else logprobs,
             mb.student_logprobs,
             mb.teacher_logprobs,
             mb.mix_logprobs,
@@ -219,12 +225,16 @@ class MiniLLMRound:
         options: the round's options (``RoundOptions.from_config``).
         hooks: the caller's parts (Lightning's backward, stop and skip handling; a timer).
         decoders: the (student, teacher) the rollout calls, e.g. ``compile_decoders``; None: the models.
-        loss: ``loss(logits, teacher_logits, minibatch) -> (loss, logs)``; None: the MiniLLM loss.
+        loss: ``loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs)`` (``LossFn``); None: the
+            MiniLLM loss. ``loss_logprobs``: whether it reads ``logprobs`` (else it gets None).
         device: where minibatches go (a resumed round's rollouts are loaded on CPU); None: the student's.
         pool, world_size: the data-parallel ranks (:func:`distributed_pool`). The MiniLLM loss is then this
             rank's share of the loss of every rank's minibatch (global whitening and token counts), and its
             backward is scaled by the world size, since DDP / FSDP average gradients over ranks; L_PT stays
             a per-rank mean that the strategy averages. Logged values are global.
+
+    With ``options.compile_updates`` the student's teacher-forced pass and the loss run under
+    ``torch.compile`` (``minillm.training.update_passes``); eagerly with several processes.
     """
 
     def __init__(
@@ -238,6 +248,7 @@ class MiniLLMRound:
         *,
         decoders: tuple[nn.Module, nn.Module] | None = None,
         loss: LossFn | None = None,
+        loss_logprobs: bool = True,
         device: torch.device | str | None = None,
         pool: RankPool = LOCAL,
         world_size: int = 1,
@@ -249,6 +260,14 @@ class MiniLLMRound:
         self.decoders = decoders or (student, teacher)
         self.pool, self.world_size = pool, int(world_size)
         self.loss = loss or minillm_minibatch_loss(options, pool)
+        distributed = world_size > 1 or pool is not LOCAL
+        self.passes = UpdatePasses(
+            student,
+            self.loss,
+            logprobs=loss_logprobs,
+            compiled=options.compile_updates,
+            why_not="not with several processes (DDP, FSDP)" if distributed else None,
+        )
         self.device = device if device is not None else next(student.parameters()).device
         if options.pt_coef > 0 and self.hooks.next_pretrain_loss is None:
             raise MinillmError(
@@ -333,7 +352,11 @@ class MiniLLMRound:
         epoch = math.ceil(len(rollout) / o.mini_batch_size)  # the first inner epoch's minibatches
         for rows in order[:epoch]:
             mb = buffer.minibatch(rows).to(self.device)
-            logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
+            if self.passes.active:  # the update's compiled pass, gradients on as there (the same graph)
+                with torch.enable_grad():
+                    logprobs = self.passes.forward(mb)[1].detach()
+            else:
+                logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
             logprobs = logprobs * mb.response_mask
             student_lp[rows.to(student_lp.device), : logprobs.shape[1]] = logprobs.to(student_lp.device)
         sampling = o.sampling
@@ -375,14 +398,15 @@ class MiniLLMRound:
         o, hooks, timer = self.options, self.hooks, self.hooks.timer
         self.set_update_mode()
         mb = mb.to(self.device)
+        started = time.perf_counter()
         with timer("student_fwd_bwd"):
-            logits = response_logits(self.student, mb)
+            logits, logprobs = self.passes.forward(mb)
         teacher_logits = mb.teacher_logits
         if teacher_logits is None:
             with timer("teacher_scoring"), torch.no_grad():
                 teacher_logits = response_logits(self.teacher, mb)
         with timer("student_fwd_bwd"):
-            share, logs = self.loss(logits, teacher_logits, mb)
+            share, logs = self.passes.loss(logits, teacher_logits, mb, logprobs)
             # the gradient of the loss of every rank's minibatch is the sum of the shares' gradients; the
             # strategy averages over ranks, so the share is scaled by the world size (1: unchanged)
             objective = share if self.world_size == 1 else share * self.world_size
@@ -401,6 +425,7 @@ class MiniLLMRound:
                 hooks.skipped("teacher log-probs, rewards or loss")
                 return None
             hooks.backward(objective)
+        self.passes.timed_first(started)
         with timer("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip or float("inf"))
             if not torch.isfinite(grad_norm):

@@ -1,0 +1,143 @@
+"""The two passes of a round's update: the student's teacher-forced pass (its logits at the response positions
+and, when the loss reads them, the log-probs of the sampled tokens) and the loss; run eagerly, or each under
+``torch.compile`` (``fit.compile_updates``).
+
+On the shipped pair most of an update's time is elementwise work over (batch, tokens, vocabulary) tensors: the
+log-softmaxes of the student's and teacher's logits, the full-vocabulary reverse KL and their backward, each a
+pass of its own over memory when run eagerly. Compiled, inductor fuses them (``make bench``'s
+``pairs.fast_path`` measures the round with and without).
+
+Exactness: when the round rescores the old log-probs (``RoundOptions.rescore_old_logprobs``, on under mixed
+precision), it calls the same compiled pass, with gradients enabled as in the update, so the first inner step's
+PPO ratio is exactly 1 under compiling too. Compiled and eager losses and gradients agree to float rounding (a
+fused reduction sums in another order), not bit for bit.
+
+Where compiling fails (an architecture Dynamo cannot trace, an adapter), the updates go on eagerly and one
+logged line says why. With several processes (DDP, FSDP) the updates stay eager: compiled modules inside a
+distributed wrapper are not what this path was measured on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import types
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from minillm.errors import MinillmError
+from minillm.rollout.sampler import Rollout, response_logits, sampled_logprobs
+from minillm.rollout.static_decode import one_line
+
+log = logging.getLogger(__name__)
+
+BACKEND = "inductor"  # torch.compile's backend ("aot_eager" in tests: AOTAutograd without code generation)
+# graphs per compiled function before Dynamo gives up and runs it eagerly (torch's default is 8): each new
+# response length of the round is one until Dynamo marks the length dynamic
+RECOMPILE_LIMIT = 64
+
+
+def student_pass(model: nn.Module, mb: Rollout, logprobs: bool) -> tuple[Tensor, Tensor | None]:
+    """The student's (B, T, V) logits at the response positions of ``mb`` and, with ``logprobs``, the (B, T)
+    float32 log-probs of its sampled tokens."""
+    logits = response_logits(model, mb)
+    return logits, sampled_logprobs(logits, mb.response_ids) if logprobs else None
+
+
+def _own_code(fn: Callable, name: str) -> Callable:
+    """``fn`` with a code object of its own: Dynamo keeps compiled graphs per code object, so each round's
+    passes (each student, each loss) keep theirs apart from every other round's."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, name, fn.__defaults__, fn.__closure__)
+
+
+class UpdatePasses:
+    """The update's passes for one student and loss.
+
+    Args:
+        student: the trained model (its teacher-forced pass).
+        loss: ``loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs)``.
+        logprobs: whether ``loss`` reads the log-probs of the sampled tokens (they are then computed in the
+            student's pass, where rescoring takes them too).
+        compiled: run both passes under ``torch.compile``; ``why_not``: the reason they may not (one line,
+            logged once), which keeps them eager.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        loss: Callable,
+        *,
+        logprobs: bool,
+        compiled: bool = False,
+        why_not: str | None = None,
+    ) -> None:
+        self.student, self.eager_loss, self.logprobs = student, loss, logprobs
+        self.failed: str | None = None  # why compiling failed (the passes then run eagerly)
+        self.first_seconds: float | None = None  # the first compiled update (its compiling included)
+        self.compiled = bool(compiled) and why_not is None
+        if compiled and why_not is not None:
+            log.warning("fit.compile_updates: %s; the updates run eagerly", why_not)
+        if not self.compiled:
+            return
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+
+        def forward(mb: Rollout) -> tuple[Tensor, Tensor | None]:
+            return student_pass(student, mb, logprobs)
+
+        def compiled_loss(logits, teacher_logits, mb, logprobs_):
+            return loss(logits, teacher_logits, mb, logprobs_)
+
+        self._forward = torch.compile(_own_code(forward, "update_forward"), backend=BACKEND)
+        self._loss = torch.compile(_own_code(compiled_loss, "update_loss"), backend=BACKEND)
+        log.info(
+            "fit.compile_updates: the student's teacher-forced pass and the loss compile at the first update "
+            "(torch.compile, %s)",
+            BACKEND,
+        )
+
+    @property
+    def active(self) -> bool:
+        """Whether the passes run compiled now."""
+        return self.compiled and self.failed is None
+
+    def forward(self, mb: Rollout) -> tuple[Tensor, Tensor | None]:
+        """``student_pass`` of the minibatch: compiled while :attr:`active`, else eagerly."""
+        if self.active:
+            try:
+                # the backward compiles now, with the forward (not at the first backward, past the fallback)
+                with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                    return self._forward(mb)
+            except MinillmError:
+                raise
+            except Exception as err:  # noqa: BLE001 - any compiler error: eager from now on, said once
+                self.fail(err)
+        return student_pass(self.student, mb, self.logprobs)
+
+    def loss(self, logits: Tensor, teacher_logits: Tensor, mb: Rollout, logprobs: Tensor | None):
+        """The loss of the minibatch: compiled while :attr:`active`, else eagerly."""
+        if self.active:
+            try:
+                with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                    return self._loss(logits, teacher_logits, mb, logprobs)
+            except MinillmError:
+                raise
+            except Exception as err:  # noqa: BLE001 - as in forward
+                self.fail(err)
+        return self.eager_loss(logits, teacher_logits, mb, logprobs)
+
+    def fail(self, err: BaseException) -> None:
+        """Run eagerly from now on, and say why in one line."""
+        self.failed = one_line(err)
+        log.warning(
+            "fit.compile_updates: compiling the update failed (%s); the updates run eagerly", self.failed
+        )
+
+    def timed_first(self, started: float) -> None:
+        """Record (and log once) the first compiled update's seconds from ``started``."""
+        if self.active and self.first_seconds is None:
+            self.first_seconds = time.perf_counter() - started
+            log.info(
+                "fit.compile_updates: the first update took %.1f s, compiling included", self.first_seconds
+            )
