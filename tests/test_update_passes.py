@@ -245,3 +245,41 @@ def test_the_minillm_loss_takes_its_ratio_from_the_log_probs_the_student_pass_ha
     base = logs(None)
     assert logs(own) == base
     assert logs(own + 0.2)["ratio_mean"] == pytest.approx(base["ratio_mean"] * math.exp(0.2), rel=1e-5)
+
+
+def test_the_minillm_loss_traces_as_one_graph():
+    """No data-dependent branch splits the compiled loss (whitening's empty-batch case and the logged masked
+    maximum are branch-free): each split costs a graph of its own and its backward's hand-over."""
+    from minillm.rollout.sampler import Rollout, sampled_logprobs
+    from minillm.training.round import minillm_minibatch_loss
+
+    gen = torch.Generator().manual_seed(4)
+    b, t, v = 2, 4, 9
+    logits = torch.randn(b, t, v, generator=gen, requires_grad=True)
+    ids = torch.randint(0, v, (b, t), generator=gen)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
+    old = sampled_logprobs(logits, ids).detach() * mask
+    mb = Rollout(
+        prompt_ids=torch.ones(b, 2, dtype=torch.long),
+        prompt_mask=torch.ones(b, 2, dtype=torch.long),
+        response_ids=ids,
+        response_mask=mask,
+        student_logprobs=old,
+        teacher_logprobs=(old - 0.3) * mask,
+        mix_logprobs=(old + 0.05) * mask,
+    )
+    loss = minillm_minibatch_loss(OPTIONS)
+    explained = torch._dynamo.explain(loss)(logits, torch.randn(b, t, v, generator=gen), mb, old.clone())
+    assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_the_branch_free_masked_maximum():
+    """The logged masked maximum: over the masked entries only (all negative here, so a fill of 0 would
+    show), 0 with none; NaN at a masked entry propagates."""
+    from minillm.objectives.policy_gradient import _masked_max
+
+    values = torch.tensor([[-3.0, -0.5, 7.0], [-2.0, 9.0, -1.5]])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 1]])
+    assert _masked_max(values, mask) == -0.5
+    assert _masked_max(values, torch.zeros_like(mask)) == 0.0
+    assert torch.isnan(_masked_max(values.masked_fill(mask.bool() & (values < -2.5), float("nan")), mask))

@@ -229,9 +229,9 @@ def whiten(
     """
     values = _float(values.detach())
     mask_f = mask.to(values.dtype)
-    count = pool.sum(mask_f.sum())
-    if count == 0:
-        return torch.zeros_like(values)
+    # no masked entries: every output is masked out below (no branch on the count, which would split a
+    # compiled loss in two)
+    count = pool.sum(mask_f.sum()).clamp(min=1)
     mean = pool.sum((values * mask_f).sum()) / count
     var = pool.sum((((values - mean) * mask_f) ** 2).sum()) / count
     out = (values - mean) / (var.sqrt() + eps)
@@ -380,9 +380,11 @@ def single_step_loss(
 
 
 def _masked_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    if not mask.bool().any():
-        return torch.zeros((), dtype=values.dtype, device=values.device)
-    return values[mask.bool()].max()
+    """The maximum of ``values`` over the masked entries (0 when there are none), without a data-dependent
+    branch or a boolean index (either would split a compiled loss)."""
+    mask = mask.bool()
+    top = values.masked_fill(~mask, float("-inf")).amax()
+    return torch.where(mask.any(), top, torch.zeros((), dtype=values.dtype, device=values.device))
 
 
 # --------------------------------------------------------------------------- options and pipeline
