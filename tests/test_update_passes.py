@@ -210,18 +210,15 @@ def test_an_opt_style_student_runs_compiled_updates_or_falls_back_in_one_line(ca
             torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
 
 
-def test_the_minillm_loss_takes_its_ratio_from_the_log_probs_the_student_pass_hands_it():
-    """The round's loss computes the PPO ratio from the log-probs of the student's pass (those rescoring
-    took, from the same compiled graph), not from a log-softmax of its own: with none handed over it takes
-    the logits' own; shifted ones by δ multiply every token's ratio, and so its mean, by e^δ."""
+def _loss_inputs(seed: int, mask: torch.Tensor, vocab: int = 11):
+    """Random (logits with gradient, teacher logits, minibatch) of ``mask``'s shape, whose old log-probs are
+    the logits' own, slightly moved."""
     from minillm.rollout.sampler import Rollout, sampled_logprobs
-    from minillm.training.round import minillm_minibatch_loss
 
-    gen = torch.Generator().manual_seed(3)
-    b, t, v = 3, 5, 11
-    logits = torch.randn(b, t, v, generator=gen, requires_grad=True)
-    ids = torch.randint(0, v, (b, t), generator=gen)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    gen = torch.Generator().manual_seed(seed)
+    b, t = mask.shape
+    logits = torch.randn(b, t, vocab, generator=gen, requires_grad=True)
+    ids = torch.randint(0, vocab, (b, t), generator=gen)
     old = (sampled_logprobs(logits, ids).detach() + 0.01 * torch.randn(b, t, generator=gen)) * mask
     mb = Rollout(
         prompt_ids=torch.ones(b, 2, dtype=torch.long),
@@ -232,12 +229,23 @@ def test_the_minillm_loss_takes_its_ratio_from_the_log_probs_the_student_pass_ha
         teacher_logprobs=(old - 0.3) * mask,
         mix_logprobs=(old + 0.05) * mask,
     )
-    teacher_logits = torch.randn(b, t, v, generator=gen)
+    return logits, torch.randn(b, t, vocab, generator=gen), mb
+
+
+def test_the_minillm_loss_takes_its_ratio_from_the_log_probs_the_student_pass_hands_it():
+    """The round's loss computes the PPO ratio from the log-probs of the student's pass (those rescoring
+    took, from the same compiled graph), not from a log-softmax of its own: with none handed over it takes
+    the logits' own; shifted ones by δ multiply every token's ratio, and so its mean, by e^δ."""
+    from minillm.rollout.sampler import sampled_logprobs
+    from minillm.training.round import minillm_minibatch_loss
+
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    logits, teacher_logits, mb = _loss_inputs(3, mask)
     # no clipping: a shift of the log-probs then reaches the logged ratio whole
     loss = minillm_minibatch_loss(
         dataclasses.replace(OPTIONS, pg=dataclasses.replace(OPTIONS.pg, clip_eps=None))
     )
-    own = sampled_logprobs(logits, ids)
+    own = sampled_logprobs(logits, mb.response_ids)
 
     def logs(logprobs):
         return {k: float(v) for k, v in loss(logits, teacher_logits, mb, logprobs)[1].items()}
@@ -250,26 +258,11 @@ def test_the_minillm_loss_takes_its_ratio_from_the_log_probs_the_student_pass_ha
 def test_the_minillm_loss_traces_as_one_graph():
     """No data-dependent branch splits the compiled loss (whitening's empty-batch case and the logged masked
     maximum are branch-free): each split costs a graph of its own and its backward's hand-over."""
-    from minillm.rollout.sampler import Rollout, sampled_logprobs
     from minillm.training.round import minillm_minibatch_loss
 
-    gen = torch.Generator().manual_seed(4)
-    b, t, v = 2, 4, 9
-    logits = torch.randn(b, t, v, generator=gen, requires_grad=True)
-    ids = torch.randint(0, v, (b, t), generator=gen)
-    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
-    old = sampled_logprobs(logits, ids).detach() * mask
-    mb = Rollout(
-        prompt_ids=torch.ones(b, 2, dtype=torch.long),
-        prompt_mask=torch.ones(b, 2, dtype=torch.long),
-        response_ids=ids,
-        response_mask=mask,
-        student_logprobs=old,
-        teacher_logprobs=(old - 0.3) * mask,
-        mix_logprobs=(old + 0.05) * mask,
-    )
+    logits, teacher_logits, mb = _loss_inputs(4, torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]]), vocab=9)
     loss = minillm_minibatch_loss(OPTIONS)
-    explained = torch._dynamo.explain(loss)(logits, torch.randn(b, t, v, generator=gen), mb, old.clone())
+    explained = torch._dynamo.explain(loss)(logits, teacher_logits, mb, mb.student_logprobs.clone())
     assert explained.graph_break_count == 0, explained.break_reasons
 
 
