@@ -172,7 +172,8 @@ def bench() -> str:
         trl, trl_target = run["trl_gkd"], run["targets"][-1]
         threads = trl["torch_threads"]
         lines.append(
-            f"  | the same with `trl_gkd.decode={trl['decode']}`, {code} ({record[6:16]}, {threads} torch "
+            f"  | the same with `trl_gkd.decode={trl['decode']}`{updates_note(trl.get('updates'))}, {code} "
+            f"({record[6:16]}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {trl['repeats']} pairs, load average {trl['load_avg_before'][0]:.1f} → "
             f"{trl['load_avg_after'][0]:.1f}): TRL {trl['trl_s_per_step']:.3f} s, ours {trl['ours_s_per_step']:.3f} s | "
             f"{faster(trl['speedup'])} (pairs {trl['pair_ratio_min']:.2f}–{trl['pair_ratio_max']:.2f}) | "
@@ -199,11 +200,13 @@ def bench() -> str:
         threads = run["machine"]["torch_threads"]
         seconds = fast["median_seconds"]
         precision = fast["settings"].get("precision", "bf16-mixed").replace("32-true", "fp32")
+        compiling = fast["compile_seconds"] + (fast.get("update_compile_seconds") or 0.0)
         lines.append(
             f"  | MiniLLM round, {models}: fp32 {old_side(fast)} ÷ {precision} with "
-            f"`{fast['settings']['decode']}`, timed alternately in one run ({record[6:16]}{at(run)}, {threads} torch "
+            f"`{fast['settings']['decode']}`{updates_note(fast['settings'].get('updates'))}, timed alternately in "
+            f"one run ({record[6:16]}{at(run)}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
-            f"{fast['load_avg_after'][0]:.1f}; compiling took {fast['compile_seconds']:.0f} s, untimed): "
+            f"{fast['load_avg_after'][0]:.1f}; compiling took {compiling:.0f} s, untimed): "
             f"{seconds[fast['old']]:.2f} s against {seconds[fast['new']]:.2f} s | {faster(fast['speedup'])} "
             f"(pairs {fast['pair_ratio_min']:.2f}–{fast['pair_ratio_max']:.2f}) | {met(fast_target)} (target 1.5 ×) |"
         )
@@ -227,6 +230,12 @@ def bench() -> str:
             f"{run_b['global_step'] / run_a['global_step']:.2f} × the steps | — |"
         )
     return "\n".join(lines)
+
+
+def updates_note(updates: str | None) -> str:
+    """`` and compiled updates (`fit.compile_updates`)`` where a record's updates ran compiled (records
+    before 2026-12-06's compiled updates have no such setting: eager)."""
+    return " and compiled updates (`fit.compile_updates`)" if updates == "compiled" else ""
 
 
 def at(run: dict) -> str:
@@ -253,11 +262,19 @@ TRL_RECORDS = {
     "bench_2026-12-06_trl_compiled_839bd9a_1thread.json": "839bd9a",
     "bench_2026-12-06_trl_compiled_draw_1thread.json": "aaf0717",
     "bench_2026-12-06_trl_eager_draw_1thread.json": "aaf0717",
+    "bench_2026-12-06_trl_compiled_updates.json": "66d168c",
+    "bench_2026-12-06_trl_compiled_updates_1thread.json": "66d168c",
+    "bench_2026-12-06_trl_eager_compiled_updates.json": "66d168c",
+    "bench_2026-12-06_trl_eager_compiled_updates_1thread.json": "66d168c",
 }
 # The runs that timed the whole round, old path against the fast path (pairs.fast_path).
 FAST_PATH_RECORDS = {
     "shipped pair, fp32": "bench_2026-12-06_fast_path_embedded.json",
     "shipped pair, fp32, 1 thread": "bench_2026-12-06_fast_path_embedded_1thread.json",
+    "shipped pair, fp32 with compiled updates": "bench_2026-12-06_fast_path_embedded_compiled_updates.json",
+    "shipped pair, fp32 with compiled updates, 1 thread": (
+        "bench_2026-12-06_fast_path_embedded_compiled_updates_1thread.json"
+    ),
     "SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2_draw.json",
     "SmolLM2 pair, run again": "bench_2026-12-06_fast_path_smollm2_draw_5pairs.json",
     "SmolLM2 pair, compiled steps on a copy with bf16 linear weights": "bench_2026-12-06_fast_path_smollm2_shadow.json",
