@@ -207,7 +207,7 @@ def bench() -> str:
             f"one run ({record[6:16]}{at(run)}, {threads} torch "
             f"thread{'s' * (threads != 1)}, {fast['repeats']} pairs, load average {fast['load_avg_before'][0]:.1f} → "
             f"{fast['load_avg_after'][0]:.1f}; compiling took {compiling:.0f} s, untimed): "
-            f"{seconds[fast['old']]:.2f} s against {seconds[fast['new']]:.2f} s | {faster(fast['speedup'])} "
+            f"{seconds[fast['old']]:.2f} s against {seconds[fast['new']]:.2f} s{split(fast)} | {faster(fast['speedup'])} "
             f"(pairs {fast['pair_ratio_min']:.2f}–{fast['pair_ratio_max']:.2f}) | {met(fast_target)} (target 1.5 ×) |"
         )
     for models, record in DRAW_RECORDS.items():
@@ -230,6 +230,19 @@ def bench() -> str:
             f"{run_b['global_step'] / run_a['global_step']:.2f} × the steps | — |"
         )
     return "\n".join(lines)
+
+
+def split(pair: dict) -> str:
+    """``; rollout 170 → 105 ms, updates 80 → 35 ms``: each side's median parts, where the record has them
+    (``parts_ms``, fast-path records since 2026-12-06's compiled updates)."""
+    parts = pair.get("parts_ms")
+    if not parts:
+        return ""
+    old, new = parts[pair["old"]], parts[pair["new"]]
+    return (
+        f"; rollout {old.get('rollout', 0.0):.0f} → {new.get('rollout', 0.0):.0f} ms, the updates' student passes, "
+        f"losses and backward {old.get('student_fwd_bwd', 0.0):.0f} → {new.get('student_fwd_bwd', 0.0):.0f} ms"
+    )
 
 
 def updates_note(updates: str | None) -> str:

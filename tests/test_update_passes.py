@@ -276,3 +276,56 @@ def test_the_branch_free_masked_maximum():
     assert _masked_max(values, mask) == -0.5
     assert _masked_max(values, torch.zeros_like(mask)) == 0.0
     assert torch.isnan(_masked_max(values.masked_fill(mask.bool() & (values < -2.5), float("nan")), mask))
+
+
+def test_padding_a_minibatch_to_its_bucket_keeps_its_loss_and_gradient():
+    """The compiled passes take the minibatch padded to its shape bucket (prompt columns on the left, response
+    columns on the right, under a zero mask): the eager loss, its logs and the gradient are those of the
+    unpadded minibatch to float rounding."""
+    student, teacher = _models()
+    state = _round(student, teacher, OPTIONS).start(
+        PROMPTS,
+        PROMPT_MASK,
+        alpha=0.2,
+        rollout_gen=torch.Generator().manual_seed(5),
+        shuffle_gen=torch.Generator().manual_seed(6),
+    )
+    mb = state.buffer.minibatch(state.order[0])
+    big = update_passes.padded(mb)
+    assert big.prompt_ids.shape[1] == 16 and big.response_ids.shape[1] == 16
+    assert mb.response_ids.shape[1] < 16 and mb.prompt_ids.shape[1] < 16
+    student.eval()
+    loss = MiniLLMRound(student, teacher, None, None, OPTIONS).loss
+    results = []
+    for batch in (mb, big):
+        student.zero_grad()
+        logits, logprobs = update_passes.student_pass(student, batch, True)
+        value, logs = loss(logits, batch.teacher_logits, batch, logprobs)
+        value.backward()
+        results.append((value.detach(), logs, [p.grad.clone() for p in student.parameters()]))
+    (a, logs_a, grads_a), (b, logs_b, grads_b) = results
+    torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-7)
+    for key in logs_a:
+        torch.testing.assert_close(logs_b[key], logs_a[key], rtol=1e-5, atol=1e-6, msg=key)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        torch.testing.assert_close(gb, ga, rtol=1e-5, atol=1e-7)
+
+
+def test_rounds_of_other_lengths_within_a_bucket_compile_nothing_more(monkeypatch):
+    """Shape buckets: a second round whose responses and prompts have other lengths, within the same buckets,
+    runs on the graphs the first compiled (Dynamo's own count of graphs does not move)."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
+    student, teacher = _models()
+    rnd = _round(student, teacher, dataclasses.replace(OPTIONS, compile_updates=True))
+    lengths = []
+    real = rnd.passes.shaped
+    rnd.passes.shaped = lambda mb: lengths.append(mb.response_ids.shape[1]) or real(mb)
+    _run(rnd, seed=5)
+    graphs = counters["stats"]["unique_graphs"]
+    first = set(lengths)
+    _run(rnd, seed=9)
+    assert set(lengths) - first, "the second round should bring response lengths the first did not have"
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert rnd.passes.active

@@ -83,14 +83,26 @@ def own_copy(models: Models, teacher_dtype: torch.dtype | None = None) -> Models
 
 def timed(run: Callable, runtime: Runtime) -> Callable[[], tuple[float, float]]:
     """One timed round and its peak memory (``measure.peak_memory``: CUDA allocator or the process's
-    resident set, reset before the round)."""
+    resident set, reset before the round); each call's split into the round's parts (``step.PARTS``) is
+    appended to the callable's ``parts`` list."""
+    splits: list[dict[str, float]] = []
 
     def once() -> tuple[float, float]:
+        clock = Clock(runtime)
         with peak_memory(runtime) as memory:
-            seconds = run(Clock(runtime))
+            seconds = run(clock)
+        splits.append({"total": seconds, **clock.seconds})
         return seconds, memory["peak_mib"]
 
+    once.parts = splits
     return once
+
+
+def median_parts(splits: list[dict[str, float]]) -> dict[str, float]:
+    """Milliseconds per part (``total``, ``rollout``, ``student_fwd_bwd``, ...): each part's median over
+    ``splits``."""
+    names = sorted({name for split in splits for name in split})
+    return {name: 1000 * statistics.median(split.get(name, 0.0) for split in splits) for name in names}
 
 
 def precision_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: StepSettings) -> dict:
@@ -226,6 +238,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
         step_runner(own_copy(models, torch.float32), fp32, cfg, main.with_round(rescore_old_logprobs=False)),
         fp32,
     )
+    repeats = int(cfg.pairs.repeats)
 
     def old() -> tuple[float, float]:
         with old_draws():
@@ -244,7 +257,12 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
     label = f"{'bf16-mixed' if bf16_side else 'fp32'} {mode}" + (
         " + compiled updates" if updates == "compiled" else ""
     )
-    out = alternate({old_name: old, label: new}, int(cfg.pairs.repeats), warmup)
+    out = alternate({old_name: old, label: new}, repeats, warmup)
+    # each side's median split over its timed rounds: where the time went, old path and fast path
+    out["parts_ms"] = {
+        old_name: median_parts(old_round.parts[-repeats:]),
+        label: median_parts(fast.parts[-repeats:]),
+    }
     out.update(compile_stats(fast_models))
     out.update(update_compile_stats(fast_run))
     out["settings"] = {

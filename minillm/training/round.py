@@ -40,7 +40,7 @@ from minillm.rollout.sampler import (
     score_with_teacher,
 )
 from minillm.training.options import RoundOptions
-from minillm.training.update_passes import UpdatePasses
+from minillm.training.update_passes import FellBack, UpdatePasses
 
 # loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs); logprobs: the (B, T) log-probs of the
 # sampled tokens from the student's pass (None where the round is told the loss does not read them)
@@ -352,10 +352,12 @@ class MiniLLMRound:
         epoch = math.ceil(len(rollout) / o.mini_batch_size)  # the first inner epoch's minibatches
         for rows in order[:epoch]:
             mb = buffer.minibatch(rows).to(self.device)
+            logprobs = None
             if self.passes.active:  # the update's compiled pass, gradients on as there (the same graph)
-                with torch.enable_grad():
-                    logprobs = self.passes.forward(mb)[1].detach()
-            else:
+                with contextlib.suppress(FellBack), torch.enable_grad():
+                    logprobs = self.passes.forward(self.passes.shaped(mb))[1].detach()
+                    logprobs = logprobs[:, : mb.response_ids.shape[1]]  # the bucket's padding off
+            if logprobs is None:  # eager (compiling may have failed just now)
                 logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
             logprobs = logprobs * mb.response_mask
             student_lp[rows.to(student_lp.device), : logprobs.shape[1]] = logprobs.to(student_lp.device)
@@ -395,9 +397,18 @@ class MiniLLMRound:
 
         A non-finite loss or gradient norm skips the step (``hooks.skipped``) and returns None.
         """
-        o, hooks, timer = self.options, self.hooks, self.hooks.timer
         self.set_update_mode()
         mb = mb.to(self.device)
+        try:
+            return self._update(mb)
+        except FellBack:
+            # compiling failed before any gradient flowed: the update again, eagerly and unpadded
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._update(mb)
+
+    def _update(self, mb: Rollout) -> dict[str, Tensor] | None:
+        o, hooks, timer = self.options, self.hooks, self.hooks.timer
+        mb = self.passes.shaped(mb)  # compiled: padded to its shape bucket (the same values)
         started = time.perf_counter()
         with timer("student_fwd_bwd"):
             logits, logprobs = self.passes.forward(mb)

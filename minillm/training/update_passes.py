@@ -19,6 +19,7 @@ distributed wrapper are not what this path was measured on.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import time
@@ -35,9 +36,18 @@ from minillm.rollout.static_decode import one_line
 log = logging.getLogger(__name__)
 
 BACKEND = "inductor"  # torch.compile's backend ("aot_eager" in tests: AOTAutograd without code generation)
-# graphs per compiled function before Dynamo gives up and runs it eagerly (torch's default is 8): each new
-# response length of the round is one until Dynamo marks the length dynamic
+# graphs per compiled function before Dynamo gives up and runs it eagerly (torch's default is 8): one per shape
+# bucket (rows × prompt bucket × response bucket)
 RECOMPILE_LIMIT = 64
+# A minibatch's prompt and response columns are padded to the next power of two from this (masked: the same
+# values), so that a fit compiles a few shapes, not one per response length: the loss's return-to-go is a loop
+# over positions, which Dynamo unrolls, so the response length cannot be left dynamic.
+MIN_BUCKET = 16
+
+
+class FellBack(Exception):
+    """Compiling a pass failed just now (logged): the passes are eager from here on, and the update in progress
+    is to be redone eagerly from its start (no gradient has flowed yet)."""
 
 
 def student_pass(model: nn.Module, mb: Rollout, logprobs: bool) -> tuple[Tensor, Tensor | None]:
@@ -45,6 +55,43 @@ def student_pass(model: nn.Module, mb: Rollout, logprobs: bool) -> tuple[Tensor,
     float32 log-probs of its sampled tokens."""
     logits = response_logits(model, mb)
     return logits, sampled_logprobs(logits, mb.response_ids) if logprobs else None
+
+
+def bucket(length: int) -> int:
+    """The padded length: the smallest ``MIN_BUCKET``·2^k ≥ ``length``."""
+    size = MIN_BUCKET
+    while size < length:
+        size *= 2
+    return size
+
+
+def padded(mb: Rollout) -> Rollout:
+    """``mb`` with its prompt columns left-padded and its response columns right-padded to their buckets:
+    padding ids under a zero mask, and zeros in every per-token record (the teacher's kept logits too), so
+    every masked loss and statistic is the same."""
+    prompt, response = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
+    left, right = bucket(prompt) - prompt, bucket(response) - response
+    if left == 0 and right == 0:
+        return mb
+
+    def pad(value: Tensor | None, before: int, after: int, fill: float | int = 0) -> Tensor | None:
+        if value is None:
+            return None
+        # dimension 1 (the columns) of a (B, L) or (B, L, V) tensor: F.pad's widths run from the last dimension
+        widths = [0, 0] * (value.dim() - 2) + [before, after]
+        return torch.nn.functional.pad(value, widths, value=fill)
+
+    return dataclasses.replace(
+        mb,
+        prompt_ids=pad(mb.prompt_ids, left, 0, mb.pad_token_id),
+        prompt_mask=pad(mb.prompt_mask, left, 0),
+        response_ids=pad(mb.response_ids, 0, right, mb.pad_token_id),
+        response_mask=pad(mb.response_mask, 0, right),
+        student_logprobs=pad(mb.student_logprobs, 0, right),
+        teacher_logprobs=pad(mb.teacher_logprobs, 0, right),
+        mix_logprobs=pad(mb.mix_logprobs, 0, right),
+        teacher_logits=pad(mb.teacher_logits, 0, right),
+    )
 
 
 def _own_code(fn: Callable, name: str) -> Callable:
@@ -90,8 +137,10 @@ class UpdatePasses:
         def compiled_loss(logits, teacher_logits, mb, logprobs_):
             return loss(logits, teacher_logits, mb, logprobs_)
 
-        self._forward = torch.compile(_own_code(forward, "update_forward"), backend=BACKEND)
-        self._loss = torch.compile(_own_code(compiled_loss, "update_loss"), backend=BACKEND)
+        # static shapes: one graph per bucket (dynamic=False keeps Dynamo from retracing a changed length as
+        # dynamic, which the unrolled return-to-go would specialise again)
+        self._forward = torch.compile(_own_code(forward, "update_forward"), backend=BACKEND, dynamic=False)
+        self._loss = torch.compile(_own_code(compiled_loss, "update_loss"), backend=BACKEND, dynamic=False)
         log.info(
             "fit.compile_updates: the student's teacher-forced pass and the loss compile at the first update "
             "(torch.compile, %s)",
@@ -103,30 +152,34 @@ class UpdatePasses:
         """Whether the passes run compiled now."""
         return self.compiled and self.failed is None
 
+    def shaped(self, mb: Rollout) -> Rollout:
+        """The minibatch the passes take: padded to its shape bucket while compiled (:func:`padded`), else as
+        it is."""
+        return padded(mb) if self.active else mb
+
     def forward(self, mb: Rollout) -> tuple[Tensor, Tensor | None]:
-        """``student_pass`` of the minibatch: compiled while :attr:`active`, else eagerly."""
+        """``student_pass`` of the minibatch: compiled while :attr:`active` (raising :class:`FellBack` where
+        compiling fails: the caller redoes the update eagerly, on the minibatch unpadded), else eagerly."""
         if self.active:
-            try:
-                # the backward compiles now, with the forward (not at the first backward, past the fallback)
-                with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
-                    return self._forward(mb)
-            except MinillmError:
-                raise
-            except Exception as err:  # noqa: BLE001 - any compiler error: eager from now on, said once
-                self.fail(err)
+            return self._compiled_call(self._forward, mb)
         return student_pass(self.student, mb, self.logprobs)
 
     def loss(self, logits: Tensor, teacher_logits: Tensor, mb: Rollout, logprobs: Tensor | None):
-        """The loss of the minibatch: compiled while :attr:`active`, else eagerly."""
+        """The loss of the minibatch: compiled while :attr:`active` (or :class:`FellBack`), else eagerly."""
         if self.active:
-            try:
-                with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
-                    return self._loss(logits, teacher_logits, mb, logprobs)
-            except MinillmError:
-                raise
-            except Exception as err:  # noqa: BLE001 - as in forward
-                self.fail(err)
+            return self._compiled_call(self._loss, logits, teacher_logits, mb, logprobs)
         return self.eager_loss(logits, teacher_logits, mb, logprobs)
+
+    def _compiled_call(self, fn: Callable, *args):
+        try:
+            # the backward compiles now, with the forward (not at the first backward, past the fallback)
+            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                return fn(*args)
+        except MinillmError:
+            raise
+        except Exception as err:  # any compiler error: eager from now on, said once
+            self.fail(err)
+            raise FellBack(self.failed) from err
 
     def fail(self, err: BaseException) -> None:
         """Run eagerly from now on, and say why in one line."""
