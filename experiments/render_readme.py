@@ -221,11 +221,11 @@ def bench() -> str:
             f"{faster(draw['speedup'])} (pairs {draw['pair_ratio_min']:.2f}–{draw['pair_ratio_max']:.2f}, "
             f"{'same' if draw['same_tokens'] else 'different'} tokens) | — |"
         )
-    for pair in rc.read_json(BENCH / MAKE_RUN_RECORD)["pairs"]:
+    for record, pair in ((r, p) for r in MAKE_RUN_RECORDS for p in rc.read_json(BENCH / r)["pairs"]):
         (a, run_a), (b, run_b) = pair["runs"].items()
         lines.append(
             f"  | `make run`'s three minutes, {pair['what']}: {a} against {b}, side by side on 1 torch thread "
-            f"each ({MAKE_RUN_RECORD[9:19]}): {run_a['global_step']} against {run_b['global_step']} optimizer "
+            f"each ({record[9:19]}): {run_a['global_step']} against {run_b['global_step']} optimizer "
             f"steps in {run_a['train_seconds']:.0f} and {run_b['train_seconds']:.0f} s | "
             f"{run_b['global_step'] / run_a['global_step']:.2f} × the steps | — |"
         )
@@ -299,7 +299,7 @@ DECODE_RECORDS = {
     "shipped pair, 1 thread": "bench_2026-12-06_decode_embedded_draw_1thread.json",
 }
 # `make run` (three minutes of training) twice side by side, per pair: steps trained (experiments/make_run_record.py).
-MAKE_RUN_RECORD = "make_run_2026-12-06.json"
+MAKE_RUN_RECORDS = ("make_run_2026-12-06.json", "make_run_2026-12-06_compile_updates.json")
 # The runs whose pairs.draw timed the sampler's token draw against torch.multinomial.
 DRAW_RECORDS = {
     "shipped pair": "bench_2026-12-06_decode_embedded_draw.json",

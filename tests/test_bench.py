@@ -492,6 +492,7 @@ FAST_PATH_ARGS = [
     "pairs.precision=false",
     "pairs.round_build=false",
     "pairs.fast_path=static",
+    "pairs.fast_path_updates=eager",  # the fast path's compiled updates: the test of their own, below
     "pairs.draw=false",
 ]
 
@@ -560,6 +561,33 @@ def test_fast_path_pair_in_fp32_times_fp32_eager_against_fp32_with_the_static_ca
     assert row["value"] == fast["speedup"] and row["ok"] == (fast["speedup"] >= 1.5)
     with pytest.raises(MinillmError, match="pairs.fast_path_precision='bf16'"):
         run_bench(compose_bench([*args, "pairs.fast_path_precision=bf16"], tmp_path))
+
+
+def test_fast_path_pair_with_compiled_updates_records_their_compile_and_each_sides_split(
+    tmp_path, monkeypatch
+):
+    """``pairs.fast_path_updates=compiled`` (the default): the fast side's round compiles its update passes
+    (AOTAutograd without code generation here) in the untimed pair; the record gives that first update's
+    seconds, no failure, each side's median split, and the target row names ``fit.compile_updates``."""
+    from minillm.training import update_passes
+
+    monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
+    args = [a for a in FAST_PATH_ARGS if not a.startswith("pairs.fast_path_updates")]
+    overrides = [*args, "pairs.repeats=2", "pairs.fast_path_precision=32-true"]
+    out = run_bench(compose_bench(overrides, tmp_path))
+    (row,) = out["targets"]
+    fast = out["pairs"]["fast_path"]
+    assert row["target"].startswith(
+        "MiniLLM round: 32-true + sampler.decode=static + fit.compile_updates ≥ 1.5×"
+    )
+    assert fast["new"] == "fp32 static + compiled updates" and fast["settings"]["updates"] == "compiled"
+    assert fast["update_compile_seconds"] > 0 and fast["update_compile_failed"] == []
+    for side in (fast["old"], fast["new"]):
+        parts = fast["parts_ms"][side]
+        assert parts["total"] > 0 and parts["rollout"] > 0 and parts["student_fwd_bwd"] > 0
+        assert parts["total"] >= parts["rollout"] + parts["student_fwd_bwd"]
+    with pytest.raises(MinillmError, match="pairs.fast_path_updates='fused'"):
+        run_bench(compose_bench([*overrides, "pairs.fast_path_updates=fused"], tmp_path))
 
 
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):

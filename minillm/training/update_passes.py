@@ -68,11 +68,11 @@ def bucket(length: int) -> int:
 def padded(mb: Rollout) -> Rollout:
     """``mb`` with its prompt columns left-padded and its response columns right-padded to their buckets:
     padding ids under a zero mask, and zeros in every per-token record (the teacher's kept logits too), so
-    every masked loss and statistic is the same."""
+    every masked loss and statistic is the same. Every tensor comes out contiguous (Dynamo guards on strides)."""
     prompt, response = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
     left, right = bucket(prompt) - prompt, bucket(response) - response
-    if left == 0 and right == 0:
-        return mb
+    if left == 0 and right == 0:  # contiguous all the same: a trimmed view's strides would be a new shape
+        return mb._map(lambda t: t.contiguous())
 
     def pad(value: Tensor | None, before: int, after: int, fill: float | int = 0) -> Tensor | None:
         if value is None:
