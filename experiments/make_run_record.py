@@ -25,6 +25,9 @@ def main(argv: list[str]) -> int:
             name, run_dir = item.split("=", 1)
             results = json.loads((Path(run_dir) / "results.json").read_text())
             runs[name] = {key: results[key] for key in KEYS}
+            timing = Path(run_dir) / "timing.json"  # the run's training-batch seconds, where it wrote them
+            if timing.is_file():
+                runs[name]["seconds_per_step"] = json.loads(timing.read_text())["seconds_per_step"]
         pairs.append({"what": what, "runs": runs})
     out.write_text(json.dumps({"pairs": pairs}, indent=2) + "\n")
     return 0
