@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -409,7 +408,6 @@ class MiniLLMRound:
     def _update(self, mb: Rollout) -> dict[str, Tensor] | None:
         o, hooks, timer = self.options, self.hooks, self.hooks.timer
         mb = self.passes.shaped(mb)  # compiled: padded to its shape bucket (the same values)
-        started = time.perf_counter()
         with timer("student_fwd_bwd"):
             logits, logprobs = self.passes.forward(mb)
         teacher_logits = mb.teacher_logits
@@ -436,7 +434,7 @@ class MiniLLMRound:
                 hooks.skipped("teacher log-probs, rewards or loss")
                 return None
             hooks.backward(objective)
-        self.passes.timed_first(started)
+        self.passes.first_update_done()
         with timer("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), o.grad_clip or float("inf"))
             if not torch.isfinite(grad_norm):

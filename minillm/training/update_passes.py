@@ -123,7 +123,10 @@ class UpdatePasses:
     ) -> None:
         self.student, self.eager_loss, self.logprobs = student, loss, logprobs
         self.failed: str | None = None  # why compiling failed (the passes then run eagerly)
-        self.first_seconds: float | None = None  # the first compiled update (its compiling included)
+        # from the first compiled call (a rescoring's, or the first update's) to the end of the first update:
+        # the compile, logged once
+        self.first_seconds: float | None = None
+        self._first_call: float | None = None
         self.compiled = bool(compiled) and why_not is None
         if compiled and why_not is not None:
             log.warning("fit.compile_updates: %s; the updates run eagerly", why_not)
@@ -171,6 +174,8 @@ class UpdatePasses:
         return self.eager_loss(logits, teacher_logits, mb, logprobs)
 
     def _compiled_call(self, fn: Callable, *args):
+        if self._first_call is None:
+            self._first_call = time.perf_counter()
         try:
             # the backward compiles now, with the forward (not at the first backward, past the fallback)
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
@@ -188,12 +193,15 @@ class UpdatePasses:
             "fit.compile_updates: compiling the update failed (%s); the updates run eagerly", self.failed
         )
 
-    def timed_first(self, started: float) -> None:
-        """Record (and log once) the first compiled update's seconds from ``started``."""
-        if self.active and self.first_seconds is None:
+    def first_update_done(self) -> None:
+        """After each update: the first compiled one records (and logs once) the seconds since the first
+        compiled call, its compiling included."""
+        if self.active and self.first_seconds is None and self._first_call is not None:
             # what compiling left behind is collected now, with the compile, not in a pause of a later update
             gc.collect()
-            self.first_seconds = time.perf_counter() - started
+            self.first_seconds = time.perf_counter() - self._first_call
             log.info(
-                "fit.compile_updates: the first update took %.1f s, compiling included", self.first_seconds
+                "fit.compile_updates: the first update (and any rescoring before it) took %.1f s, compiling "
+                "included",
+                self.first_seconds,
             )
