@@ -55,8 +55,15 @@ def csv_rows(run_dir):
         pytest.param(
             [*ON_POLICY, "trainer.precision=bf16-mixed"], 5, marks=pytest.mark.slow
         ),  # not the default
+        # inductor compiles the stopped and the resumed run's passes anew: the same kernels, the same numbers
+        pytest.param([*ON_POLICY, "fit.compile_updates=true"], 5, marks=pytest.mark.slow),
     ],
-    ids=["forward_kld", "reverse_kld-mid-round", "reverse_kld-mid-round-bf16-mixed"],
+    ids=[
+        "forward_kld",
+        "reverse_kld-mid-round",
+        "reverse_kld-mid-round-bf16-mixed",
+        "reverse_kld-mid-round-compiled-updates",
+    ],
 )
 def test_stop_and_resume_equals_straight_run(compose, tmp_path, extra, stop_at):
     straight = run(compose, tmp_path, "straight", *extra)

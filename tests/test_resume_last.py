@@ -258,3 +258,30 @@ def test_a_resumed_runs_cost_counts_every_segment(compose, tmp_path):
     assert 1000.0 < result["train_seconds"] < 1000.0 + 300
     timing = json.loads((tmp_path / "a" / "timing.json").read_text())
     assert timing["optimizer_steps"] == 6 and timing["batches"] == 6
+
+
+def test_a_checkpoint_from_before_a_key_was_added_resumes_as_if_it_held_what_the_code_did_then():
+    """``fit.compile_updates`` and ``sampler.decode`` came after checkpoints were first written: a saved config
+    without them is the same as one with their old behaviour (eager), and differs from one that turns them on."""
+    from minillm.resume.config_diff import config_differences
+
+    saved = {"fit": {"num_threads": 1}, "sampler": {"name": "hf"}, "seed": 3}
+    current = {
+        "fit": {"num_threads": 1, "compile_updates": False},
+        "sampler": {"name": "hf", "decode": "eager"},
+    }
+    assert config_differences(saved, {**current, "seed": 3}) == []
+    changed = {
+        "fit": {"num_threads": 1, "compile_updates": True},
+        "sampler": {"name": "hf", "decode": "static"},
+    }
+    assert config_differences(saved, {**changed, "seed": 3}) == [
+        ("fit.compile_updates", False, True),
+        ("sampler.decode", "eager", "static"),
+    ]
+    # a key the saved config does hold is compared as it is
+    assert config_differences({**saved, "fit": {"compile_updates": True}}, {**current, "seed": 3})[0] == (
+        "fit.compile_updates",
+        True,
+        False,
+    )

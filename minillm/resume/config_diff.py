@@ -76,6 +76,11 @@ INT_OR_FLOAT_KEYS = (
 )
 
 
+# Keys added after checkpoints were first written, with the value that does what the code did before them: a
+# checkpoint whose config lacks one resumes as if it held that value (no config change to allow).
+ADDED_KEYS = {"fit.compile_updates": False, "sampler.decode": "eager"}
+
+
 def _same(a, b, key: str = "") -> bool:
     """Equal values of the same type; an int and a float of one value are the same but for the keys where
     the type carries meaning (INT_OR_FLOAT_KEYS)."""
@@ -97,6 +102,7 @@ def config_differences(
     """``(key, saved value, current value)`` for every key that differs, in the current config's order;
     the keys that change training, or with ``bound`` only the run-bound ones."""
     old, new = dict(flatten(saved)), dict(flatten(current))
+    old.update({k: v for k, v in ADDED_KEYS.items() if k not in old and k in new})  # before the key existed
     keys = [*new, *(k for k in old if k not in new)]
     return [
         (k, old.get(k, _ABSENT), new.get(k, _ABSENT))
