@@ -67,4 +67,10 @@ fi
 timed decode_pair 150 "$PY" -m minillm.bench device=cuda pairs_only=true pairs.precision=false \
   pairs.round_build=false pairs.decode=compiled plain=true "hydra.run.dir=$RUNS/decode_pair"
 [ -f "$RUNS/decode_pair/bench.json" ] && cp "$RUNS/decode_pair/bench.json" "$OUT/bench_decode_pair.json"
+# The whole MiniLLM round, fp32 eager against bf16-mixed with compiled decoding and compiled updates
+# (pairs.fast_path_updates=compiled, the default: fit.compile_updates), alternated, with each side's split.
+timed fast_path 120 "$PY" -m minillm.bench device=cuda pairs_only=true pairs.precision=false \
+  pairs.round_build=false pairs.decode=null pairs.draw=false pairs.fast_path=compiled plain=true \
+  "hydra.run.dir=$RUNS/fast_path"
+[ -f "$RUNS/fast_path/bench.json" ] && cp "$RUNS/fast_path/bench.json" "$OUT/bench_fast_path.json"
 cat "$OUT/times.tsv"

@@ -407,7 +407,9 @@ class MiniLLMRound:
 
     def _update(self, mb: Rollout) -> dict[str, Tensor] | None:
         o, hooks, timer = self.options, self.hooks, self.hooks.timer
-        mb = self.passes.shaped(mb)  # compiled: padded to its shape bucket (the same values)
+        mb = self.passes.shaped(
+            mb
+        )  # compiled: padded to its shape bucket (the same values to float rounding)
         with timer("student_fwd_bwd"):
             logits, logprobs = self.passes.forward(mb)
         teacher_logits = mb.teacher_logits

@@ -39,9 +39,9 @@ BACKEND = "inductor"  # torch.compile's backend ("aot_eager" in tests: AOTAutogr
 # graphs per compiled function before Dynamo gives up and runs it eagerly (torch's default is 8): one per shape
 # bucket (rows × prompt bucket × response bucket)
 RECOMPILE_LIMIT = 64
-# A minibatch's prompt and response columns are padded to the next power of two from this (masked: the same
-# values), so that a fit compiles a few shapes, not one per response length: the loss's return-to-go is a loop
-# over positions, which Dynamo unrolls, so the response length cannot be left dynamic.
+# A minibatch's prompt and response columns are padded to this times a power of two (masked: the same values to
+# float rounding), so that a fit compiles a few shapes, not one per response length: the loss's return-to-go is
+# a loop over positions, which Dynamo unrolls, so the response length cannot be left dynamic.
 MIN_BUCKET = 16
 
 
@@ -68,7 +68,7 @@ def bucket(length: int) -> int:
 def padded(mb: Rollout) -> Rollout:
     """``mb`` with its prompt columns left-padded and its response columns right-padded to their buckets:
     padding ids under a zero mask, and zeros in every per-token record (the teacher's kept logits too), so
-    every masked loss and statistic is the same. Every tensor comes out contiguous (Dynamo guards on strides)."""
+    every masked loss and statistic is the same to float rounding (tested). Every tensor comes out contiguous (Dynamo guards on strides)."""
     prompt, response = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
     left, right = bucket(prompt) - prompt, bucket(response) - response
     if left == 0 and right == 0:  # contiguous all the same: a trimmed view's strides would be a new shape
