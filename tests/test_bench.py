@@ -59,6 +59,7 @@ TINY = [
     "pairs.repeats=1",
     "pairs.warmup=0",
     "pairs.decode=null",  # the decode pair has its own test below (compiling is slow here)
+    "pairs.fast_path=null",  # so has the whole round's fast path
 ]
 
 
@@ -492,6 +493,7 @@ FAST_PATH_ARGS = [
     "pairs.precision=false",
     "pairs.round_build=false",
     "pairs.fast_path=static",
+    "pairs.fast_path_precision=bf16-mixed",  # auto (the default) has a test of its own
     "pairs.fast_path_updates=eager",  # the fast path's compiled updates: the test of their own, below
     "pairs.draw=false",
 ]
@@ -588,6 +590,25 @@ def test_fast_path_pair_with_compiled_updates_records_their_compile_and_each_sid
         assert parts["total"] >= parts["rollout"] + parts["student_fwd_bwd"]
     with pytest.raises(MinillmError, match="pairs.fast_path_updates='fused'"):
         run_bench(compose_bench([*overrides, "pairs.fast_path_updates=fused"], tmp_path))
+
+
+def test_fast_path_precision_auto_chooses_as_trainer_precision_auto_and_records_why(tmp_path):
+    """``pairs.fast_path_precision=auto`` (the default): bf16-mixed where the device has bf16 and the student's
+    forward + backward measured faster under it (by trainer.precision=auto's margin), else 32-true; the probe's
+    two times go in the record."""
+    from minillm.training.precision import AUTO_MARGIN, bf16_supported
+
+    args = [a for a in FAST_PATH_ARGS if not a.startswith("pairs.fast_path_precision")]
+    out = run_bench(compose_bench([*args, "pairs.repeats=1", "pairs.fast_path_precision=auto"], tmp_path))
+    settings = out["pairs"]["fast_path"]["settings"]
+    probe = settings["precision_auto"]
+    if not bf16_supported("cpu"):
+        assert settings["precision"] == "32-true" and probe == {"no_native_bf16": "cpu"}
+        return
+    faster = probe["bf16_seconds"] <= AUTO_MARGIN * probe["fp32_seconds"]
+    assert settings["precision"] == ("bf16-mixed" if faster else "32-true")
+    with pytest.raises(MinillmError, match="pairs.fast_path_precision='fp16'"):
+        run_bench(compose_bench([*args, "pairs.fast_path_precision=fp16"], tmp_path))
 
 
 def test_dtype_bf16_times_the_round_as_bf16_mixed_training_runs_it(tmp_path):

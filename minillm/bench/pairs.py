@@ -30,7 +30,7 @@ from minillm.errors import MinillmError
 from minillm.rollout import static_decode
 from minillm.rollout.options import SamplingOptions
 from minillm.rollout.sampler import _unwrap, draw, multinomial_draws, sample_rollouts
-from minillm.training.precision import bf16_supported
+from minillm.training.precision import AUTO, AUTO_MARGIN, BF16, FP32, bf16_supported, measure
 
 BUILD_REPEATS = 50  # timed rebuilds of the round alone (median)
 DRAW_CALLS = 200  # tokens drawn per side and pair (pairs.draw)
@@ -221,10 +221,18 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
     if mode not in ("static", "compiled"):
         raise MinillmError(f"pairs.fast_path={mode!r}: must be static, compiled or null")
     precision = str(cfg.pairs.get("fast_path_precision") or "bf16-mixed")
-    if precision not in FAST_PATH_PRECISIONS:
+    if precision not in (*FAST_PATH_PRECISIONS, AUTO):
         raise MinillmError(
-            f"pairs.fast_path_precision={precision!r}: must be one of {', '.join(FAST_PATH_PRECISIONS)}"
+            f"pairs.fast_path_precision={precision!r}: must be one of {', '.join((*FAST_PATH_PRECISIONS, AUTO))}"
         )
+    chosen_by = None
+    if precision == AUTO:  # as trainer.precision=auto chooses: bf16 where supported and measured faster
+        if bf16_supported(device):
+            fp32_s, bf16_s = measure(models.student, device)
+            precision = BF16 if bf16_s <= AUTO_MARGIN * fp32_s else FP32
+            chosen_by = {"fp32_seconds": fp32_s, "bf16_seconds": bf16_s}
+        else:
+            precision, chosen_by = FP32, {"no_native_bf16": device}
     updates = str(cfg.pairs.get("fast_path_updates") or "eager")
     if updates not in UPDATE_MODES:
         raise MinillmError(f"pairs.fast_path_updates={updates!r}: must be one of {', '.join(UPDATE_MODES)}")
@@ -270,6 +278,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
         "decode": mode,
         "updates": updates,
         "precision": precision,
+        "precision_auto": chosen_by,  # pairs.fast_path_precision=auto: the probe that chose (None: set by hand)
         "batch_size": main.batch_size,
         "prompt_len": main.prompt_len,
         "response_len": main.response_len,
