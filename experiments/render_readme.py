@@ -292,6 +292,8 @@ FAST_PATH_RECORDS = {
     "SmolLM2 pair, run again": "bench_2026-12-06_fast_path_smollm2_draw_5pairs.json",
     "SmolLM2 pair, compiled steps on a copy with bf16 linear weights": "bench_2026-12-06_fast_path_smollm2_shadow.json",
     "SmolLM2 pair, the same run again": "bench_2026-12-06_fast_path_smollm2_shadow_2.json",
+    "SmolLM2 pair with compiled updates": "bench_2026-12-06_fast_path_smollm2_compiled_updates.json",
+    "SmolLM2 pair with compiled updates, run again": "bench_2026-12-06_fast_path_smollm2_compiled_updates_2.json",
 }
 # The runs that timed the lockstep rollout, old path against sampler.decode=compiled (issue 22 item 2).
 DECODE_RECORDS = {
