@@ -407,9 +407,8 @@ class MiniLLMRound:
 
     def _update(self, mb: Rollout) -> dict[str, Tensor] | None:
         o, hooks, timer = self.options, self.hooks, self.hooks.timer
-        mb = self.passes.shaped(
-            mb
-        )  # compiled: padded to its shape bucket (the same values to float rounding)
+        # compiled: padded to its shape bucket (the same values to float rounding)
+        mb = self.passes.shaped(mb)
         with timer("student_fwd_bwd"):
             logits, logprobs = self.passes.forward(mb)
         teacher_logits = mb.teacher_logits
