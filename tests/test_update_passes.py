@@ -332,3 +332,28 @@ def test_rounds_of_other_lengths_within_a_bucket_compile_nothing_more(monkeypatc
     assert set(lengths) - first, "the second round should bring response lengths the first did not have"
     assert counters["stats"]["unique_graphs"] == graphs
     assert rnd.passes.active
+
+
+def test_the_masked_maximum_of_integers_and_of_nothing():
+    """Integer values take their type's lowest value as the fill (an infinity cannot be one), and an empty
+    tensor has no maximum: 0, as the masked maximum of no entries."""
+    from minillm.objectives.policy_gradient import _masked_max
+
+    values = torch.tensor([[-7, -3, 5]])
+    assert _masked_max(values, torch.tensor([[1, 1, 0]])) == -3
+    assert _masked_max(values[:, :0], torch.ones(1, 0, dtype=torch.long)) == 0
+
+
+def test_a_loss_without_the_ratio_rescores_and_updates_compiled(monkeypatch):
+    """A loss the round is told does not read the log-probs (GKD's single-step term, as the bench's GKD step
+    runs it), with rescoring on: the compiled pass returns logits alone, rescoring takes the log-probs of those
+    logits, and the round runs compiled to its end."""
+    from minillm.bench.step import single_step_only
+
+    monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
+    student, teacher = _models()
+    options = dataclasses.replace(OPTIONS, compile_updates=True, rescore_old_logprobs=True)
+    rnd = _round(student, teacher, options, loss=single_step_only(None), loss_logprobs=False)
+    logs = _run(rnd)
+    assert rnd.passes.active and rnd.passes.failed is None
+    assert logs["train/single_step_loss"] > 0

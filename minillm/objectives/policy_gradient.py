@@ -382,9 +382,12 @@ def single_step_loss(
 def _masked_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The maximum of ``values`` over the masked entries (0 when there are none), without a data-dependent
     branch or a boolean index (either would split a compiled loss)."""
+    zero = torch.zeros((), dtype=values.dtype, device=values.device)
+    if values.numel() == 0:  # a shape, not a value: no branch on data
+        return zero
     mask = mask.bool()
-    top = values.masked_fill(~mask, float("-inf")).amax()
-    return torch.where(mask.any(), top, torch.zeros((), dtype=values.dtype, device=values.device))
+    lowest = float("-inf") if values.is_floating_point() else torch.iinfo(values.dtype).min
+    return torch.where(mask.any(), values.masked_fill(~mask, lowest).amax(), zero)
 
 
 # --------------------------------------------------------------------------- options and pipeline

@@ -42,7 +42,8 @@ from minillm.training.options import RoundOptions
 from minillm.training.update_passes import FellBack, UpdatePasses
 
 # loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs); logprobs: the (B, T) log-probs of the
-# sampled tokens from the student's pass (None where the round is told the loss does not read them)
+# sampled tokens from the compiled student's pass, or None (eager passes, or a loss the round is told does not
+# read them): a loss that reads them then takes them from the logits
 LossFn = Callable[[Tensor, Tensor, Rollout, Tensor | None], tuple[Tensor, dict[str, Tensor]]]
 
 
@@ -353,9 +354,13 @@ class MiniLLMRound:
             mb = buffer.minibatch(rows).to(self.device)
             logprobs = None
             if self.passes.active:  # the update's compiled pass, gradients on as there (the same graph)
+                # the pass never reads the teacher's logits: not padded along
+                shaped = self.passes.shaped(dataclasses.replace(mb, teacher_logits=None))
                 with contextlib.suppress(FellBack), torch.enable_grad():
-                    logprobs = self.passes.forward(self.passes.shaped(mb))[1].detach()
-                    logprobs = logprobs[:, : mb.response_ids.shape[1]]  # the bucket's padding off
+                    logits, logprobs = self.passes.forward(shaped)
+                    if logprobs is None:  # a loss without the ratio: any log-probs of these logits will do
+                        logprobs = sampled_logprobs(logits, shaped.response_ids)
+                    logprobs = logprobs.detach()[:, : mb.response_ids.shape[1]]  # the bucket's padding off
             if logprobs is None:  # eager (compiling may have failed just now)
                 logprobs = sampled_logprobs(response_logits(self.student, mb), mb.response_ids)
             logprobs = logprobs * mb.response_mask

@@ -13,7 +13,11 @@ PPO ratio is exactly 1 under compiling too. Compiled and eager losses and gradie
 fused reduction sums in another order), not bit for bit.
 
 Where compiling fails (an architecture Dynamo cannot trace, an adapter), the updates go on eagerly and one
-logged line says why. With several processes (DDP, FSDP) the updates stay eager: compiled modules inside a
+logged line says why; the update in progress is redone eagerly from its start (the backward is lowered with the
+forward, so no gradient has flowed; an error at run time in a compiled backward is not caught). With dropout
+on in the updates (``objective.disable_dropout=false``) the failed attempt has drawn from the random stream, so
+the run goes on eagerly but not as an eager run from the start would; a rescoring compiled before the failure
+leaves that one round's first ratio equal to 1 to float rounding only. With several processes (DDP, FSDP) the updates stay eager: compiled modules inside a
 distributed wrapper are not what this path was measured on.
 """
 
@@ -78,6 +82,8 @@ def padded(mb: Rollout) -> Rollout:
         if value is None:
             return None
         # dimension 1 (the columns) of a (B, L) or (B, L, V) tensor: F.pad's widths run from the last dimension
+        if before == 0 and after == 0:
+            return value.contiguous()
         widths = [0, 0] * (value.dim() - 2) + [before, after]
         return torch.nn.functional.pad(value, widths, value=fill)
 
@@ -106,8 +112,8 @@ class UpdatePasses:
     Args:
         student: the trained model (its teacher-forced pass).
         loss: ``loss(logits, teacher_logits, minibatch, logprobs) -> (loss, logs)``.
-        logprobs: whether ``loss`` reads the log-probs of the sampled tokens (they are then computed in the
-            student's pass, where rescoring takes them too).
+        logprobs: whether ``loss`` reads the log-probs of the sampled tokens (the compiled student's pass then
+            computes them, and rescoring takes them from the same graph).
         compiled: run both passes under ``torch.compile``; ``why_not``: the reason they may not (one line,
             logged once), which keeps them eager.
     """
@@ -162,10 +168,12 @@ class UpdatePasses:
 
     def forward(self, mb: Rollout) -> tuple[Tensor, Tensor | None]:
         """``student_pass`` of the minibatch: compiled while :attr:`active` (raising :class:`FellBack` where
-        compiling fails: the caller redoes the update eagerly, on the minibatch unpadded), else eagerly."""
+        compiling fails: the caller redoes the update eagerly, on the minibatch unpadded), with the sampled
+        tokens' log-probs where the loss reads them; else eagerly, the logits alone (the loss takes the
+        log-probs itself, after the teacher's pass, as it always has: the same numbers and peak memory)."""
         if self.active:
             return self._compiled_call(self._forward, mb)
-        return student_pass(self.student, mb, self.logprobs)
+        return student_pass(self.student, mb, False)
 
     def loss(self, logits: Tensor, teacher_logits: Tensor, mb: Rollout, logprobs: Tensor | None):
         """The loss of the minibatch: compiled while :attr:`active` (or :class:`FellBack`), else eagerly."""
@@ -180,9 +188,10 @@ class UpdatePasses:
             # the backward compiles now, with the forward (not at the first backward, past the fallback)
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
                 return fn(*args)
-        except MinillmError:
+        except (MinillmError, torch.OutOfMemoryError):
             raise
-        except Exception as err:  # any compiler error: eager from now on, said once
+        except Exception as err:  # any other error while compiling or running: eager from now on, said once
+            # (an error of the model itself comes back from the eager rerun, as it would have without compiling)
             self.fail(err)
             raise FellBack(self.failed) from err
 
