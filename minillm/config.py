@@ -215,6 +215,13 @@ def _inert_reason(cfg, key: str) -> str | None:
     if key.startswith("data.pretrain.") or key in ("objective.pt_kd_ratio", "objective.pt_batch_size"):
         if not float(_get(cfg, "objective.pt_coef") or 0.0) > 0:
             return f"objective.pt_coef={_get(cfg, 'objective.pt_coef') or 0} leaves L_PT (and its corpus) out"
+    if key == "fit.compile_updates":
+        module = str((_get(cfg, "objective.module") or {}).get("_target_", ""))
+        if not module.endswith("OnPolicyModule"):
+            return (
+                f"objective={_get(cfg, 'objective.name')} does not train through the on-policy round, whose "
+                "updates it compiles (objective=reverse_kld, onpolicy_rkl)"
+            )
     return None
 
 
@@ -248,6 +255,7 @@ def check_inert_keys(cfg) -> None:
         "objective.alpha_steps",
         "objective.pt_kd_ratio",
         "objective.pt_batch_size",
+        "fit.compile_updates",
     ]
     pretrain = _get(cfg, "data.pretrain")
     keys += [f"data.pretrain.{name}" for name in (pretrain or {})]

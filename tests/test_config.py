@@ -229,6 +229,10 @@ def test_keys_the_chosen_config_reads_are_accepted(compose, overrides):
         (["objective=reverse_kld", "objective.alpha_schedule=linear", "objective.alpha_end=0.0"], None),
         (["objective=reverse_kld", "objective.pt_coef=1.0", "objective.pt_kd_ratio=0.2"], None),
         (["experiment=alpha_sweep/schedules", "+arm=alpha_sweep/cosine", "logger=csv"], None),
+        (["objective=sft", "fit.compile_updates=true"], "fit.compile_updates"),
+        (["objective=gkd", "fit.compile_updates=true"], "fit.compile_updates"),
+        (["objective=reverse_kld", "fit.compile_updates=true"], None),
+        (["objective=onpolicy_rkl", "fit.compile_updates=true"], None),
     ],
 )
 def test_a_key_another_keys_value_makes_inert_is_named_in_a_warning(compose, caplog, overrides, warned):
