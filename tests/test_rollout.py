@@ -82,14 +82,14 @@ def _prompts(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Ten
     return ids, mask
 
 
-def _bias_eos(model: nn.Module, bias: float) -> nn.Module:
-    """Give the model's head a bias toward EOS (replaces lm_head with an untied, biased copy)."""
+def _bias_eos(model: nn.Module, bias: float, eos: int = EOS) -> nn.Module:
+    """Give the model's head a bias toward ``eos`` (replaces lm_head with an untied, biased copy)."""
     old = model.lm_head
     head = nn.Linear(old.in_features, old.out_features, bias=True)
     with torch.no_grad():
         head.weight.copy_(old.weight)
         head.bias.zero_()
-        head.bias[EOS] = bias
+        head.bias[eos] = bias
     model.lm_head = head
     return model
 

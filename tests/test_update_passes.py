@@ -20,28 +20,17 @@ from minillm.training import update_passes
 from minillm.training.options import RoundOptions
 from minillm.training.round import MiniLLMRound
 from tests.test_on_policy import DROPOUT_STUDENTS, EOS, PROMPT_MASK, PROMPTS, TEACHER_ARCH, VOCAB
+from tests.test_rollout import _bias_eos
 
 # ragged prompts, rows finishing at different steps, two inner epochs of two minibatches (3 + 1 rows)
 SAMPLING = SamplingOptions(max_new_tokens=7, eos_token_id=EOS, pad_token_id=EOS, temperature=0.7)
 OPTIONS = RoundOptions(mini_batch_size=3, ppo_epochs=2, sampling=SAMPLING, grad_clip=1.0)
 
 
-def _eos_biased(model: torch.nn.Module, bias: float = 2.0) -> torch.nn.Module:
-    """The model with an untied output layer biased toward EOS, so that rows finish at different steps."""
-    old = model.get_output_embeddings()
-    head = torch.nn.Linear(old.in_features, old.out_features, bias=True)
-    with torch.no_grad():
-        head.weight.copy_(old.weight)
-        head.bias.zero_()
-        head.bias[EOS] = bias
-    model.set_output_embeddings(head)
-    model.config.tie_word_embeddings = False
-    return model
-
-
 def _models(arch=TEACHER_ARCH):
-    student = _eos_biased(build_model(arch, VOCAB, eos_token_id=EOS, seed=1))
-    teacher = _eos_biased(build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2)).eval()
+    # heads biased toward EOS, so that rows finish at different steps
+    student = _bias_eos(build_model(arch, VOCAB, eos_token_id=EOS, seed=1), 2.0, eos=EOS)
+    teacher = _bias_eos(build_model(TEACHER_ARCH, VOCAB, eos_token_id=EOS, seed=2), 2.0, eos=EOS).eval()
     return student, teacher
 
 

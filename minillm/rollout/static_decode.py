@@ -116,12 +116,18 @@ def batch_bucket(batch: int) -> int:
     return 1 << max(0, batch - 1).bit_length()
 
 
-def length_bucket(length: int) -> int:
-    """The cache length: the smallest ``LENGTH_BUCKET``·2^k ≥ ``length``."""
-    size = LENGTH_BUCKET
+def length_bucket(length: int, smallest: int = LENGTH_BUCKET) -> int:
+    """The cache length: the smallest ``smallest``·2^k ≥ ``length`` (``smallest``: ``LENGTH_BUCKET``)."""
+    size = smallest
     while size < length:
         size *= 2
     return size
+
+
+def own_code(fn, name: str):
+    """``fn`` with a code object of its own, named ``name``: Dynamo keeps compiled graphs per code object, so
+    each such copy keeps its graphs apart from every other copy's."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
 @dataclass
@@ -480,9 +486,7 @@ def _compile(model: nn.Module):
     def shared(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
         return _forward(model, input_ids, attention_mask, position_ids, cache)
 
-    step = types.FunctionType(
-        shared.__code__.replace(), shared.__globals__, "decode_step", None, shared.__closure__
-    )
+    step = own_code(shared, "decode_step")
 
     if BACKEND != "inductor":  # tests: dynamo's tracing and guards without inductor's code generation
         return torch.compile(step, fullgraph=True, dynamic=False, backend=BACKEND)

@@ -27,7 +27,6 @@ import dataclasses
 import gc
 import logging
 import time
-import types
 from collections.abc import Callable
 
 import torch
@@ -35,7 +34,7 @@ from torch import Tensor, nn
 
 from minillm.errors import MinillmError
 from minillm.rollout.sampler import Rollout, response_logits, sampled_logprobs
-from minillm.rollout.static_decode import one_line
+from minillm.rollout.static_decode import length_bucket, one_line, own_code
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +60,13 @@ def student_pass(model: nn.Module, mb: Rollout, logprobs: bool) -> tuple[Tensor,
     return logits, sampled_logprobs(logits, mb.response_ids) if logprobs else None
 
 
-def bucket(length: int) -> int:
-    """The padded length: the smallest ``MIN_BUCKET``·2^k ≥ ``length``."""
-    size = MIN_BUCKET
-    while size < length:
-        size *= 2
-    return size
-
-
 def padded(mb: Rollout) -> Rollout:
     """``mb`` with its prompt columns left-padded and its response columns right-padded to their buckets:
     padding ids under a zero mask, and zeros in every per-token record (the teacher's kept logits too), so
     every masked loss and statistic is the same to float rounding (tested). Every tensor comes out contiguous (Dynamo guards on strides)."""
     prompt, response = mb.prompt_ids.shape[1], mb.response_ids.shape[1]
-    left, right = bucket(prompt) - prompt, bucket(response) - response
+    left = length_bucket(prompt, MIN_BUCKET) - prompt
+    right = length_bucket(response, MIN_BUCKET) - response
     if left == 0 and right == 0:  # contiguous all the same: a trimmed view's strides would be a new shape
         return mb._map(lambda t: t.contiguous())
 
@@ -98,12 +90,6 @@ def padded(mb: Rollout) -> Rollout:
         mix_logprobs=pad(mb.mix_logprobs, 0, right),
         teacher_logits=pad(mb.teacher_logits, 0, right),
     )
-
-
-def _own_code(fn: Callable, name: str) -> Callable:
-    """``fn`` with a code object of its own: Dynamo keeps compiled graphs per code object, so each round's
-    passes (each student, each loss) keep theirs apart from every other round's."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, name, fn.__defaults__, fn.__closure__)
 
 
 class UpdatePasses:
@@ -148,8 +134,8 @@ class UpdatePasses:
 
         # static shapes: one graph per bucket (dynamic=False keeps Dynamo from retracing a changed length as
         # dynamic, which the unrolled return-to-go would specialise again)
-        self._forward = torch.compile(_own_code(forward, "update_forward"), backend=BACKEND, dynamic=False)
-        self._loss = torch.compile(_own_code(compiled_loss, "update_loss"), backend=BACKEND, dynamic=False)
+        self._forward = torch.compile(own_code(forward, "update_forward"), backend=BACKEND, dynamic=False)
+        self._loss = torch.compile(own_code(compiled_loss, "update_loss"), backend=BACKEND, dynamic=False)
         log.info(
             "fit.compile_updates: the student's teacher-forced pass and the loss compile at the first update "
             "(torch.compile, %s)",
