@@ -115,6 +115,31 @@ def test_compiled_steps_trace_once_per_bucket_and_match_eager(pair, monkeypatch)
     assert static_decode.compilations(teacher) == 1
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast-copy"])
+def test_a_model_decoded_with_compiled_steps_is_freed_with_its_caches_and_steps(monkeypatch, autocast):
+    """The compiled step lives in the model's entry of the weakly keyed state: were it to hold the model
+    strongly, every model a process ever decoded (a multirun's jobs, a test's fits) would stay alive with its
+    caches and graphs. Under autocast the low-precision copy's own entry must go with it."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(static_decode, "BACKEND", "eager")
+    model = _tiny("llama", seed=4)
+    ids, mask = _prompts([3, 5, 2], seed=2)
+    sampling = SamplingOptions(max_new_tokens=5, eos_token_id=EOS, pad_token_id=PAD, **SAMPLING)
+    with static_decode.decode_mode("compiled"), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        for seed in range(2):  # the second decoding runs the warm step
+            generate(model, ids, mask, sampling, generator=torch.Generator().manual_seed(seed))
+    states = static_decode.states(model)
+    assert len(states) == (2 if autocast else 1) and sum(s.compilations for s in states) == 1
+    entries = [weakref.ref(s) for s in states]
+    gone = weakref.ref(model)
+    del model, states
+    gc.collect()
+    assert gone() is None, "the model outlived its last reference: its compiled step holds it"
+    assert all(entry() is None for entry in entries), "the model's decoding state (caches, steps) outlived it"
+
+
 def test_a_failed_compile_falls_back_to_eager_steps_with_one_logged_line(pair, monkeypatch, caplog):
     def broken(model):
         def step(*args):

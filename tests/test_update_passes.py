@@ -129,26 +129,39 @@ def _failing_backward_backend():
     return aot_autograd(fw_compiler=forward_compiler, bw_compiler=backward_compiler)
 
 
-@pytest.mark.parametrize("where", ["dynamo", "backward"])
+def _out_of_memory_backend(gm, example_inputs):
+    """A backend whose compiled graphs run out of memory when called (as a padded minibatch may)."""
+
+    def run(*args):
+        raise torch.OutOfMemoryError("out of memory on purpose")
+
+    return run
+
+
+@pytest.mark.parametrize("where", ["dynamo", "backward", "out-of-memory"])
 def test_a_failed_compile_runs_the_updates_eagerly_with_one_logged_line(monkeypatch, caplog, where):
     """A compiler error in tracing, or in lowering the backward (compiled with the forward, so it is caught
-    before any gradient flows), turns the passes eager for the rest of the fit: one warning naming the error,
-    and the round's results those of the eager updates exactly."""
+    before any gradient flows), or a compiled pass out of memory (its minibatch padded to the bucket), turns the
+    passes eager for the rest of the fit: one warning naming the error, and the round's results those of the
+    eager updates exactly."""
 
     def broken(gm, example_inputs):
         raise RuntimeError("tracing failed on purpose")
 
-    monkeypatch.setattr(
-        update_passes, "BACKEND", broken if where == "dynamo" else _failing_backward_backend()
-    )
+    backends = {
+        "dynamo": broken,
+        "backward": _failing_backward_backend(),
+        "out-of-memory": _out_of_memory_backend,
+    }
+    monkeypatch.setattr(update_passes, "BACKEND", backends[where])
     student, teacher = _models()
     eager = _round(copy.deepcopy(student), teacher, OPTIONS)
     compiled = _round(student, teacher, dataclasses.replace(OPTIONS, compile_updates=True))
     with caplog.at_level(logging.INFO, logger=update_passes.__name__):
         ref, got = _run(eager), _run(compiled)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(warnings) == 1 and "failed on purpose" in warnings[0] and "run eagerly" in warnings[0]
-    assert not compiled.passes.active and "failed on purpose" in compiled.passes.failed
+    assert len(warnings) == 1 and "on purpose" in warnings[0] and "run eagerly" in warnings[0]
+    assert not compiled.passes.active and "on purpose" in compiled.passes.failed
     assert got == ref
     for a, b in zip(eager.student.parameters(), compiled.student.parameters(), strict=True):
         assert torch.equal(a, b)
@@ -346,3 +359,43 @@ def test_a_loss_without_the_ratio_rescores_and_updates_compiled(monkeypatch):
     logs = _run(rnd)
     assert rnd.passes.active and rnd.passes.failed is None
     assert logs["train/single_step_loss"] > 0
+
+
+@pytest.mark.slow  # inductor compiles a dropout student's forward and backward: ~30 s on the shared cores
+@pytest.mark.parametrize("model_type", ["llama", "opt"])
+def test_with_dropout_on_a_compiled_pass_draws_the_eager_masks(model_type):
+    """``objective.disable_dropout=false``: inductor draws the dropout masks with eager's kernels from the same
+    generator (its own random numbers would be another realisation), so a minibatch already at its bucket's
+    shape gives the eager pass's logits to float rounding and leaves the generator where eager leaves it."""
+    from minillm.rollout.sampler import Rollout
+
+    student = build_model(DROPOUT_STUDENTS[model_type], VOCAB, eos_token_id=EOS, seed=1).train()
+    gen = torch.Generator().manual_seed(0)
+    rows, width = 3, update_passes.MIN_BUCKET  # prompt and response at the smallest bucket: nothing padded
+    response_mask = (torch.arange(width) < torch.tensor([[width], [9], [4]])).long()
+    mb = Rollout(
+        prompt_ids=torch.randint(1, VOCAB, (rows, width), generator=gen),
+        prompt_mask=torch.ones(rows, width, dtype=torch.long),
+        response_ids=torch.randint(1, VOCAB, (rows, width), generator=gen) * response_mask,
+        response_mask=response_mask,
+        student_logprobs=torch.zeros(rows, width),
+        teacher_logprobs=None,
+        mix_logprobs=torch.zeros(rows, width),
+        pad_token_id=EOS,
+    )
+    passes = update_passes.UpdatePasses(student, loss=None, logprobs=True, compiled=True)
+    assert update_passes.padded(mb).response_ids.shape == mb.response_ids.shape
+
+    def run(fn, seed):
+        torch.manual_seed(seed)
+        logits, logprobs = fn(mb)
+        return logits.detach(), logprobs.detach(), torch.rand(4)
+
+    compiled = run(passes.forward, 7)
+    assert passes.failed is None, passes.failed
+    eager = run(lambda m: update_passes.student_pass(student, m, True), 7)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(compiled[1], eager[1], rtol=1e-4, atol=1e-5)
+    assert torch.equal(compiled[2], eager[2]), "the generator moved on differently"
+    other = run(lambda m: update_passes.student_pass(student, m, True), 8)
+    assert (other[0] - eager[0]).abs().max() > 1e-3, "another seed should drop other units: is dropout on?"

@@ -220,7 +220,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
     mode = str(cfg.pairs.fast_path)
     if mode not in ("static", "compiled"):
         raise MinillmError(f"pairs.fast_path={mode!r}: must be static, compiled or null")
-    precision = str(cfg.pairs.get("fast_path_precision") or "bf16-mixed")
+    precision = str(cfg.pairs.get("fast_path_precision") or AUTO)  # the defaults of conf/bench.yaml
     if precision not in (*FAST_PATH_PRECISIONS, AUTO):
         raise MinillmError(
             f"pairs.fast_path_precision={precision!r}: must be one of {', '.join((*FAST_PATH_PRECISIONS, AUTO))}"
@@ -233,7 +233,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
             chosen_by = {"fp32_seconds": fp32_s, "bf16_seconds": bf16_s}
         else:
             precision, chosen_by = FP32, {"no_native_bf16": device}
-    updates = str(cfg.pairs.get("fast_path_updates") or "eager")
+    updates = str(cfg.pairs.get("fast_path_updates") or "compiled")
     if updates not in UPDATE_MODES:
         raise MinillmError(f"pairs.fast_path_updates={updates!r}: must be one of {', '.join(UPDATE_MODES)}")
     bf16_side = precision == "bf16-mixed"

@@ -482,9 +482,12 @@ def _compile(model: nn.Module):
     other step's (its cache is per code object)."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     on_cuda = next(model.parameters()).device.type == "cuda"
+    # a weak reference: the step is kept in the model's own entry of the weakly keyed _states, and a strong one
+    # from there would keep the model (its caches and graphs) alive for the rest of the process
+    model_ref = weakref.ref(model)
 
     def shared(input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, cache) -> Tensor:
-        return _forward(model, input_ids, attention_mask, position_ids, cache)
+        return _forward(model_ref(), input_ids, attention_mask, position_ids, cache)
 
     step = own_code(shared, "decode_step")
 

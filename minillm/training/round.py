@@ -406,9 +406,11 @@ class MiniLLMRound:
         try:
             return self._update(mb)
         except FellBack:
-            # compiling failed before any gradient flowed: the update again, eagerly and unpadded
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._update(mb)
+            pass
+        # compiling (or the padded minibatch's memory) failed before any gradient flowed: the update again, eagerly
+        # and unpadded, outside the handler, so that the failed attempt's tensors went with its exception
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._update(mb)
 
     def _update(self, mb: Rollout) -> dict[str, Tensor] | None:
         o, hooks, timer = self.options, self.hooks, self.hooks.timer

@@ -10,9 +10,11 @@ pass of its own over memory when run eagerly. Compiled, inductor fuses them (``m
 Exactness: when the round rescores the old log-probs (``RoundOptions.rescore_old_logprobs``, on under mixed
 precision), it calls the same compiled pass, with gradients enabled as in the update, so the first inner step's
 PPO ratio is exactly 1 under compiling too. Compiled and eager losses and gradients agree to float rounding (a
-fused reduction sums in another order), not bit for bit.
+fused reduction sums in another order), not bit for bit; with dropout on too, since inductor draws its random
+numbers with eager's kernels here (``fallback_random``), so the masks are the same for a seed.
 
-Where compiling fails (an architecture Dynamo cannot trace, an adapter), the updates go on eagerly and one
+Where compiling fails (an architecture Dynamo cannot trace, an adapter), or a padded minibatch runs out of memory
+(padding to the bucket can nearly double a (batch, tokens, vocabulary) tensor), the updates go on eagerly and one
 logged line says why; the update in progress is redone eagerly from its start (the backward is lowered with the
 forward, so no gradient has flowed; an error at run time in a compiled backward is not caught). With dropout
 on in the updates (``objective.disable_dropout=false``) the failed attempt has drawn from the random stream, so
@@ -134,8 +136,15 @@ class UpdatePasses:
 
         # static shapes: one graph per bucket (dynamic=False keeps Dynamo from retracing a changed length as
         # dynamic, which the unrolled return-to-go would specialise again)
-        self._forward = torch.compile(own_code(forward, "update_forward"), backend=BACKEND, dynamic=False)
-        self._loss = torch.compile(own_code(compiled_loss, "update_loss"), backend=BACKEND, dynamic=False)
+        # inductor draws random numbers (dropout, with objective.disable_dropout=false) with eager's kernels from
+        # the same generator, as eager updates do, not with its own: the same masks for a seed
+        options = {"fallback_random": True} if BACKEND == "inductor" else None
+        self._forward = torch.compile(
+            own_code(forward, "update_forward"), backend=BACKEND, dynamic=False, options=options
+        )
+        self._loss = torch.compile(
+            own_code(compiled_loss, "update_loss"), backend=BACKEND, dynamic=False, options=options
+        )
         log.info(
             "fit.compile_updates: the student's teacher-forced pass and the loss compile at the first update "
             "(torch.compile, %s)",
@@ -174,10 +183,11 @@ class UpdatePasses:
             # the backward compiles now, with the forward (not at the first backward, past the fallback)
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
                 return fn(*args)
-        except (MinillmError, torch.OutOfMemoryError):
+        except MinillmError:
             raise
         except Exception as err:  # any other error while compiling or running: eager from now on, said once
-            # (an error of the model itself comes back from the eager rerun, as it would have without compiling)
+            # (an error of the model itself comes back from the eager rerun, as it would have without compiling;
+            # out of memory too: the padded minibatch may need more than the unpadded one the rerun takes)
             self.fail(err)
             raise FellBack(self.failed) from err
 
@@ -185,7 +195,7 @@ class UpdatePasses:
         """Run eagerly from now on, and say why in one line."""
         self.failed = one_line(err)
         log.warning(
-            "fit.compile_updates: compiling the update failed (%s); the updates run eagerly", self.failed
+            "fit.compile_updates: the compiled update failed (%s); the updates run eagerly", self.failed
         )
 
     def first_update_done(self) -> None:
