@@ -167,6 +167,52 @@ def test_a_failed_compile_runs_the_updates_eagerly_with_one_logged_line(monkeypa
         assert torch.equal(a, b)
 
 
+def test_a_compiled_loss_without_its_gradient_runs_the_updates_eagerly(monkeypatch, caplog):
+    """A compiled loss that comes back without its graph (inductor did so for the loss without the single-step
+    term) would fail at the backward, past the fallback: it is caught at the loss, in one warning, and the
+    round's results are the eager updates' exactly."""
+    monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
+    student, teacher = _models()
+    eager = _round(copy.deepcopy(student), teacher, OPTIONS)
+    compiled = _round(student, teacher, dataclasses.replace(OPTIONS, compile_updates=True))
+    real = compiled.passes._loss
+
+    def detached(*args):
+        value, logs = real(*args)
+        return value.detach(), logs
+
+    compiled.passes._loss = detached
+    with caplog.at_level(logging.WARNING, logger=update_passes.__name__):
+        ref, got = _run(eager), _run(compiled)
+    assert [r.getMessage() for r in caplog.records] == [
+        "fit.compile_updates: the compiled update failed (RuntimeError: the compiled loss came back without a "
+        "gradient); the updates run eagerly"
+    ]
+    assert got == ref
+    for a, b in zip(eager.student.parameters(), compiled.student.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.slow  # inductor compiles the student's pass and the loss: ~30 s on the shared cores
+def test_the_loss_without_the_single_step_term_updates_compiled(monkeypatch):
+    """objective=onpolicy_rkl (single_step false): under inductor the loss keeps its gradient and the updates
+    match the eager ones to float rounding (a loss of pg + a constant zero came back without it)."""
+    from minillm.objectives.policy_gradient import PGOptions
+
+    options = dataclasses.replace(OPTIONS, pg=PGOptions.paper(single_step=False))
+    assert not options.pg.single_step
+    student, teacher = _models()
+    eager = _round(copy.deepcopy(student), teacher, options)
+    compiled = _round(student, teacher, dataclasses.replace(options, compile_updates=True))
+    ref, got = _run(eager), _run(compiled)
+    assert compiled.passes.active, compiled.passes.failed
+    assert got["train/single_step_loss"] == 0.0
+    for key in ("train/loss", "train/pg_loss", "train/grad_norm"):
+        assert got[key] == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
+    for a, b in zip(eager.student.parameters(), compiled.student.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+
+
 def test_with_several_processes_the_updates_stay_eager_and_say_so(caplog):
     """A data-parallel pool (DDP / FSDP): compiled passes are not used, in one logged line."""
     student, teacher = _models()

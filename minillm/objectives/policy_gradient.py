@@ -553,7 +553,9 @@ def minillm_loss(
         with torch.no_grad():  # logged only
             kl_tokens = reverse_kl(logits, teacher_logits, mask, reduction="none", chunk_size=chunk_size)
         single = torch.zeros((), dtype=pg.dtype, device=pg.device)
-    total = pg + single
+    # without the single-step term the loss is pg itself: inductor (torch 2.13) returns pg + a constant zero
+    # without its gradient when pg's detached value is returned beside it
+    total = pg + single if options.single_step else pg
     with torch.no_grad():
 
         def mean(values: torch.Tensor) -> torch.Tensor:  # over the masked tokens of every rank

@@ -173,7 +173,11 @@ class UpdatePasses:
     def loss(self, logits: Tensor, teacher_logits: Tensor, mb: Rollout, logprobs: Tensor | None):
         """The loss of the minibatch: compiled while :attr:`active` (or :class:`FellBack`), else eagerly."""
         if self.active:
-            return self._compiled_call(self._loss, logits, teacher_logits, mb, logprobs)
+            value, logs = self._compiled_call(self._loss, logits, teacher_logits, mb, logprobs)
+            if logits.requires_grad and not value.requires_grad:  # a compiler bug dropped the loss's graph
+                self.fail(RuntimeError("the compiled loss came back without a gradient"))
+                raise FellBack(self.failed)
+            return value, logs
         return self.eager_loss(logits, teacher_logits, mb, logprobs)
 
     def _compiled_call(self, fn: Callable, *args):
