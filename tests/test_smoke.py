@@ -137,6 +137,34 @@ def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     assert "Traceback" not in out.stderr
 
 
+def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_there(tmp_path):
+    """Hydra writes .hydra/ (config, overrides) and its log into the run folder before the task starts: a refused
+    second run must not leave its overrides over the first run's (minillm.report labels runs by them)."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "results.json").write_text("{}")
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- objective=sft\n")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            *smoke_overrides(tmp_path),
+            f"hydra.run.dir={run_dir}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"error: hydra.run.dir={run_dir} already holds a run (results.json)" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld", "hinton_kd"])
 def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
     extra = ["objective.pt_coef=1.0"] if objective == "reverse_kld" else []  # exercise the L_PT path too

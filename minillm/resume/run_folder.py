@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hydra.experimental.callback import Callback
+
 from minillm.errors import MinillmError
 from minillm.resume.checkpoint_io import read_checkpoint
 from minillm.resume.checks import check_checkpoint, check_config
@@ -105,6 +107,31 @@ def refuse_to_overwrite(run_dir: Path) -> None:
             f"hydra.run.dir={run_dir} already holds a run ({', '.join(found)}) that a fresh run would overwrite: "
             "go on from its checkpoint with ckpt_path=last, or choose another folder (nothing was changed)"
         )
+
+
+class RefuseOverwriteEarly(Callback):
+    """A Hydra callback (``hydra.callbacks.refuse_overwrite`` in conf/config.yaml): a single run with no
+    ``ckpt_path`` into a folder that holds an earlier run is refused before Hydra writes its ``.hydra/`` files
+    and its log there (``Resume.plan`` refuses it too, but after those writes, which would relabel the earlier
+    run). Hydra turns a callback's exception into a warning, so the refusal exits here: one line, status 2.
+    Multirun jobs are checked by ``Resume.plan`` alone."""
+
+    def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
+        import sys
+
+        if config_name != "config":
+            return  # not minillm.run (evaluate, diagnose: their configs build on this one)
+        if config.get("ckpt_path") is not None:
+            return  # resuming: Resume.plan decides
+        try:
+            run_dir = Path(str(config.hydra.run.dir))
+        except Exception:  # a folder that cannot be resolved yet: the run itself reports it
+            return
+        try:
+            refuse_to_overwrite(run_dir)
+        except MinillmError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
 
 
 class Resume:
