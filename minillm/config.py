@@ -78,10 +78,25 @@ def validate_config(cfg) -> None:
 
 
 def check_precision(cfg) -> None:
-    """Warn where a reduced precision asked for runs far slower than fp32 on this CPU."""
+    """Refuse an accelerator this machine does not have and a precision Lightning would silently replace; warn
+    where a reduced precision asked for runs far slower than fp32 on this CPU."""
+    import torch
+
     from minillm.training.precision import bf16_supported
 
-    cpu = _get(cfg, "trainer.accelerator") == "cpu"
+    accelerator = str(_get(cfg, "trainer.accelerator"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise MinillmError(
+            f"trainer.accelerator={accelerator}: no CUDA device is available here; use trainer=cpu"
+        )
+    cpu = accelerator == "cpu"
+    if cpu and str(_get(cfg, "trainer.precision")) in ("16-mixed", "16"):
+        # Lightning runs it as bf16-mixed on CPU, while the teacher's weights and the evaluation would follow fp16
+        raise MinillmError(
+            f"trainer.precision={_get(cfg, 'trainer.precision')} on CPU: Lightning has no fp16 mixed precision on "
+            "CPU and would train in bf16-mixed, the teacher and the evaluation in fp16; ask for "
+            "trainer.precision=bf16-mixed, or auto"
+        )
     cpu_bf16 = cpu and bf16_supported("cpu")
     if cpu and "bf16" in str(_get(cfg, "trainer.precision")) and not cpu_bf16:
         log.warning(

@@ -81,6 +81,37 @@ def test_validation_names_the_key(compose):
         validate_config(cfg)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # fit.teacher_dtype says fp32: a natural guess that Lightning refused only after the models loaded
+        (
+            ["trainer.precision=fp32"],
+            r"^trainer\.precision='fp32': must be auto or one of Lightning's precisions: ",
+        ),
+        # Lightning swaps it for bf16-mixed on CPU, while the teacher's weights and evaluation followed fp16
+        (
+            ["trainer.precision=16-mixed"],
+            r"^trainer\.precision=16-mixed on CPU: Lightning has no fp16 mixed ",
+        ),
+        (["trainer.precision=16"], r"^trainer\.precision=16 on CPU: "),
+    ],
+)
+def test_a_precision_lightning_would_refuse_or_replace_is_refused_in_one_line(compose, overrides, message):
+    with pytest.raises(MinillmError, match=message):
+        validate_config(compose(overrides))
+    for fine in ("32", "bf16-mixed", "auto", "32-true"):  # accepted as they are
+        validate_config(compose([f"trainer.precision={fine}"]))
+
+
+def test_a_gpu_trainer_without_a_gpu_is_refused_in_one_line(compose, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(MinillmError, match=r"^trainer\.accelerator=gpu: no CUDA device is available here"):
+        validate_config(compose(["trainer=gpu"]))
+
+
 def test_unknown_choice_lists_valid_ones():
     out = subprocess.run(
         [sys.executable, "-m", "minillm.run", "objective=nope"],
@@ -215,7 +246,10 @@ def refusal(compose, overrides) -> str:
         ["experiment=scaling_models", "+arm=scaling_models/build_student_m"],  # override /student
     ],
 )
-def test_keys_the_chosen_config_reads_are_accepted(compose, overrides):
+def test_keys_the_chosen_config_reads_are_accepted(compose, overrides, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # trainer=gpu's keys, whatever this machine has
     validate_config(compose(overrides))
 
 

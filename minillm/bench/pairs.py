@@ -228,7 +228,7 @@ def fast_path_pair(models: Models, runtime: Runtime, cfg: DictConfig, main: Step
     chosen_by = None
     if precision == AUTO:  # as trainer.precision=auto chooses: bf16 where supported and measured faster
         if bf16_supported(device):
-            fp32_s, bf16_s = measure(models.student, device)
+            fp32_s, bf16_s, _ = measure(models.student, device)
             precision = BF16 if bf16_s <= AUTO_MARGIN * fp32_s else FP32
             chosen_by = {"fp32_seconds": fp32_s, "bf16_seconds": bf16_s}
         else:

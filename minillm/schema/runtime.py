@@ -9,6 +9,24 @@ from typing import Any
 
 from minillm.schema.rules import checked, non_negative, one_of, positive
 
+# trainer.precision: minillm's auto, then Lightning's names (lightning.fabric.plugins.precision.precision's
+# _PRECISION_INPUT: the full names, then the short forms it converts)
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "32",
+    "bf16",
+    "16",
+    "64",
+)
+
 
 @dataclass
 class TrainerConfig:
@@ -22,8 +40,13 @@ class TrainerConfig:
     num_nodes: int = positive(1)
     strategy: Any = "auto"
     use_distributed_sampler: bool = False  # the datamodule shards its own batches across ranks (exact resume)
-    # 32-true | bf16-mixed | auto (minillm.training.precision; conf/trainer/cpu.yaml says why 32-true on CPU)
-    precision: Any = "32-true"
+    # 32-true | bf16-mixed | auto (minillm.training.precision; conf/trainer/cpu.yaml says why 32-true on CPU), or
+    # another of Lightning's precision names
+    precision: Any = checked(
+        "32-true",
+        lambda v: str(v) in PRECISIONS,
+        f"must be auto or one of Lightning's precisions: {', '.join(PRECISIONS[1:])}",
+    )
     max_epochs: int | None = 3  # null: Lightning's own (1000 without max_steps)
     max_steps: int = -1
     # e.g. "00:00:05:00" (DD:HH:MM:SS): stop after this wall-clock time

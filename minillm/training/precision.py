@@ -30,9 +30,16 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 BF16, FP32 = "bf16-mixed", "32-true"
-AUTO_MARGIN = 0.9  # bf16 must take at most 0.9 × the fp32 time: a tie on a noisy machine stays fp32
+# bf16 must take at most 0.8 × the fp32 time: a near-tie on a noisy machine stays fp32 (the shipped student, a
+# near-tie, gave medians of 0.90-1.39 × in six probes of one process on the shared machine; SmolLM2's pruned
+# student 0.72 ×)
+AUTO_MARGIN = 0.8
 PROBE_SHAPE = (4, 64)  # random tokens per timed forward + backward
-PROBE_REPEATS = 3  # timed pairs (after one untimed pair); the medians are compared
+PROBE_REPEATS = 3  # timed pairs at least (after one untimed pair); the medians are compared
+# and more pairs until each side has taken this long (a small model's 6 ms passes: one noisy pair moved the median
+# of three across the margin, so identical commands chose differently), at most PROBE_MAX_PAIRS
+PROBE_SECONDS = 0.5
+PROBE_MAX_PAIRS = 50
 
 
 def is_mixed(precision) -> bool:
@@ -86,20 +93,23 @@ def time_update(model: torch.nn.Module, ids: torch.Tensor, device: str, bf16: bo
 
 
 def measure(model: torch.nn.Module, device: str) -> tuple[float, float]:
-    """(fp32 seconds, bf16 seconds): medians of ``PROBE_REPEATS`` alternated forward + backward passes of a
-    copy of ``model`` on random tokens (its own generator and eval mode: the run's RNG is not touched)."""
+    """(fp32 seconds, bf16 seconds): medians of alternated forward + backward passes of a copy of ``model`` on
+    random tokens (its own generator and eval mode: the run's RNG is not touched): ``PROBE_REPEATS`` pairs after
+    an untimed one, and more until each side has taken ``PROBE_SECONDS`` (``PROBE_MAX_PAIRS`` at most)."""
     probe = copy.deepcopy(model).to(device).eval()
     vocab = int(probe.get_input_embeddings().weight.shape[0])
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, PROBE_SHAPE, generator=gen).to(device)
+    for bf16 in (False, True):  # the first pair warms up
+        time_update(probe, ids, device, bf16)
     times: dict[bool, list[float]] = {False: [], True: []}
-    for i in range(PROBE_REPEATS + 1):
+    while len(times[False]) < PROBE_REPEATS or (
+        min(sum(times[False]), sum(times[True])) < PROBE_SECONDS and len(times[False]) < PROBE_MAX_PAIRS
+    ):
         for bf16 in (False, True):
-            seconds = time_update(probe, ids, device, bf16)
-            if i > 0:  # the first pair warms up
-                times[bf16].append(seconds)
+            times[bf16].append(time_update(probe, ids, device, bf16))
     del probe
-    return statistics.median(times[False]), statistics.median(times[True])
+    return statistics.median(times[False]), statistics.median(times[True]), len(times[False])
 
 
 def resolve_precision(cfg: DictConfig, student: torch.nn.Module) -> str | None:
@@ -111,13 +121,13 @@ def resolve_precision(cfg: DictConfig, student: torch.nn.Module) -> str | None:
     if not bf16_supported(device):
         choice, why = FP32, f"this {device} has no native bf16"
     else:
-        fp32_s, bf16_s = measure(student, device)
+        fp32_s, bf16_s, pairs = measure(student, device)
         faster = bf16_s <= AUTO_MARGIN * fp32_s
         choice = BF16 if faster else FP32
         why = (
             f"the student's forward + backward on {PROBE_SHAPE[0]}×{PROBE_SHAPE[1]} tokens took "
-            f"{bf16_s * 1e3:.1f} ms under bf16 autocast, {fp32_s * 1e3:.1f} ms in fp32 (median of "
-            f"{PROBE_REPEATS}; bf16 needs ≤ {AUTO_MARGIN:g}×)"
+            f"{bf16_s * 1e3:.1f} ms under bf16 autocast, {fp32_s * 1e3:.1f} ms in fp32 (medians of "
+            f"{pairs} alternated pairs; bf16 needs ≤ {AUTO_MARGIN:g}×)"
         )
     with open_dict(cfg):
         cfg.trainer.precision = choice
