@@ -249,7 +249,9 @@ def refusal(compose, overrides) -> str:
 def test_keys_the_chosen_config_reads_are_accepted(compose, overrides, monkeypatch):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # trainer=gpu's keys, whatever this machine has
+    monkeypatch.setattr(
+        torch.cuda, "is_available", lambda: True
+    )  # trainer=gpu's keys, whatever this machine has
     validate_config(compose(overrides))
 
 

@@ -5,6 +5,7 @@ to eager updates with one logged line where compiling fails."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -445,3 +446,61 @@ def test_with_dropout_on_a_compiled_pass_draws_the_eager_masks(model_type):
     assert torch.equal(compiled[2], eager[2]), "the generator moved on differently"
     other = run(lambda m: update_passes.student_pass(student, m, True), 8)
     assert (other[0] - eager[0]).abs().max() > 1e-3, "another seed should drop other units: is dropout on?"
+
+
+def test_on_cpu_the_compiled_passes_run_with_deterministic_algorithms_and_restore_them(monkeypatch):
+    """Each compiled call (rescoring, forward, loss) runs with torch's deterministic algorithms on (warnings
+    only, no NaN fill), and leaves them as they were."""
+    monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
+    student, teacher = _models()
+    rnd = _round(student, teacher, dataclasses.replace(OPTIONS, compile_updates=True))
+    seen = []
+
+    def recording(real):
+        def call(*args):
+            seen.append(
+                (
+                    torch.are_deterministic_algorithms_enabled(),
+                    torch.is_deterministic_algorithms_warn_only_enabled(),
+                    torch.utils.deterministic.fill_uninitialized_memory,
+                )
+            )
+            return real(*args)
+
+        return call
+
+    rnd.passes._forward, rnd.passes._loss = recording(rnd.passes._forward), recording(rnd.passes._loss)
+    _run(rnd)
+    assert rnd.passes.active and len(seen) == 8  # 4 updates × (forward, loss)
+    assert set(seen) == {(True, True, False)}
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory
+
+
+def test_deterministic_lowering_replaces_the_embeddings_atomic_adds():
+    """Why the passes compile under deterministic algorithms: inductor lowers the embedding's gradient (an
+    accumulating scatter) to a parallel loop of atomic adds, whose order, and so the gradient's last bits, changed
+    between runs at 2 threads; under them it calls torch's own kernel (serial on CPU)."""
+    from torch._inductor.utils import run_and_get_code
+
+    embedding = torch.nn.Embedding(50, 8)
+    ids = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
+
+    def code(deterministic: bool) -> str:
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda x: embedding(x).square().sum(), backend="inductor", dynamic=False)
+
+        def run():
+            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+                return compiled(ids)
+
+        with update_passes._deterministic(ids) if deterministic else contextlib.nullcontext():
+            return "\n".join(run_and_get_code(run)[1])
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # inductor writes atomic adds only for a parallel loop (the suite runs at 1)
+    try:
+        assert "atomic_add" in code(False)  # the test's premise: the plain lowering races
+        assert "atomic_add" not in code(True)
+    finally:
+        torch.set_num_threads(threads)

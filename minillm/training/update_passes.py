@@ -25,6 +25,7 @@ distributed wrapper are not what this path was measured on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -48,6 +49,26 @@ RECOMPILE_LIMIT = 64
 # float rounding), so that a fit compiles a few shapes, not one per response length: the loss's return-to-go is
 # a loop over positions, which Dynamo unrolls, so the response length cannot be left dynamic.
 MIN_BUCKET = 16
+
+
+@contextlib.contextmanager
+def _deterministic(first: Tensor | Rollout):
+    """On CPU, compile and run with torch's deterministic algorithms (warnings only): inductor then lowers an
+    accumulating scatter (the embedding's gradient) to torch's own kernel, serial on CPU, instead of a parallel
+    loop of atomic adds, whose order changed between runs at 2 threads (the same seed trained other last bits).
+    The setting is the same at every call, so it is no reason to recompile; elsewhere nothing changes."""
+    tensor = first if isinstance(first, Tensor) else first.response_ids
+    if tensor.device.type != "cpu" or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False  # no NaN fill of every new buffer
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 class FellBack(Exception):
@@ -185,7 +206,10 @@ class UpdatePasses:
             self._first_call = time.perf_counter()
         try:
             # the backward compiles now, with the forward (not at the first backward, past the fallback)
-            with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):
+            with (
+                torch._functorch.config.patch(force_non_lazy_backward_lowering=True),
+                _deterministic(args[0]),
+            ):
                 return fn(*args)
         except MinillmError:
             raise
