@@ -288,6 +288,15 @@ FAST_PATH_RECORDS = {
     "shipped pair, fp32 with compiled updates, 1 thread": (
         "bench_2026-12-06_fast_path_embedded_compiled_updates_1thread.json"
     ),
+    "shipped pair, fp32 with deterministic compiled updates": (
+        "bench_2026-12-06_fast_path_embedded_compiled_updates_e0db789.json"
+    ),
+    "shipped pair, fp32 with deterministic compiled updates, 1 thread": (
+        "bench_2026-12-06_fast_path_embedded_compiled_updates_e0db789_1thread.json"
+    ),
+    "shipped pair, fp32 with deterministic compiled updates, 1 thread, run again": (
+        "bench_2026-12-06_fast_path_embedded_compiled_updates_e0db789_1thread_2.json"
+    ),
     "SmolLM2 pair (134.5M, 63.7M)": "bench_2026-12-06_fast_path_smollm2_draw.json",
     "SmolLM2 pair, run again": "bench_2026-12-06_fast_path_smollm2_draw_5pairs.json",
     "SmolLM2 pair, compiled steps on a copy with bf16 linear weights": "bench_2026-12-06_fast_path_smollm2_shadow.json",
