@@ -237,6 +237,14 @@ def _inert_reason(cfg, key: str) -> str | None:
                 f"objective={_get(cfg, 'objective.name')} does not train through the on-policy round, whose "
                 "updates it compiles (objective=reverse_kld, onpolicy_rkl)"
             )
+    if key == "objective.compile_decode":
+        decode = str(_get(cfg, "sampler.decode") or "eager")
+        if decode != "eager":
+            return (
+                f"sampler.decode={decode} decodes through its own static-cache steps, not the compiled models"
+            )
+    if key == "fit.teacher_dtype" and _get(cfg, "teacher.name") == "none":
+        return "teacher=none loads no teacher"
     return None
 
 
@@ -271,6 +279,8 @@ def check_inert_keys(cfg) -> None:
         "objective.pt_kd_ratio",
         "objective.pt_batch_size",
         "fit.compile_updates",
+        "objective.compile_decode",
+        "fit.teacher_dtype",
     ]
     pretrain = _get(cfg, "data.pretrain")
     keys += [f"data.pretrain.{name}" for name in (pretrain or {})]
@@ -282,6 +292,8 @@ def check_inert_keys(cfg) -> None:
             continue
         if value == default:
             continue
+        if key.startswith("data.pretrain.") and _where(key, value) != "set on the command line":
+            continue  # a preset's size of the corpus (debug=smoke's max_chars), for whichever objective runs
         reason = _inert_reason(cfg, key)
         if reason:
             log.warning("%s (%s) has no effect in this run: %s", key, _where(key, value), reason)

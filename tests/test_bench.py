@@ -261,6 +261,7 @@ def test_trl_comparison_is_skipped_with_its_reason_when_trl_is_missing(tmp_path,
         (["device=cuda"], "device=cuda: no CUDA device"),
         (["dtype=bf16"], "dtype=bf16: this cpu has no native bf16"),
         (["compile=true"], "compile=true: part of the CUDA path"),
+        (["objective.compile_decode=true"], "objective.compile_decode=true: the benchmark does not read it"),
         (["objective.teacher_mix_alpha=1.5"], r"objective.teacher_mix_alpha=1.5: must lie in \[0, 1\]"),
         (["objective.num_rollouts=0"], "objective.num_rollouts=0: must be a positive integer"),
         (

@@ -269,6 +269,18 @@ def test_keys_the_chosen_config_reads_are_accepted(compose, overrides, monkeypat
         (["objective=gkd", "fit.compile_updates=true"], "fit.compile_updates"),
         (["objective=reverse_kld", "fit.compile_updates=true"], None),
         (["objective=onpolicy_rkl", "fit.compile_updates=true"], None),
+        (
+            ["objective=reverse_kld", "debug=smoke"],
+            None,
+        ),  # its preset's data.pretrain.max_chars: not the user's
+        (["objective=sft", "debug=smoke", "data.pretrain.max_chars=100"], "data.pretrain.max_chars"),
+        (
+            ["objective=reverse_kld", "objective.compile_decode=true", "sampler.decode=compiled"],
+            "objective.compile_decode",
+        ),
+        (["objective=reverse_kld", "objective.compile_decode=true"], None),
+        (["objective=sft", "teacher=none", "fit.teacher_dtype=bf16"], "fit.teacher_dtype"),
+        (["objective=sft", "fit.teacher_dtype=bf16"], None),
     ],
 )
 def test_a_key_another_keys_value_makes_inert_is_named_in_a_warning(compose, caplog, overrides, warned):

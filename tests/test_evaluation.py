@@ -281,6 +281,28 @@ def test_smoke_evaluation_writes_results_summary_and_figures(compose, tmp_path):
     assert results["test/rougeL"] == m["rougeL"]
 
 
+def test_evaluate_resolves_trainer_precision_auto_as_a_run_does(compose, tmp_path, monkeypatch, caplog):
+    """``python -m minillm.evaluate trainer.precision=auto`` measures and logs its choice (it evaluated in fp32
+    silently, leaving auto in its config)."""
+    from minillm.evaluation.suite import run_evaluation
+    from minillm.training import precision
+
+    monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
+    monkeypatch.setattr(precision, "measure", lambda model, device: (1.0, 0.5, 3))
+    cfg = compose(
+        [*TINY, f"cache_dir={tmp_path / 'cache'}", "logger=csv", "evaluate.model=init", "eval.seeds=[0]",
+         "evaluate.metrics=[rouge]", "trainer.precision=auto"],
+        run_dir=tmp_path / "eval",
+        config_name="evaluate",
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger=precision.__name__):
+        run_evaluation(cfg)
+    assert cfg.trainer.precision == "bf16-mixed"
+    assert any(
+        r.getMessage().startswith("trainer.precision=auto: bf16-mixed on cpu (") for r in caplog.records
+    )
+
+
 def test_evaluate_loads_a_run_checkpoint_and_needs_a_path_for_the_student(compose, tmp_path, tiny_tokenizer):
     from minillm.evaluation.loading import load_evaluated_model
 

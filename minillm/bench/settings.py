@@ -201,6 +201,11 @@ def make_runtime(cfg: DictConfig) -> Runtime:
         raise MinillmError(
             "device=cuda: no CUDA device is available here (torch.cuda.is_available() is False)"
         )
+    if (cfg.get("objective") or {}).get("compile_decode"):
+        raise MinillmError(
+            "objective.compile_decode=true: the benchmark does not read it; its switch for the same wrappers is "
+            "compile=true (device=cuda), and pairs.decode / pairs.fast_path time sampler.decode=compiled"
+        )
     if device != "cuda" and bool(cfg.compile):
         raise MinillmError(
             "compile=true: part of the CUDA path; it needs device=cuda and a CUDA device (on CPU use compile=false)"

@@ -90,6 +90,11 @@ def run_evaluation(cfg) -> dict:
     if e.split not in records:
         raise MinillmError(f"evaluate.split={e.split!r}; choose one of {sorted(records)}")
     model, tokenizer, source = load_evaluated_model(cfg, records)
+    from minillm.training.precision import resolve_precision
+
+    resolve_precision(
+        cfg, model
+    )  # trainer.precision=auto: measured on the evaluated model and logged, as a run does
     device = torch.device("cuda" if cfg.trainer.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     name, split = e.model, e.split
