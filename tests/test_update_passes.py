@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import logging
 import math
+import re
 
 import pytest
 import torch
@@ -363,9 +364,11 @@ def test_padding_a_minibatch_to_its_bucket_keeps_its_loss_and_gradient():
         torch.testing.assert_close(gb, ga, rtol=1e-5, atol=1e-7)
 
 
-def test_rounds_of_other_lengths_within_a_bucket_compile_nothing_more(monkeypatch):
+def test_rounds_of_other_lengths_within_a_bucket_compile_nothing_more(monkeypatch, caplog):
     """Shape buckets: a second round whose responses and prompts have other lengths, within the same buckets,
-    runs on the graphs the first compiled (Dynamo's own count of graphs does not move)."""
+    runs on the graphs the first compiled (Dynamo's own count of graphs does not move). A later update that
+    compiles a new bucket says so with its seconds (the round's 1-row minibatch after the first update's 3 rows);
+    one that compiles nothing says nothing."""
     from torch._dynamo.utils import counters
 
     monkeypatch.setattr(update_passes, "BACKEND", "aot_eager")
@@ -374,10 +377,24 @@ def test_rounds_of_other_lengths_within_a_bucket_compile_nothing_more(monkeypatc
     lengths = []
     real = rnd.passes.shaped
     rnd.passes.shaped = lambda mb: lengths.append(mb.response_ids.shape[1]) or real(mb)
-    _run(rnd, seed=5)
-    graphs = counters["stats"]["unique_graphs"]
-    first = set(lengths)
-    _run(rnd, seed=9)
+
+    def new_buckets() -> list[str]:
+        lines = [r.getMessage() for r in caplog.records if "of a new shape bucket" in r.getMessage()]
+        caplog.clear()
+        return lines
+
+    with caplog.at_level(logging.INFO, logger=update_passes.__name__):
+        _run(rnd, seed=5)
+        (line,) = new_buckets()
+        assert re.fullmatch(
+            r"fit\.compile_updates: an update of a new shape bucket \(1 rows, 16 prompt and 16 response columns\) "
+            r"took \d+\.\d s, compiling included",
+            line,
+        ), line
+        graphs = counters["stats"]["unique_graphs"]
+        first = set(lengths)
+        _run(rnd, seed=9)
+        assert new_buckets() == []
     assert set(lengths) - first, "the second round should bring response lengths the first did not have"
     assert counters["stats"]["unique_graphs"] == graphs
     assert rnd.passes.active

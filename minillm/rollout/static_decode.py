@@ -377,7 +377,7 @@ class Slot:
         if compiled is None:
             compiled = state.compiled[key] = _compile(self.model)
         unguarded = GUARD_SKIP and key in state.warm
-        graphs = _unique_graphs()
+        graphs = unique_graphs()
         start = time.perf_counter()
         on_cuda = ids.device.type == "cuda"
         try:
@@ -399,7 +399,7 @@ class Slot:
             state.unguarded_calls += 1
         elif GUARD_SKIP and not on_cuda and key not in state.guarded and _trusted(self.model, self.cache):
             state.warm.add(key)  # CUDA graphs: untested here, guards kept
-        new = _unique_graphs() - graphs
+        new = unique_graphs() - graphs
         if new > 0:
             seconds = time.perf_counter() - start
             state.compilations += new
@@ -496,7 +496,7 @@ def _compile(model: nn.Module):
     return torch.compile(step, fullgraph=True, dynamic=False, mode="reduce-overhead" if on_cuda else None)
 
 
-def _unique_graphs() -> int:
+def unique_graphs() -> int:
     """Graphs dynamo has compiled in this process (its own counter)."""
     from torch._dynamo.utils import counters
 

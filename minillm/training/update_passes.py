@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from minillm.errors import MinillmError
 from minillm.rollout.sampler import Rollout, response_logits, sampled_logprobs
-from minillm.rollout.static_decode import length_bucket, one_line, own_code
+from minillm.rollout.static_decode import length_bucket, one_line, own_code, unique_graphs
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,9 @@ class UpdatePasses:
         # the compile, logged once
         self.first_seconds: float | None = None
         self._first_call: float | None = None
+        self._update_start: tuple | None = (
+            None  # (graphs compiled so far, when, minibatch shape) of a later update
+        )
         self.compiled = bool(compiled) and why_not is None
         if compiled and why_not is not None:
             log.warning("fit.compile_updates: %s; the updates run eagerly", why_not)
@@ -188,6 +191,11 @@ class UpdatePasses:
         tokens' log-probs where the loss reads them; else eagerly, the logits alone (the loss takes the
         log-probs itself, after the teacher's pass, as it always has: the same numbers and peak memory)."""
         if self.active:
+            if (
+                self.first_seconds is not None
+            ):  # a later update: a new shape bucket's compile is logged after it
+                shape = (mb.response_ids.shape[0], mb.prompt_ids.shape[1], mb.response_ids.shape[1])
+                self._update_start = (unique_graphs(), time.perf_counter(), shape)
             return self._compiled_call(self._forward, mb)
         return student_pass(self.student, mb, False)
 
@@ -228,7 +236,16 @@ class UpdatePasses:
 
     def first_update_done(self) -> None:
         """After each update: the first compiled one records (and logs once) the seconds since the first
-        compiled call, its compiling included."""
+        compiled call, its compiling included; a later one that compiled a shape bucket not seen before logs its
+        seconds too (a pause of seconds to a minute that would otherwise look like a hang)."""
+        started, self._update_start = self._update_start, None
+        if self.active and started is not None and unique_graphs() > started[0]:
+            log.info(
+                "fit.compile_updates: an update of a new shape bucket (%d rows, %d prompt and %d response columns) "
+                "took %.1f s, compiling included",
+                *started[2],
+                time.perf_counter() - started[1],
+            )
         if self.active and self.first_seconds is None and self._first_call is not None:
             # what compiling left behind is collected now, with the compile, not in a pause of a later update
             gc.collect()
