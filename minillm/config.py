@@ -82,14 +82,14 @@ def check_precision(cfg) -> None:
     where a reduced precision asked for runs far slower than fp32 on this CPU."""
     import torch
 
-    from minillm.training.precision import bf16_supported
+    from minillm.training.precision import bf16_supported, device_type
 
     accelerator = str(_get(cfg, "trainer.accelerator"))
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise MinillmError(
             f"trainer.accelerator={accelerator}: no CUDA device is available here; use trainer=cpu"
         )
-    cpu = accelerator == "cpu"
+    cpu = device_type(cfg) == "cpu"  # trainer.accelerator=auto without a GPU too
     if cpu and str(_get(cfg, "trainer.precision")) in ("16-mixed", "16"):
         # Lightning runs it as bf16-mixed on CPU, while the teacher's weights and the evaluation would follow fp16
         raise MinillmError(
@@ -239,7 +239,10 @@ def _inert_reason(cfg, key: str) -> str | None:
             )
     if key == "objective.compile_decode":
         decode = str(_get(cfg, "sampler.decode") or "eager")
-        if decode != "eager":
+        alpha = float(_get(cfg, "objective.teacher_mix_alpha") or 0.0)
+        constant = _get(cfg, "objective.alpha_schedule") in (None, "constant")
+        # at α = 0 the teacher scores the responses through its compiled model after decoding
+        if decode != "eager" and constant and alpha > 0:
             return (
                 f"sampler.decode={decode} decodes through its own static-cache steps, not the compiled models"
             )

@@ -95,9 +95,18 @@ def test_validation_names_the_key(compose):
             r"^trainer\.precision=16-mixed on CPU: Lightning has no fp16 mixed ",
         ),
         (["trainer.precision=16"], r"^trainer\.precision=16 on CPU: "),
+        (
+            ["trainer.accelerator=auto", "trainer.precision=16-mixed"],
+            r"^trainer\.precision=16-mixed on CPU: ",
+        ),
     ],
 )
-def test_a_precision_lightning_would_refuse_or_replace_is_refused_in_one_line(compose, overrides, message):
+def test_a_precision_lightning_would_refuse_or_replace_is_refused_in_one_line(
+    compose, overrides, message, monkeypatch
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # accelerator=auto: this machine's CPU
     with pytest.raises(MinillmError, match=message):
         validate_config(compose(overrides))
     for fine in ("32", "bf16-mixed", "auto", "32-true"):  # accepted as they are
@@ -279,6 +288,8 @@ def test_keys_the_chosen_config_reads_are_accepted(compose, overrides, monkeypat
             "objective.compile_decode",
         ),
         (["objective=reverse_kld", "objective.compile_decode=true"], None),
+        # α = 0: the teacher scores the responses through its compiled model
+        (["objective=onpolicy_rkl", "objective.compile_decode=true", "sampler.decode=compiled"], None),
         (["objective=sft", "teacher=none", "fit.teacher_dtype=bf16"], "fit.teacher_dtype"),
         (["objective=sft", "fit.teacher_dtype=bf16"], None),
     ],

@@ -137,10 +137,14 @@ def test_bad_input_is_one_line_error(tmp_path, overrides, message):
     assert "Traceback" not in out.stderr
 
 
-def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_there(tmp_path):
+@pytest.mark.parametrize("named", ["absolute", "hydra-resolver"])
+def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_there(tmp_path, named):
     """Hydra writes .hydra/ (config, overrides) and its log into the run folder before the task starts: a refused
-    second run must not leave its overrides over the first run's (minillm.report labels runs by them)."""
+    second run must not leave its overrides over the first run's (minillm.report labels runs by them). The folder
+    may be named through Hydra's own resolver (${hydra:runtime.cwd}/...), which resolves only once Hydra's config
+    is registered."""
     run_dir = tmp_path / "run"
+    folder = str(run_dir) if named == "absolute" else "${hydra:runtime.cwd}/run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "results.json").write_text("{}")
     (run_dir / ".hydra" / "overrides.yaml").write_text("- objective=sft\n")
@@ -151,10 +155,10 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_
             "-m",
             "minillm.run",
             *smoke_overrides(tmp_path),
-            f"hydra.run.dir={run_dir}",
+            f"hydra.run.dir={folder}",
             "logger=none",
         ],
-        cwd=ROOT,
+        cwd=ROOT if named == "absolute" else tmp_path,
         capture_output=True,
         text=True,
         timeout=300,

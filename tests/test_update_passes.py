@@ -492,6 +492,10 @@ def test_on_cpu_the_compiled_passes_run_with_deterministic_algorithms_and_restor
     assert set(seen) == {(True, True, False)}
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.utils.deterministic.fill_uninitialized_memory
+    with pytest.raises(RuntimeError, match="inside"), update_passes._deterministic(torch.zeros(1)):
+        raise RuntimeError("inside")  # an error in a compiled call: restored all the same
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory
 
 
 def test_deterministic_lowering_replaces_the_embeddings_atomic_adds():
@@ -500,12 +504,17 @@ def test_deterministic_lowering_replaces_the_embeddings_atomic_adds():
     between runs at 2 threads; under them it calls torch's own kernel (serial on CPU)."""
     from torch._inductor.utils import run_and_get_code
 
+    from minillm.rollout.static_decode import own_code
+
     embedding = torch.nn.Embedding(50, 8)
     ids = torch.randint(0, 50, (4, 16), generator=torch.Generator().manual_seed(0))
 
+    def loss(x):
+        return embedding(x).square().sum()
+
     def code(deterministic: bool) -> str:
-        torch._dynamo.reset()
-        compiled = torch.compile(lambda x: embedding(x).square().sum(), backend="inductor", dynamic=False)
+        # a code object of its own each time: its own compiled graphs (no torch._dynamo.reset() mid-suite)
+        compiled = torch.compile(own_code(loss, f"loss_{deterministic}"), backend="inductor", dynamic=False)
 
         def run():
             with torch._functorch.config.patch(force_non_lazy_backward_lowering=True):

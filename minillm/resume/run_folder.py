@@ -116,16 +116,21 @@ class RefuseOverwriteEarly(Callback):
     run). Hydra turns a callback's exception into a warning, so the refusal exits here: one line, status 2.
     Multirun jobs are checked by ``Resume.plan`` alone."""
 
-    def on_run_start(self, config, config_name: str | None = None, **kwargs) -> None:
+    def on_run_start(self, config, **kwargs) -> None:
         import sys
 
-        if config_name != "config":
-            return  # not minillm.run (evaluate, diagnose: their configs build on this one)
+        from hydra.core.hydra_config import HydraConfig
+
+        if "evaluate" in config or "diagnose" in config:
+            return  # minillm.evaluate, minillm.diagnose: their configs build on this one, and write no run
         if config.get("ckpt_path") is not None:
             return  # resuming: Resume.plan decides
+        # what run_job does first: ${hydra:...} in the folder's name (${hydra:runtime.cwd}/...) resolves from it
+        HydraConfig.instance().set_config(config)
         try:
             run_dir = Path(str(config.hydra.run.dir))
-        except Exception:  # a folder that cannot be resolved yet: the run itself reports it
+        except Exception as err:  # a folder that cannot be resolved: Hydra reports it next, in one line
+            log.debug("hydra.run.dir not resolved before the run (%s)", err)
             return
         try:
             refuse_to_overwrite(run_dir)

@@ -92,8 +92,8 @@ def time_update(model: torch.nn.Module, ids: torch.Tensor, device: str, bf16: bo
     return time.perf_counter() - start
 
 
-def measure(model: torch.nn.Module, device: str) -> tuple[float, float]:
-    """(fp32 seconds, bf16 seconds): medians of alternated forward + backward passes of a copy of ``model`` on
+def measure(model: torch.nn.Module, device: str) -> tuple[float, float, int]:
+    """(fp32 seconds, bf16 seconds, pairs timed): medians of alternated forward + backward passes of a copy of ``model`` on
     random tokens (its own generator and eval mode: the run's RNG is not touched): ``PROBE_REPEATS`` pairs after
     an untimed one, and more until each side has taken ``PROBE_SECONDS`` (``PROBE_MAX_PAIRS`` at most)."""
     probe = copy.deepcopy(model).to(device).eval()

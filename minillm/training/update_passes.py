@@ -191,9 +191,8 @@ class UpdatePasses:
         tokens' log-probs where the loss reads them; else eagerly, the logits alone (the loss takes the
         log-probs itself, after the teacher's pass, as it always has: the same numbers and peak memory)."""
         if self.active:
-            if (
-                self.first_seconds is not None
-            ):  # a later update: a new shape bucket's compile is logged after it
+            # a later update (with any rescoring before it): a new shape bucket's compile is logged after it
+            if self.first_seconds is not None and self._update_start is None:
                 shape = (mb.response_ids.shape[0], mb.prompt_ids.shape[1], mb.response_ids.shape[1])
                 self._update_start = (unique_graphs(), time.perf_counter(), shape)
             return self._compiled_call(self._forward, mb)
