@@ -479,3 +479,27 @@ def test_every_objective_trains_under_bf16_mixed(compose, tmp_path, monkeypatch,
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
     assert losses and all(math.isfinite(v) for v in losses)
     assert autocast_seen and all(autocast_seen)  # the trained student's end-of-run evaluation
+
+
+def test_with_a_validation_after_every_batch_the_best_checkpoint_is_the_best_validation(compose, tmp_path):
+    """trainer.val_check_interval=1 (an int, as debug=smoke sets): Lightning took it for 1.0 (once per epoch) and
+    saved checkpoints only at the epoch's end, so best.ckpt held the last of six validations, whichever was best."""
+    import csv
+
+    from minillm.safe_load import load_checkpoint
+
+    cfg = compose(
+        smoke_overrides(
+            tmp_path, "objective=forward_kld", "logger=csv", "eval.compare=false", "trainer.max_steps=6",
+            # the largest loss: the tiny pair's validation loss falls at every step, so the best is the first
+            "trainer.val_check_interval=1", "select.monitor=val/loss", "select.mode=max",
+        )
+    )  # fmt: skip
+    train(cfg)
+    run_dir = tmp_path / "run"
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(handle) if r.get("val/loss")]
+    assert len(losses) == 6 and losses.index(max(losses)) < 5, losses  # the test's premise: not the last
+    state = load_checkpoint(run_dir / "checkpoints" / "best.ckpt")["callbacks"]
+    (best,) = [v for k, v in state.items() if "'monitor': 'val/loss'" in k]
+    assert float(best["best_model_score"]) == pytest.approx(max(losses), rel=1e-6)

@@ -1,11 +1,13 @@
 """Every reach into Lightning's own loop state: the ``checkpoint["loops"]`` a resume edits, and the logging-step
 counter and module attributes a running fit reads and sets. These are Lightning's private names (2.6: the
 fit loop's ``state_dict`` layout, ``_TrainingEpochLoop._batches_that_stepped``, ``LightningModule._trainer``);
-nothing else in the project touches them, so a Lightning upgrade that moves them breaks here, and
+nothing else in the project touches them (and ``ModelCheckpoint``'s ``_should_save_on_train_epoch_end``), so a Lightning upgrade that moves them breaks here, and
 ``tests/test_lightning_private.py`` checks each one against a real fit.
 """
 
 from __future__ import annotations
+
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 
 # The paths this module reads and writes under ``checkpoint["loops"]``.
 LOOPS = "loops"
@@ -181,3 +183,24 @@ def _zero_current(progress: dict) -> None:
             for sub in value.values():
                 if isinstance(sub, dict) and "current" in sub:
                     _zero(sub["current"])
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (conf/callbacks/default.yaml's best and last), except that
+    ``trainer.val_check_interval=1`` (an int: a validation after every training batch, as ``debug=smoke`` sets)
+    saves after each validation, as any other number of batches does. Lightning compares the interval with 1.0
+    (once per epoch) and took the int 1 for it, saving only at the epoch's end: the best checkpoint then chose
+    among epoch ends, not validations, and kept the worst of six validations in a smoke run. The class keeps
+    Lightning's name, so its state in a checkpoint is found under the same key."""
+
+    def _should_save_on_train_epoch_end(self, trainer) -> bool:
+        interval = trainer.val_check_interval
+        if self._save_on_train_epoch_end is None and type(interval) is int and sum_val_batches(trainer) > 0:
+            return False
+        return super()._should_save_on_train_epoch_end(trainer)
+
+
+def sum_val_batches(trainer) -> float:
+    """Validation batches the trainer runs (a list per dataloader, or one number)."""
+    batches = trainer.num_val_batches
+    return sum(batches) if isinstance(batches, list) else batches
