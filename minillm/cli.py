@@ -109,6 +109,9 @@ def hydra_error_line(err: BaseException) -> str:
 
     if isinstance(err, OSError) and not isinstance(err, HydraException):  # a missing choice is an IOError too
         return f"hydra.run.dir: cannot create the run folder ({err})"
+    if isinstance(err, ValueError) and "Unable to configure handler" in str(err):  # Hydra's log file in it
+        cause = err.__cause__ or err.__context__
+        return f"hydra.run.dir: output directory cannot be written (its log file: {cause or err})"
     text = str(err)
     cause = str(err.__cause__ or "")
     if "is not in struct" in cause and "Could not override '" in text:
@@ -167,9 +170,11 @@ def hydra_app(config_name: str):
             os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing: the error comes here
             try:
                 return app()
-            except (HydraException, OmegaConfBaseException, OSError) as err:
+            except (HydraException, OmegaConfBaseException, OSError, ValueError) as err:
                 if started:
                     raise  # the task's own failure: its traceback, as Hydra would show it
+                if isinstance(err, ValueError) and "Unable to configure handler" not in str(err):
+                    raise
                 print(f"error: {hydra_error_line(err)}", file=sys.stderr, flush=True)
                 sys.exit(2)
             finally:

@@ -58,6 +58,9 @@ def validate_config(cfg) -> None:
 
     check_moved_keys(cfg)
     check_schema(cfg)
+    seed = cfg.get("seed")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+        raise MinillmError(f"seed={seed}: must be an integer in [0, 2**32) (numpy's seeds)")
     check_precision(cfg)
     if isinstance(cfg.get("objective"), DictConfig):
         from minillm.training.options import check_round_choices

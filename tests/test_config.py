@@ -113,6 +113,36 @@ def test_a_precision_lightning_would_refuse_or_replace_is_refused_in_one_line(
         validate_config(compose([f"trainer.precision={fine}"]))
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        # Lightning refused these only after the models had loaded (MisconfigurationException, or a
+        # ZeroDivisionError at the first step), numpy the seed
+        ("trainer.max_steps=-5", r"^trainer\.max_steps=-5: must be a number of steps, or -1 \(no limit\)"),
+        (
+            "trainer.max_epochs=-2",
+            r"^trainer\.max_epochs=-2: must be a number of epochs, -1 \(no limit\) or null",
+        ),
+        (
+            "trainer.val_check_interval=0",
+            r"^trainer\.val_check_interval=0: must be a fraction of an epoch in",
+        ),
+        ("trainer.val_check_interval=1.5", r"^trainer\.val_check_interval=1\.5: must be a fraction"),
+        ("seed=-1", r"^seed=-1: must be an integer in \[0, 2\*\*32\)"),
+    ],
+)
+def test_out_of_range_trainer_values_and_seed_are_refused_before_any_model_loads(compose, override, message):
+    with pytest.raises(MinillmError, match=message):
+        validate_config(compose([override]))
+    for fine in (
+        "trainer.max_steps=-1",
+        "trainer.max_epochs=null",
+        "trainer.val_check_interval=0.25",
+        "seed=7",
+    ):
+        validate_config(compose([fine]))
+
+
 def test_a_gpu_trainer_without_a_gpu_is_refused_in_one_line(compose, monkeypatch):
     import torch
 

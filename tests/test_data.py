@@ -80,6 +80,15 @@ def test_bad_files_name_file_and_line(tmp_path, lines, message):
         read_jsonl(path)
 
 
+def test_a_line_that_is_not_utf8_is_named_in_one_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"instruction": "a", "response": "b"}\n{"instruction": "caf\xe9", "response": "b"}\n')
+    with pytest.raises(
+        MinillmError, match=r"d\.jsonl:2: not UTF-8 text \(invalid continuation byte at byte 20\)"
+    ):
+        read_jsonl(path)
+
+
 def test_missing_file_and_folder(tmp_path):
     with pytest.raises(MinillmError, match="does not exist"):
         read_jsonl(tmp_path / "nope.jsonl")

@@ -262,3 +262,17 @@ def test_a_resumed_run_continues_the_same_wandb_run(compose, tmp_path):
             lg.finalize("success")
         wandb.finish()
     assert ids[0] == ids[1] == (tmp_path / "run" / "wandb_run_id").read_text().strip()
+
+
+def test_a_model_folder_without_a_model_config_is_one_line(tmp_path):
+    """transformers raises ValueError ("Unrecognized model") for a folder with no config.json: it is the user's
+    path, so it is named in one line, as a missing folder is."""
+    from omegaconf import OmegaConf
+
+    from minillm.models.loading import load_model
+
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("weights to come")
+    with pytest.raises(MinillmError, match=rf"^teacher\.path={folder}: cannot load a causal LM \("):
+        load_model(OmegaConf.create({"path": str(folder)}), key="teacher")

@@ -169,6 +169,30 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_folder_whose_log_cannot_be_written_is_one_line(tmp_path):
+    """Hydra opens the run's log file before the task starts: a folder where it cannot (read-only, or run.log taken
+    by a folder) gave logging's traceback."""
+    run_dir = tmp_path / "run"
+    (run_dir / "run.log").mkdir(parents=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minillm.run",
+            *smoke_overrides(tmp_path),
+            f"hydra.run.dir={run_dir}",
+            "logger=none",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error: hydra.run.dir: output directory cannot be written (its log file: " in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 @pytest.mark.parametrize("objective", ["forward_kld", "seqkd", "reverse_kld", "hinton_kd"])
 def test_every_objective_runs_end_to_end(compose, tmp_path, objective):
     extra = ["objective.pt_coef=1.0"] if objective == "reverse_kld" else []  # exercise the L_PT path too

@@ -50,8 +50,14 @@ def iter_jsonl(path: str | Path, *, missing: str | None = None):
     path = Path(path)
     if not path.is_file():
         raise MinillmError(missing or f"{path}: data file does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise MinillmError(
+                    f"{path}:{number}: not UTF-8 text ({err.reason} at byte {err.start})"
+                ) from None
             if not line.strip():
                 continue
             try:

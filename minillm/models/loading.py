@@ -51,7 +51,7 @@ def load_model(
         log.info("loading %s from %s", key, path)
         try:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: a folder without a model's config.json
             raise MinillmError(
                 f"{key}.path={path}: cannot load a causal LM ({str(err).splitlines()[0]})"
             ) from None

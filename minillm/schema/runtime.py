@@ -9,6 +9,11 @@ from typing import Any
 
 from minillm.schema.rules import checked, non_negative, one_of, positive
 
+
+def _int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # trainer.precision: minillm's auto, then Lightning's names (lightning.fabric.plugins.precision.precision's
 # _PRECISION_INPUT: the full names, then the short forms it converts)
 PRECISIONS = (
@@ -47,8 +52,10 @@ class TrainerConfig:
         lambda v: str(v) in PRECISIONS,
         f"must be auto or one of Lightning's precisions: {', '.join(PRECISIONS[1:])}",
     )
-    max_epochs: int | None = 3  # null: Lightning's own (1000 without max_steps)
-    max_steps: int = -1
+    max_epochs: int | None = checked(  # null: Lightning's own (1000 without max_steps)
+        3, lambda v: v is None or (_int(v) and v >= -1), "must be a number of epochs, -1 (no limit) or null"
+    )
+    max_steps: int = checked(-1, lambda v: _int(v) and v >= -1, "must be a number of steps, or -1 (no limit)")
     # e.g. "00:00:05:00" (DD:HH:MM:SS): stop after this wall-clock time
     # (or a mapping of timedelta's keys, as Lightning takes it: {minutes: 30})
     max_time: Any = checked(
@@ -58,7 +65,11 @@ class TrainerConfig:
         ),
         "give days:hours:minutes:seconds, e.g. 00:00:30:00 for 30 minutes",
     )
-    val_check_interval: Any = 1.0  # a fraction of an epoch (float) or a number of steps (int; rounds)
+    val_check_interval: Any = checked(  # a fraction of an epoch (float) or a number of steps (int; rounds)
+        1.0,
+        lambda v: (_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+        "must be a fraction of an epoch in (0, 1] or a number of training batches >= 1",
+    )
     check_val_every_n_epoch: int | None = 1
     limit_val_batches: Any = 1.0
     log_every_n_steps: int = positive(10)
