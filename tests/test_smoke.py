@@ -21,6 +21,13 @@ def smoke_overrides(tmp_path, *extra):
     return [*TINY, f"cache_dir={tmp_path / 'cache'}", *extra]
 
 
+def run_cli(*args: str, cwd=ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m minillm.run ARGS`` as a user types it, in its own process (stdout and stderr kept)."""
+    return subprocess.run(
+        [sys.executable, "-m", "minillm.run", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def test_sft_smoke_run_writes_results_and_csv(compose, tmp_path):
     cfg = compose(smoke_overrides(tmp_path, "objective=sft", "logger=csv"))
     results = train(cfg)
@@ -118,20 +125,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("overrides, message", BAD_INPUTS)
 def test_bad_input_is_one_line_error(tmp_path, overrides, message):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "minillm.run",
-            *smoke_overrides(tmp_path, *overrides),
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "logger=none",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_cli(*smoke_overrides(tmp_path, *overrides), f"hydra.run.dir={tmp_path / 'run'}", "logger=none")
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -149,19 +143,11 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_
     (run_dir / "results.json").write_text("{}")
     (run_dir / ".hydra" / "overrides.yaml").write_text("- objective=sft\n")
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "minillm.run",
-            *smoke_overrides(tmp_path),
-            f"hydra.run.dir={folder}",
-            "logger=none",
-        ],
+    out = run_cli(
+        *smoke_overrides(tmp_path),
+        f"hydra.run.dir={folder}",
+        "logger=none",
         cwd=ROOT if named == "absolute" else tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
     assert out.returncode == 2, out.stderr[-2000:]
     assert f"error: hydra.run.dir={run_dir} already holds a run (results.json)" in out.stderr
@@ -174,20 +160,7 @@ def test_a_run_folder_whose_log_cannot_be_written_is_one_line(tmp_path):
     by a folder) gave logging's traceback."""
     run_dir = tmp_path / "run"
     (run_dir / "run.log").mkdir(parents=True)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "minillm.run",
-            *smoke_overrides(tmp_path),
-            f"hydra.run.dir={run_dir}",
-            "logger=none",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = run_cli(*smoke_overrides(tmp_path), f"hydra.run.dir={run_dir}", "logger=none")
     assert out.returncode == 2, out.stderr[-2000:]
     assert "error: hydra.run.dir: output directory cannot be written (its log file: " in out.stderr
     assert "Traceback" not in out.stderr
