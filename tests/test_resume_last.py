@@ -98,6 +98,14 @@ def test_explicit_checkpoint_of_another_config_is_refused_unless_allowed(compose
     assert f"ckpt_path={ckpt}: the checkpoint was trained with data.batch_size=4" in message
     assert "resume.allow_config_change=true" in message
     assert ckpt_step(ckpt) == 2
+    # the optimizer's settings come back from the checkpoint's state: allowed, a new learning rate was announced
+    # and then trained at the old one
+    for key in ("optim.lr=0.0123", "optim.weight_decay=0.3"):
+        with pytest.raises(
+            MinillmError, match=rf"{key.split('=')[0]}: .* -> .* cannot take effect on resume"
+        ):
+            run(compose, tmp_path, "b", *SFT, key, "resume.allow_config_change=true", f"ckpt_path={ckpt}")
+    assert ckpt_step(ckpt) == 2
 
     with caplog.at_level(logging.WARNING, logger="minillm"):
         resumed = run(

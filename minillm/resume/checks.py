@@ -53,6 +53,16 @@ def check_config(ckpt: dict, path: Path, current: dict, allow_change: bool = Fal
             f"run (max_steps, max_epochs, max_time, logger, ...) may change on resume "
             f"(resume.allow_config_change=true resumes it anyway)"
         )
+    # the optimizer's param groups (lr, betas, weight decay, ...) are restored from the checkpoint whatever the
+    # config says; the schedule's function is rebuilt from the config (its base rates come from the checkpoint)
+    frozen = [d for d in diffs if d[0].startswith("optim.")]
+    if frozen:
+        key, old, new = frozen[0]
+        raise MinillmError(
+            f"ckpt_path={path}: {key}: {old} -> {new} cannot take effect on resume, even with "
+            "resume.allow_config_change=true: the optimizer's state (its learning rate, betas and weight decay "
+            "included) comes from the checkpoint; start a new run to train with other optimizer settings"
+        )
     if diffs:
         log.warning(
             "resume.allow_config_change=true: resuming a checkpoint trained with another config (%s)",
