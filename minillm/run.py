@@ -75,17 +75,21 @@ def train(cfg: DictConfig) -> dict:
     from minillm.models.lora import export_student
     from minillm.models.prepare import prepare_models
     from minillm.models.tokenizers import resolve_tokenizer
-    from minillm.resume.run_folder import Resume
+    from minillm.resume.run_folder import Resume, undo_hydra_writes
     from minillm.rollout import vllm_engine
     from minillm.safe_load import load_checkpoint
     from minillm.training.precision import resolve_precision
     from minillm.training.trainer import build_module, fit, make_trainer, module_class
 
-    validate_config(cfg)
-    check_monitor(cfg)  # before any model loads: a metric nothing logs would fail at the first validation
-    prepare_models(cfg)  # GGUF presets converted, pruned students made: once, into cache_dir/models
-    vllm_engine.configure(cfg)  # sampler=vllm: the engine (started on first use); hf: none
-    resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
+    try:
+        validate_config(cfg)
+        check_monitor(cfg)  # before any model loads: a metric nothing logs would fail at the first validation
+        prepare_models(cfg)  # GGUF presets converted, pruned students made: once, into cache_dir/models
+        vllm_engine.configure(cfg)  # sampler=vllm: the engine (started on first use); hf: none
+        resume = Resume.plan(cfg)  # the run folder and the checkpoint it goes on from, read and checked
+    except MinillmError:
+        undo_hydra_writes()  # a refused resume leaves its folder's .hydra/ and log as they were
+        raise
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     if cfg.fit.get("num_threads"):

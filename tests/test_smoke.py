@@ -155,6 +155,36 @@ def test_a_fresh_run_into_a_folder_holding_a_run_is_refused_before_hydra_writes_
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
+def test_a_refused_resume_and_an_evaluation_into_a_run_leave_its_hydra_files_and_log_as_they_were(
+    compose, tmp_path
+):
+    """Hydra writes .hydra/ and appends to run.log before the task: a resume refused by its checks (another
+    objective) puts them back; minillm.evaluate into a folder holding a run is refused before any write."""
+    run_dir = tmp_path / "run"
+    train(compose(smoke_overrides(tmp_path, "objective=sft", "logger=none", "eval.compare=false")))
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- objective=sft\n")
+    (run_dir / "run.log").write_text("the first run's log\n")
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    out = run_cli(
+        *smoke_overrides(tmp_path, "objective=forward_kld"),
+        f"hydra.run.dir={run_dir}",
+        "ckpt_path=last",
+        "logger=none",
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "checkpoint is from objective=sft, this run is objective=forward_kld" in out.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    out = subprocess.run(
+        [sys.executable, "-m", "minillm.evaluate", *smoke_overrides(tmp_path), "evaluate.model=init",
+         f"hydra.run.dir={run_dir}", "logger=none"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"error: hydra.run.dir={run_dir} already holds a run or an evaluation (results.json" in out.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
 def test_a_run_folder_whose_log_cannot_be_written_is_one_line(tmp_path):
     """Hydra opens the run's log file before the task starts: a folder where it cannot (read-only, or run.log taken
     by a folder) gave logging's traceback."""

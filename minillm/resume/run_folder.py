@@ -4,6 +4,7 @@ found, read safely and checked before any model is built; an earlier run's resul
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -109,22 +110,31 @@ def refuse_to_overwrite(run_dir: Path) -> None:
         )
 
 
+# What a resumed run's folder held before Hydra wrote into it (RefuseOverwriteEarly), put back if the resume is
+# refused: {path: bytes or None (absent)} of .hydra/'s files, and run.log's length
+_BEFORE_HYDRA: dict[Path, bytes | None] = {}
+_LOG_BEFORE: tuple[Path, int | None] | None = None
+
+
 class RefuseOverwriteEarly(Callback):
-    """A Hydra callback (``hydra.callbacks.refuse_overwrite`` in conf/config.yaml): a single run with no
-    ``ckpt_path`` into a folder that holds an earlier run is refused before Hydra writes its ``.hydra/`` files
-    and its log there (``Resume.plan`` refuses it too, but after those writes, which would relabel the earlier
-    run). Hydra turns a callback's exception into a warning, so the refusal exits here: one line, status 2.
-    Multirun jobs are checked by ``Resume.plan`` alone."""
+    """A Hydra callback (``hydra.callbacks.refuse_overwrite`` in conf/config.yaml), run before Hydra writes its
+    ``.hydra/`` files and its log into the run folder (they would relabel an earlier run found there):
+
+    - ``minillm.run`` with no ``ckpt_path`` into a folder that holds an earlier run: refused here (``Resume.plan``
+      refuses it too, but after those writes);
+    - ``minillm.run`` with a ``ckpt_path`` (a resume, which ``Resume.plan`` may still refuse): the folder's
+      ``.hydra/`` files and log are kept, and put back by :func:`undo_hydra_writes` if it does;
+    - ``minillm.evaluate`` / ``minillm.diagnose`` (their configs build on this one) into a folder that holds a
+      run or an evaluation: refused.
+
+    Hydra turns a callback's exception into a warning, so a refusal exits here: one line, status 2. Multirun jobs
+    are checked by ``Resume.plan`` alone."""
 
     def on_run_start(self, config, **kwargs) -> None:
         import sys
 
         from hydra.core.hydra_config import HydraConfig
 
-        if "evaluate" in config or "diagnose" in config:
-            return  # minillm.evaluate, minillm.diagnose: their configs build on this one, and write no run
-        if config.get("ckpt_path") is not None:
-            return  # resuming: Resume.plan decides
         # what run_job does first: ${hydra:...} in the folder's name (${hydra:runtime.cwd}/...) resolves from it
         HydraConfig.instance().set_config(config)
         try:
@@ -132,11 +142,55 @@ class RefuseOverwriteEarly(Callback):
         except Exception as err:  # a folder that cannot be resolved: Hydra reports it next, in one line
             log.debug("hydra.run.dir not resolved before the run (%s)", err)
             return
+        app = next((name for name in ("evaluate", "diagnose") if name in config), None)
         try:
-            refuse_to_overwrite(run_dir)
+            if app is not None:
+                found = earlier_work(run_dir)
+                if found:
+                    raise MinillmError(
+                        f"hydra.run.dir={run_dir} already holds a run or an evaluation ({', '.join(found)}) that "
+                        f"minillm.{app} would overwrite: choose another folder (nothing was changed)"
+                    )
+            elif config.get("ckpt_path") is None:
+                refuse_to_overwrite(run_dir)
+            else:
+                keep_hydra_files(run_dir)
         except MinillmError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+
+
+def keep_hydra_files(run_dir: Path) -> None:
+    """Remember ``run_dir``'s ``.hydra/`` files and the length of its ``run.log`` (before Hydra writes them)."""
+    global _LOG_BEFORE
+    _BEFORE_HYDRA.clear()
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        path = run_dir / ".hydra" / name
+        _BEFORE_HYDRA[path] = path.read_bytes() if path.is_file() else None
+    log_file = run_dir / "run.log"
+    _LOG_BEFORE = (log_file, log_file.stat().st_size if log_file.is_file() else None)
+
+
+def undo_hydra_writes() -> None:
+    """A refused resume: the folder's ``.hydra/`` files and ``run.log`` as they were before this command (kept by
+    :func:`keep_hydra_files`; nothing to do where nothing was kept)."""
+    global _LOG_BEFORE
+    if _BEFORE_HYDRA and all(content is None for content in _BEFORE_HYDRA.values()):
+        shutil.rmtree(next(iter(_BEFORE_HYDRA)).parent, ignore_errors=True)  # a .hydra/ this command made
+    for path, content in _BEFORE_HYDRA.items():
+        if content is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(content)
+    if _LOG_BEFORE is not None:
+        log_file, size = _LOG_BEFORE
+        if size is None:
+            log_file.unlink(missing_ok=True)
+        elif log_file.is_file():
+            with log_file.open("r+b") as handle:
+                handle.truncate(size)
+    _BEFORE_HYDRA.clear()
+    _LOG_BEFORE = None
 
 
 class Resume:
