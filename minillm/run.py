@@ -39,9 +39,19 @@ def in_multirun() -> bool:
 
 def record_failure(cfg: DictConfig, err: Exception) -> None:
     """Write the job's error into its folder and say it in one line; the sweep goes on."""
+    from minillm.resume.run_folder import earlier_work
+
     folder = Path(cfg.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     message = str(err) if isinstance(err, MinillmError) else f"{type(err).__name__}: {err}"
+    if earlier_work(folder):  # a sweep run again into its folder: each finished job's files stay as they were
+        print(
+            f"error: job {cfg.get('run_name')} failed: {message} (its folder holds an earlier run: nothing "
+            "recorded there)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     (folder / "failed.json").write_text(
         json.dumps(
             {

@@ -90,6 +90,11 @@ def load_checkpoint(path, key: str | None = None, *, map_location="cpu", mmap: b
     where = f"{key}={path}" if key else str(path)
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise MinillmError(f"{where}: not a readable checkpoint (the file is empty)")
+    if Path(path).is_file() and not _torch_save_format(Path(path)):
+        # torch's own error for such a file ("mmap can only be used with files saved with
+        # _use_new_zipfile_serialization=True, please torch.save your checkpoint with this option") points the wrong
+        # way, and a legacy pickle gives a bare KeyError
+        raise MinillmError(f"{where}: not a readable checkpoint (not a file written by torch.save)")
     try:
         with _only_our_globals():
             return torch.load(Path(path), map_location=map_location, weights_only=True, mmap=mmap)
@@ -104,6 +109,13 @@ def load_checkpoint(path, key: str | None = None, *, map_location="cpu", mmap: b
         ) from None
     except Exception as err:  # noqa: BLE001 - a truncated, foreign or missing file is the user's input
         raise MinillmError(f"{where}: not a readable checkpoint ({_first_line(err)})") from None
+
+
+def _torch_save_format(path: Path) -> bool:
+    """Whether ``path`` starts as torch.save's zip archive does, or as its legacy pickle (protocol 2+)."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _first_line(err: Exception) -> str:

@@ -276,3 +276,23 @@ def test_a_model_folder_without_a_model_config_is_one_line(tmp_path):
     (folder / "notes.txt").write_text("weights to come")
     with pytest.raises(MinillmError, match=rf"^teacher\.path={folder}: cannot load a causal LM \("):
         load_model(OmegaConf.create({"path": str(folder)}), key="teacher")
+
+
+def test_a_sweep_job_refused_in_a_folder_holding_its_earlier_run_records_nothing_there(tmp_path, capsys):
+    """The same sweep run again into its folder: each job is refused (it would overwrite its finished run), and
+    said so; a failed.json beside that run's results.json contradicted "nothing was changed"."""
+    from omegaconf import OmegaConf
+
+    from minillm.run import record_failure
+
+    finished, fresh = tmp_path / "0", tmp_path / "1"
+    finished.mkdir()
+    (finished / "results.json").write_text("{}")
+    for folder in (finished, fresh):
+        record_failure(
+            OmegaConf.create({"output_dir": str(folder), "run_name": "job"}), MinillmError("refused")
+        )
+    assert sorted(p.name for p in finished.iterdir()) == ["results.json"]
+    assert json.loads((fresh / "failed.json").read_text())["error"] == "refused"
+    err = capsys.readouterr().err
+    assert "error: job job failed: refused (its folder holds an earlier run: nothing recorded there)" in err

@@ -215,12 +215,21 @@ def test_the_allowlist_is_exact_and_scoped_to_our_loads(tmp_path):
 
 
 def test_unreadable_files_get_one_line(tmp_path):
+    """A text file named .ckpt: torch said "please torch.save your checkpoint with this option" (mmap) or a bare
+    KeyError (a legacy load); neither says the file is not a checkpoint."""
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(
-        MinillmError, match=re.escape(f"evaluate.path={garbage}: not a readable checkpoint (Unpickling")
-    ):
-        load_checkpoint(garbage, "evaluate.path")
+    for read in (lambda: load_checkpoint(garbage, "evaluate.path"), lambda: read_checkpoint(garbage)):
+        with pytest.raises(
+            MinillmError, match=r": not a readable checkpoint \(not a file written by torch\.save\)$"
+        ):
+            read()
+    torch.save({"step": 1}, garbage)  # the real thing passes the check
+    assert load_checkpoint(garbage, "evaluate.path") == {"step": 1}
+    torn = tmp_path / "torn.ckpt"  # a torch.save file cut short: torch's own reason
+    torn.write_bytes(garbage.read_bytes()[:40])
+    with pytest.raises(MinillmError, match=re.escape(f"ckpt_path={torn}: not a readable checkpoint (")):
+        load_checkpoint(torn, "ckpt_path")
     with pytest.raises(MinillmError, match="not a readable checkpoint \\(FileNotFoundError"):
         load_checkpoint(tmp_path / "missing.ckpt", "ckpt_path")
 
