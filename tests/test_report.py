@@ -46,6 +46,24 @@ def test_empty_folder_is_an_error(tmp_path):
         report_markdown(tmp_path)
 
 
+def test_results_without_the_splits_metrics_are_named_not_dropped(tmp_path):
+    """--split valid on runs that evaluated test only said "no results.json found"; an evaluation's results.json
+    (minillm.evaluate: no trained student) was dropped from the table without a word."""
+    write_run(tmp_path / "0", "sft-s0", 40.0, 10.0, 60)
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "results.json").write_text(json.dumps({"eval": {"init": {"test": {"rougeL": 1.0}}}}))
+    with pytest.raises(
+        MinillmError,
+        match=r": 2 results\.json found, none with the trained student's valid metrics \(their splits: test: "
+        r"choose one with --split\)$",
+    ):
+        report_markdown(tmp_path, "valid")
+    text = report_markdown(tmp_path)
+    assert "| sft | 1 |" in text
+    assert text.endswith("Left out: results.json without the trained student's test metrics (an evaluation's, or "
+                         "another split's):\n- eval")  # fmt: skip
+
+
 def write_study_run(folder, name, rouge, *, alpha=0.2, schedule="constant", params=(230_000, 2_160_000)):
     """A run folder as the pipeline leaves it: results.json, the resolved config and csv/metrics.csv."""
     write_run(folder, name, rouge, rouge - 5, 60)

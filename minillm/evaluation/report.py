@@ -370,8 +370,20 @@ def report_markdown(root: Path, split: str = "test") -> str:
     """The study table: one row per run group and setting (mean ± std over seeds), then notes on rows
     that were split, then the jobs without results."""
     groups, failed, notes = collect(root, split)
+    unused = [p for p in sorted(root.rglob("results.json")) if job_metrics(p.parent, split) is None]
     if not groups and not failed:
-        raise MinillmError(f"{root}: no results.json found below this folder")
+        if not unused:
+            raise MinillmError(f"{root}: no results.json found below this folder")
+        splits = sorted({s for p in unused for s in _student_splits(p)})
+        raise MinillmError(
+            f"{root}: {len(unused)} results.json found, none with the trained student's {split} metrics ("
+            + (
+                f"their splits: {', '.join(splits)}: choose one with --split"
+                if splits
+                else "none is a training run's"
+            )
+            + ")"
+        )
     header = "| run | seeds | " + " | ".join(h for _, h, _ in STUDY_COLUMNS) + " |"
     lines = [header, "|" + "---|" * (len(STUDY_COLUMNS) + 2)]
     for name, runs in sorted(groups.items(), key=lambda item: row_order(item[0], item[1])):
@@ -382,7 +394,20 @@ def report_markdown(root: Path, split: str = "test") -> str:
         text += "\n\nRows split by folder:\n" + "\n".join(f"- {n}" for n in notes)
     if failed:
         text += "\n\nJobs without results:\n" + "\n".join(f"- {f}" for f in failed)
+    if unused:
+        text += (
+            f"\n\nLeft out: results.json without the trained student's {split} metrics (an evaluation's, or "
+            "another split's):\n" + "\n".join(f"- {p.parent.relative_to(root)}" for p in unused)
+        )
     return text
+
+
+def _student_splits(path: Path) -> list[str]:
+    """The splits a results.json holds the trained student's metrics for (none for minillm.evaluate's)."""
+    try:
+        return sorted((json.loads(path.read_text()).get("eval") or {}).get("trained student", {}))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def write_plots(root: Path, folder: Path, split: str = "test") -> list[Path]:
