@@ -143,45 +143,55 @@ def train(cfg: DictConfig) -> dict:
     loggers = loggers_from_config(cfg, resume.run_dir, resume_step=resume.attach(cfg, module, dm))
     trainer, checkpoint = make_trainer(cfg, loggers, make_eval_callbacks(cfg, dm, tokenizer, teacher))
     train_seconds = fit(cfg, trainer, module, dm, resume.ckpt_path, loggers)
-    student = gathered_student(module, cfg, tokenizer)  # strategy=fsdp: the shards gathered on every rank
-    final_weights = weights_digest(student)  # the weights training ended with (before best selection)
-    if not zero:
-        return {"global_step": trainer.global_step, "final_weights_sha1": final_weights}
-    student_params = sum(p.numel() for p in student.parameters())  # with LoRA: base and adapters
-    trained_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
+    try:  # after training: Ctrl-C here (no stop handler runs) says how to evaluate again, without a traceback
+        student = gathered_student(module, cfg, tokenizer)  # strategy=fsdp: the shards gathered on every rank
+        final_weights = weights_digest(student)  # the weights training ended with (before best selection)
+        if not zero:
+            return {"global_step": trainer.global_step, "final_weights_sha1": final_weights}
+        student_params = sum(p.numel() for p in student.parameters())  # with LoRA: base and adapters
+        trained_params = sum(p.numel() for p in student.parameters() if p.requires_grad)
 
-    if checkpoint.best_model_path:
-        log.info(
-            "selected %s (%s=%s)",
-            checkpoint.best_model_path,
-            cfg.select.monitor,
-            None if checkpoint.best_model_score is None else f"{float(checkpoint.best_model_score):.4g}",
-        )
-        module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
-    if cfg.select.get("save_hf", True):  # a LoRA student: merged, or adapters + base (student.lora.export)
-        student = export_student(student, tokenizer, resume.run_dir / "best_model", cfg.student.get("lora"))
-    table["trained student"] = evaluate_splits(cfg, student, tokenizer, dm, "trained student")
+        if checkpoint.best_model_path:
+            log.info(
+                "selected %s (%s=%s)",
+                checkpoint.best_model_path,
+                cfg.select.monitor,
+                None if checkpoint.best_model_score is None else f"{float(checkpoint.best_model_score):.4g}",
+            )
+            module.load_state_dict(load_checkpoint(checkpoint.best_model_path)["state_dict"])
+        if cfg.select.get(
+            "save_hf", True
+        ):  # a LoRA student: merged, or adapters + base (student.lora.export)
+            student = export_student(
+                student, tokenizer, resume.run_dir / "best_model", cfg.student.get("lora")
+            )
+        table["trained student"] = evaluate_splits(cfg, student, tokenizer, dm, "trained student")
 
-    results = {
-        "config": {
-            "objective": cfg.objective.name,
-            "seed": cfg.seed,
-            "run_name": cfg.run_name,
-            "teacher": cfg.teacher.get("path"),
-            "student": cfg.student.get("path"),
-            "student_params": student_params,
-            "student_trained_params": trained_params,  # fewer than student_params with LoRA (the adapters)
-            "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
-        },
-        "train_seconds": round(module.seconds_before + train_seconds, 1),  # a resumed run: every segment
-        "global_step": trainer.global_step,
-        "final_weights_sha1": final_weights,
-        "best_checkpoint": checkpoint.best_model_path or None,
-        "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
-        "eval": table,
-    }
-    write_results(cfg, resume.run_dir, results, loggers, trainer)
-    return results
+        results = {
+            "config": {
+                "objective": cfg.objective.name,
+                "seed": cfg.seed,
+                "run_name": cfg.run_name,
+                "teacher": cfg.teacher.get("path"),
+                "student": cfg.student.get("path"),
+                "student_params": student_params,
+                "student_trained_params": trained_params,  # fewer than student_params with LoRA (the adapters)
+                "teacher_params": None if teacher is None else sum(p.numel() for p in teacher.parameters()),
+            },
+            "train_seconds": round(module.seconds_before + train_seconds, 1),  # a resumed run: every segment
+            "global_step": trainer.global_step,
+            "final_weights_sha1": final_weights,
+            "best_checkpoint": checkpoint.best_model_path or None,
+            "best_score": None if checkpoint.best_model_score is None else float(checkpoint.best_model_score),
+            "eval": table,
+        }
+        write_results(cfg, resume.run_dir, results, loggers, trainer)
+        return results
+    except KeyboardInterrupt:
+        import signal
+
+        last = resume.run_dir / "checkpoints" / "last.ckpt"
+        raise RunInterrupted(last, trainer.global_step, signal.SIGINT) from None
 
 
 def write_results(cfg: DictConfig, run_dir: Path, results: dict, loggers: list, trainer: L.Trainer) -> None:

@@ -293,3 +293,25 @@ def test_a_checkpoint_from_before_a_key_was_added_resumes_as_if_it_held_what_the
         True,
         False,
     )
+
+
+def test_ctrl_c_in_the_end_of_run_evaluation_says_how_to_evaluate_again(compose, tmp_path, monkeypatch):
+    """After training no stop handler runs: Ctrl-C in the end-of-run evaluation gave a KeyboardInterrupt
+    traceback and no results.json. It is a stop at the last step, and ckpt_path=last evaluates again."""
+    from minillm.evaluation import sampled
+
+    real = sampled.evaluate_splits
+
+    def interrupted(cfg, model, tokenizer, dm, name, **kw):
+        if name == "trained student":
+            raise KeyboardInterrupt
+        return real(cfg, model, tokenizer, dm, name, **kw)
+
+    monkeypatch.setattr(sampled, "evaluate_splits", interrupted)
+    with pytest.raises(RunInterrupted) as stopped:
+        run(compose, tmp_path, "a", *SFT)
+    assert stopped.value.step == 3 and stopped.value.checkpoint == tmp_path / "a/checkpoints/last.ckpt"
+    assert not (tmp_path / "a/results.json").exists()
+    monkeypatch.setattr(sampled, "evaluate_splits", real)
+    again = run(compose, tmp_path, "a", *SFT, "ckpt_path=last")
+    assert again["global_step"] == 3 and (tmp_path / "a/results.json").is_file()
