@@ -251,6 +251,13 @@ def _inert_reason(cfg, key: str) -> str | None:
             )
     if key == "fit.teacher_dtype" and _get(cfg, "teacher.name") == "none":
         return "teacher=none loads no teacher"
+    if key in ("data.valid_size", "data.test_size") and _get(cfg, "data.path"):
+        if Path(str(_get(cfg, "data.path"))).is_dir():
+            split = key.split(".")[1].split("_")[0]
+            return (
+                f"data.path is a folder, whose {split}.jsonl is the {split} split (data.n_{split} caps it); "
+                "the sizes cut a single file"
+            )
     return None
 
 
@@ -287,6 +294,8 @@ def check_inert_keys(cfg) -> None:
         "fit.compile_updates",
         "objective.compile_decode",
         "fit.teacher_dtype",
+        "data.valid_size",
+        "data.test_size",
     ]
     pretrain = _get(cfg, "data.pretrain")
     keys += [f"data.pretrain.{name}" for name in (pretrain or {})]

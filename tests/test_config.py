@@ -322,6 +322,8 @@ def test_keys_the_chosen_config_reads_are_accepted(compose, overrides, monkeypat
         (["objective=onpolicy_rkl", "objective.compile_decode=true", "sampler.decode=compiled"], None),
         (["objective=sft", "teacher=none", "fit.teacher_dtype=bf16"], "fit.teacher_dtype"),
         (["objective=sft", "fit.teacher_dtype=bf16"], None),
+        (["data=jsonl", f"data.path={ROOT}", "data.valid_size=3"], "data.valid_size"),  # a folder of splits
+        (["data=jsonl", "data.path=/x.jsonl", "data.valid_size=3"], None),  # one file: the sizes cut it
     ],
 )
 def test_a_key_another_keys_value_makes_inert_is_named_in_a_warning(compose, caplog, overrides, warned):
