@@ -3,8 +3,8 @@ found, read safely and checked before any model is built; an earlier run's resul
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import shutil
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -175,13 +175,14 @@ def undo_hydra_writes() -> None:
     """A refused resume: the folder's ``.hydra/`` files and ``run.log`` as they were before this command (kept by
     :func:`keep_hydra_files`; nothing to do where nothing was kept)."""
     global _LOG_BEFORE
-    if _BEFORE_HYDRA and all(content is None for content in _BEFORE_HYDRA.values()):
-        shutil.rmtree(next(iter(_BEFORE_HYDRA)).parent, ignore_errors=True)  # a .hydra/ this command made
     for path, content in _BEFORE_HYDRA.items():
         if content is None:
             path.unlink(missing_ok=True)
         else:
             path.write_bytes(content)
+    if _BEFORE_HYDRA:
+        with contextlib.suppress(OSError):  # a .hydra/ this command made, left empty
+            next(iter(_BEFORE_HYDRA)).parent.rmdir()
     if _LOG_BEFORE is not None:
         log_file, size = _LOG_BEFORE
         if size is None:
