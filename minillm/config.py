@@ -55,11 +55,12 @@ def validate_config(cfg) -> None:
     and choices are its schema's (minillm/schema/, checked by composition and ``check_schema``); what is
     left here are the rules between keys, each once."""
     from minillm.schema.check import check_schema
+    from minillm.schema.rules import _integer
 
     check_moved_keys(cfg)
     check_schema(cfg)
     seed = cfg.get("seed")
-    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
+    if seed is not None and not (_integer(seed) and 0 <= seed < 2**32):
         raise MinillmError(f"seed={seed}: must be an integer in [0, 2**32) (numpy's seeds)")
     check_precision(cfg)
     if isinstance(cfg.get("objective"), DictConfig):

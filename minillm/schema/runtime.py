@@ -7,12 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from minillm.schema.rules import checked, non_negative, one_of, positive
-
-
-def _int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
+from minillm.schema.rules import _integer, at_least, checked, non_negative, one_of, positive
 
 # trainer.precision: minillm's auto, then Lightning's names (lightning.fabric.plugins.precision.precision's
 # _PRECISION_INPUT: the full names, then the short forms it converts)
@@ -53,9 +48,11 @@ class TrainerConfig:
         f"must be auto or one of Lightning's precisions: {', '.join(PRECISIONS[1:])}",
     )
     max_epochs: int | None = checked(  # null: Lightning's own (1000 without max_steps)
-        3, lambda v: v is None or (_int(v) and v >= -1), "must be a number of epochs, -1 (no limit) or null"
+        3,
+        lambda v: v is None or (_integer(v) and v >= -1),
+        "must be a number of epochs, -1 (no limit) or null",
     )
-    max_steps: int = checked(-1, lambda v: _int(v) and v >= -1, "must be a number of steps, or -1 (no limit)")
+    max_steps: int = at_least(-1, -1, "must be a number of steps, or -1 (no limit)")
     # e.g. "00:00:05:00" (DD:HH:MM:SS): stop after this wall-clock time
     # (or a mapping of timedelta's keys, as Lightning takes it: {minutes: 30})
     max_time: Any = checked(
@@ -67,7 +64,7 @@ class TrainerConfig:
     )
     val_check_interval: Any = checked(  # a fraction of an epoch (float) or a number of steps (int; rounds)
         1.0,
-        lambda v: (_int(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
+        lambda v: (_integer(v) and v >= 1) or (isinstance(v, float) and 0 < v <= 1),
         "must be a fraction of an epoch in (0, 1] or a number of training batches >= 1",
     )
     check_val_every_n_epoch: int | None = 1
